@@ -1,0 +1,1 @@
+"""Notebook Gateway: sign-in, authorization, routing and audit in front of Jupyter notebook servers."""

@@ -1,0 +1,102 @@
+"""Where notebook servers live: the `NotebookBackend` protocol and the values it trades in.
+
+Implementations: `local` (real Jupyter processes, dev mode), `static` (fixed routes from a file)
+and, later, `kubernetes` (Kubeflow Notebook resources).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+from yarl import URL
+
+# The Jupyter web app's phases, so its front end and ours read the same words.
+Phase = Literal["ready", "waiting", "stopped", "warning", "terminating", "unavailable"]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    phase: Phase
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """A workspace or data volume: a new claim of `size`, or an existing claim by name."""
+
+    name: str
+    mount_path: str
+    size: str | None = None  # a Kubernetes quantity for a new volume; None for an existing one
+    existing: bool = False
+    access_mode: str = "ReadWriteOnce"
+
+
+@dataclass(frozen=True, slots=True)
+class NotebookSpec:
+    """What a user asked for when creating a notebook server, already validated."""
+
+    name: str
+    image: str
+    cpu: str = "0.5"  # Kubernetes quantities, normalised as the user wrote them
+    memory: str = "1.0Gi"
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    workspace: Volume | None = None
+    data_volumes: tuple[Volume, ...] = ()
+    server_type: str = "jupyter"
+    image_pull_policy: str = "IfNotPresent"
+
+
+@dataclass(frozen=True, slots=True)
+class Notebook:
+    """A notebook server as a backend sees it now."""
+
+    namespace: str
+    name: str
+    spec: NotebookSpec
+    status: Status
+    created_at: datetime
+    creator: str | None = None
+    stopped: bool = False
+    # Facts the backend wants users to know (e.g. "images are not used by the local backend").
+    notes: tuple[str, ...] = field(default=())
+
+
+class NotebookBackend(Protocol):
+    """Creates, lists and routes to notebook servers.
+
+    Lifecycle: `open()` once before serving (after it returns, `synced` is True and `route()`
+    answers from a complete view), `close()` once at shutdown (stops what the backend owns).
+    Per notebook: create -> waiting -> ready; stop -> stopped; start -> waiting -> ready;
+    delete -> terminating -> gone. Errors are `GatewayError`s: `NotebookNotFound`,
+    `NotebookExists`, `InvalidNotebookSpec`, `MethodNotSupported` (a read-only backend).
+    """
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def synced(self) -> bool:
+        """True once the backend's view is complete enough to route from (for /readyz)."""
+        ...
+
+    def route(self, namespace: str, name: str) -> URL | None:
+        """The upstream origin of a ready notebook, or None. Pure lookup: no I/O."""
+        ...
+
+    async def list(self, namespace: str) -> list[Notebook]: ...
+
+    async def get(self, namespace: str, name: str) -> Notebook: ...
+
+    async def create(self, namespace: str, spec: NotebookSpec, *, creator: str | None) -> Notebook: ...
+
+    async def stop(self, namespace: str, name: str) -> Notebook: ...
+
+    async def start(self, namespace: str, name: str) -> Notebook: ...
+
+    async def delete(self, namespace: str, name: str) -> None: ...

@@ -1,0 +1,87 @@
+"""`notebook-gateway dev | serve | check-config`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from . import config, logs
+from .app import create_app
+from .middlewares import AccessLogger
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="notebook-gateway", description=__doc__)
+    parser.add_argument("--config", type=Path, help="TOML file of settings (environment variables win)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    dev = commands.add_parser("dev", help="run on this machine: local Jupyter servers, 127.0.0.1 only")
+    dev.add_argument("--port", type=int, help="port to listen on (default 8080, or GATEWAY_PORT)")
+    commands.add_parser("serve", help="run in production with the configured backend")
+    commands.add_parser("check-config", help="report every invalid setting and exit non-zero if any")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = config.load(args.config)
+        if args.command == "dev":
+            settings = dev_settings(settings, port=args.port)
+    except config.ConfigError as exc:
+        print(f"notebook-gateway: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print("configuration is valid")
+        return 0
+    return run(settings, dev=args.command == "dev")
+
+
+def dev_settings(settings: config.Settings, *, port: int | None) -> config.Settings:
+    """Dev defaults: local Jupyter servers unless a backend was chosen, and loopback only."""
+    update: dict[str, object] = {"host": "127.0.0.1"}  # no sign-in yet, so never reachable from outside
+    if "backend" not in settings.model_fields_set:
+        update["backend"] = "local"
+    if "log_format" not in settings.model_fields_set:
+        update["log_format"] = "text"
+    if port is not None:
+        update["port"] = port
+    return settings.model_copy(update=update)
+
+
+def run(settings: config.Settings, *, dev: bool) -> int:
+    logs.configure(settings.log_level, settings.log_format)
+    try:
+        app = create_app(settings)
+    except (config.ConfigError, ValueError) as exc:
+        print(f"notebook-gateway: {exc}", file=sys.stderr)
+        return 2
+
+    def announce(_: str) -> None:
+        mode = "dev mode" if dev else "serve"
+        print(f"Notebook Gateway ({mode}, backend: {settings.backend}) is running.", flush=True)
+        print(f"Open {settings.base_url}/", flush=True)
+        if dev:
+            print(
+                "Sign-in is not enabled yet: anyone on this machine can use it (bound to 127.0.0.1 only).",
+                flush=True,
+            )
+
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_grace_s,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("gateway.access"),
+        print=announce,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Every typed key the application and its requests hold: the gateway's state at a glance."""
+
+from __future__ import annotations
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from .audit import AuditLog
+from .authz import Authorizer
+from .backends import NotebookBackend
+from .config import Settings
+from .identity import Identity
+from .metrics import Metrics
+from .routing import NotebookPath
+from .spawner import SpawnerConfig
+
+SETTINGS = web.AppKey("settings", Settings)
+HTTP = web.AppKey("http", aiohttp.ClientSession)  # one pooled client for every upstream
+BACKEND = web.AppKey("backend", NotebookBackend)
+AUTHZ = web.AppKey("authz", Authorizer)
+AUDIT = web.AppKey("audit", AuditLog)
+METRICS = web.AppKey("metrics", Metrics)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+SPAWNER = web.AppKey("spawner", SpawnerConfig)
+# Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
+WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
+
+REQUEST_ID = web.RequestKey("request_id", str)
+IDENTITY = web.RequestKey("identity", Identity)
+# The result of the one canonical path parse; None when the path names no notebook.
+NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")

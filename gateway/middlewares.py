@@ -1,0 +1,160 @@
+"""The middleware chain, outermost first, and the access log.
+
+1. `request_context`: a request id in a ContextVar and on the request, for every log line below.
+2. `error_pages`: `GatewayError` -> an HTML page for browsers or JSON for API clients; an
+   unexpected error is logged once, with its traceback, and answered as a plain 500.
+3. `canonical_path`: the one path parse (`routing.parse`); its result is on the request.
+4. `identify`: attaches the `Identity`. Until sign-in lands it is `ANONYMOUS`; sign-in replaces
+   this middleware with one that fails closed for every route not named public.
+5. `measure`: request counts and latency by route class.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+
+from . import keys, routing
+from .errors import GatewayError, NotFound
+from .identity import ANONYMOUS
+from .logs import REQUEST_ID, scrub
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A client may pass its own request id for correlation, if it is short and plain.
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    request[keys.REQUEST_ID] = request_id
+    token = REQUEST_ID.set(request_id)
+    try:
+        response = await handler(request)
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        return response
+    except web.HTTPException as exc:
+        exc.headers["X-Request-Id"] = request_id
+        raise
+    finally:
+        REQUEST_ID.reset(token)
+
+
+def wants_html(request: web.Request) -> bool:
+    """True for a browser navigation; API calls, XHR/fetch and WebSockets get JSON."""
+    if request.path.startswith("/api/") or request.headers.get("X-Requested-With"):
+        return False
+    if request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+        return False
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def render_error(request: web.Request, exc: GatewayError) -> web.Response:
+    """The page or JSON body for an error: never a traceback, always the request id."""
+    request_id = request.get(keys.REQUEST_ID, "-")
+    if wants_html(request):
+        template = request.app[keys.TEMPLATES].get_template("error.html")
+        body = template.render(status=exc.status, code=exc.code, message=exc.message, request_id=request_id)
+        return web.Response(status=exc.status, text=body, content_type="text/html")
+    # `success`/`status`/`log` are what Kubeflow's Jupyter web app clients read; `error`/`message` ours.
+    payload: dict[str, object] = {
+        "error": exc.code,
+        "message": exc.message,
+        "success": False,
+        "status": exc.status,
+        "log": exc.message,
+        "request_id": request_id,
+    }
+    if exc.field:
+        payload["field"] = exc.field
+    return web.json_response(payload, status=exc.status)
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:  # expected: one line, no traceback
+        log.info("%s %s refused: %s %s", request.method, scrub(request.path_qs), exc.status, exc.code)
+        return render_error(request, exc)
+    except web.HTTPNotFound:
+        return render_error(request, NotFound())
+    except web.HTTPException:
+        raise  # aiohttp's own redirects and 405s
+    except Exception:  # CancelledError is a BaseException, so it passes through
+        log.exception("unhandled error in %s %s", request.method, scrub(request.path_qs))
+        return render_error(request, GatewayError())
+
+
+@web.middleware
+async def canonical_path(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[keys.NOTEBOOK_PATH] = routing.parse(request.raw_path)
+    return await handler(request)
+
+
+@web.middleware
+async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[keys.IDENTITY] = ANONYMOUS
+    return await handler(request)
+
+
+def route_class(request: web.Request) -> str:
+    """A low-cardinality label for metrics: proxy, api, health or page."""
+    path = request.path
+    if path.startswith(routing.NOTEBOOK_ROOT):
+        return "proxy"
+    if path.startswith("/api/"):
+        return "api"
+    if path in ("/healthz", "/readyz", "/metrics"):
+        return "health"
+    return "page"
+
+
+@web.middleware
+async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[keys.METRICS]
+    started = time.perf_counter()
+    label = route_class(request)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        metrics.requests.labels(label, request.method, str(status)).inc()
+        metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request with the request id and the query string scrubbed of secrets."""
+
+    def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %.1fms",
+            request.method,
+            scrub(request.path_qs),
+            response.status,
+            time * 1000,
+            extra={
+                "request_id": request.get(keys.REQUEST_ID, "-"),
+                "remote": request.remote,
+                "status": response.status,
+                "duration_ms": round(time * 1000, 2),
+                "bytes": response.body_length,
+            },
+        )

@@ -1,0 +1,135 @@
+"""Shared fixtures: free ports, settings, the gateway under test, and real Jupyter servers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.backends.local import jupyter_command
+from gateway.config import Settings
+
+Client = TestClient[web.Request, web.Application]
+
+
+def unused_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout_s}s")
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for a test: explicit values, with the environment's GATEWAY_* variables ignored."""
+    values: dict[str, Any] = {"backend": "static", "log_format": "text", **overrides}
+    return Settings(**values)
+
+
+@pytest.fixture
+def routes_file(tmp_path: Path) -> Callable[[dict[tuple[str, str], str]], Path]:
+    """Writes a static backend routes file: {(namespace, name): url}."""
+    path = tmp_path / "routes.toml"
+
+    def write(routes: dict[tuple[str, str], str]) -> Path:
+        lines = []
+        for (namespace, name), url in routes.items():
+            lines += ["[[route]]", f'namespace = "{namespace}"', f'name = "{name}"', f'url = "{url}"', ""]
+        path.write_text("\n".join(lines))
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def gateway_factory(
+    aiohttp_client: Callable[..., Any],
+) -> Callable[..., Any]:
+    """Builds the real app (cleanup contexts and all) for some settings and returns a client."""
+
+    async def build(**overrides: Any) -> Client:
+        client: Client = await aiohttp_client(create_app(make_settings(**overrides)))
+        return client
+
+    return build
+
+
+class JupyterServer:
+    """A real `jupyter_server` process serving under `/notebook/<namespace>/<name>/`."""
+
+    def __init__(self, namespace: str, name: str, root_dir: Path) -> None:
+        self.namespace, self.name = namespace, name
+        self.port = unused_port()
+        self.prefix = f"/notebook/{namespace}/{name}/"
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "JUPYTER_PLATFORM_DIRS": "1", "JUPYTER_RUNTIME_DIR": str(root_dir / ".runtime")}
+        self.proc = subprocess.Popen(
+            jupyter_command(base_url=self.prefix, port=self.port, root_dir=root_dir),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+
+    def wait_ready(self) -> None:
+        wait_for_port(self.port, timeout_s=60, proc=self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterServer]:
+    """One real Jupyter server for the whole run, at /notebook/alice/nb1/ (started once: it is slow)."""
+    server = JupyterServer("alice", "nb1", tmp_path_factory.mktemp("jupyter"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+async def wait_until(predicate: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.05) -> None:
+    """Poll `predicate` (sync or async) until it returns truthy; fail the test on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(interval_s)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain client for talking to servers directly (not through the gateway)."""
+    async with aiohttp.ClientSession() as session:
+        yield session
