@@ -97,7 +97,7 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
 
 async def close_websockets(app: web.Application) -> None:
     """On shutdown, tell every relayed WebSocket that the gateway is going away (1001)."""
-    sockets = list(app[keys.WEBSOCKETS])
+    sockets = [*app[keys.WEBSOCKETS]]
     if sockets:
         log.info("closing %d WebSocket(s) for shutdown", len(sockets))
     with contextlib.suppress(Exception):

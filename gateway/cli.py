@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, help="port to listen on (default 8080, or GATEWAY_PORT)")
     commands.add_parser("serve", help="run in production with the configured backend")
     commands.add_parser("check-config", help="report every invalid setting and exit non-zero if any")
+    commands.add_parser("config-reference", help="print every setting as a Markdown table")
     args = parser.parse_args(argv)
+    if args.command == "config-reference":
+        print(config_reference())
+        return 0
 
     try:
         settings = config.load(args.config)
@@ -39,6 +43,13 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration is valid")
         return 0
     return run(settings, dev=args.command == "dev")
+
+
+def config_reference() -> str:
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, default, description in config.describe():
+        lines.append(f"| `{name}` | {f'`{default}`' if default else ''} | {description} |")
+    return "\n".join(lines)
 
 
 def dev_settings(settings: config.Settings, *, port: int | None) -> config.Settings:

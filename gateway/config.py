@@ -77,10 +77,20 @@ class Settings(BaseSettings):
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
-    def _split_networks(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    def _parse_networks(cls, value: object) -> object:
+        parts = value.split(",") if isinstance(value, str) else value
+        if not isinstance(parts, list | tuple):
+            return value
+        networks = []
+        for part in parts:
+            text = str(part).strip()
+            if not text:
+                continue
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+        return tuple(networks)
 
     @classmethod
     def settings_customise_sources(
@@ -137,6 +147,6 @@ def describe() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the README's configuration reference."""
     rows = []
     for name, field in Settings.model_fields.items():
-        default = "" if field.default is None else str(field.default)
+        default = "" if field.default in (None, ()) else str(field.default)
         rows.append((f"{ENV_PREFIX}{name.upper()}", default, field.description or ""))
     return rows

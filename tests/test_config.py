@@ -1,0 +1,86 @@
+"""Settings: sources and their order, and errors that name every bad variable at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import config
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_toml_file_sets_values_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('port = 9000\nbackend = "static"\nupstream_timeout_s = 12.5\n')
+    monkeypatch.setenv("GATEWAY_PORT", "9100")
+    settings = config.load(file)
+    assert (settings.port, settings.backend, settings.upstream_timeout_s) == (9100, "static", 12.5)
+
+
+def test_a_misspelt_key_in_the_file_is_an_error(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text("prot = 9000\n")
+    with pytest.raises(config.ConfigError) as bad:
+        config.load(file)
+    assert bad.value.problems == ["GATEWAY_PROT: Extra inputs are not permitted"]
+
+
+def test_trusted_proxies_are_a_comma_separated_list_of_networks() -> None:
+    settings = config.load(trusted_proxies="10.0.0.0/8, 192.168.1.7")
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32"]
+
+
+def test_the_public_url_defaults_to_the_listening_address() -> None:
+    assert config.load(host="127.0.0.1", port=8181).base_url == "http://127.0.0.1:8181"
+    assert config.load(public_url="https://nb.example.com/").base_url == "https://nb.example.com"
+
+
+def test_check_config_reports_every_invalid_setting_with_its_variable() -> None:
+    result = run_cli(
+        "check-config",
+        env={"GATEWAY_PORT": "http", "GATEWAY_BACKEND": "docker", "GATEWAY_TRUSTED_PROXIES": "10.0.0.0/33"},
+    )
+    assert result.returncode == 2
+    assert "3 problem(s)" in result.stderr
+    for variable in ("GATEWAY_PORT", "GATEWAY_BACKEND", "GATEWAY_TRUSTED_PROXIES"):
+        assert variable in result.stderr
+
+
+def test_check_config_passes_on_valid_settings(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('backend = "local"\n')
+    result = run_cli("--config", str(file), "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "configuration is valid" in result.stdout
+
+
+def test_serve_refuses_to_start_on_invalid_settings() -> None:
+    result = run_cli("serve", env={"GATEWAY_UPSTREAM_TIMEOUT_S": "-1"})
+    assert result.returncode == 2
+    assert "GATEWAY_UPSTREAM_TIMEOUT_S" in result.stderr
+
+
+def test_a_missing_config_file_is_reported() -> None:
+    result = run_cli("--config", "/nonexistent/gateway.toml", "check-config")
+    assert result.returncode == 2
+    assert "/nonexistent/gateway.toml: no such file" in result.stderr
+
+
+def test_every_setting_is_described_for_the_reference() -> None:
+    rows = config.describe()
+    assert {name for name, _, _ in rows} >= {"GATEWAY_HOST", "GATEWAY_PORT", "GATEWAY_BACKEND", "GATEWAY_ROUTES_FILE"}
+    assert all(description for _, _, description in rows)
