@@ -1,0 +1,322 @@
+"""`OIDCClient`: discovery, PKCE, code exchange, token checks and refresh, over an injected aiohttp session.
+
+Tokens are checked with pyjwt against a JWKS we fetch ourselves; the steps follow Authlib's
+`parse_id_token`: pin `iss`, check `aud`, `azp` and `nonce`, accept only asymmetric algorithms the
+provider advertises, and refetch the JWKS once when a `kid` is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote_plus
+
+import aiohttp
+import jwt
+from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from yarl import URL
+
+from ..errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+# Never `none`, never HS* (a provider's public key must not double as an HMAC secret).
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+LEEWAY_S = 60  # clock skew we tolerate between us and the provider
+DISCOVERY_TTL_S = 3600.0
+JWKS_REFETCH_MIN_S = 5.0  # an unknown kid refetches the key set at most this often
+
+
+class IdPUnavailable(GatewayError):
+    status, code = 502, "idp_unavailable"
+    default_message = "The identity provider is unreachable; signing in is not possible right now."
+
+
+class InvalidToken(GatewayError):
+    status, code = 401, "invalid_token"
+    default_message = "The token is not valid."
+
+
+class RefreshRejected(GatewayError):
+    """The provider refused a refresh token (`invalid_grant`): the session must end."""
+
+    status, code = 401, "login_required"
+    default_message = "Your sign-in has ended; sign in again."
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """The parts of a provider's discovery document we use."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    end_session_endpoint: str | None
+    userinfo_endpoint: str | None
+    algorithms: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    id_token: str | None
+    access_token: str | None
+    refresh_token: str | None
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingLogin:
+    """What the browser's sign-in must come back with: kept server-side, keyed by `state`."""
+
+    state: str
+    nonce: str
+    verifier: str
+
+    @classmethod
+    def new(cls) -> PendingLogin:
+        return cls(secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(64))
+
+    @property
+    def challenge(self) -> str:
+        return str(create_s256_code_challenge(self.verifier))
+
+
+class OIDCClient:
+    """One relying party at one provider. Discovery is lazy and cached, so the gateway starts (and
+    existing sessions keep working) while the provider is down; only signing in needs it."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: tuple[str, ...],
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.http = http
+        self.issuer = issuer.rstrip("/")
+        self.client_id, self._client_secret = client_id, client_secret
+        self.redirect_uri, self.scopes = redirect_uri, scopes
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._provider: Provider | None = None
+        self._provider_fetched_at = 0.0
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._keys_fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def provider(self) -> Provider:
+        """The discovery document, fetched once an hour; the issuer in it must be ours exactly."""
+        if self._provider is not None and time.monotonic() - self._provider_fetched_at < DISCOVERY_TTL_S:
+            return self._provider
+        async with self._lock:
+            if self._provider is None or time.monotonic() - self._provider_fetched_at >= DISCOVERY_TTL_S:
+                doc = await self._get_json(f"{self.issuer}/.well-known/openid-configuration")
+                self._provider = _parse_discovery(doc, self.issuer)
+                self._provider_fetched_at = time.monotonic()
+            return self._provider
+
+    async def authorization_url(self, login: PendingLogin) -> str:
+        provider = await self.provider()
+        query = {
+            "response_type": "code",
+            "client_id": self.client_id,
+            "redirect_uri": self.redirect_uri,
+            "scope": " ".join(self.scopes),
+            "state": login.state,
+            "nonce": login.nonce,
+            "code_challenge": login.challenge,
+            "code_challenge_method": "S256",
+        }
+        return str(URL(provider.authorization_endpoint).update_query(query))
+
+    async def exchange(self, code: str, login: PendingLogin) -> tuple[TokenSet, dict[str, Any]]:
+        """Trade a code for tokens and return them with the checked ID token's claims."""
+        tokens = await self._token_request(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": self.redirect_uri,
+                "code_verifier": login.verifier,
+            }
+        )
+        if tokens.id_token is None:
+            raise InvalidToken("The identity provider returned no ID token.")
+        claims = await self.verify(tokens.id_token, audience=self.client_id, nonce=login.nonce)
+        return tokens, claims
+
+    async def refresh(self, refresh_token: str) -> tuple[TokenSet, dict[str, Any] | None]:
+        """New tokens for a refresh token. `RefreshRejected` is final; `IdPUnavailable` is not."""
+        tokens = await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
+        claims = None
+        if tokens.id_token is not None:
+            claims = await self.verify(tokens.id_token, audience=self.client_id, nonce=None)
+        return tokens, claims
+
+    async def verify(
+        self, token: str, *, audience: str | frozenset[str], nonce: str | None, require_nonce: bool = True
+    ) -> dict[str, Any]:
+        """Check a JWT's signature and claims; raise `InvalidToken` with the reason otherwise.
+
+        `nonce`: the expected nonce of an ID token from a sign-in; None for tokens that carry none
+        (refreshed ID tokens, access tokens, logout tokens).
+        """
+        provider = await self.provider()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"The token is malformed: {exc}") from None
+        alg = header.get("alg")
+        if alg not in ASYMMETRIC_ALGORITHMS or alg not in provider.algorithms:
+            raise InvalidToken(f"The token's algorithm {alg!r} is not accepted.")
+        key = await self._key(header.get("kid"))
+        audiences = [audience] if isinstance(audience, str) else sorted(audience)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=audiences,
+                issuer=provider.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["iss", "aud", "exp", "iat"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"The token was refused: {exc}") from None
+        if claims["iat"] > time.time() + LEEWAY_S:
+            raise InvalidToken("The token was issued in the future.")
+        token_audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        azp = claims.get("azp")
+        if len(token_audiences) > 1 and azp is None:
+            raise InvalidToken("The token has several audiences and no authorized party (azp).")
+        if azp is not None and azp not in audiences:
+            raise InvalidToken("The token was issued to another client (azp).")
+        if nonce is not None and claims.get("nonce") != nonce:
+            raise InvalidToken("The token's nonce does not match this sign-in.")
+        return claims
+
+    async def verify_logout_token(self, token: str) -> dict[str, Any]:
+        """A back-channel logout token: signed like an ID token, with the logout event and no nonce."""
+        claims = await self.verify(token, audience=self.client_id, nonce=None)
+        events = claims.get("events")
+        if not isinstance(events, dict) or BACKCHANNEL_LOGOUT_EVENT not in events:
+            raise InvalidToken("The logout token has no back-channel logout event.")
+        if "nonce" in claims:
+            raise InvalidToken("A logout token must not carry a nonce.")
+        if not claims.get("sub") and not claims.get("sid"):
+            raise InvalidToken("The logout token names neither a user (sub) nor a session (sid).")
+        if not claims.get("jti"):
+            raise InvalidToken("The logout token has no jti.")
+        return claims
+
+    async def end_session_url(self, id_token_hint: str | None, post_logout_redirect_uri: str) -> str | None:
+        """Where to send the browser to end the provider's session, if the provider says."""
+        try:
+            provider = await self.provider()
+        except IdPUnavailable:
+            return None  # our session is gone already; the provider's will expire by itself
+        if provider.end_session_endpoint is None:
+            return None
+        query = {"post_logout_redirect_uri": post_logout_redirect_uri, "client_id": self.client_id}
+        if id_token_hint:
+            query["id_token_hint"] = id_token_hint
+        return str(URL(provider.end_session_endpoint).update_query(query))
+
+    async def _key(self, kid: object) -> jwt.PyJWK:
+        if not isinstance(kid, str | None):
+            raise InvalidToken("The token's key id is malformed.")
+        unknown = kid is not None and kid not in self._keys
+        # The provider may have rotated its keys: look once more, but not for every forged kid.
+        if not self._keys or (unknown and time.monotonic() - self._keys_fetched_at >= JWKS_REFETCH_MIN_S):
+            await self._load_keys()
+        if kid is None:
+            if len(self._keys) != 1:
+                raise InvalidToken("The token names no key and the provider has several.")
+            return next(iter(self._keys.values()))
+        if kid not in self._keys:
+            raise InvalidToken("The token was signed with a key the provider does not publish.")
+        return self._keys[kid]
+
+    async def _load_keys(self) -> None:
+        provider = await self.provider()
+        jwks = await self._get_json(provider.jwks_uri)
+        try:
+            key_set = jwt.PyJWKSet.from_dict(jwks)
+        except jwt.PyJWTError as exc:
+            raise IdPUnavailable(f"The identity provider's key set is unusable: {exc}") from None
+        self._keys = {key.key_id or "": key for key in key_set.keys if key.public_key_use in (None, "sig")}
+        self._keys_fetched_at = time.monotonic()
+
+    async def _token_request(self, form: dict[str, str]) -> TokenSet:
+        provider = await self.provider()
+        auth = aiohttp.BasicAuth(_form_quote(self.client_id), _form_quote(self._client_secret))
+        try:
+            async with self.http.post(provider.token_endpoint, data=form, auth=auth, timeout=self.timeout) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise IdPUnavailable(f"The identity provider did not answer: {type(exc).__name__}") from None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = {}
+        if status >= 500 or not isinstance(data, dict):
+            raise IdPUnavailable(f"The identity provider's token endpoint failed ({status}).")
+        if status != 200:
+            error = str(data.get("error", "error"))
+            if form["grant_type"] == "refresh_token" and error == "invalid_grant":
+                raise RefreshRejected()
+            raise InvalidToken(f"The identity provider refused the token request: {error}.")
+        expires_in = data.get("expires_in")
+        return TokenSet(
+            id_token=data.get("id_token"),
+            access_token=data.get("access_token"),
+            refresh_token=data.get("refresh_token"),
+            expires_at=time.time() + float(expires_in) if isinstance(expires_in, int | float) else None,
+        )
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            async with self.http.get(url, timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    raise IdPUnavailable(f"The identity provider answered {resp.status} for {url}.")
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IdPUnavailable(f"The identity provider did not answer: {type(exc).__name__}") from None
+        if not isinstance(data, dict):
+            raise IdPUnavailable(f"The identity provider sent something other than JSON from {url}.")
+        return data
+
+
+def _parse_discovery(doc: dict[str, Any], issuer: str) -> Provider:
+    if doc.get("issuer", "").rstrip("/") != issuer:
+        raise IdPUnavailable(f"The provider says its issuer is {doc.get('issuer')!r}, not {issuer!r}.")
+    try:
+        advertised = doc.get("id_token_signing_alg_values_supported") or ["RS256"]
+        return Provider(
+            issuer=str(doc["issuer"]),
+            authorization_endpoint=str(doc["authorization_endpoint"]),
+            token_endpoint=str(doc["token_endpoint"]),
+            jwks_uri=str(doc["jwks_uri"]),
+            end_session_endpoint=doc.get("end_session_endpoint"),
+            userinfo_endpoint=doc.get("userinfo_endpoint"),
+            algorithms=frozenset(str(a) for a in advertised) & ASYMMETRIC_ALGORITHMS,
+        )
+    except KeyError as exc:
+        raise IdPUnavailable(f"The provider's discovery document lacks {exc}.") from None
+
+
+def _form_quote(value: str) -> str:
+    """client_secret_basic wants the id and secret form-urlencoded before Basic (RFC 6749 §2.3.1)."""
+    return quote_plus(value)

@@ -1,0 +1,229 @@
+"""Server-side sessions and pending sign-ins: the `SessionStore` protocol, with a Redis store
+(production: shared by every replica) and a memory store (dev mode only)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from .errors import ServiceUnavailable
+from .identity import Identity
+
+Clock = Callable[[], float]
+
+# last_seen is written back at most this often, so a busy session costs one write a minute, not one a request.
+TOUCH_INTERVAL_S = 60.0
+
+
+def new_session_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser. The id is the secret in the cookie; tokens never leave the store."""
+
+    id: str
+    identity: Identity
+    created_at: float
+    last_seen: float
+    id_token: str | None = None  # for id_token_hint at sign-out
+    refresh_token: str | None = None
+    tokens_expire_at: float | None = None  # refresh before this
+    provider_sid: str | None = None  # the provider's `sid`, for back-channel logout
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["identity"]["groups"] = list(self.identity.groups)
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Session:
+        data: dict[str, Any] = json.loads(text)
+        ident = data.pop("identity")
+        identity = Identity(ident["subject"], ident.get("email"), tuple(ident.get("groups", ())), ident["method"])
+        return cls(identity=identity, **data)
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    idle_s: float
+    max_age_s: float
+
+    def remaining_s(self, session: Session, now: float) -> float:
+        """Seconds until the session ends by idleness or age, whichever is first (<= 0: ended)."""
+        return min(session.last_seen + self.idle_s, session.created_at + self.max_age_s) - now
+
+
+class SessionStore(Protocol):
+    """Sessions (by id) and pending sign-ins (by state), both with expiry.
+
+    `load` returns None for an unknown or expired session and refreshes its idle timer; it never
+    extends the absolute age. `take_login` returns a pending sign-in once, then never again.
+    Every method raises `errors.ServiceUnavailable` when the store cannot answer: an outage is
+    never reported as "no session", so nothing is let through or silently signed out.
+    """
+
+    async def save(self, session: Session) -> None: ...
+
+    async def load(self, session_id: str) -> Session | None: ...
+
+    async def delete(self, session_id: str) -> None: ...
+
+    async def delete_for(self, *, subject: str | None = None, provider_sid: str | None = None) -> int:
+        """End every session of a user (or of one provider session); return how many ended."""
+        ...
+
+    async def put_login(self, state: str, data: dict[str, str], ttl_s: float) -> None: ...
+
+    async def take_login(self, state: str) -> dict[str, str] | None: ...
+
+    async def ping(self) -> None: ...
+
+
+class MemorySessionStore:
+    """Sessions in this process only: lost on restart, invisible to other replicas. Dev mode only."""
+
+    def __init__(self, expiry: Expiry, clock: Clock = time.time) -> None:
+        self.expiry, self.clock = expiry, clock
+        self._sessions: dict[str, Session] = {}
+        self._logins: dict[str, tuple[float, dict[str, str]]] = {}
+
+    async def save(self, session: Session) -> None:
+        self._sessions[session.id] = session
+
+    async def load(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        now = self.clock()
+        if session is None or self.expiry.remaining_s(session, now) <= 0:
+            self._sessions.pop(session_id, None)
+            return None
+        if now - session.last_seen >= TOUCH_INTERVAL_S:
+            session = self._sessions[session_id] = replace(session, last_seen=now)
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    async def delete_for(self, *, subject: str | None = None, provider_sid: str | None = None) -> int:
+        doomed = [s.id for s in self._sessions.values() if _matches(s, subject, provider_sid)]
+        for session_id in doomed:
+            del self._sessions[session_id]
+        return len(doomed)
+
+    async def put_login(self, state: str, data: dict[str, str], ttl_s: float) -> None:
+        self._logins[state] = (self.clock() + ttl_s, data)
+
+    async def take_login(self, state: str) -> dict[str, str] | None:
+        entry = self._logins.pop(state, None)
+        return entry[1] if entry and entry[0] > self.clock() else None
+
+    async def ping(self) -> None:
+        return None
+
+
+def _matches(session: Session, subject: str | None, provider_sid: str | None) -> bool:
+    if subject is None and provider_sid is None:
+        return False
+    return (subject is None or session.identity.subject == subject) and (
+        provider_sid is None or session.provider_sid == provider_sid
+    )
+
+
+class RedisSessionStore:
+    """Sessions in Redis, so every replica sees a sign-in and a sign-out at once.
+
+    Keys: `<prefix>s:<id>` (the session, expiring with it), `<prefix>u:<subject>` and
+    `<prefix>sid:<provider sid>` (sets of session ids, for ending all of a user's sessions),
+    `<prefix>login:<state>` (a pending sign-in, read once with GETDEL).
+    """
+
+    def __init__(self, client: redis.Redis, expiry: Expiry, clock: Clock = time.time, prefix: str = "ngw:") -> None:
+        self.client, self.expiry, self.clock, self.prefix = client, expiry, clock, prefix
+
+    async def save(self, session: Session) -> None:
+        ttl_ms = int(self.expiry.remaining_s(session, self.clock()) * 1000)
+        if ttl_ms <= 0:
+            return
+        async with _available():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self._key(session.id), session.to_json(), px=ttl_ms)
+            for index in self._indexes(session):
+                pipe.sadd(index, session.id)
+                # The index lives as long as its longest session could; stale ids in it are harmless.
+                pipe.expire(index, int(self.expiry.max_age_s) + 60)
+            await pipe.execute()
+
+    async def load(self, session_id: str) -> Session | None:
+        async with _available():
+            raw = await self.client.get(self._key(session_id))
+        if raw is None:
+            return None
+        session = Session.from_json(raw)
+        now = self.clock()
+        if self.expiry.remaining_s(session, now) <= 0:
+            await self.delete(session_id)
+            return None
+        if now - session.last_seen >= TOUCH_INTERVAL_S:
+            session = replace(session, last_seen=now)
+            await self.save(session)
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        async with _available():
+            await self.client.delete(self._key(session_id))
+
+    async def delete_for(self, *, subject: str | None = None, provider_sid: str | None = None) -> int:
+        indexes = [self.prefix + f"u:{subject}"] if subject is not None else []
+        if provider_sid is not None:
+            indexes.append(self.prefix + f"sid:{provider_sid}")
+        if not indexes:
+            return 0
+        async with _available():
+            members = await self.client.sinter(indexes) if len(indexes) > 1 else await self.client.smembers(indexes[0])
+            ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+            if not ids:
+                return 0
+            deleted = await self.client.delete(*(self._key(i) for i in ids))
+            await self.client.srem(indexes[0], *ids)
+            return int(deleted)
+
+    async def put_login(self, state: str, data: dict[str, str], ttl_s: float) -> None:
+        async with _available():
+            await self.client.set(self.prefix + f"login:{state}", json.dumps(data), px=int(ttl_s * 1000))
+
+    async def take_login(self, state: str) -> dict[str, str] | None:
+        async with _available():
+            raw = await self.client.getdel(self.prefix + f"login:{state}")
+        return None if raw is None else dict(json.loads(raw))
+
+    async def ping(self) -> None:
+        async with _available():
+            await self.client.ping()
+
+    def _key(self, session_id: str) -> str:
+        return self.prefix + f"s:{session_id}"
+
+    def _indexes(self, session: Session) -> list[str]:
+        indexes = [self.prefix + f"u:{session.identity.subject}"]
+        if session.provider_sid:
+            indexes.append(self.prefix + f"sid:{session.provider_sid}")
+        return indexes
+
+
+class _available:
+    """Translates any Redis failure into a 503 at the one place Redis is called."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, RedisError | OSError):
+            raise ServiceUnavailable("The session store (Redis) is unavailable; try again shortly.") from exc

@@ -1,0 +1,141 @@
+"""One conformance suite for every `SessionStore`: each test runs on memory and on a real Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from gateway.errors import ServiceUnavailable
+from gateway.identity import Identity
+from gateway.sessions import Expiry, MemorySessionStore, RedisSessionStore, Session, SessionStore, new_session_id
+from tests.conftest import RedisServer
+
+EXPIRY = Expiry(idle_s=600, max_age_s=3600)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield MemorySessionStore(EXPIRY, clock=clock)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
+    yield RedisSessionStore(client, EXPIRY, clock=clock, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await client.aclose()
+
+
+def make_session(clock: Clock, subject: str = "alice@example.com", sid: str | None = None) -> Session:
+    identity = Identity(subject, subject, ("ml-team",))
+    return Session(new_session_id(), identity, clock.now, clock.now, id_token="idt", provider_sid=sid)
+
+
+async def test_a_saved_session_loads_with_its_identity(store: SessionStore, clock: Clock) -> None:
+    session = make_session(clock)
+    await store.save(session)
+    assert await store.load(session.id) == session
+
+
+async def test_an_unknown_session_is_none(store: SessionStore) -> None:
+    assert await store.load(new_session_id()) is None
+
+
+async def test_an_idle_session_expires_but_activity_keeps_it(store: SessionStore, clock: Clock) -> None:
+    session = make_session(clock)
+    await store.save(session)
+    clock.now += 500
+    assert await store.load(session.id) is not None  # seen: the idle timer starts again
+    clock.now += 500
+    assert await store.load(session.id) is not None
+    clock.now += 601
+    assert await store.load(session.id) is None
+
+
+async def test_activity_never_extends_the_absolute_age(store: SessionStore, clock: Clock) -> None:
+    session = make_session(clock)
+    await store.save(session)
+    for _ in range(7):
+        clock.now += 500
+        assert await store.load(session.id) is not None  # active every 500 s for 3500 s
+    clock.now += 500
+    assert await store.load(session.id) is None  # 4000 s: past the 3600 s maximum, however active
+
+
+async def test_delete_ends_a_session(store: SessionStore, clock: Clock) -> None:
+    session = make_session(clock)
+    await store.save(session)
+    await store.delete(session.id)
+    assert await store.load(session.id) is None
+
+
+async def test_delete_for_a_user_ends_only_their_sessions(store: SessionStore, clock: Clock) -> None:
+    alices = [make_session(clock), make_session(clock)]
+    bob = make_session(clock, "bob@example.com")
+    for session in [*alices, bob]:
+        await store.save(session)
+    assert await store.delete_for(subject="alice@example.com") == 2
+    assert [await store.load(s.id) for s in alices] == [None, None]
+    assert await store.load(bob.id) == bob
+
+
+async def test_delete_for_a_provider_session_ends_only_that_one(store: SessionStore, clock: Clock) -> None:
+    laptop, phone = make_session(clock, sid="sid-1"), make_session(clock, sid="sid-2")
+    await store.save(laptop)
+    await store.save(phone)
+    assert await store.delete_for(provider_sid="sid-1") == 1
+    assert await store.load(laptop.id) is None
+    assert await store.load(phone.id) == phone
+
+
+async def test_a_pending_login_can_be_taken_once(store: SessionStore) -> None:
+    await store.put_login("state-1", {"nonce": "n", "verifier": "v"}, ttl_s=60)
+    assert await store.take_login("state-1") == {"nonce": "n", "verifier": "v"}
+    assert await store.take_login("state-1") is None
+
+
+async def test_a_pending_login_expires(clock: Clock) -> None:
+    store = MemorySessionStore(EXPIRY, clock=clock)  # Redis expiry runs on its own clock; see the Redis test below
+    await store.put_login("state-1", {"nonce": "n"}, ttl_s=60)
+    clock.now += 61
+    assert await store.take_login("state-1") is None
+
+
+async def test_redis_expires_sessions_by_itself(redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisSessionStore(client, Expiry(idle_s=600, max_age_s=3600), prefix="ttl:")
+    session = make_session(Clock())
+    await store.save(Session(session.id, session.identity, 0, 0))  # created long ago: nothing to keep
+    assert await client.exists(f"ttl:s:{session.id}") == 0
+    await store.put_login("s", {}, ttl_s=30)
+    assert 0 < await client.pttl("ttl:login:s") <= 30_000
+    await client.aclose()
+
+
+async def test_a_stopped_redis_is_unavailable_not_signed_out(own_redis_server: RedisServer, clock: Clock) -> None:
+    client = redis.Redis.from_url(own_redis_server.url)
+    store = RedisSessionStore(client, EXPIRY, clock=clock)
+    session = make_session(clock)
+    await store.save(session)
+    own_redis_server.stop()
+    with pytest.raises(ServiceUnavailable):
+        await store.load(session.id)
+    own_redis_server.start()  # a new, empty Redis on the same port: the client reconnects by itself
+    assert await store.load(session.id) is None
+    await store.save(session)
+    assert await store.load(session.id) == session
+    await client.aclose()
