@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -69,6 +69,39 @@ class Settings(BaseSettings):
         (),
         description="Peers (IPs or CIDRs, comma-separated) whose X-Forwarded-* headers are believed.",
     )
+    oidc_issuer: AnyHttpUrl | None = Field(
+        None,
+        description="OpenID provider's issuer URL (discovery at <issuer>/.well-known/openid-configuration). "
+        "Required by `serve`; `dev` uses its built-in development provider when unset.",
+    )
+    oidc_client_id: str = Field("notebook-gateway", description="OAuth client id registered at the provider.")
+    oidc_client_secret: SecretStr | None = Field(None, description="OAuth client secret (never logged).")
+    oidc_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("openid", "email", "profile", "groups"), description="Scopes to request (space- or comma-separated)."
+    )
+    oidc_username_claim: str = Field("email", description="ID-token claim that names the user.")
+    oidc_groups_claim: str = Field("groups", description="ID-token claim that lists the user's groups.")
+    bearer_audiences: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Audiences accepted in bearer tokens besides the client id (comma-separated).",
+    )
+    cookie_secret: SecretStr | None = Field(
+        None,
+        description="At least 32 characters; signs the session cookie. Required by `serve`; `dev` makes one per run.",
+    )
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"),
+        description="Redis for sessions, sign-in state and rate limits (may hold a password: never logged).",
+    )
+    session_store: Literal["redis", "memory"] | None = Field(
+        None, description="`redis` (default for `serve`) or `memory` (dev only; the default there)."
+    )
+    session_idle_timeout_s: float = Field(8 * 3600, gt=0, description="A session ends after this long unused.")
+    session_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="A session ends this long after sign-in.")
+    login_failures_max: int = Field(
+        10, ge=1, description="Failed sign-ins allowed per client IP and per username in the window below."
+    )
+    login_failures_window_s: float = Field(300.0, gt=0, description="The window for GATEWAY_LOGIN_FAILURES_MAX.")
     userid_header: str = Field("kubeflow-userid", description="Header carrying the user to notebooks.")
     groups_header: str = Field("kubeflow-groups", description="Header carrying the user's groups.")
     userid_prefix: str = Field("", description="Prefix put before the user in the userid header.")
@@ -91,6 +124,33 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
         return tuple(networks)
+
+    @field_validator("oidc_scopes", "bearer_audiences", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(word for word in value.replace(",", " ").split() if word)
+        return value
+
+    @field_validator("cookie_secret", mode="after")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    def problems_for_serve(self) -> list[str]:
+        """What `serve` needs beyond a valid file: a real provider, a cookie secret, Redis sessions."""
+        problems = []
+        if self.oidc_issuer is None:
+            problems.append(f"{ENV_PREFIX}OIDC_ISSUER: required by `serve` (the development provider is dev-only)")
+        if self.oidc_client_secret is None:
+            problems.append(f"{ENV_PREFIX}OIDC_CLIENT_SECRET: required by `serve`")
+        if self.cookie_secret is None:
+            problems.append(f"{ENV_PREFIX}COOKIE_SECRET: required by `serve` (at least 32 characters)")
+        if self.session_store == "memory":
+            problems.append(f"{ENV_PREFIX}SESSION_STORE: `memory` is for dev only; `serve` keeps sessions in Redis")
+        return problems
 
     @classmethod
     def settings_customise_sources(
@@ -147,6 +207,16 @@ def describe() -> list[tuple[str, str, str]]:
     """(variable, default, description) for every setting: the README's configuration reference."""
     rows = []
     for name, field in Settings.model_fields.items():
-        default = "" if field.default in (None, ()) else str(field.default)
+        default = _display_default(field.default)
         rows.append((f"{ENV_PREFIX}{name.upper()}", default, field.description or ""))
     return rows
+
+
+def _display_default(value: object) -> str:
+    if value in (None, ()):
+        return ""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()  # only a default, never a configured value, is shown
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)

@@ -11,6 +11,7 @@ GatewayError                 500 internal_error
   MethodNotSupported         405 not_supported         (e.g. the static backend cannot create)
   Conflict                   409 conflict
     NotebookExists           409 notebook_exists
+  TooManyRequests            429 too_many_requests     (with Retry-After)
   UpstreamUnavailable        502 upstream_unavailable
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
@@ -33,6 +34,7 @@ class GatewayError(Exception):
         super().__init__(message or self.default_message)
         self.message = message or self.default_message
         self.field = field  # the form / JSON field at fault, so pages can show the error beside it
+        self.headers: dict[str, str] = {}  # extra response headers, e.g. Retry-After
 
 
 class BadRequest(GatewayError):
@@ -83,6 +85,15 @@ class Conflict(GatewayError):
 class NotebookExists(Conflict):
     code = "notebook_exists"
     default_message = "A notebook server with that name already exists."
+
+
+class TooManyRequests(GatewayError):
+    status, code = 429, "too_many_requests"
+    default_message = "Too many failed sign-ins; wait before trying again."
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(retry_after_s)
 
 
 class UpstreamUnavailable(GatewayError):

@@ -7,12 +7,15 @@ import jinja2
 from aiohttp import web
 
 from .audit import AuditLog
+from .auth.authenticator import Authenticator
 from .authz import Authorizer
 from .backends import NotebookBackend
 from .config import Settings
 from .identity import Identity
 from .metrics import Metrics
+from .ratelimit import FailureCounter
 from .routing import NotebookPath
+from .sessions import Session
 from .spawner import SpawnerConfig
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,10 +26,14 @@ AUDIT = web.AppKey("audit", AuditLog)
 METRICS = web.AppKey("metrics", Metrics)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 SPAWNER = web.AppKey("spawner", SpawnerConfig)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client IP / username
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
 
 REQUEST_ID = web.RequestKey("request_id", str)
+CLIENT_IP = web.RequestKey("client_ip", str)  # the peer, or the client behind a trusted proxy
 IDENTITY = web.RequestKey("identity", Identity)
+SESSION = web.RequestKey("session", Session)  # absent for bearer-token and public requests
 # The result of the one canonical path parse; None when the path names no notebook.
 NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")

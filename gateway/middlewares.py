@@ -4,9 +4,10 @@
 2. `error_pages`: `GatewayError` -> an HTML page for browsers or JSON for API clients; an
    unexpected error is logged once, with its traceback, and answered as a plain 500.
 3. `canonical_path`: the one path parse (`routing.parse`); its result is on the request.
-4. `identify`: attaches the `Identity`. Until sign-in lands it is `ANONYMOUS`; sign-in replaces
-   this middleware with one that fails closed for every route not named public.
-5. `measure`: request counts and latency by route class.
+4. `authenticate(public=...)`: attaches the `Identity` from a bearer token or the session cookie,
+   refuses cross-site state changes, and fails closed (`LoginRequired`) for every route not named
+   public.
+`measure` sits just inside `request_context`, so it counts the responses `error_pages` renders.
 """
 
 from __future__ import annotations
@@ -16,19 +17,23 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 
 from . import keys, routing
-from .errors import GatewayError, NotFound
+from .cookies import SESSION_COOKIE
+from .errors import Forbidden, GatewayError, LoginRequired, NotFound
+from .forwarded import client_address, cross_origin_reason
 from .identity import ANONYMOUS
 from .logs import REQUEST_ID, scrub
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 # A client may pass its own request id for correlation, if it is short and plain.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -39,6 +44,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     offered = request.headers.get("X-Request-Id", "")
     request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
     request[keys.REQUEST_ID] = request_id
+    settings = request.app[keys.SETTINGS]
+    request[keys.CLIENT_IP] = client_address(
+        request.remote, request.headers.get("X-Forwarded-For"), settings.trusted_proxies
+    )
     token = REQUEST_ID.set(request_id)
     try:
         response = await handler(request)
@@ -67,7 +76,7 @@ def render_error(request: web.Request, exc: GatewayError) -> web.Response:
     if wants_html(request):
         template = request.app[keys.TEMPLATES].get_template("error.html")
         body = template.render(status=exc.status, code=exc.code, message=exc.message, request_id=request_id)
-        return web.Response(status=exc.status, text=body, content_type="text/html")
+        return web.Response(status=exc.status, text=body, content_type="text/html", headers=exc.headers)
     # `success`/`status`/`log` are what Kubeflow's Jupyter web app clients read; `error`/`message` ours.
     payload: dict[str, object] = {
         "error": exc.code,
@@ -79,13 +88,18 @@ def render_error(request: web.Request, exc: GatewayError) -> web.Response:
     }
     if exc.field:
         payload["field"] = exc.field
-    return web.json_response(payload, status=exc.status)
+    return web.json_response(payload, status=exc.status, headers=exc.headers)
 
 
 @web.middleware
 async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except LoginRequired as exc:
+        if wants_html(request) and request.method in ("GET", "HEAD"):
+            # A browser goes to sign in and comes back; an API call, XHR or WebSocket gets a 401.
+            raise web.HTTPFound(f"/oauth2/start?{urlencode({'rd': request.raw_path})}") from None
+        return render_error(request, exc)
     except GatewayError as exc:  # expected: one line, no traceback
         log.info("%s %s refused: %s %s", request.method, scrub(request.path_qs), exc.status, exc.code)
         return render_error(request, exc)
@@ -108,6 +122,33 @@ async def canonical_path(request: web.Request, handler: Handler) -> web.StreamRe
 async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[keys.IDENTITY] = ANONYMOUS
     return await handler(request)
+
+
+def authenticate(*, public: frozenset[str], public_prefixes: tuple[str, ...] = ()) -> Middleware:
+    """Attach the requester's `Identity`, or refuse. Public routes are served without looking at the
+    session (so health checks never touch Redis); every other route, the proxy included, needs one."""
+
+    @web.middleware
+    async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.name in public or request.path.startswith(public_prefixes):
+            return await handler(request)
+        authenticator = request.app[keys.AUTHENTICATOR]
+        authorization = request.headers.get("Authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            request[keys.IDENTITY] = await authenticator.from_bearer(authorization[7:].strip())
+            return await handler(request)
+        session = await authenticator.from_cookie(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            raise LoginRequired()
+        websocket = request.headers.get("Upgrade", "").lower() == "websocket"
+        reason = cross_origin_reason(request.method, request.headers, request.app[keys.SETTINGS].base_url, websocket)
+        if reason is not None:
+            raise Forbidden(reason)
+        request[keys.IDENTITY] = session.identity
+        request[keys.SESSION] = session
+        return await handler(request)
+
+    return impl
 
 
 def route_class(request: web.Request) -> str:

@@ -37,7 +37,8 @@ class Session:
     id_token: str | None = None  # for id_token_hint at sign-out
     refresh_token: str | None = None
     tokens_expire_at: float | None = None  # refresh before this
-    provider_sid: str | None = None  # the provider's `sid`, for back-channel logout
+    provider_sid: str | None = None  # the provider's `sid` and `sub`, for back-channel logout
+    provider_sub: str | None = None
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -77,8 +78,9 @@ class SessionStore(Protocol):
 
     async def delete(self, session_id: str) -> None: ...
 
-    async def delete_for(self, *, subject: str | None = None, provider_sid: str | None = None) -> int:
-        """End every session of a user (or of one provider session); return how many ended."""
+    async def delete_for(self, *, provider_sub: str | None = None, provider_sid: str | None = None) -> int:
+        """End every session of a provider's user (`sub`), or of one provider session (`sid`), or of
+        that session of that user when both are given; return how many ended."""
         ...
 
     async def put_login(self, state: str, data: dict[str, str], ttl_s: float) -> None: ...
@@ -112,8 +114,8 @@ class MemorySessionStore:
     async def delete(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)
 
-    async def delete_for(self, *, subject: str | None = None, provider_sid: str | None = None) -> int:
-        doomed = [s.id for s in self._sessions.values() if _matches(s, subject, provider_sid)]
+    async def delete_for(self, *, provider_sub: str | None = None, provider_sid: str | None = None) -> int:
+        doomed = [s.id for s in self._sessions.values() if _matches(s, provider_sub, provider_sid)]
         for session_id in doomed:
             del self._sessions[session_id]
         return len(doomed)
@@ -129,10 +131,10 @@ class MemorySessionStore:
         return None
 
 
-def _matches(session: Session, subject: str | None, provider_sid: str | None) -> bool:
-    if subject is None and provider_sid is None:
+def _matches(session: Session, provider_sub: str | None, provider_sid: str | None) -> bool:
+    if provider_sub is None and provider_sid is None:
         return False
-    return (subject is None or session.identity.subject == subject) and (
+    return (provider_sub is None or session.provider_sub == provider_sub) and (
         provider_sid is None or session.provider_sid == provider_sid
     )
 
@@ -140,8 +142,8 @@ def _matches(session: Session, subject: str | None, provider_sid: str | None) ->
 class RedisSessionStore:
     """Sessions in Redis, so every replica sees a sign-in and a sign-out at once.
 
-    Keys: `<prefix>s:<id>` (the session, expiring with it), `<prefix>u:<subject>` and
-    `<prefix>sid:<provider sid>` (sets of session ids, for ending all of a user's sessions),
+    Keys: `<prefix>s:<id>` (the session, expiring with it), `<prefix>sub:<provider sub>` and
+    `<prefix>sid:<provider sid>` (sets of session ids, for back-channel logout),
     `<prefix>login:<state>` (a pending sign-in, read once with GETDEL).
     """
 
@@ -180,8 +182,8 @@ class RedisSessionStore:
         async with _available():
             await self.client.delete(self._key(session_id))
 
-    async def delete_for(self, *, subject: str | None = None, provider_sid: str | None = None) -> int:
-        indexes = [self.prefix + f"u:{subject}"] if subject is not None else []
+    async def delete_for(self, *, provider_sub: str | None = None, provider_sid: str | None = None) -> int:
+        indexes = [self.prefix + f"sub:{provider_sub}"] if provider_sub is not None else []
         if provider_sid is not None:
             indexes.append(self.prefix + f"sid:{provider_sid}")
         if not indexes:
@@ -212,7 +214,7 @@ class RedisSessionStore:
         return self.prefix + f"s:{session_id}"
 
     def _indexes(self, session: Session) -> list[str]:
-        indexes = [self.prefix + f"u:{session.identity.subject}"]
+        indexes = [self.prefix + f"sub:{session.provider_sub}"] if session.provider_sub else []
         if session.provider_sid:
             indexes.append(self.prefix + f"sid:{session.provider_sid}")
         return indexes

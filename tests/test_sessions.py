@@ -42,7 +42,15 @@ async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[S
 
 def make_session(clock: Clock, subject: str = "alice@example.com", sid: str | None = None) -> Session:
     identity = Identity(subject, subject, ("ml-team",))
-    return Session(new_session_id(), identity, clock.now, clock.now, id_token="idt", provider_sid=sid)
+    return Session(
+        new_session_id(),
+        identity,
+        clock.now,
+        clock.now,
+        id_token="idt",
+        provider_sid=sid,
+        provider_sub=f"sub-{subject}",
+    )
 
 
 async def test_a_saved_session_loads_with_its_identity(store: SessionStore, clock: Clock) -> None:
@@ -88,7 +96,7 @@ async def test_delete_for_a_user_ends_only_their_sessions(store: SessionStore, c
     bob = make_session(clock, "bob@example.com")
     for session in [*alices, bob]:
         await store.save(session)
-    assert await store.delete_for(subject="alice@example.com") == 2
+    assert await store.delete_for(provider_sub="sub-alice@example.com") == 2
     assert [await store.load(s.id) for s in alices] == [None, None]
     assert await store.load(bob.id) == bob
 
@@ -97,6 +105,7 @@ async def test_delete_for_a_provider_session_ends_only_that_one(store: SessionSt
     laptop, phone = make_session(clock, sid="sid-1"), make_session(clock, sid="sid-2")
     await store.save(laptop)
     await store.save(phone)
+    assert await store.delete_for(provider_sub="sub-alice@example.com", provider_sid="sid-9") == 0
     assert await store.delete_for(provider_sid="sid-1") == 1
     assert await store.load(laptop.id) is None
     assert await store.load(phone.id) == phone

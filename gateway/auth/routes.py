@@ -1,0 +1,164 @@
+"""`/oauth2/start`, `/oauth2/callback`, `/oauth2/sign_out`, `/oauth2/userinfo` (oauth2-proxy's paths, so a
+Kubeflow install keeps its registered client) and `/oauth2/backchannel-logout`."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from .. import keys
+from ..audit import AuditEvent
+from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
+from ..errors import GatewayError, TooManyRequests
+from ..identity import Identity
+from .oidc import InvalidToken
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+# Routes anyone may call without a session.
+PUBLIC = frozenset({"oauth2_start", "oauth2_callback", "oauth2_sign_out", "oauth2_backchannel_logout"})
+
+
+def safe_return_path(rd: str | None) -> str:
+    """Only a path on this origin: `//evil`, `/\\evil`, `https://evil`, `/%09/evil` all become `/`."""
+    if not rd:
+        return "/"
+    decoded = unquote(rd)
+    if (
+        not rd.startswith("/")
+        or rd.startswith(("//", "/\\"))
+        or any(ch in decoded for ch in "\\\r\n\t")
+        or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in decoded)
+        or decoded.startswith(("//", "/\\"))
+        or decoded.lstrip("/").split("/", 1)[0].count(":")  # a scheme or user@host slipped in
+    ):
+        return "/"
+    return rd
+
+
+async def _check_rate(request: web.Request, username: str | None = None) -> None:
+    counter = request.app[keys.FAILURES]
+    for key in [f"ip:{request[keys.CLIENT_IP]}", *([f"user:{username}"] if username else [])]:
+        retry = await counter.retry_after_s(key)
+        if retry:
+            _audit(request, None, "auth.rate_limited", "denied", reason=key.split(":", 1)[0])
+            raise TooManyRequests(retry_after_s=retry)
+
+
+@routes.get("/oauth2/start", name="oauth2_start")
+async def start(request: web.Request) -> web.StreamResponse:
+    await _check_rate(request)
+    started = await request.app[keys.AUTHENTICATOR].start(safe_return_path(request.query.get("rd")))
+    response = web.HTTPFound(started.redirect_to)
+    _set_cookie(request, response, LOGIN_COOKIE, started.browser_binding, max_age=600)
+    raise response
+
+
+@routes.get("/oauth2/callback", name="oauth2_callback")
+async def callback(request: web.Request) -> web.StreamResponse:
+    await _check_rate(request)
+    authenticator = request.app[keys.AUTHENTICATOR]
+    if "error" in request.query:
+        reason = request.query.get("error", "")[:100]
+        await _failed(request, f"provider said {reason}")
+        raise LoginFailed(f"The identity provider did not sign you in ({reason}).")
+    try:
+        session, return_to = await authenticator.finish(
+            state=request.query.get("state", ""),
+            code=request.query.get("code", ""),
+            binding_cookie=request.cookies.get(LOGIN_COOKIE),
+        )
+    except GatewayError as exc:  # a bad state or token, or the provider down: counted and audited
+        await _failed(request, exc.message)
+        raise
+    _audit(request, session.identity, "auth.login", "allowed", details={"groups": list(session.identity.groups)})
+    response = web.HTTPFound(return_to)
+    _set_cookie(request, response, SESSION_COOKIE, authenticator.signer.sign(session.id), max_age=None)
+    response.del_cookie(LOGIN_COOKIE, path="/")
+    raise response
+
+
+@routes.route("*", "/oauth2/sign_out", name="oauth2_sign_out")
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    if request.method not in ("GET", "POST"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    authenticator = request.app[keys.AUTHENTICATOR]
+    session = await authenticator.sessions.load(authenticator.signer.unsign(request.cookies.get(SESSION_COOKIE)) or "")
+    settings = request.app[keys.SETTINGS]
+    provider_logout = await authenticator.sign_out(session, f"{settings.base_url}/")
+    if session is not None:
+        _audit(request, session.identity, "auth.logout", "allowed")
+    response = web.HTTPFound(provider_logout or safe_return_path(request.query.get("rd")))
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+@routes.get("/oauth2/userinfo", name="oauth2_userinfo")
+async def userinfo(request: web.Request) -> web.Response:
+    identity = request[keys.IDENTITY]
+    return web.json_response(
+        {
+            "user": identity.subject,
+            "email": identity.email,
+            "groups": list(identity.groups),
+            "preferredUsername": identity.subject,
+            "namespaces": [],  # filled in by authorization
+        }
+    )
+
+
+@routes.post("/oauth2/backchannel-logout", name="oauth2_backchannel_logout")
+async def backchannel_logout(request: web.Request) -> web.Response:
+    form = await request.post()
+    token = form.get("logout_token")
+    if not isinstance(token, str) or not token:
+        return web.json_response({"error": "invalid_request", "message": "logout_token is required"}, status=400)
+    try:
+        ended = await request.app[keys.AUTHENTICATOR].back_channel_logout(token)
+    except InvalidToken as exc:
+        return web.json_response({"error": "invalid_request", "message": exc.message}, status=400)
+    log.info("back-channel logout ended %d session(s)", ended)
+    _audit(request, None, "auth.logout", "allowed", details={"channel": "backchannel", "sessions": ended})
+    return web.json_response({"sessions_ended": ended}, headers={"Cache-Control": "no-store"})
+
+
+class LoginFailed(GatewayError):
+    """Not `LoginRequired`: a failed sign-in shows a page, it does not send the browser round again."""
+
+    status, code = 401, "login_failed"
+    default_message = "Signing in failed."
+
+
+async def _failed(request: web.Request, reason: str) -> None:
+    await request.app[keys.FAILURES].fail(f"ip:{request[keys.CLIENT_IP]}")
+    _audit(request, None, "auth.login", "failed", reason=reason)
+
+
+def _audit(
+    request: web.Request,
+    identity: Identity | None,
+    action: str,
+    outcome: str,
+    reason: str = "",
+    details: dict[str, object] | None = None,
+) -> None:
+    request.app[keys.AUDIT].emit(
+        AuditEvent(
+            action=action,
+            outcome=outcome,  # type: ignore[arg-type]
+            actor=identity.subject if identity else "-",
+            reason=reason,
+            request_id=request.get(keys.REQUEST_ID, "-"),
+            client_ip=request[keys.CLIENT_IP],
+            details=details or {},
+        )
+    )
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:
+    secure = request.app[keys.SETTINGS].base_url.startswith("https://")
+    response.set_cookie(name, value, path="/", httponly=True, samesite="Lax", secure=secure, max_age=max_age)
