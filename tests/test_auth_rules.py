@@ -1,0 +1,69 @@
+"""Where a sign-in may return to, how claims become an identity, and the failed sign-in counters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as redis
+
+from gateway.auth.authenticator import ClaimRules
+from gateway.auth.oidc import InvalidToken
+from gateway.auth.routes import safe_return_path
+from gateway.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
+from tests.conftest import RedisServer
+
+
+@pytest.mark.parametrize(
+    "rd",
+    ["//evil.example", "/\\evil.example", "https://evil.example", "/%09/evil.example", "https://gw@evil.example",
+     "/%2F%2Fevil.example", "/%5cevil.example", "evil", "/x\r\nSet-Cookie:a=b", "/https:/evil"],
+)  # fmt: skip
+def test_a_return_path_off_this_origin_falls_back_to_the_root(rd: str) -> None:
+    assert safe_return_path(rd) == "/"
+
+
+@pytest.mark.parametrize("rd", ["/", "/notebook/alice/nb1/lab?x=1", "/api/namespaces/alice/notebooks"])
+def test_a_path_on_this_origin_is_kept(rd: str) -> None:
+    assert safe_return_path(rd) == rd
+
+
+def test_emails_are_case_insensitive_and_groups_a_sorted_set() -> None:
+    identity = ClaimRules().identity({"email": " Alice@Example.COM ", "groups": ["b", "a", "b"]}, "session")
+    assert (identity.subject, identity.groups) == ("alice@example.com", ("a", "b"))
+
+
+def test_another_username_claim_can_be_chosen() -> None:
+    rules = ClaimRules(username_claim="preferred_username", groups_claim="roles")
+    identity = rules.identity({"preferred_username": "Alice", "roles": "admins"}, "bearer")
+    assert (identity.subject, identity.groups, identity.method) == ("Alice", ("admins",), "bearer")
+
+
+def test_a_token_without_the_username_claim_is_refused() -> None:
+    with pytest.raises(InvalidToken):
+        ClaimRules().identity({"sub": "123"}, "session")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def counter(request: pytest.FixtureRequest) -> AsyncIterator[FailureCounter]:
+    if request.param == "memory":
+        yield MemoryFailureCounter(limit=3, window_s=60)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
+    await client.delete("ngw:fail:ip:198.51.100.7", "ngw:fail:ip:198.51.100.8")
+    yield RedisFailureCounter(client, limit=3, window_s=60)
+    await client.aclose()
+
+
+async def test_failures_under_the_limit_do_not_block(counter: FailureCounter) -> None:
+    for _ in range(2):
+        await counter.fail("ip:198.51.100.7")
+    assert await counter.retry_after_s("ip:198.51.100.7") == 0
+
+
+async def test_reaching_the_limit_blocks_that_key_only(counter: FailureCounter) -> None:
+    for _ in range(3):
+        await counter.fail("ip:198.51.100.7")
+    assert 0 < await counter.retry_after_s("ip:198.51.100.7") <= 60
+    assert await counter.retry_after_s("ip:198.51.100.8") == 0
