@@ -260,9 +260,14 @@ class OIDCClient:
 
     async def _token_request(self, form: dict[str, str]) -> TokenSet:
         provider = await self.provider()
-        auth = aiohttp.BasicAuth(_form_quote(self.client_id), _form_quote(self._client_secret))
+        headers = {
+            "Authorization": aiohttp.encode_basic_auth(_form_quote(self.client_id), _form_quote(self._client_secret)),
+            "Accept": "application/json",
+        }
         try:
-            async with self.http.post(provider.token_endpoint, data=form, auth=auth, timeout=self.timeout) as resp:
+            async with self.http.post(
+                provider.token_endpoint, data=form, headers=headers, timeout=self.timeout
+            ) as resp:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
