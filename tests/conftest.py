@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.backends.local import jupyter_command
 from gateway.config import Settings
+from tests.fakes.node_idp import node_idp  # noqa: F401  (a fixture for every module)
 
 Client = TestClient[web.Request, web.Application]
 
