@@ -1,7 +1,299 @@
-"""The notebook servers JSON API, on the Jupyter web app's routes."""
+"""The notebook servers JSON API, on the Jupyter web app's routes and in its response shapes.
+
+Each handler authorizes once (`authz.require`), talks only to the backend, and audits every
+create / stop / start / delete, whether it succeeded, failed or was denied.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from decimal import Decimal
+
 from aiohttp import web
 
+from .. import keys
+from ..audit import AuditEvent, Outcome
+from ..authz import Action
+from ..backends import Notebook
+from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
+from ..notebook_form import parse_notebook_form
+from ..routing import NOTEBOOK_ROOT, is_dns_label
+from ..spawner import SpawnerConfig
+
+log = logging.getLogger(__name__)
+
 routes = web.RouteTableDef()
+
+# Bodies are tiny forms; the app itself sets no size cap (uploads are streamed to notebooks).
+MAX_BODY_BYTES = 64 * 1024
+# Annotations the Jupyter web app reads and writes on Notebook resources.
+SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
+CREATOR_ANNOTATION = "notebooks.kubeflow.org/creator"
+STOP_ANNOTATION = "kubeflow-resource-stopped"
+
+
+# -- routes ----------------------------------------------------------------------------------------
+
+
+@routes.get("/api/config", name="api_config")
+async def get_config(request: web.Request) -> web.Response:
+    # Not namespaced, so no authorization decision: these are the form's defaults, the same for everyone.
+    return _success(request, config=spawner_form_defaults(request.app[keys.SPAWNER]))
+
+
+@routes.get("/api/namespaces/{namespace}/notebooks", name="api_notebooks")
+async def list_notebooks(request: web.Request) -> web.Response:
+    namespace = _namespace(request)
+    _authorize(request, namespace, "view")
+    notebooks = await request.app[keys.BACKEND].list(namespace)
+    return _success(request, notebooks=[notebook_item(notebook) for notebook in notebooks])
+
+
+@routes.get("/api/namespaces/{namespace}/notebooks/{name}", name="api_notebook")
+async def get_notebook(request: web.Request) -> web.Response:
+    namespace, name = _namespace(request), _name(request)
+    _authorize(request, namespace, "view", name)
+    notebook = await request.app[keys.BACKEND].get(namespace, name)
+    return _success(request, notebook=notebook_item(notebook))
+
+
+@routes.post("/api/namespaces/{namespace}/notebooks", name="api_create_notebook")
+async def create_notebook(request: web.Request) -> web.Response:
+    namespace = _namespace(request)
+    with _audited(request, "notebook.create", namespace) as audit:
+        body = await read_json(request)
+        spec = parse_notebook_form(body, namespace=namespace, defaults=request.app[keys.SPAWNER])
+        volumes = [volume.name for volume in (spec.workspace, *spec.data_volumes) if volume is not None]
+        audit.notebook = spec.name
+        audit.details.update(image=spec.image, cpu=spec.cpu, memory=spec.memory, volumes=volumes)
+        _authorize(request, namespace, "create", spec.name)
+        notebook = await request.app[keys.BACKEND].create(namespace, spec, creator=_user(request))
+    log.info("notebook %s/%s created by %s", namespace, spec.name, request[keys.IDENTITY].subject)
+    # The web app answers 200 (not 201) with a message; existing clients check for exactly that.
+    return _success(request, message="Notebook created successfully.", notebook=notebook_item(notebook))
+
+
+@routes.patch("/api/namespaces/{namespace}/notebooks/{name}", name="api_patch_notebook")
+async def patch_notebook(request: web.Request) -> web.Response:
+    namespace, name = _namespace(request), _name(request)
+    stopped = _stopped(await read_json(request))
+    action: Action = "stop" if stopped else "start"
+    with _audited(request, f"notebook.{action}", namespace, name):
+        _authorize(request, namespace, action, name)
+        backend = request.app[keys.BACKEND]
+        notebook = await (backend.stop(namespace, name) if stopped else backend.start(namespace, name))
+    verb = "stopped" if stopped else "started"
+    return _success(request, message=f"Notebook {name} {verb} successfully.", notebook=notebook_item(notebook))
+
+
+@routes.delete("/api/namespaces/{namespace}/notebooks/{name}", name="api_delete_notebook")
+async def delete_notebook(request: web.Request) -> web.Response:
+    namespace, name = _namespace(request), _name(request)
+    with _audited(request, "notebook.delete", namespace, name):
+        _authorize(request, namespace, "delete", name)
+        await request.app[keys.BACKEND].delete(namespace, name)
+    return _success(request, message=f"Notebook {name} successfully deleted.")
+
+
+# -- response shapes ---------------------------------------------------------------------------
+
+
+def notebook_item(notebook: Notebook) -> dict[str, object]:
+    """One notebook as the Jupyter web app lists it, plus a few facts of ours (`url`, `notes`, limits)."""
+    spec = notebook.spec
+    created = notebook.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    timestamp = created.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # Kubernetes' creationTimestamp format
+    annotations = {SERVER_TYPE_ANNOTATION: spec.server_type}
+    if notebook.creator:
+        annotations[CREATOR_ANNOTATION] = notebook.creator
+    if notebook.stopped:
+        annotations[STOP_ANNOTATION] = "true"
+    return {
+        "name": notebook.name,
+        "namespace": notebook.namespace,
+        "serverType": spec.server_type,
+        "age": timestamp,
+        "last_activity": "",
+        "image": spec.image,
+        "shortImage": spec.image.rsplit("/", 1)[-1],
+        "cpu": spec.cpu,
+        "memory": spec.memory,
+        "cpuLimit": spec.cpu_limit,
+        "memoryLimit": spec.memory_limit,
+        "gpus": {"count": 0, "message": ""},
+        "volumes": [volume.name for volume in (spec.workspace, *spec.data_volumes) if volume is not None],
+        "status": {"phase": notebook.status.phase, "message": notebook.status.message, "state": ""},
+        "stopped": notebook.stopped,
+        "url": f"{NOTEBOOK_ROOT}{notebook.namespace}/{notebook.name}/",
+        "notes": list(notebook.notes),
+        "metadata": {
+            "name": notebook.name,
+            "namespace": notebook.namespace,
+            "creationTimestamp": timestamp,
+            "annotations": annotations,
+            "labels": {},
+        },
+    }
+
+
+def spawner_form_defaults(config: SpawnerConfig) -> dict[str, object]:
+    """The defaults in the shape of spawner_ui_config.yaml's `spawnerFormDefaults`, which the web app's
+    form reads from /api/config. Options the gateway does not offer are present and empty."""
+    new_pvc = {
+        "metadata": {"name": config.workspace_name_template},
+        "spec": {
+            "resources": {"requests": {"storage": config.workspace_size}},
+            "accessModes": [config.workspace_access_mode],
+        },
+    }
+    return {
+        "image": {"value": config.image, "options": list(config.images)},
+        "imageGroupOne": {"value": "", "options": []},
+        "imageGroupTwo": {"value": "", "options": []},
+        "allowCustomImage": config.allow_custom_image,
+        "imagePullPolicy": {"value": config.image_pull_policy},
+        "cpu": {"value": config.cpu, "limitFactor": config.cpu_limit_factor or "none"},
+        "memory": {"value": config.memory, "limitFactor": config.memory_limit_factor or "none"},
+        "workspaceVolume": {"value": {"mount": config.workspace_mount, "newPvc": new_pvc}},
+        "dataVolumes": {"value": []},
+        "gpus": {"value": {"num": "none", "vendors": []}},
+        "affinityConfig": {"value": "", "options": []},
+        "tolerationGroup": {"value": "", "options": []},
+        "shm": {"value": False},
+        "configurations": {"value": []},
+        "environment": {"value": {}},
+    }
+
+
+def _success(request: web.Request, **payload: object) -> web.Response:
+    """The web app's envelope: `success`, `status` and `user` (None until someone signs in)."""
+    return web.json_response({"success": True, "status": 200, "user": _user(request), **payload})
+
+
+def _user(request: web.Request) -> str | None:
+    identity = request[keys.IDENTITY]
+    return None if identity.method == "anonymous" else identity.subject
+
+
+# -- request parts ---------------------------------------------------------------------------
+
+
+def _namespace(request: web.Request) -> str:
+    namespace = request.match_info["namespace"]
+    if not is_dns_label(namespace):
+        raise InvalidPath(f"Namespace {namespace[:100]!r} is not a valid DNS-1123 label.", field="namespace")
+    return namespace
+
+
+def _name(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not is_dns_label(name):
+        raise InvalidPath(f"Notebook name {name[:100]!r} is not a valid DNS-1123 label.", field="name")
+    return name
+
+
+def _authorize(request: web.Request, namespace: str, action: Action, name: str | None = None) -> None:
+    request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, action, name)
+
+
+async def read_json(request: web.Request) -> object:
+    """The request body as JSON, at most MAX_BODY_BYTES. Requiring the JSON content type also keeps
+    plain HTML forms on other sites from posting here (they cannot send it without CORS)."""
+    if request.content_type != "application/json":
+        raise BadRequest("Send the request body as JSON, with Content-Type: application/json.")
+    too_large = BadRequest(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(16 * 1024):
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise too_large
+    try:
+        # Decimal keeps 0.1 exactly 0.1; NaN, Infinity and repeated keys are refused, not guessed at.
+        return json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"the key {key[:100]!r} appears twice")
+        result[key] = value
+    return result
+
+
+def _stopped(body: object) -> bool:
+    """A PATCH body is exactly `{"stopped": true}` or `{"stopped": false}`."""
+    if isinstance(body, dict):
+        unknown = sorted(set(body) - {"stopped"})
+        if unknown:
+            raise BadRequest(f"Unknown field(s): {', '.join(unknown)}; send only 'stopped'.", field=unknown[0])
+        if isinstance(body.get("stopped"), bool):
+            return bool(body["stopped"])
+    raise BadRequest('The body must be {"stopped": true} or {"stopped": false}.', field="stopped")
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _AuditNote:
+    """What the handler learns while it works, for the event written when it ends."""
+
+    notebook: str | None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _audited(request: web.Request, action: str, namespace: str, notebook: str | None = None) -> Iterator[_AuditNote]:
+    """Emit one audit event for the block: allowed when it returns, denied or failed when it raises."""
+    note = _AuditNote(notebook)
+    try:
+        yield note
+    except GatewayError as exc:
+        outcome: Outcome = "denied" if isinstance(exc, Forbidden) else "failed"
+        _emit(request, action, outcome, namespace, note, reason=exc.message, error=exc.code)
+        raise
+    except Exception:  # a bug: still on record, then error_pages logs it and answers 500
+        _emit(request, action, "failed", namespace, note, reason="internal error", error="internal_error")
+        raise
+    _emit(request, action, "allowed", namespace, note)
+
+
+def _emit(
+    request: web.Request,
+    action: str,
+    outcome: Outcome,
+    namespace: str,
+    note: _AuditNote,
+    *,
+    reason: str = "",
+    error: str | None = None,
+) -> None:
+    details = {**note.details, **({"error": error} if error else {})}
+    event = AuditEvent.by(
+        request[keys.IDENTITY],
+        action,
+        outcome,
+        namespace=namespace,
+        notebook=note.notebook,
+        reason=reason,
+        request_id=request[keys.REQUEST_ID],
+        client_ip=request.remote,
+        details=details,
+    )
+    request.app[keys.AUDIT].emit(event)

@@ -1,0 +1,360 @@
+"""The new-notebook form (the Jupyter web app's JSON body) checked and turned into a `NotebookSpec`.
+
+Pure: no I/O and no aiohttp, so the JSON API and the HTML form share it. Every problem is an
+`InvalidNotebookSpec` naming the field at fault; a request is either fully valid or refused.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+
+from .backends import NotebookSpec, Volume
+from .errors import InvalidNotebookSpec
+from .quantities import parse_quantity, scale_quantity
+from .routing import is_dns_label
+from .spawner import SpawnerConfig
+
+# What the Jupyter web app's form sends (kubeflow/notebooks, NotebookFormObject, after its
+# getSubmitNotebook() clean-up). Anything else is refused, so a typo never passes silently.
+FIELDS = frozenset(
+    {
+        "name",
+        "namespace",
+        "image",
+        "customImage",
+        "customImageCheck",
+        "imagePullPolicy",
+        "allowCustomImage",
+        "serverType",
+        "cpu",
+        "cpuLimit",
+        "memory",
+        "memoryLimit",
+        "gpus",
+        "affinityConfig",
+        "tolerationGroup",
+        "shm",
+        "configurations",
+        "environment",
+        "noWorkspace",
+        "workspace",
+        "datavols",
+    }
+)
+SERVER_TYPES = ("jupyter", "group-one", "group-two")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
+NAME_PLACEHOLDER = "{notebook-name}"
+
+# A container image reference as Docker's distribution/reference grammar has it:
+# [registry[:port]/]path[/path...][:tag][@sha256:digest], e.g. ghcr.io/org/image:1.0.
+_HOST_PART = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PATH_PART = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"(?:{_HOST_PART}(?:\.{_HOST_PART})*(?::[0-9]+)?/)?"
+    rf"{_PATH_PART}(?:/{_PATH_PART})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[a-f0-9]{64})?"
+)
+MAX_IMAGE_CHARS = 512
+# A DNS-1123 subdomain: what Kubernetes accepts as a PersistentVolumeClaim name.
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+MAX_SUBDOMAIN_CHARS = 253
+MAX_MOUNT_PATH_CHARS = 1024
+
+
+def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig) -> NotebookSpec:
+    """Check a create request for `namespace` and fill in what it left out from `defaults`.
+
+    Raises `InvalidNotebookSpec` (with `field` set) for the first problem found.
+    """
+    form = _object(body, "", "The request body must be a JSON object.")
+    _keys(form, "", FIELDS)
+    name = _name(form)
+    given_namespace = form.get("namespace", namespace)
+    if given_namespace != namespace:
+        raise InvalidNotebookSpec(
+            f"The body's namespace {str(given_namespace)[:100]!r} differs from the URL's {namespace!r}.",
+            field="namespace",
+        )
+    image = _image(form, defaults)
+    cpu = _quantity(form, "cpu", defaults.cpu, "CPU")
+    memory = _quantity(form, "memory", defaults.memory, "Memory")
+    workspace = _workspace(form, name, defaults)
+    data_volumes = [
+        (field, _volume(raw, field, name, defaults.workspace_access_mode))
+        for field, raw in ((f"datavols[{index}]", raw) for index, raw in enumerate(_list(form, "datavols")))
+    ]
+    _check_unique([("workspace", workspace)] if workspace else [], data_volumes)
+    _check_unsupported(form)
+    return NotebookSpec(
+        name=name,
+        image=image,
+        cpu=cpu,
+        memory=memory,
+        cpu_limit=_limit(form, "cpuLimit", cpu, defaults.cpu_limit_factor, "CPU"),
+        memory_limit=_limit(form, "memoryLimit", memory, defaults.memory_limit_factor, "Memory"),
+        workspace=workspace,
+        data_volumes=tuple(volume for _, volume in data_volumes),
+        server_type=_choice(form, "serverType", SERVER_TYPES, "jupyter"),
+        image_pull_policy=_choice(form, "imagePullPolicy", PULL_POLICIES, defaults.image_pull_policy),
+    )
+
+
+def _object(value: object, field: str, message: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise InvalidNotebookSpec(message, field=field or None)
+    return value
+
+
+def _keys(value: Mapping[str, object], field: str, allowed: frozenset[str] | set[str]) -> None:
+    """Refuse keys outside `allowed`, naming every one of them (`field` is their parent's path)."""
+    unknown = [f"{field}.{key}" if field else key for key in sorted(set(value) - allowed)]
+    if unknown:
+        raise InvalidNotebookSpec(f"Unknown field(s): {', '.join(unknown)}.", field=unknown[0])
+
+
+def _str(form: Mapping[str, object], field: str, default: str, *, path: str | None = None) -> str:
+    value = form.get(field, default)
+    if not isinstance(value, str):
+        raise InvalidNotebookSpec(f"{path or field} must be a string.", field=path or field)
+    return value
+
+
+def _bool(form: Mapping[str, object], field: str, default: bool) -> bool:
+    value = form.get(field, default)
+    if not isinstance(value, bool):
+        raise InvalidNotebookSpec(f"{field} must be true or false.", field=field)
+    return value
+
+
+def _list(form: Mapping[str, object], field: str) -> list[object]:
+    value = form.get(field, [])
+    if not isinstance(value, list):
+        raise InvalidNotebookSpec(f"{field} must be a list.", field=field)
+    return value
+
+
+def _choice(form: Mapping[str, object], field: str, choices: tuple[str, ...], default: str) -> str:
+    value = _str(form, field, default) or default  # the web app sends "" for "not chosen"
+    if value not in choices:
+        raise InvalidNotebookSpec(f"{field} must be one of {', '.join(choices)}; got {value[:100]!r}.", field=field)
+    return value
+
+
+def _name(form: Mapping[str, object]) -> str:
+    if "name" not in form:
+        raise InvalidNotebookSpec("Give the notebook server a name.", field="name")
+    name = _str(form, "name", "")
+    if len(name) > 63:
+        raise InvalidNotebookSpec("The name must be at most 63 characters long.", field="name")
+    if not is_dns_label(name):
+        raise InvalidNotebookSpec(
+            f"The name {name!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit.",
+            field="name",
+        )
+    return name
+
+
+def _image(form: Mapping[str, object], defaults: SpawnerConfig) -> str:
+    """The image to run: a standard one, or a custom one if the configuration allows them."""
+    _bool(form, "allowCustomImage", defaults.allow_custom_image)  # the client echoes the config; ours decides
+    use_custom = _bool(form, "customImageCheck", True)
+    custom = _str(form, "customImage", "").strip()
+    if use_custom and custom:
+        image, field = custom, "customImage"
+    elif "customImageCheck" in form and use_custom:
+        raise InvalidNotebookSpec("Enter the custom image to use.", field="customImage")
+    else:
+        image, field = _str(form, "image", defaults.image).strip() or defaults.image, "image"
+    if image in (defaults.image, *defaults.images):
+        return image
+    if not defaults.allow_custom_image:
+        raise InvalidNotebookSpec("Custom images are not allowed here: pick one of the standard images.", field=field)
+    if len(image) > MAX_IMAGE_CHARS or IMAGE_REFERENCE.fullmatch(image) is None:
+        raise InvalidNotebookSpec(
+            f"{image[:100]!r} is not a container image reference like registry.example.com/team/image:tag.",
+            field=field,
+        )
+    return image
+
+
+def _quantity_text(value: object, field: str, what: str) -> str:
+    """A quantity the web app may send as a string or, for CPU, as a number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal | float):
+        raise InvalidNotebookSpec(f"{what} must be a Kubernetes quantity such as 500m or 1.5Gi.", field=field)
+    text = value if isinstance(value, str) else str(value)
+    try:
+        amount = parse_quantity(text)
+    except ValueError as exc:
+        raise InvalidNotebookSpec(f"{what}: {exc}.", field=field) from None
+    if amount <= 0:
+        raise InvalidNotebookSpec(f"{what} must be greater than zero; got {text!r}.", field=field)
+    return text
+
+
+def _quantity(form: Mapping[str, object], field: str, default: str, what: str) -> str:
+    return _quantity_text(form.get(field, default), field, what)
+
+
+def _limit(form: Mapping[str, object], field: str, request: str, factor: str | None, what: str) -> str | None:
+    """The explicit limit, or request x the configured factor (as the web app does), or None."""
+    value = form.get(field)
+    if value is None or value == "":
+        return None if factor is None else scale_quantity(request, Decimal(factor))
+    limit = _quantity_text(value, field, f"{what} limit")
+    if parse_quantity(limit) < parse_quantity(request):
+        raise InvalidNotebookSpec(
+            f"The {what} limit ({limit}) must be at least the {what} request ({request}).", field=field
+        )
+    return limit
+
+
+def _workspace(form: Mapping[str, object], name: str, defaults: SpawnerConfig) -> Volume | None:
+    """The workspace volume: the configured default when absent, none when null or `noWorkspace`."""
+    if _bool(form, "noWorkspace", False) or ("workspace" in form and form["workspace"] is None):
+        return None
+    if "workspace" not in form:
+        return Volume(
+            name=_volume_name(defaults.workspace_name_template, name, "workspace"),
+            mount_path=defaults.workspace_mount,
+            size=defaults.workspace_size,
+            access_mode=defaults.workspace_access_mode,
+        )
+    return _volume(form["workspace"], "workspace", name, defaults.workspace_access_mode)
+
+
+def _volume(raw: object, field: str, notebook: str, default_mode: str) -> Volume:
+    """`{mount, newPvc: {metadata: {name}, spec: {...}}}` or `{mount, existingSource: {persistentVolumeClaim}}`."""
+    volume = _object(raw, field, f"{field} must be an object with 'mount' and 'newPvc' or 'existingSource'.")
+    _keys(volume, field, {"mount", "newPvc", "existingSource"})
+    mount = _mount_path(volume.get("mount"), f"{field}.mount")
+    if ("newPvc" in volume) == ("existingSource" in volume):
+        raise InvalidNotebookSpec(f"{field} needs exactly one of 'newPvc' or 'existingSource'.", field=field)
+    if "existingSource" in volume:
+        return Volume(
+            name=_existing_claim(volume["existingSource"], f"{field}.existingSource"), mount_path=mount, existing=True
+        )
+    pvc = _object(volume["newPvc"], f"{field}.newPvc", f"{field}.newPvc must be an object.")
+    _keys(pvc, f"{field}.newPvc", {"metadata", "spec"})
+    metadata = _object(pvc.get("metadata", {}), f"{field}.newPvc.metadata", "metadata must be an object.")
+    _keys(metadata, f"{field}.newPvc.metadata", {"name"})
+    name_field = f"{field}.newPvc.metadata.name"
+    name = _volume_name(_str(metadata, "name", "", path=name_field), notebook, name_field)
+    spec_field = f"{field}.newPvc.spec"
+    spec = _object(pvc.get("spec", {}), spec_field, f"{spec_field} must be an object.")
+    # storageClassName is accepted for the web app's sake; `Volume` has no place for it yet.
+    _keys(spec, spec_field, {"resources", "accessModes", "storageClassName"})
+    _str(spec, "storageClassName", "", path=f"{spec_field}.storageClassName")
+    resources = _object(spec.get("resources", {}), f"{spec_field}.resources", "resources must be an object.")
+    _keys(resources, f"{spec_field}.resources", {"requests"})
+    requests = _object(
+        resources.get("requests"),
+        f"{spec_field}.resources.requests",
+        f"{spec_field}.resources.requests must be an object with 'storage'.",
+    )
+    _keys(requests, f"{spec_field}.resources.requests", {"storage"})
+    size_field = f"{spec_field}.resources.requests.storage"
+    size = _quantity_text(requests.get("storage"), size_field, "The volume size")
+    return Volume(name=name, mount_path=mount, size=size, access_mode=_access_mode(spec, spec_field, default_mode))
+
+
+def _access_mode(spec: Mapping[str, object], field: str, default: str) -> str:
+    modes = spec.get("accessModes", [default])
+    if not isinstance(modes, list) or len(modes) != 1 or modes[0] not in ACCESS_MODES:
+        raise InvalidNotebookSpec(
+            f"{field}.accessModes must be a list of one of {', '.join(ACCESS_MODES)}.", field=f"{field}.accessModes"
+        )
+    return str(modes[0])
+
+
+def _existing_claim(raw: object, field: str) -> str:
+    source = _object(raw, field, f"{field} must be an object.")
+    if set(source) != {"persistentVolumeClaim"}:
+        raise InvalidNotebookSpec(f"{field} must be a persistentVolumeClaim source.", field=field)
+    claim_field = f"{field}.persistentVolumeClaim"
+    claim = _object(source["persistentVolumeClaim"], claim_field, f"{claim_field} must be an object.")
+    _keys(claim, claim_field, {"claimName", "readOnly"})
+    if claim.get("readOnly", False) is not False:
+        raise InvalidNotebookSpec("Read-only volume mounts are not supported yet.", field=f"{claim_field}.readOnly")
+    name_field = f"{claim_field}.claimName"
+    return _volume_name(_str(claim, "claimName", "", path=name_field), None, name_field)
+
+
+def _volume_name(template: str, notebook: str | None, field: str) -> str:
+    name = template.replace(NAME_PLACEHOLDER, notebook) if notebook is not None else template
+    if len(name) > MAX_SUBDOMAIN_CHARS or DNS_SUBDOMAIN.fullmatch(name) is None:
+        raise InvalidNotebookSpec(
+            f"The volume name {name[:100]!r} is not a DNS-1123 subdomain "
+            "(lowercase letters, digits, '-' and '.', at most 253 characters).",
+            field=field,
+        )
+    return name
+
+
+def _mount_path(value: object, field: str) -> str:
+    """An absolute path without `.`/`..` segments or control characters, with `//` collapsed."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise InvalidNotebookSpec("The mount path must be an absolute path such as /home/jovyan/data.", field=field)
+    if len(value) > MAX_MOUNT_PATH_CHARS or any(ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in value):
+        raise InvalidNotebookSpec("The mount path contains characters that are not allowed.", field=field)
+    segments = [segment for segment in value.split("/") if segment]
+    if "." in segments or ".." in segments:
+        raise InvalidNotebookSpec("The mount path must not contain '.' or '..' segments.", field=field)
+    if not segments:
+        raise InvalidNotebookSpec("A volume cannot be mounted at '/'.", field=field)
+    return posixpath.join("/", *segments)
+
+
+def _check_unique(*groups: list[tuple[str, Volume]]) -> None:
+    """Each mount path once; each new claim name once and not also the name of another volume."""
+    mounts: set[str] = set()
+    names: dict[str, bool] = {}  # name -> is an existing claim (which may be mounted twice)
+    for field, volume in (pair for group in groups for pair in group):
+        if volume.mount_path in mounts:
+            raise InvalidNotebookSpec(f"Two volumes are mounted at {volume.mount_path}.", field=f"{field}.mount")
+        mounts.add(volume.mount_path)
+        if volume.name in names and not (volume.existing and names[volume.name]):
+            raise InvalidNotebookSpec(f"The volume name {volume.name!r} is used twice.", field=field)
+        names[volume.name] = volume.existing
+
+
+def _check_unsupported(form: Mapping[str, object]) -> None:
+    """Check the fields a `NotebookSpec` cannot carry yet; refuse a request that needs one of them,
+    rather than create a notebook server without what was asked for."""
+    _bool(form, "shm", False)  # /dev/shm sizing: a pod detail with nothing to ask for locally
+    gpus = _object(form.get("gpus", {}), "gpus", 'gpus must be an object like {"num": "none"}.')
+    _keys(gpus, "gpus", {"num", "vendor"})
+    _str(gpus, "vendor", "", path="gpus.vendor")
+    num = gpus.get("num", "none")
+    if num not in ("none", 0, "0"):
+        if isinstance(num, bool) or not (isinstance(num, int) or (isinstance(num, str) and num.isdigit())):
+            raise InvalidNotebookSpec("gpus.num must be 'none' or a whole number.", field="gpus.num")
+        raise InvalidNotebookSpec("GPUs cannot be requested: no GPU vendors are configured.", field="gpus")
+    for field, what in (("affinityConfig", "affinity configurations"), ("tolerationGroup", "toleration groups")):
+        if _str(form, field, "") not in ("", "none"):
+            raise InvalidNotebookSpec(f"No {what} are configured; use 'none'.", field=field)
+    configurations = _list(form, "configurations")
+    if not all(isinstance(label, str) for label in configurations):
+        raise InvalidNotebookSpec("configurations must be a list of PodDefault labels.", field="configurations")
+    if configurations:
+        raise InvalidNotebookSpec("No PodDefault configurations are available here.", field="configurations")
+    if _environment(form.get("environment", "")):
+        raise InvalidNotebookSpec("Environment variables cannot be set yet.", field="environment")
+
+
+def _environment(value: object) -> dict[str, object]:
+    """The web app sends the environment as a JSON object in a string; plain objects are fine too."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, dict):
+        raise InvalidNotebookSpec("environment must be a JSON object of NAME: value.", field="environment")
+    return value

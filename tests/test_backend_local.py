@@ -1,0 +1,155 @@
+"""The local backend: real Jupyter processes, records on disk, restarts, and clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway.backends import NotebookSpec, Phase, Volume
+from gateway.backends.local import NOTE, LocalBackend
+from gateway.errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    backend = LocalBackend(tmp_path / "notebooks", stop_timeout_s=10)
+    await backend.open()
+    yield backend
+    await backend.close()
+
+
+async def wait_phase(backend: LocalBackend, namespace: str, name: str, phase: Phase) -> None:
+    async def reached() -> bool:
+        return (await backend.get(namespace, name)).status.phase == phase
+
+    await wait_until(reached, timeout_s=60)
+
+
+def pid_of(backend: LocalBackend, namespace: str, name: str) -> int:
+    return int((backend.directory / namespace / name / "server.pid").read_text())
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def jupyter_children(directory: Path) -> list[int]:
+    """Child processes of this test run whose command line mentions `directory` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            argv = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and str(directory).encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_create_serves_jupyter_once_ready(local: LocalBackend, http: aiohttp.ClientSession) -> None:
+    spec = NotebookSpec(name="nb1", image="jupyter/scipy:1", data_volumes=(Volume("data", "/home/jovyan/d1"),))
+    created = await local.create("alice", spec, creator="alice@example.com")
+    assert created.status.phase == "waiting" and local.route("alice", "nb1") is None
+    assert NOTE in created.notes and created.spec.image == "jupyter/scipy:1"
+    with pytest.raises(NotebookExists):
+        await local.create("alice", NotebookSpec(name="nb1", image="other"), creator=None)
+    await wait_phase(local, "alice", "nb1", "ready")
+    upstream = local.route("alice", "nb1")
+    assert upstream is not None
+    async with http.get(upstream.with_path("/notebook/alice/nb1/api/status")) as resp:
+        assert resp.status == 200
+    # The data volume is a folder outside the workspace, visible to Jupyter as `d1`.
+    async with http.get(upstream.with_path("/notebook/alice/nb1/api/contents/d1")) as resp:
+        assert resp.status == 200 and (await resp.json())["type"] == "directory"
+    assert (local.directory / "alice" / "_volumes" / "data").is_dir()
+
+
+async def test_stop_start_and_delete(local: LocalBackend, http: aiohttp.ClientSession) -> None:
+    await local.create("alice", NotebookSpec(name="nb1", image="x"), creator=None)
+    await wait_phase(local, "alice", "nb1", "ready")
+    pid = pid_of(local, "alice", "nb1")
+    stopped = await local.stop("alice", "nb1")
+    assert stopped.status.phase == "stopped" and stopped.stopped
+    assert not is_running(pid) and local.route("alice", "nb1") is None
+    assert (await local.start("alice", "nb1")).status.phase == "waiting"
+    await wait_phase(local, "alice", "nb1", "ready")
+    assert not (await local.get("alice", "nb1")).stopped
+    pid = pid_of(local, "alice", "nb1")
+    await local.delete("alice", "nb1")
+    assert not is_running(pid) and not (local.directory / "alice" / "nb1").exists()
+    with pytest.raises(NotebookNotFound):
+        await local.get("alice", "nb1")
+    assert await local.list("alice") == []
+
+
+async def test_notebooks_survive_a_gateway_restart(tmp_path: Path) -> None:
+    first = LocalBackend(tmp_path, stop_timeout_s=10)
+    await first.open()
+    await first.create("alice", NotebookSpec(name="running", image="x"), creator="alice")
+    await first.create("alice", NotebookSpec(name="parked", image="x"), creator="alice")
+    await first.stop("alice", "parked")
+    await wait_phase(first, "alice", "running", "ready")
+    pid = pid_of(first, "alice", "running")
+    await first.close()
+    assert not is_running(pid) and jupyter_children(tmp_path) == []
+
+    second = LocalBackend(tmp_path, stop_timeout_s=10)
+    await second.open()
+    try:
+        assert [(nb.name, nb.stopped, nb.creator) for nb in await second.list("alice")] == [
+            ("parked", True, "alice"),
+            ("running", False, "alice"),
+        ]
+        await wait_phase(second, "alice", "running", "ready")
+        assert (await second.get("alice", "parked")).status.phase == "stopped"
+    finally:
+        await second.close()
+    assert jupyter_children(tmp_path) == []
+
+
+async def test_a_server_killed_from_outside_shows_a_warning(local: LocalBackend) -> None:
+    await local.create("alice", NotebookSpec(name="nb1", image="x"), creator=None)
+    await wait_phase(local, "alice", "nb1", "ready")
+    os.kill(pid_of(local, "alice", "nb1"), signal.SIGKILL)
+    await wait_phase(local, "alice", "nb1", "warning")
+    status = (await local.get("alice", "nb1")).status
+    assert status.message.startswith("Jupyter exited with code -9 (killed by SIGKILL): ")
+    assert local.route("alice", "nb1") is None
+    await local.start("alice", "nb1")  # starting it again is how a user recovers
+    await wait_phase(local, "alice", "nb1", "ready")
+
+
+async def test_bad_volumes_are_refused_and_nothing_is_written(local: LocalBackend) -> None:
+    for volume in (Volume("../escape", "/home/jovyan/x"), Volume("ok", "/home/jovyan/.hidden")):
+        with pytest.raises(InvalidNotebookSpec):
+            await local.create("alice", NotebookSpec(name="nb1", image="x", data_volumes=(volume,)), creator=None)
+    with pytest.raises(InvalidNotebookSpec, match="would both appear as 'data'"):
+        volumes = (Volume("a", "/home/jovyan/data"), Volume("b", "/mnt/data"))
+        await local.create("alice", NotebookSpec(name="nb1", image="x", data_volumes=volumes), creator=None)
+    assert await local.list("alice") == [] and not local.directory.exists()
+
+
+async def test_an_unreadable_record_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "alice" / "broken").mkdir(parents=True)
+    (tmp_path / "alice" / "broken" / "notebook.json").write_text("{not json")
+    backend = LocalBackend(tmp_path)
+    await backend.open()
+    try:
+        assert backend.synced and await backend.list("alice") == []
+        assert "skipping" in caplog.text and "broken/notebook.json" in caplog.text
+    finally:
+        await backend.close()

@@ -1,0 +1,167 @@
+"""The new-notebook form: defaults filled in, the web app's body accepted, every bad field named."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from gateway.backends import NotebookSpec, Volume
+from gateway.errors import InvalidNotebookSpec
+from gateway.notebook_form import parse_notebook_form
+from gateway.spawner import SpawnerConfig
+
+DEFAULTS = SpawnerConfig.load()
+
+
+def parse(body: object, defaults: SpawnerConfig = DEFAULTS) -> NotebookSpec:
+    return parse_notebook_form(body, namespace="alice", defaults=defaults)
+
+
+def new_volume(name: str, mount: str, size: str = "1Gi") -> dict[str, Any]:
+    spec = {"resources": {"requests": {"storage": size}}, "accessModes": ["ReadWriteOnce"]}
+    return {"mount": mount, "newPvc": {"metadata": {"name": name}, "spec": spec}}
+
+
+def existing_volume(claim: str, mount: str) -> dict[str, Any]:
+    return {"mount": mount, "existingSource": {"persistentVolumeClaim": {"claimName": claim}}}
+
+
+def test_a_bare_name_gets_the_spawner_defaults() -> None:
+    spec = parse({"name": "nb1"})
+    assert (spec.name, spec.image, spec.cpu, spec.memory) == ("nb1", DEFAULTS.image, "0.5", "1.0Gi")
+    # Limits are request x limitFactor (1.2), written in the request's own unit, as the web app does.
+    assert (spec.cpu_limit, spec.memory_limit) == ("0.6", "1.2Gi")
+    assert spec.workspace == Volume(name="nb1-workspace", mount_path="/home/jovyan", size="5Gi")
+    assert (spec.data_volumes, spec.server_type, spec.image_pull_policy) == ((), "jupyter", "IfNotPresent")
+
+
+def test_the_body_the_jupyter_web_app_sends_is_accepted() -> None:
+    body = {
+        "name": "nb1",
+        "namespace": "alice",
+        "image": "registry.example.com:5000/team/lab:1.2",  # the web app copies the custom image here
+        "customImage": "registry.example.com:5000/team/lab:1.2",
+        "customImageCheck": True,
+        "allowCustomImage": True,
+        "imagePullPolicy": "Always",
+        "serverType": "jupyter",
+        "cpu": "1",
+        "cpuLimit": "2",
+        "memory": "2Gi",
+        "memoryLimit": "4Gi",
+        "gpus": {"num": "none"},
+        "affinityConfig": "",
+        "tolerationGroup": "none",
+        "shm": True,
+        "configurations": [],
+        "environment": "",
+        "noWorkspace": False,
+        "workspace": new_volume("{notebook-name}-home", "/home/jovyan", "10Gi"),
+        "datavols": [existing_volume("shared-data", "/data"), new_volume("{notebook-name}-scratch", "/scratch")],
+    }
+    spec = parse(body)
+    assert (spec.image, spec.image_pull_policy) == ("registry.example.com:5000/team/lab:1.2", "Always")
+    assert (spec.cpu, spec.cpu_limit, spec.memory, spec.memory_limit) == ("1", "2", "2Gi", "4Gi")
+    assert spec.workspace == Volume(name="nb1-home", mount_path="/home/jovyan", size="10Gi")
+    assert spec.data_volumes == (
+        Volume(name="shared-data", mount_path="/data", existing=True),
+        Volume(name="nb1-scratch", mount_path="/scratch", size="1Gi"),
+    )
+
+
+def test_cpu_may_be_a_number_and_limits_are_optional_without_a_factor() -> None:
+    no_factors = dataclasses.replace(DEFAULTS, cpu_limit_factor=None, memory_limit_factor=None)
+    spec = parse({"name": "nb1", "cpu": 2, "memory": "512Mi"}, no_factors)
+    assert (spec.cpu, spec.cpu_limit, spec.memory, spec.memory_limit) == ("2", None, "512Mi", None)
+
+
+def test_workspace_can_be_left_out_and_mount_paths_are_normalised() -> None:
+    assert parse({"name": "nb1", "noWorkspace": True}).workspace is None
+    spec = parse({"name": "nb1", "workspace": None, "datavols": [new_volume("d", "//data//set/")]})
+    assert spec.workspace is None
+    assert spec.data_volumes[0].mount_path == "/data/set"
+
+
+def test_an_existing_claim_may_be_mounted_twice() -> None:
+    spec = parse({"name": "nb1", "datavols": [existing_volume("c", "/a"), existing_volume("c", "/b")]})
+    assert [v.mount_path for v in spec.data_volumes] == ["/a", "/b"]
+
+
+def test_custom_images_are_refused_when_the_configuration_forbids_them() -> None:
+    locked = dataclasses.replace(DEFAULTS, allow_custom_image=False)
+    assert parse({"name": "nb1", "image": DEFAULTS.images[1]}, locked).image == DEFAULTS.images[1]
+    for body, field in [({"customImage": "ghcr.io/me/lab:1"}, "customImage"), ({"image": "me/lab:1"}, "image")]:
+        with pytest.raises(InvalidNotebookSpec, match="Custom images are not allowed") as caught:
+            parse({"name": "nb1", **body}, locked)
+        assert caught.value.field == field
+
+
+def test_an_unchecked_custom_image_is_ignored() -> None:
+    spec = parse({"name": "nb1", "customImage": "not an image", "customImageCheck": False})
+    assert spec.image == DEFAULTS.image
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"name": "Bad_Name"}, "name", "DNS-1123 label"),
+        ({"name": "a" * 64}, "name", "at most 63"),
+        ({"name": None}, "name", "must be a string"),
+        ({"colour": "blue", "size": 3}, "colour", "Unknown field(s): colour, size"),
+        ({"namespace": "bob"}, "namespace", "differs from the URL"),
+        ({"cpu": "abc"}, "cpu", "not a Kubernetes quantity"),
+        ({"cpu": "0"}, "cpu", "greater than zero"),
+        ({"cpu": "-1"}, "cpu", "greater than zero"),
+        ({"cpu": True}, "cpu", "must be a Kubernetes quantity"),
+        ({"memory": "1.0Gx"}, "memory", "not a Kubernetes quantity"),
+        ({"cpuLimit": "0.4"}, "cpuLimit", "must be at least the CPU request"),
+        ({"memory": "1Gi", "memoryLimit": "512Mi"}, "memoryLimit", "must be at least the Memory request"),
+        ({"customImage": "http://abc.image:v1"}, "customImage", "not a container image reference"),
+        ({"customImage": "Not An Image"}, "customImage", "not a container image reference"),
+        ({"customImageCheck": True, "customImage": ""}, "customImage", "Enter the custom image"),
+        ({"image": "ghcr.io/x/y:tag with space"}, "image", "not a container image reference"),
+        ({"serverType": "rstudio"}, "serverType", "must be one of"),
+        ({"imagePullPolicy": "Sometimes"}, "imagePullPolicy", "must be one of"),
+        ({"workspace": new_volume("ws", "relative/path")}, "workspace.mount", "absolute path"),
+        ({"workspace": {"mount": "/w"}}, "workspace", "exactly one of"),
+        ({"datavols": [new_volume("d", "/data/../etc")]}, "datavols[0].mount", "'.' or '..'"),
+        ({"datavols": [new_volume("d", "/")]}, "datavols[0].mount", "at '/'"),
+        ({"datavols": [new_volume("d", "/home/jovyan")]}, "datavols[0].mount", "Two volumes are mounted"),
+        ({"datavols": [new_volume("d", "/a"), new_volume("d", "/b")]}, "datavols[1]", "used twice"),
+        ({"datavols": [new_volume("Bad Name", "/d")]}, "datavols[0].newPvc.metadata.name", "DNS-1123 subdomain"),
+        (
+            {"datavols": [new_volume("d", "/d", "lots")]},
+            "datavols[0].newPvc.spec.resources.requests.storage",
+            "not a Kubernetes quantity",
+        ),
+        ({"datavols": [{"mount": "/d", "existingSource": {"nfs": {}}}]}, "datavols[0].existingSource", "persistentVo"),
+        ({"datavols": {"mount": "/d"}}, "datavols", "must be a list"),
+        ({"gpus": {"num": 1, "vendor": "nvidia.com/gpu"}}, "gpus", "GPUs cannot be requested"),
+        ({"gpus": {"num": "many"}}, "gpus.num", "whole number"),
+        ({"environment": '{"A": "1"}'}, "environment", "cannot be set yet"),
+        ({"environment": "{not json"}, "environment", "JSON object"),
+        ({"configurations": ["add-gcp-secret"]}, "configurations", "No PodDefault"),
+        ({"affinityConfig": "big-nodes"}, "affinityConfig", "No affinity configurations"),
+    ],
+)
+def test_each_bad_field_is_refused_by_name(change: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(InvalidNotebookSpec) as caught:
+        parse({"name": "nb1", **change})
+    assert caught.value.field == field
+    assert message in caught.value.message
+
+
+def test_unknown_nested_fields_are_named_with_their_path() -> None:
+    volume = new_volume("d", "/d")
+    volume["newPvc"]["spec"]["selector"] = {}
+    with pytest.raises(InvalidNotebookSpec, match=r"datavols\[0\]\.newPvc\.spec\.selector") as caught:
+        parse({"name": "nb1", "datavols": [volume]})
+    assert caught.value.field == "datavols[0].newPvc.spec.selector"
+
+
+@pytest.mark.parametrize("body", [[], "nb1", None, 3])
+def test_a_body_that_is_not_an_object_is_refused(body: object) -> None:
+    with pytest.raises(InvalidNotebookSpec, match="must be a JSON object"):
+        parse(body)
