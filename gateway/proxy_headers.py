@@ -1,0 +1,203 @@
+"""Which headers cross the proxy, both ways: hop-by-hop and spoofable ones out, ours in.
+
+Every set is built once (per distinct settings) so that a request costs one pass over its headers.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from .config import IPNetwork, Settings
+from .identity import Identity
+
+# Cookies whose names start with this belong to the gateway (session, login state) and never
+# reach a notebook server, whose code the user controls.
+GATEWAY_COOKIE_PREFIX = "notebook_gateway"
+
+# Meaningful for one connection only (RFC 9110 §7.6.1), plus what old clients send. Any `Proxy-*`
+# header and any header that `Connection` names is dropped as well.
+HOP_BY_HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "trailers", "transfer-encoding", "upgrade"}
+)
+
+# Headers through which a front proxy tells a notebook who the user is. Only the gateway may set
+# them; any client-sent variant is removed (compared lower-case, with `_` read as `-`, because
+# some servers fold `X_Remote_User` into `X-Remote-User`).
+IDENTITY_HEADERS = frozenset(
+    {
+        "kubeflow-userid",
+        "kubeflow-groups",
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-groups",
+        "x-forwarded-preferred-username",
+        "x-forwarded-access-token",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-groups",
+        "x-auth-request-preferred-username",
+        "x-auth-request-access-token",
+        "x-remote-user",
+        "x-remote-group",
+        "remote-user",
+    }
+)
+
+# Set by us from the connection; a client's own values are only believed from a trusted proxy.
+FORWARDING_HEADERS = frozenset(
+    {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
+)
+
+# The WebSocket handshake is redone on the upstream leg by aiohttp, with its own key and
+# extensions; the client's offered subprotocols are passed separately.
+WEBSOCKET_HANDSHAKE_HEADERS = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+    }
+)
+
+# `Expect: 100-continue` was already answered by the gateway's server.
+_REQUEST_ONLY = frozenset({"expect"})
+
+
+def fold(name: str) -> str:
+    """A header name as the filters compare it: lower case, `_` read as `-`."""
+    return name.lower().replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """The request-header filter for one configuration."""
+
+    drop: frozenset[str]  # folded names never forwarded upstream on plain HTTP
+    drop_websocket: frozenset[str]  # the same, for a WebSocket handshake
+    userid_header: str
+    groups_header: str
+    userid_prefix: str
+    trusted_proxies: tuple[IPNetwork, ...]
+
+
+@functools.lru_cache(maxsize=16)
+def _policy(
+    userid_header: str, groups_header: str, userid_prefix: str, trusted_proxies: tuple[IPNetwork, ...]
+) -> HeaderPolicy:
+    drop = (
+        HOP_BY_HOP_HEADERS
+        | IDENTITY_HEADERS
+        | FORWARDING_HEADERS
+        | _REQUEST_ONLY
+        | {fold(userid_header), fold(groups_header)}
+    )
+    return HeaderPolicy(
+        drop=drop,
+        drop_websocket=drop | WEBSOCKET_HANDSHAKE_HEADERS,
+        userid_header=userid_header,
+        groups_header=groups_header,
+        userid_prefix=userid_prefix,
+        trusted_proxies=trusted_proxies,
+    )
+
+
+def policy_for(settings: Settings) -> HeaderPolicy:
+    """The (cached) header policy for `settings`."""
+    return _policy(settings.userid_header, settings.groups_header, settings.userid_prefix, settings.trusted_proxies)
+
+
+@functools.lru_cache(maxsize=1024)
+def is_trusted(remote: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """True when the peer address lies in one of the trusted proxy networks."""
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def connection_tokens(value: str) -> frozenset[str]:
+    """The header names a `Connection` header lists (they are hop-by-hop too)."""
+    return frozenset(fold(token.strip()) for token in value.split(",") if token.strip())
+
+
+def strip_gateway_cookies(cookie_header: str) -> str:
+    """The Cookie header without the gateway's own cookies; other pairs are kept byte for byte."""
+    if GATEWAY_COOKIE_PREFIX not in cookie_header:
+        return cookie_header
+    kept = [pair.strip() for pair in cookie_header.split(";")]
+    return "; ".join(pair for pair in kept if pair and not pair.startswith(GATEWAY_COOKIE_PREFIX))
+
+
+def upstream_headers(
+    request: web.Request, policy: HeaderPolicy, identity: Identity, *, websocket: bool = False
+) -> CIMultiDict[str]:
+    """The headers to send to the notebook server for `request`.
+
+    The client's Host is kept: Jupyter compares Origin with Host for its origin check, as it does
+    behind Istio in Kubeflow.
+    """
+    headers = request.headers
+    drop = policy.drop_websocket if websocket else policy.drop
+    connection = headers.get("Connection")
+    named = connection_tokens(connection) if connection else frozenset()
+    drop_authorization = identity.method == "bearer"
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        key = name.lower()
+        if "_" in key:
+            key = key.replace("_", "-")
+        if key in drop or key in named or key.startswith("proxy-"):
+            continue
+        if key == "cookie":
+            value = strip_gateway_cookies(value)
+            if not value:
+                continue
+        elif key == "authorization" and drop_authorization:
+            continue  # the bearer token was for the gateway, not for the notebook
+        out.add(name, value)
+
+    remote = request.remote or ""
+    if policy.trusted_proxies and is_trusted(remote, policy.trusted_proxies):
+        prior = headers.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
+        out["X-Forwarded-Proto"] = headers.get("X-Forwarded-Proto") or request.scheme
+        out["X-Forwarded-Host"] = headers.get("X-Forwarded-Host") or headers.get("Host") or ""
+    else:
+        out["X-Forwarded-For"] = remote
+        out["X-Forwarded-Proto"] = request.scheme
+        out["X-Forwarded-Host"] = headers.get("Host", "")
+
+    if identity.method != "anonymous":
+        out[policy.userid_header] = policy.userid_prefix + identity.subject
+        out[policy.groups_header] = ",".join(identity.groups)
+    return out
+
+
+def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    """The notebook server's response headers as the client gets them.
+
+    Hop-by-hop headers go, and so does any `Set-Cookie` for a gateway cookie: notebook code must
+    not be able to plant or overwrite the gateway's session.
+    """
+    out: CIMultiDict[str] = CIMultiDict()
+    named: frozenset[str] = frozenset()
+    for name, value in upstream.items():
+        key = name.lower()
+        if key in HOP_BY_HOP_HEADERS or key.startswith("proxy-"):
+            if key == "connection":
+                named = connection_tokens(value)
+            continue
+        if key == "set-cookie" and value.lstrip().startswith(GATEWAY_COOKIE_PREFIX):
+            continue
+        out.add(name, value)
+    if named:
+        for key in named:
+            out.popall(key, None)
+    return out

@@ -1,0 +1,357 @@
+"""The HTTP proxy against a fake notebook server: paths, headers, streaming and faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from gateway import keys
+from gateway.app import create_app
+from gateway.identity import Identity
+from gateway.proxy_headers import IDENTITY_HEADERS, fold
+from tests.conftest import Client, make_settings, unused_port, wait_until
+from tests.fakes.upstream import RANGE_BODY, FakeUpstream
+
+Routes = Callable[[dict[tuple[str, str], str]], Path]
+NB = "/notebook/alice/nb1/"
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> FakeUpstream:
+    return await FakeUpstream.start(aiohttp_server)
+
+
+@pytest.fixture
+async def gateway(gateway_factory: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream) -> Client:
+    client: Client = await gateway_factory(routes_file=routes_file({("alice", "nb1"): upstream.url}))
+    return client
+
+
+async def echo(gateway: Client, path: str = "echo", **kwargs: Any) -> dict[str, Any]:
+    resp = await gateway.request(kwargs.pop("method", "GET"), NB + path, **kwargs)
+    assert resp.status == 200, await resp.text()
+    result: dict[str, Any] = await resp.json()
+    return result
+
+
+def header(seen: dict[str, Any], name: str) -> list[str]:
+    """Every value the upstream received for `name` (any case)."""
+    return [value for key, value in seen["headers"] if key.lower() == name.lower()]
+
+
+async def test_prefix_and_encoded_path_reach_the_notebook_untouched(gateway: Client) -> None:
+    raw = NB + "echo/a%20b/c%3Bd/caf%C3%A9;v=1?x=1&y=%2F..&z"
+    resp = await gateway.get(URL(raw, encoded=True))  # encoded: the test client must not requote it
+    seen = await resp.json()
+    assert seen["raw_path"] == NB + "echo/a%20b/c%3Bd/caf%C3%A9;v=1?x=1&y=%2F..&z"
+    assert seen["method"] == "GET"
+
+
+async def test_path_without_slash_redirects_keeping_the_query(gateway: Client) -> None:
+    resp = await gateway.get("/notebook/alice/nb1?x=1", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (302, "/notebook/alice/nb1/?x=1")
+    resp = await gateway.post("/notebook/alice/nb1", data=b"x", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (308, "/notebook/alice/nb1/")
+
+
+async def test_unknown_notebook_is_404_json_for_api_clients(gateway: Client) -> None:
+    resp = await gateway.get("/notebook/bob/nb9/api/status")
+    assert resp.status == 404
+    body = await resp.json()
+    assert body["error"] == "notebook_not_found"
+    assert "bob/nb9" in body["message"]
+
+
+async def test_unknown_notebook_is_404_page_for_browsers(gateway: Client) -> None:
+    resp = await gateway.get("/notebook/bob/nb9/lab", headers={"Accept": "text/html"})
+    assert resp.status == 404
+    assert resp.content_type == "text/html"
+    assert "bob/nb9" in await resp.text()
+
+
+async def test_client_identity_headers_never_reach_the_notebook(gateway: Client) -> None:
+    sent = {
+        "kubeflow-userid": "admin",
+        "KUBEFLOW_GROUPS": "admins",
+        "X-Forwarded-User": "admin",
+        "x_forwarded_email": "admin@example.com",
+        "X-Forwarded-Groups": "admins",
+        "X-Forwarded-Preferred-Username": "admin",
+        "X-Auth-Request-User": "admin",
+        "x-auth-request-email": "admin@example.com",
+        "X-Auth-Request-Groups": "admins",
+        "X-Auth-Request-Preferred-Username": "admin",
+        "X-Remote-User": "admin",
+        "Remote_User": "admin",
+    }
+    seen = await echo(gateway, headers=sent)
+    received = {fold(name) for name, _ in seen["headers"]}
+    assert received.isdisjoint(IDENTITY_HEADERS)
+    assert received.isdisjoint(fold(name) for name in sent)
+
+
+async def test_forwarded_headers_come_from_the_connection_not_the_client(gateway: Client) -> None:
+    spoofed = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    seen = await echo(gateway, headers=spoofed)
+    host = f"{gateway.host}:{gateway.port}"
+    assert header(seen, "X-Forwarded-For") == ["127.0.0.1"]
+    assert header(seen, "X-Forwarded-Proto") == ["http"]
+    assert header(seen, "X-Forwarded-Host") == [host]
+    assert header(seen, "Host") == [host]  # the client's Host, for Jupyter's Origin check
+
+
+async def test_a_trusted_proxy_forwarded_headers_are_extended(
+    gateway_factory: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream
+) -> None:
+    routes = routes_file({("alice", "nb1"): upstream.url})
+    gateway = await gateway_factory(routes_file=routes, trusted_proxies=("127.0.0.0/8",))
+    spoofed = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "nb.example"}
+    seen = await echo(gateway, headers=spoofed)
+    assert header(seen, "X-Forwarded-For") == ["203.0.113.9, 127.0.0.1"]
+    assert header(seen, "X-Forwarded-Proto") == ["https"]
+    assert header(seen, "X-Forwarded-Host") == ["nb.example"]
+
+
+async def test_gateway_cookies_are_stripped_and_jupyters_kept(gateway: Client) -> None:
+    cookie = "_xsrf=2|abc|def; notebook_gateway_session=s3cret; theme=dark; notebook_gateway_login=x"
+    seen = await echo(gateway, headers={"Cookie": cookie})
+    assert header(seen, "Cookie") == ["_xsrf=2|abc|def; theme=dark"]
+    seen = await echo(gateway, headers={"Cookie": "notebook_gateway_session=s3cret"})
+    assert header(seen, "Cookie") == []
+
+
+async def test_notebook_cannot_set_the_gateways_cookie(gateway: Client) -> None:
+    resp = await gateway.get(NB + "cookies")
+    cookies = resp.headers.getall("Set-Cookie")
+    assert any(c.startswith("_xsrf=") for c in cookies)
+    assert not any("notebook_gateway" in c for c in cookies)
+
+
+async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Client) -> None:
+    sent = {"Connection": "keep-alive, X-Hop", "X-Hop": "1", "Keep-Alive": "300", "TE": "trailers"}
+    seen = await echo(gateway, headers={**sent, "Proxy-Authorization": "Basic eA==", "X-End": "kept"})
+    received = {name.lower() for name, _ in seen["headers"]}
+    assert received.isdisjoint({"x-hop", "keep-alive", "te", "proxy-authorization"})
+    assert header(seen, "X-End") == ["kept"]
+    resp = await gateway.get(NB + "hop")
+    assert resp.headers["X-Kept"] == "yes"
+    assert "X-Private" not in resp.headers and "Keep-Alive" not in resp.headers
+
+
+async def test_signed_in_user_is_announced_and_bearer_token_not_forwarded(
+    aiohttp_client: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream
+) -> None:
+    @web.middleware
+    async def as_bearer_user(request: web.Request, handler: Any) -> web.StreamResponse:
+        request[keys.IDENTITY] = Identity("alice@example.com", groups=("team-a", "ml"), method="bearer")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = create_app(make_settings(routes_file=routes_file({("alice", "nb1"): upstream.url})))
+    app.middlewares.append(as_bearer_user)  # innermost: after the gateway's own `identify`
+    gateway: Client = await aiohttp_client(app)
+    seen = await echo(gateway, headers={"Authorization": "Bearer eyJ.x.y", "Kubeflow-Userid": "mallory"})
+    assert header(seen, "kubeflow-userid") == ["alice@example.com"]
+    assert header(seen, "kubeflow-groups") == ["team-a,ml"]
+    assert header(seen, "Authorization") == []
+
+
+async def test_anonymous_requests_carry_no_identity_headers(gateway: Client) -> None:
+    seen = await echo(gateway, headers={"Authorization": "Basic dTpw"})
+    assert header(seen, "kubeflow-userid") == []
+    assert header(seen, "Authorization") == ["Basic dTpw"]  # not the gateway's: Jupyter may use it
+
+
+async def test_upload_keeps_content_length(gateway: Client) -> None:
+    seen = await echo(gateway, method="PUT", data=b"hello notebook")
+    assert seen["body"] == "hello notebook"
+    assert header(seen, "Content-Length") == ["14"]
+    assert header(seen, "Transfer-Encoding") == []
+
+
+async def test_chunked_upload_is_streamed_chunked(gateway: Client) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * 1000
+
+    resp = await gateway.post(NB + "count", data=body())
+    assert await resp.json() == {"bytes": 10_000, "content_length": None, "transfer_encoding": "chunked"}
+
+
+async def test_expect_100_continue_upload(gateway: Client) -> None:
+    resp = await gateway.put(NB + "count", data=b"x" * 5000, expect100=True)
+    assert (await resp.json())["bytes"] == 5000
+
+
+async def test_chunked_download_streams_to_the_end(gateway: Client) -> None:
+    resp = await gateway.get(NB + "bytes/300000?chunked=1")
+    assert "Content-Length" not in resp.headers
+    assert len(await resp.read()) == 300_000
+
+
+async def test_encoded_bodies_pass_as_the_notebook_encoded_them(gateway: Client) -> None:
+    resp = await gateway.get(NB + "gzip", headers={"Accept-Encoding": "gzip"})
+    assert resp.headers["Content-Encoding"] == "gzip"
+    assert await resp.read() == b"compressed by the notebook " * 100  # the test client decodes it once
+
+
+async def test_range_requests_pass_through(gateway: Client) -> None:
+    resp = await gateway.get(NB + "range", headers={"Range": "bytes=10-19"})
+    assert resp.status == 206
+    assert resp.headers["Content-Range"] == "bytes 10-19/1000"
+    assert await resp.read() == RANGE_BODY[10:20]
+
+
+async def test_head_keeps_the_content_length(gateway: Client) -> None:
+    resp = await gateway.head(NB + "bytes/123456")
+    assert resp.status == 200
+    assert resp.headers["Content-Length"] == "123456"
+    assert await resp.read() == b""
+
+
+async def test_large_download_keeps_content_length(gateway: Client) -> None:
+    resp = await gateway.get(NB + "bytes/1000000")
+    assert resp.headers["Content-Length"] == "1000000"
+    assert len(await resp.read()) == 1_000_000
+
+
+async def test_notebook_redirects_go_back_to_the_browser(gateway: Client) -> None:
+    resp = await gateway.get(NB + "status/302", allow_redirects=False)
+    assert (resp.status, resp.headers["Location"]) == (302, "/elsewhere")
+    resp = await gateway.get(NB + "status/204")
+    assert resp.status == 204
+
+
+async def test_sse_events_arrive_before_the_stream_ends(gateway: Client, upstream: FakeUpstream) -> None:
+    resp = await gateway.get(NB + "sse")
+    assert resp.headers["Content-Type"] == "text/event-stream"
+    # The upstream holds the second event until the first has reached the client.
+    assert await resp.content.readline() == b"data: first\n"
+    assert await resp.content.readline() == b"\n"
+    upstream.state.sse_gate.set()
+    assert await resp.content.read() == b"data: second\n\n"
+
+
+async def test_refused_upstream_is_502_naming_the_notebook(
+    gateway_factory: Callable[..., Any], routes_file: Routes
+) -> None:
+    gateway = await gateway_factory(routes_file=routes_file({("alice", "nb1"): f"http://127.0.0.1:{unused_port()}"}))
+    resp = await gateway.get(NB + "api/status")
+    body = await resp.json()
+    assert (resp.status, body["error"]) == (502, "upstream_unavailable")
+    assert "alice/nb1" in body["message"]
+    page = await gateway.get(NB + "lab", headers={"Accept": "text/html"})
+    text = await page.text()
+    assert page.status == 502 and "alice/nb1" in text and "Traceback" not in text
+    metrics = await (await gateway.get("/metrics")).text()
+    assert 'gateway_upstream_errors_total{kind="unavailable"} 2.0' in metrics
+
+
+async def test_slow_upstream_is_504(
+    gateway_factory: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream
+) -> None:
+    routes = routes_file({("alice", "nb1"): upstream.url})
+    gateway = await gateway_factory(routes_file=routes, upstream_timeout_s=0.2)
+    resp = await gateway.get(NB + "slow?delay_s=30")
+    body = await resp.json()
+    assert (resp.status, body["error"]) == (504, "upstream_timeout")
+    assert "alice/nb1" in body["message"] and "Traceback" not in json.dumps(body)
+    page = await gateway.get(NB + "slow?delay_s=30", headers={"Accept": "text/html"})
+    assert page.status == 504 and "alice/nb1" in await page.text()
+
+
+async def test_slow_client_upload_is_not_an_upstream_timeout(
+    gateway_factory: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream
+) -> None:
+    routes = routes_file({("alice", "nb1"): upstream.url})
+    gateway = await gateway_factory(routes_file=routes, upstream_timeout_s=0.5)
+
+    async def dawdling_body() -> AsyncIterator[bytes]:
+        for index in range(3):
+            if index:
+                await asyncio.sleep(0.7)  # longer than the upstream timeout, but the client's doing
+            yield b"x" * 10
+
+    resp = await gateway.post(NB + "count", data=dawdling_body())
+    assert resp.status == 200 and (await resp.json())["bytes"] == 30
+
+
+async def test_upstream_dying_before_a_small_body_is_complete_is_502(gateway: Client) -> None:
+    resp = await gateway.get(NB + "truncate/1000")
+    assert (resp.status, (await resp.json())["error"]) == (502, "upstream_unavailable")
+
+
+async def test_upstream_dying_mid_stream_truncates_the_response(gateway: Client) -> None:
+    resp = await gateway.get(NB + "truncate/10000000")
+    assert resp.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+
+
+@contextlib.asynccontextmanager
+async def serving(routes: Path) -> AsyncIterator[str]:
+    """The gateway as `serve` runs it: aiohttp's default of not cancelling handlers whose client left
+    (test servers cancel them, which hides how the proxy notices a departed client)."""
+    runner = web.AppRunner(create_app(make_settings(routes_file=routes)), handler_cancellation=False)
+    await runner.setup()
+    port = unused_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_client_leaving_mid_download_stops_the_notebooks_stream(
+    routes_file: Routes, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    async with serving(routes_file({("alice", "nb1"): upstream.url})) as url:
+        resp = await http.get(url + NB + f"bytes/{GiB}")
+        await resp.content.readexactly(MiB)
+        assert upstream.state.streams_open == 1
+        resp.close()  # drops the connection mid-body
+        await wait_until(lambda: upstream.state.streams_open == 0)
+
+
+def rss_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+@pytest.mark.slow
+async def test_one_gib_upload_and_download_keep_memory_flat(gateway: Client) -> None:
+    """Client, gateway and fake notebook share this process, so its peak RSS bounds all three."""
+    reset_peak_rss()
+    before = rss_bytes("VmRSS")
+    chunk = b"\xa5" * MiB
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(GiB // MiB):
+            yield chunk
+
+    resp = await gateway.put(NB + "count", data=body(), headers={"Content-Length": str(GiB)})
+    assert await resp.json() == {"bytes": GiB, "content_length": str(GiB), "transfer_encoding": None}
+    resp = await gateway.get(NB + f"bytes/{GiB}")
+    assert resp.headers["Content-Length"] == str(GiB)
+    received = 0
+    async for piece in resp.content.iter_any():
+        received += len(piece)
+    assert received == GiB
+    assert rss_bytes("VmHWM") - before < 100 * MiB

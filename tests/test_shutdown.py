@@ -1,0 +1,88 @@
+"""SIGTERM on a real gateway process: stop accepting, finish in-flight requests, close WebSockets with 1001."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+
+from tests.conftest import unused_port, wait_until
+from tests.fakes.upstream import FakeUpstream, WsClose
+
+Routes = Callable[[dict[tuple[str, str], str]], Path]
+GRACE_S = 10.0
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> FakeUpstream:
+    return await FakeUpstream.start(aiohttp_server)
+
+
+@pytest.fixture
+async def gateway_process(
+    routes_file: Routes, upstream: FakeUpstream, tmp_path: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """`python -m gateway dev` with the static backend routing alice/nb1 to the fake notebook.
+
+    `dev` rather than `serve`, which also wants an identity provider and Redis; both run the same
+    aiohttp server, signal handling and shutdown sequence (`cli.run`)."""
+    port = unused_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_BACKEND": "static",
+        "GATEWAY_ROUTES_FILE": str(routes_file({("alice", "nb1"): upstream.url})),
+        "GATEWAY_SHUTDOWN_GRACE_S": str(GRACE_S),
+    }
+    with (tmp_path / "gateway.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "dev", env=env, stdout=log, stderr=log
+        )
+    try:
+        await wait_until(lambda: accepts(port) or proc.returncode is not None, timeout_s=30)
+        assert proc.returncode is None, (tmp_path / "gateway.log").read_text()
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_sigterm_drains_requests_and_closes_websockets(
+    gateway_process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    proc, url = gateway_process
+    nb = url + "/notebook/alice/nb1/"
+    async with http.ws_connect(nb + "ws") as ws:
+        await ws.send_str("before shutdown")
+        assert await ws.receive_str() == "before shutdown"
+        in_flight = asyncio.create_task(http.get(nb + "slow?gate=1"))
+        await wait_until(lambda: upstream.state.slow_waiting == 1)
+
+        proc.send_signal(signal.SIGTERM)
+        msg = await ws.receive()
+        assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
+        await wait_until(lambda: not accepts(int(url.rsplit(":", 1)[1])))  # new connections refused
+        assert not in_flight.done()
+
+        upstream.state.slow_gate.set()  # let the in-flight request finish
+        response = await in_flight
+        assert (response.status, await response.text()) == (200, "finally")
+    assert await asyncio.wait_for(proc.wait(), timeout=GRACE_S + 5) == 0
+    # The notebook's side of the WebSocket heard the same "going away".
+    assert upstream.state.ws_closes == [WsClose(1001, "gateway shutting down")]
