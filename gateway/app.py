@@ -8,31 +8,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 import aiohttp
 import jinja2
+import redis.asyncio as redis
 from aiohttp import WSCloseCode, web
+from pydantic import SecretStr
 
 from . import health, keys, proxy
 from .audit import AuditLog
+from .auth import routes as auth_routes
+from .auth.authenticator import Authenticator, ClaimRules
+from .auth.devprovider import DevClient, create_dev_provider
+from .auth.oidc import OIDCClient
 from .authz import OpenAuthorizer
 from .backends import NotebookBackend
 from .backends.local import LocalBackend
 from .backends.static import StaticBackend
 from .config import ConfigError, Settings
+from .cookies import CookieSigner
 from .metrics import Metrics
-from .middlewares import canonical_path, error_pages, identify, measure, request_context
+from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
+from .ratelimit import MemoryFailureCounter, RedisFailureCounter
+from .sessions import Expiry, MemorySessionStore, RedisSessionStore
 from .spawner import SpawnerConfig
 from .web import api, pages
 
 log = logging.getLogger(__name__)
 
+DEV_IDP_PATH = "/dev-idp"
+# Routes served without a session; every other route, the notebook proxy included, needs one.
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC
+
 
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for `settings`."""
+    if settings.dev_provider:
+        settings = with_dev_provider(settings)
     app = web.Application(
-        middlewares=[request_context, measure, error_pages, canonical_path, identify],
+        middlewares=[
+            request_context,
+            measure,
+            error_pages,
+            canonical_path,
+            authenticate(public=PUBLIC_ROUTES, public_prefixes=(f"{DEV_IDP_PATH}/", "/static/")),
+        ],
         # Uploads are streamed to the notebook, never read whole, so no size cap applies to them.
         client_max_size=0,
     )
@@ -47,12 +69,33 @@ def create_app(settings: Settings) -> web.Application:
         undefined=jinja2.StrictUndefined,
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
-    app.cleanup_ctx.extend([http_client, notebook_backend])
+    app.cleanup_ctx.extend([http_client, session_store, authentication, notebook_backend])
     app.on_shutdown.append(close_websockets)
-    app.add_routes([*health.routes, *api.routes, *pages.routes])
+    app.add_routes([*health.routes, *auth_routes.routes, *api.routes, *pages.routes])
     app.router.add_static("/static/", pages.STATIC_DIR, name="static")
+    if settings.dev_provider:
+        assert settings.oidc_client_secret is not None
+        client = DevClient(
+            settings.oidc_client_id,
+            settings.oidc_client_secret.get_secret_value(),
+            redirect_uris=(f"{settings.base_url}/oauth2/callback",),
+            post_logout_redirect_uris=(f"{settings.base_url}/",),
+        )
+        issuer = f"{settings.base_url}{DEV_IDP_PATH}"
+        app.add_subapp(DEV_IDP_PATH, create_dev_provider(issuer, {client.client_id: client}))
     app.router.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")  # last: it matches everything
     return app
+
+
+def with_dev_provider(settings: Settings) -> Settings:
+    """Point sign-in at the built-in development provider, with secrets made for this process."""
+    return settings.model_copy(
+        update={
+            "oidc_issuer": f"{settings.base_url}{DEV_IDP_PATH}",
+            "oidc_client_secret": settings.oidc_client_secret or SecretStr(secrets.token_urlsafe(32)),
+            "cookie_secret": settings.cookie_secret or SecretStr(secrets.token_urlsafe(32)),
+        }
+    )
 
 
 async def http_client(app: web.Application) -> AsyncIterator[None]:
@@ -69,10 +112,63 @@ async def http_client(app: web.Application) -> AsyncIterator[None]:
         timeout=timeout,
         auto_decompress=False,  # bodies pass through as the notebook encoded them
         cookie_jar=aiohttp.DummyCookieJar(),  # the gateway keeps no upstream cookies of its own
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        # Forward exactly what the client sent: add none of aiohttp's default headers.
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
     ) as session:
         app[keys.HTTP] = session
         yield
+
+
+async def session_store(app: web.Application) -> AsyncIterator[None]:
+    """Sessions and failed sign-in counters: in Redis, or in memory for dev."""
+    settings = app[keys.SETTINGS]
+    expiry = Expiry(idle_s=settings.session_idle_timeout_s, max_age_s=settings.session_max_age_s)
+    kind = settings.session_store or ("memory" if settings.dev_provider else "redis")
+    if kind == "memory":
+        app[keys.SESSIONS] = MemorySessionStore(expiry)
+        app[keys.FAILURES] = MemoryFailureCounter(settings.login_failures_max, settings.login_failures_window_s)
+        yield
+        return
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+    app[keys.SESSIONS] = RedisSessionStore(client, expiry)
+    app[keys.FAILURES] = RedisFailureCounter(client, settings.login_failures_max, settings.login_failures_window_s)
+    try:
+        await client.ping()
+    except (redis.RedisError, OSError) as exc:
+        # Start anyway: /readyz reports it, and every request needing a session gets a 503 until it answers.
+        log.warning("Redis does not answer yet (%s); sign-ins and sessions get 503 until it does", exc)
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+async def authentication(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    if settings.oidc_issuer is None or settings.oidc_client_secret is None or settings.cookie_secret is None:
+        raise ConfigError(["GATEWAY_OIDC_ISSUER, GATEWAY_OIDC_CLIENT_SECRET and GATEWAY_COOKIE_SECRET are required"])
+    # Its own client: the upstream one passes bodies and headers through untouched, which is wrong
+    # for talking to the provider (forms need a Content-Type, JSON may come compressed).
+    idp_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    oidc = OIDCClient(
+        idp_http,
+        issuer=str(settings.oidc_issuer),
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret.get_secret_value(),
+        redirect_uri=f"{settings.base_url}/oauth2/callback",
+        scopes=settings.oidc_scopes,
+    )
+    app[keys.AUTHENTICATOR] = Authenticator(
+        oidc,
+        app[keys.SESSIONS],
+        CookieSigner(settings.cookie_secret.get_secret_value()),
+        ClaimRules(settings.oidc_username_claim, settings.oidc_groups_claim),
+        bearer_audiences=frozenset(settings.bearer_audiences),
+    )
+    try:
+        yield
+    finally:
+        await idp_http.close()
 
 
 def build_backend(settings: Settings) -> NotebookBackend:
@@ -87,7 +183,10 @@ def build_backend(settings: Settings) -> NotebookBackend:
 
 async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
     backend = build_backend(app[keys.SETTINGS])
-    await backend.open()  # never serve from an empty view
+    try:
+        await backend.open()  # never serve from an empty view
+    except ValueError as exc:  # e.g. a malformed routes file: a configuration problem, not a crash
+        raise ConfigError([f"GATEWAY_ROUTES_FILE: {exc}"]) from None
     app[keys.BACKEND] = backend
     try:
         yield

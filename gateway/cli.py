@@ -35,14 +35,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dev":
             settings = dev_settings(settings, port=args.port)
     except config.ConfigError as exc:
-        print(f"notebook-gateway: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return report(exc.problems)
+    if args.command in ("serve", "check-config") and (problems := settings.problems_for_serve()):
+        return report(problems, "for serve ")
     if args.command == "check-config":
         print("configuration is valid")
         return 0
     return run(settings, dev=args.command == "dev")
+
+
+def report(problems: list[str], context: str = "") -> int:
+    """Print every configuration problem, one per line, and return the exit status for them."""
+    print(f"notebook-gateway: invalid configuration {context}({len(problems)} problem(s)):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2
 
 
 def config_reference() -> str:
@@ -54,7 +61,10 @@ def config_reference() -> str:
 
 def dev_settings(settings: config.Settings, *, port: int | None) -> config.Settings:
     """Dev defaults: local Jupyter servers unless a backend was chosen, and loopback only."""
-    update: dict[str, object] = {"host": "127.0.0.1"}  # no sign-in yet, so never reachable from outside
+    update: dict[str, object] = {}
+    if settings.oidc_issuer is None:
+        # Anyone may sign in to the development provider, so such a gateway listens on loopback only.
+        update.update(dev_provider=True, host="127.0.0.1")
     if "backend" not in settings.model_fields_set:
         update["backend"] = "local"
     if "log_format" not in settings.model_fields_set:
@@ -68,7 +78,9 @@ def run(settings: config.Settings, *, dev: bool) -> int:
     logs.configure(settings.log_level, settings.log_format)
     try:
         app = create_app(settings)
-    except (config.ConfigError, ValueError) as exc:
+    except config.ConfigError as exc:
+        return report(exc.problems)
+    except ValueError as exc:  # e.g. a malformed spawner config file
         print(f"notebook-gateway: {exc}", file=sys.stderr)
         return 2
 
@@ -76,21 +88,25 @@ def run(settings: config.Settings, *, dev: bool) -> int:
         mode = "dev mode" if dev else "serve"
         print(f"Notebook Gateway ({mode}, backend: {settings.backend}) is running.", flush=True)
         print(f"Open {settings.base_url}/", flush=True)
-        if dev:
+        if settings.dev_provider:
             print(
-                "Sign-in is not enabled yet: anyone on this machine can use it (bound to 127.0.0.1 only).",
+                "Sign in with any username and password: the built-in development provider accepts them all "
+                "(listening on 127.0.0.1 only).",
                 flush=True,
             )
 
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_grace_s,
-        access_log_class=AccessLogger,
-        access_log=logging.getLogger("gateway.access"),
-        print=announce,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_grace_s,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("gateway.access"),
+            print=announce,
+        )
+    except config.ConfigError as exc:  # found while opening resources, e.g. a malformed routes file
+        return report(exc.problems)
     return 0
 
 

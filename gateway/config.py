@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="OpenID provider's issuer URL (discovery at <issuer>/.well-known/openid-configuration). "
         "Required by `serve`; `dev` uses its built-in development provider when unset.",
     )
+    dev_provider: bool = Field(
+        False,
+        description="Serve the built-in development OpenID provider at /dev-idp and sign in with it "
+        "(any username and password). `dev` turns it on when GATEWAY_OIDC_ISSUER is unset; `serve` refuses it.",
+    )
     oidc_client_id: str = Field("notebook-gateway", description="OAuth client id registered at the provider.")
     oidc_client_secret: SecretStr | None = Field(None, description="OAuth client secret (never logged).")
     oidc_scopes: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -142,6 +147,8 @@ class Settings(BaseSettings):
     def problems_for_serve(self) -> list[str]:
         """What `serve` needs beyond a valid file: a real provider, a cookie secret, Redis sessions."""
         problems = []
+        if self.dev_provider:
+            problems.append(f"{ENV_PREFIX}DEV_PROVIDER: the development provider signs in anyone; never in `serve`")
         if self.oidc_issuer is None:
             problems.append(f"{ENV_PREFIX}OIDC_ISSUER: required by `serve` (the development provider is dev-only)")
         if self.oidc_client_secret is None:

@@ -5,8 +5,9 @@ Pure functions over header values, so the middleware, the sign-in routes and the
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from yarl import URL
 
@@ -15,7 +16,9 @@ from .config import IPNetwork
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def _trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
+@functools.lru_cache(maxsize=1024)
+def is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    """True when `address` lies in one of the trusted proxy networks (cached: it runs per request)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -23,17 +26,17 @@ def _trusted(address: str, trusted: Sequence[IPNetwork]) -> bool:
     return any(ip in network for network in trusted)
 
 
-def client_address(remote: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+def client_address(remote: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
     """The client's address: the peer, unless the peer is a trusted proxy; then the nearest address in
     X-Forwarded-For that is not itself a trusted proxy (a client cannot spoof past the proxies we trust)."""
     address = remote or "-"
-    if not forwarded_for or not _trusted(address, trusted):
+    if not forwarded_for or not is_trusted(address, trusted):
         return address
     for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
         if not hop:
             continue
         address = hop
-        if not _trusted(hop, trusted):
+        if not is_trusted(hop, trusted):
             break
     return address
 

@@ -12,10 +12,5 @@ class Identity:
     subject: str
     email: str | None = None
     groups: tuple[str, ...] = ()
-    # How the identity was established: "session", "bearer", or "anonymous" while sign-in is off.
+    # How the identity was established: "session" (browser cookie) or "bearer" (API token).
     method: str = "session"
-
-
-# Used only while no sign-in is configured (dev mode before OIDC): requests carry this identity so
-# every layer already sees one, and the audit log says plainly that nobody was signed in.
-ANONYMOUS = Identity(subject="anonymous", method="anonymous")

@@ -15,7 +15,7 @@ from .identity import Identity
 from .metrics import Metrics
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
-from .sessions import Session
+from .sessions import Session, SessionStore
 from .spawner import SpawnerConfig
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -26,10 +26,11 @@ AUDIT = web.AppKey("audit", AuditLog)
 METRICS = web.AppKey("metrics", Metrics)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 SPAWNER = web.AppKey("spawner", SpawnerConfig)
+SESSIONS = web.AppKey("sessions", SessionStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client IP / username
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
-WEBSOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("websockets")
+WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)  # the peer, or the client behind a trusted proxy

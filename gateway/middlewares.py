@@ -21,19 +21,18 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
 from aiohttp.web_request import BaseRequest
 
 from . import keys, routing
 from .cookies import SESSION_COOKIE
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
-from .identity import ANONYMOUS
 from .logs import REQUEST_ID, scrub
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 # A client may pass its own request id for correlation, if it is short and plain.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
@@ -115,12 +114,6 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def canonical_path(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[keys.NOTEBOOK_PATH] = routing.parse(request.raw_path)
-    return await handler(request)
-
-
-@web.middleware
-async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[keys.IDENTITY] = ANONYMOUS
     return await handler(request)
 
 

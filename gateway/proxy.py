@@ -25,8 +25,6 @@ log = logging.getLogger(__name__)
 # A response of known length up to this size is read whole and sent in one write (headers and
 # body together); anything longer, or of unknown length (SSE, chunked), streams chunk by chunk.
 SMALL_BODY_BYTES = 64 * 1024
-# Headers aiohttp's client would otherwise add on its own; the notebook sees only what was sent.
-_SKIP_AUTO_HEADERS = ("Accept", "Content-Type")
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -125,7 +123,6 @@ async def _forward_http(request: web.Request, url: URL, target: NotebookPath) ->
                     headers=headers,
                     data=body,
                     allow_redirects=False,  # a notebook's redirect is for the browser to follow
-                    skip_auto_headers=_SKIP_AUTO_HEADERS,
                 )
             finally:
                 deadline.active = False

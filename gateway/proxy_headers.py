@@ -6,18 +6,18 @@ Every set is built once (per distinct settings) so that a request costs one pass
 from __future__ import annotations
 
 import functools
-import ipaddress
 from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import IPNetwork, Settings
+from .cookies import COOKIE_PREFIX
+from .forwarded import is_trusted
 from .identity import Identity
 
-# Cookies whose names start with this belong to the gateway (session, login state) and never
-# reach a notebook server, whose code the user controls.
-GATEWAY_COOKIE_PREFIX = "notebook_gateway"
+# Cookies whose names start with COOKIE_PREFIX belong to the gateway (session, login state) and
+# never reach a notebook server, whose code the user controls.
 
 # Meaningful for one connection only (RFC 9110 §7.6.1), plus what old clients send. Any `Proxy-*`
 # header and any header that `Connection` names is dropped as well.
@@ -112,16 +112,6 @@ def policy_for(settings: Settings) -> HeaderPolicy:
     return _policy(settings.userid_header, settings.groups_header, settings.userid_prefix, settings.trusted_proxies)
 
 
-@functools.lru_cache(maxsize=1024)
-def is_trusted(remote: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """True when the peer address lies in one of the trusted proxy networks."""
-    try:
-        address = ipaddress.ip_address(remote)
-    except ValueError:
-        return False
-    return any(address in network for network in networks)
-
-
 def connection_tokens(value: str) -> frozenset[str]:
     """The header names a `Connection` header lists (they are hop-by-hop too)."""
     return frozenset(fold(token.strip()) for token in value.split(",") if token.strip())
@@ -129,10 +119,10 @@ def connection_tokens(value: str) -> frozenset[str]:
 
 def strip_gateway_cookies(cookie_header: str) -> str:
     """The Cookie header without the gateway's own cookies; other pairs are kept byte for byte."""
-    if GATEWAY_COOKIE_PREFIX not in cookie_header:
+    if COOKIE_PREFIX not in cookie_header:
         return cookie_header
     kept = [pair.strip() for pair in cookie_header.split(";")]
-    return "; ".join(pair for pair in kept if pair and not pair.startswith(GATEWAY_COOKIE_PREFIX))
+    return "; ".join(pair for pair in kept if pair and not pair.startswith(COOKIE_PREFIX))
 
 
 def upstream_headers(
@@ -174,9 +164,8 @@ def upstream_headers(
         out["X-Forwarded-Proto"] = request.scheme
         out["X-Forwarded-Host"] = headers.get("Host", "")
 
-    if identity.method != "anonymous":
-        out[policy.userid_header] = policy.userid_prefix + identity.subject
-        out[policy.groups_header] = ",".join(identity.groups)
+    out[policy.userid_header] = policy.userid_prefix + identity.subject
+    out[policy.groups_header] = ",".join(identity.groups)
     return out
 
 
@@ -194,7 +183,7 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
             if key == "connection":
                 named = connection_tokens(value)
             continue
-        if key == "set-cookie" and value.lstrip().startswith(GATEWAY_COOKIE_PREFIX):
+        if key == "set-cookie" and value.lstrip().startswith(COOKIE_PREFIX):
             continue
         out.add(name, value)
     if named:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -127,18 +127,16 @@ async def relay(
         await upstream.close(code=WSCloseCode.GOING_AWAY)
         raise
 
-    # keys.WEBSOCKETS holds WebSocketResponse[Literal[True]]; only close() is called on its members.
-    registered = cast(web.WebSocketResponse, client)
     sockets = app[keys.WEBSOCKETS]
     metrics = app[keys.METRICS]
-    sockets.add(registered)
+    sockets.add(client)
     metrics.websockets_open.inc()
     traffic = Traffic()
     started = time.monotonic()
     try:
         await _run(client, upstream, traffic, target)
     finally:
-        sockets.discard(registered)
+        sockets.discard(client)
         metrics.websockets_open.dec()
         _audit(request, target, traffic, time.monotonic() - started)
     return client

@@ -20,7 +20,11 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from gateway.backends.local import jupyter_command
 from gateway.config import Settings
-from tests.fakes.node_idp import node_idp  # noqa: F401  (a fixture for every module)
+from gateway.cookies import SESSION_COOKIE
+from tests.fakes.node_idp import (
+    node_idp,  # noqa: F401  (a fixture for every module)
+    sign_in,
+)
 
 Client = TestClient[web.Request, web.Application]
 
@@ -64,14 +68,47 @@ def routes_file(tmp_path: Path) -> Callable[[dict[tuple[str, str], str]], Path]:
     return write
 
 
+BROWSER_HEADERS = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+
+
+async def sign_in_dev(client: Client, username: str, groups: str = "") -> None:
+    """Sign in through the gateway's built-in development provider, as a browser would."""
+    callback = await sign_in(
+        client.session, client.make_url("/oauth2/start"), username, "any password", fields={"groups": groups}
+    )
+    async with client.session.get(callback, allow_redirects=False, headers=BROWSER_HEADERS) as resp:
+        assert resp.status == 302, await resp.text()
+
+
+def session_headers(client: Client) -> dict[str, str]:
+    """A signed-in test client's session cookie and Origin, for requests made without its cookie jar."""
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))[SESSION_COOKIE].value
+    return {"Cookie": f"{SESSION_COOKIE}={cookie}", "Origin": str(client.make_url("/").origin())}
+
+
 @pytest.fixture
 async def gateway_factory(
     aiohttp_client: Callable[..., Any],
 ) -> Callable[..., Any]:
-    """Builds the real app (cleanup contexts and all) for some settings and returns a client."""
+    """Builds the real app (cleanup contexts and all) for some settings and returns a client that
+    has signed in (through the development provider) as `user`, or not at all with `user=None`.
+    The client sends our own Origin, as the gateway's pages would."""
 
-    async def build(**overrides: Any) -> Client:
-        client: Client = await aiohttp_client(create_app(make_settings(**overrides)))
+    async def build(
+        *,
+        user: str | None = "alice@example.com",
+        groups: str = "",
+        configure: Callable[[web.Application], None] | None = None,
+        **overrides: Any,
+    ) -> Client:
+        port = unused_port()
+        public = f"http://127.0.0.1:{port}"
+        app = create_app(make_settings(public_url=public, dev_provider=True, **overrides))
+        if configure is not None:
+            configure(app)  # e.g. swap in a recording audit log before the app starts
+        client: Client = await aiohttp_client(app, server_kwargs={"port": port}, headers={"Origin": public})
+        if user is not None:
+            await sign_in_dev(client, user, groups)
         return client
 
     return build
@@ -140,14 +177,18 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 class RedisServer:
     """A real redis-server on a free loopback port, which a test may stop and start again."""
 
-    def __init__(self) -> None:
+    def __init__(self, data_dir: Path | None = None) -> None:
         self.port = unused_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.data_dir = data_dir  # with a directory, data survives a stop and start (append-only file)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        persistence = ["--appendonly", "no", "--save", ""]
+        if self.data_dir is not None:
+            persistence = ["--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", str(self.data_dir)]
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", *persistence],
             stdout=subprocess.DEVNULL,
         )
         wait_for_port(self.port, proc=self.proc)
@@ -159,12 +200,12 @@ class RedisServer:
             self.proc = None
 
 
-def _redis_server() -> Iterator[RedisServer]:
+def _redis_server(data_dir: Path | None = None) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         if os.environ.get("CI"):
             pytest.fail("redis-server is not installed (scripts/setup-system installs it)")
         pytest.skip("redis-server is not installed")
-    server = RedisServer()
+    server = RedisServer(data_dir)
     server.start()
     try:
         yield server
@@ -179,6 +220,6 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def own_redis_server() -> Iterator[RedisServer]:
-    """A Redis of this test's own, so the test may stop and restart it."""
-    yield from _redis_server()
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, which the test may stop and restart; its data survives that."""
+    yield from _redis_server(tmp_path)

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway import keys
-from gateway.app import create_app
 from gateway.audit import AuditEvent, AuditLog
 from gateway.authz import Action
 from gateway.backends import NotebookSpec
@@ -24,7 +24,7 @@ from gateway.errors import Forbidden
 from gateway.identity import Identity
 from gateway.spawner import SpawnerConfig
 
-from .conftest import Client, make_settings, wait_until
+from .conftest import Client, wait_until
 
 NOTEBOOKS = "/api/namespaces/alice/notebooks"
 IMAGE = SpawnerConfig.load().image
@@ -81,16 +81,20 @@ GatewayFactory = Callable[..., Any]
 
 
 @pytest.fixture
-def gateways(aiohttp_client: Callable[..., Any], tmp_path: Path) -> GatewayFactory:
+def gateways(gateway_factory: Callable[..., Any], tmp_path: Path) -> GatewayFactory:
     """Builds the real app with the local backend in tmp_path, alice/old left stopped on disk, and a
-    recording audit log and authorizer (which denies the actions in `deny`)."""
+    recording audit log and authorizer (which denies the actions in `deny`), signed in as alice."""
 
     async def build(*, deny: frozenset[str] = frozenset()) -> Gateway:
         leave_stopped_notebook(tmp_path, "alice", "old")
-        app = create_app(make_settings(backend="local", local_dir=tmp_path))
         audit, authz = RecordingAudit(), RecordingAuthorizer(deny)
-        app[keys.AUDIT], app[keys.AUTHZ] = audit, authz
-        return Gateway(await aiohttp_client(app), audit, authz, tmp_path)
+
+        def record(app: web.Application) -> None:
+            app[keys.AUDIT], app[keys.AUTHZ] = audit, authz
+
+        client = await gateway_factory(backend="local", local_dir=tmp_path, configure=record)
+        audit.events.clear()  # signing in was audited too; these tests are about notebook servers
+        return Gateway(client, audit, authz, tmp_path)
 
     return build
 
@@ -109,7 +113,7 @@ async def test_a_created_notebook_is_listed_as_waiting_then_ready_and_can_be_del
     resp = await gateway.client.post(NOTEBOOKS, json={"name": "nb1", "cpu": "1", "memory": "2Gi"})
     assert resp.status == 200
     body = await resp.json()
-    assert (body["success"], body["status"], body["user"]) == (True, 200, None)
+    assert (body["success"], body["status"], body["user"]) == (True, 200, "alice@example.com")
     item = body["notebook"]
     assert (item["name"], item["cpu"], item["memory"], item["image"]) == ("nb1", "1", "2Gi", IMAGE)
     assert (item["status"]["phase"], item["volumes"]) == ("waiting", ["nb1-workspace"])
@@ -150,7 +154,7 @@ async def test_list_and_get_answer_in_the_web_app_shape(gateway: Gateway) -> Non
     resp = await gateway.client.get(NOTEBOOKS)
     assert resp.status == 200
     body = await resp.json()
-    assert (body["success"], body["status"], body["user"]) == (True, 200, None)
+    assert (body["success"], body["status"], body["user"]) == (True, 200, "alice@example.com")
     [item] = body["notebooks"]
     assert (item["name"], item["namespace"], item["serverType"], item["image"]) == ("old", "alice", "jupyter", IMAGE)
     assert (item["shortImage"], item["cpu"], item["memory"]) == (IMAGE.rsplit("/")[-1], "0.5", "1.0Gi")

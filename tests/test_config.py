@@ -62,10 +62,28 @@ def test_check_config_reports_every_invalid_setting_with_its_variable() -> None:
 
 def test_check_config_passes_on_valid_settings(tmp_path: Path) -> None:
     file = tmp_path / "gateway.toml"
-    file.write_text('backend = "local"\n')
-    result = run_cli("--config", str(file), "check-config")
+    file.write_text('backend = "local"\noidc_issuer = "https://dex.example.com"\n')
+    secrets = {"GATEWAY_OIDC_CLIENT_SECRET": "client-secret-value", "GATEWAY_COOKIE_SECRET": "c" * 32}
+    result = run_cli("--config", str(file), "check-config", env=secrets)
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stdout
+
+
+def test_serve_needs_a_real_provider_secrets_and_redis_and_never_echoes_a_secret() -> None:
+    result = run_cli(
+        "check-config",
+        env={
+            "GATEWAY_SESSION_STORE": "memory",
+            "GATEWAY_DEV_PROVIDER": "true",
+            "GATEWAY_COOKIE_SECRET": "tooshort-secret",
+        },
+    )
+    assert result.returncode == 2
+    assert "GATEWAY_COOKIE_SECRET: Value error, must be at least 32 characters" in result.stderr
+    assert "tooshort-secret" not in result.stderr
+    result = run_cli("check-config", env={"GATEWAY_SESSION_STORE": "memory", "GATEWAY_DEV_PROVIDER": "true"})
+    for variable in ("DEV_PROVIDER", "OIDC_ISSUER", "OIDC_CLIENT_SECRET", "COOKIE_SECRET", "SESSION_STORE"):
+        assert f"GATEWAY_{variable}:" in result.stderr
 
 
 def test_serve_refuses_to_start_on_invalid_settings() -> None:

@@ -14,11 +14,11 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from gateway import keys
 from gateway.app import create_app
-from gateway.identity import Identity
+from gateway.cookies import SESSION_COOKIE
 from gateway.proxy_headers import IDENTITY_HEADERS, fold
 from tests.conftest import Client, make_settings, unused_port, wait_until
+from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import RANGE_BODY, FakeUpstream
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
@@ -96,9 +96,11 @@ async def test_client_identity_headers_never_reach_the_notebook(gateway: Client)
         "Remote_User": "admin",
     }
     seen = await echo(gateway, headers=sent)
-    received = {fold(name) for name, _ in seen["headers"]}
-    assert received.isdisjoint(IDENTITY_HEADERS)
-    assert received.isdisjoint(fold(name) for name in sent)
+    received = {fold(name): value for name, value in seen["headers"]}
+    # Only ours arrive: the signed-in user and their (here, no) groups.
+    assert {name for name in received if name in IDENTITY_HEADERS} == {"kubeflow-userid", "kubeflow-groups"}
+    assert (received["kubeflow-userid"], received["kubeflow-groups"]) == ("alice@example.com", "")
+    assert "admin" not in str(seen["headers"])
 
 
 async def test_forwarded_headers_come_from_the_connection_not_the_client(gateway: Client) -> None:
@@ -149,27 +151,14 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Client) -> None
     assert "X-Private" not in resp.headers and "Keep-Alive" not in resp.headers
 
 
-async def test_signed_in_user_is_announced_and_bearer_token_not_forwarded(
-    aiohttp_client: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream
+async def test_the_users_groups_are_announced_and_a_notebooks_own_authorization_passes(
+    gateway_factory: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream
 ) -> None:
-    @web.middleware
-    async def as_bearer_user(request: web.Request, handler: Any) -> web.StreamResponse:
-        request[keys.IDENTITY] = Identity("alice@example.com", groups=("team-a", "ml"), method="bearer")
-        response: web.StreamResponse = await handler(request)
-        return response
-
-    app = create_app(make_settings(routes_file=routes_file({("alice", "nb1"): upstream.url})))
-    app.middlewares.append(as_bearer_user)  # innermost: after the gateway's own `identify`
-    gateway: Client = await aiohttp_client(app)
-    seen = await echo(gateway, headers={"Authorization": "Bearer eyJ.x.y", "Kubeflow-Userid": "mallory"})
-    assert header(seen, "kubeflow-userid") == ["alice@example.com"]
-    assert header(seen, "kubeflow-groups") == ["team-a,ml"]
-    assert header(seen, "Authorization") == []
-
-
-async def test_anonymous_requests_carry_no_identity_headers(gateway: Client) -> None:
+    routes = routes_file({("alice", "nb1"): upstream.url})
+    gateway = await gateway_factory(routes_file=routes, user="Alice@Example.com", groups="team-a, ml")
     seen = await echo(gateway, headers={"Authorization": "Basic dTpw"})
-    assert header(seen, "kubeflow-userid") == []
+    assert header(seen, "kubeflow-userid") == ["alice@example.com"]
+    assert header(seen, "kubeflow-groups") == ["ml,team-a"]
     assert header(seen, "Authorization") == ["Basic dTpw"]  # not the gateway's: Jupyter may use it
 
 
@@ -300,15 +289,23 @@ async def test_upstream_dying_mid_stream_truncates_the_response(gateway: Client)
 
 
 @contextlib.asynccontextmanager
-async def serving(routes: Path) -> AsyncIterator[str]:
+async def serving(routes: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
     """The gateway as `serve` runs it: aiohttp's default of not cancelling handlers whose client left
-    (test servers cancel them, which hides how the proxy notices a departed client)."""
-    runner = web.AppRunner(create_app(make_settings(routes_file=routes)), handler_cancellation=False)
-    await runner.setup()
+    (test servers cancel them, which hides how the proxy notices a departed client). Yields its URL
+    and the headers of a browser signed in there."""
     port = unused_port()
+    url = f"http://127.0.0.1:{port}"
+    app = create_app(make_settings(routes_file=routes, public_url=url, dev_provider=True))
+    runner = web.AppRunner(app, handler_cancellation=False)
+    await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            callback = await sign_in(browser, URL(f"{url}/oauth2/start"), "alice@example.com", "any")
+            async with browser.get(callback, allow_redirects=False) as resp:
+                assert resp.status == 302
+            cookie = browser.cookie_jar.filter_cookies(URL(url))[SESSION_COOKIE].value
+        yield url, {"Cookie": f"{SESSION_COOKIE}={cookie}", "Origin": url}
     finally:
         await runner.cleanup()
 
@@ -316,8 +313,8 @@ async def serving(routes: Path) -> AsyncIterator[str]:
 async def test_client_leaving_mid_download_stops_the_notebooks_stream(
     routes_file: Routes, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
-    async with serving(routes_file({("alice", "nb1"): upstream.url})) as url:
-        resp = await http.get(url + NB + f"bytes/{GiB}")
+    async with serving(routes_file({("alice", "nb1"): upstream.url})) as (url, signed_in):
+        resp = await http.get(url + NB + f"bytes/{GiB}", headers=signed_in)
         await resp.content.readexactly(MiB)
         assert upstream.state.streams_open == 1
         resp.close()  # drops the connection mid-body

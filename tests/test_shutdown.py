@@ -14,8 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType
+from yarl import URL
 
 from tests.conftest import unused_port, wait_until
+from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import FakeUpstream, WsClose
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
@@ -38,8 +40,9 @@ async def gateway_process(
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """`python -m gateway dev` with the static backend routing alice/nb1 to the fake notebook.
 
-    `dev` rather than `serve`, which also wants an identity provider and Redis; both run the same
-    aiohttp server, signal handling and shutdown sequence (`cli.run`)."""
+    `dev` rather than `serve`, which also wants an external identity provider and Redis; both run the
+    same aiohttp server, signal handling and shutdown sequence (`cli.run`). Users sign in through the
+    built-in development provider."""
     port = unused_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
@@ -63,15 +66,23 @@ async def gateway_process(
         await proc.wait()
 
 
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
 async def test_sigterm_drains_requests_and_closes_websockets(
-    gateway_process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream, http: aiohttp.ClientSession
+    gateway_process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream, browser: aiohttp.ClientSession
 ) -> None:
     proc, url = gateway_process
     nb = url + "/notebook/alice/nb1/"
-    async with http.ws_connect(nb + "ws") as ws:
+    callback = await sign_in(browser, URL(f"{url}/oauth2/start"), "alice@example.com", "any")
+    assert (await browser.get(callback, allow_redirects=False)).status == 302
+    async with browser.ws_connect(nb + "ws", headers={"Origin": url}) as ws:
         await ws.send_str("before shutdown")
         assert await ws.receive_str() == "before shutdown"
-        in_flight = asyncio.create_task(http.get(nb + "slow?gate=1"))
+        in_flight = asyncio.create_task(browser.get(nb + "slow?gate=1"))
         await wait_until(lambda: upstream.state.slow_waiting == 1)
 
         proc.send_signal(signal.SIGTERM)

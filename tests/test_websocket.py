@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.conftest import Client, wait_until
+from tests.conftest import Client, session_headers, wait_until
 from tests.fakes.upstream import KERNEL_PROTOCOL, FakeUpstream, WsClose
 from tests.test_proxy import serving
 
@@ -93,11 +93,12 @@ async def test_notebook_vanishing_closes_the_client_with_1011(gateway: Client) -
         assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1011)
 
 
-async def vanish_after_handshake(host: str, port: int) -> None:
+async def vanish_after_handshake(host: str, port: int, signed_in: dict[str, str]) -> None:
     """Open a WebSocket by hand, then drop the TCP connection without a close frame."""
     reader, writer = await asyncio.open_connection(host, port)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in signed_in.items())
     writer.write(
-        f"GET {WS} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"GET {WS} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
@@ -107,29 +108,26 @@ async def vanish_after_handshake(host: str, port: int) -> None:
 
 async def test_client_vanishing_closes_the_notebook_side(gateway: Client, upstream: FakeUpstream) -> None:
     assert gateway.port is not None
-    await vanish_after_handshake(gateway.host, gateway.port)
+    await vanish_after_handshake(gateway.host, gateway.port, session_headers(gateway))
     await wait_until(lambda: upstream.state.ws_closes == [WsClose(1001, "client went away")])
 
 
 async def test_client_vanishing_closes_the_notebook_side_without_handler_cancellation(
     routes_file: Routes, upstream: FakeUpstream
 ) -> None:
-    async with serving(routes_file({("alice", "nb1"): upstream.url})) as url:
+    async with serving(routes_file({("alice", "nb1"): upstream.url})) as (url, signed_in):
         host, port = url.removeprefix("http://").split(":")
-        await vanish_after_handshake(host, int(port))
+        await vanish_after_handshake(host, int(port), signed_in)
         await wait_until(lambda: upstream.state.ws_closes == [WsClose(1001, "client went away")])
 
 
 async def test_handshake_headers_are_filtered_like_http(gateway: Client) -> None:
-    headers = {
-        "Origin": "http://gateway.example",
-        "Cookie": "_xsrf=2|x; notebook_gateway_session=s3cret",
-        "X-Forwarded-User": "admin",
-    }
+    origin = str(gateway.make_url("/").origin())
+    headers = {"Cookie": "_xsrf=2|x", "X-Forwarded-User": "admin"}  # the session cookie comes from the jar
     async with gateway.ws_connect(WS, headers=headers) as ws:
         await ws.send_str("handshake")
         seen = {name.lower(): value for name, value in json.loads(await ws.receive_str()).items()}
-    assert seen["origin"] == "http://gateway.example"
+    assert seen["origin"] == origin
     assert seen["cookie"] == "_xsrf=2|x"
     assert seen["host"] == f"{gateway.host}:{gateway.port}"
     assert "x-forwarded-user" not in seen

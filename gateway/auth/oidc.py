@@ -32,7 +32,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LEEWAY_S = 60  # clock skew we tolerate between us and the provider
 DISCOVERY_TTL_S = 3600.0
-JWKS_REFETCH_MIN_S = 5.0  # an unknown kid refetches the key set at most this often
+JWKS_REFETCH_MIN_S = 5.0  # after a refetch that did not find a kid, wait this long before another
 
 
 class IdPUnavailable(GatewayError):
@@ -113,7 +113,7 @@ class OIDCClient:
         self._provider: Provider | None = None
         self._provider_fetched_at = 0.0
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._keys_fetched_at = 0.0
+        self._last_miss = -JWKS_REFETCH_MIN_S  # when a refetch last failed to find a token's kid
         self._lock = asyncio.Lock()
 
     async def provider(self) -> Provider:
@@ -237,9 +237,12 @@ class OIDCClient:
         if not isinstance(kid, str | None):
             raise InvalidToken("The token's key id is malformed.")
         unknown = kid is not None and kid not in self._keys
-        # The provider may have rotated its keys: look once more, but not for every forged kid.
-        if not self._keys or (unknown and time.monotonic() - self._keys_fetched_at >= JWKS_REFETCH_MIN_S):
+        # The provider may have rotated its keys: look once more. A forged kid would make every
+        # request refetch, so after a refetch that still lacked the kid, wait a while before the next.
+        if not self._keys or (unknown and time.monotonic() - self._last_miss >= JWKS_REFETCH_MIN_S):
             await self._load_keys()
+            if kid is not None and kid not in self._keys:
+                self._last_miss = time.monotonic()
         if kid is None:
             if len(self._keys) != 1:
                 raise InvalidToken("The token names no key and the provider has several.")
@@ -256,7 +259,6 @@ class OIDCClient:
         except jwt.PyJWTError as exc:
             raise IdPUnavailable(f"The identity provider's key set is unusable: {exc}") from None
         self._keys = {key.key_id or "": key for key in key_set.keys if key.public_key_use in (None, "sig")}
-        self._keys_fetched_at = time.monotonic()
 
     async def _token_request(self, form: dict[str, str]) -> TokenSet:
         provider = await self.provider()

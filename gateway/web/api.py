@@ -72,7 +72,7 @@ async def create_notebook(request: web.Request) -> web.Response:
         audit.notebook = spec.name
         audit.details.update(image=spec.image, cpu=spec.cpu, memory=spec.memory, volumes=volumes)
         _authorize(request, namespace, "create", spec.name)
-        notebook = await request.app[keys.BACKEND].create(namespace, spec, creator=_user(request))
+        notebook = await request.app[keys.BACKEND].create(namespace, spec, creator=request[keys.IDENTITY].subject)
     log.info("notebook %s/%s created by %s", namespace, spec.name, request[keys.IDENTITY].subject)
     # The web app answers 200 (not 201) with a message; existing clients check for exactly that.
     return _success(request, message="Notebook created successfully.", notebook=notebook_item(notebook))
@@ -173,13 +173,8 @@ def spawner_form_defaults(config: SpawnerConfig) -> dict[str, object]:
 
 
 def _success(request: web.Request, **payload: object) -> web.Response:
-    """The web app's envelope: `success`, `status` and `user` (None until someone signs in)."""
-    return web.json_response({"success": True, "status": 200, "user": _user(request), **payload})
-
-
-def _user(request: web.Request) -> str | None:
-    identity = request[keys.IDENTITY]
-    return None if identity.method == "anonymous" else identity.subject
+    """The web app's envelope: `success`, `status` and `user`."""
+    return web.json_response({"success": True, "status": 200, "user": request[keys.IDENTITY].subject, **payload})
 
 
 # -- request parts ---------------------------------------------------------------------------

@@ -1,0 +1,352 @@
+"""Signing in through the gateway: against a real OpenID provider (node `oidc-provider`), the
+built-in dev provider, and a fake one for every token a provider should never send."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from gateway.app import create_app
+from gateway.cookies import SESSION_COOKIE
+from tests.conftest import Client, RedisServer, make_settings, unused_port
+from tests.fakes.idp import ALICE as FAKE_ALICE
+from tests.fakes.idp import FakeIdP, Mint, Refresh
+from tests.fakes.node_idp import ALICE, BOB, PASSWORD, NodeIdP, StartNodeIdP, sign_in
+from tests.fakes.upstream import FakeUpstream
+
+BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+StartGateway = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> FakeUpstream:
+    return await FakeUpstream.start(aiohttp_server)
+
+
+@pytest.fixture
+def start_gateway(aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream) -> StartGateway:
+    """A gateway on a port chosen up front (the provider must know its callback URL), routing
+    /notebook/alice/nb1/ to the fake upstream."""
+    routes = tmp_path / "routes.toml"
+    routes.write_text(f'[[route]]\nnamespace = "alice"\nname = "nb1"\nurl = "{upstream.url}"\n')
+
+    async def start(port: int, **overrides: Any) -> Client:
+        public = f"http://127.0.0.1:{port}"
+        values: dict[str, Any] = {
+            "public_url": public,
+            "routes_file": routes,
+            "cookie_secret": "s" * 32,
+            "session_store": "memory",
+            **overrides,
+        }
+        app = create_app(make_settings(**values))
+        client: Client = await aiohttp_client(app, server_kwargs={"port": port}, headers={"Origin": public})
+        return client
+
+    return start
+
+
+async def complete(client: Client, callback: URL) -> web.StreamResponse:
+    """Deliver the provider's redirect to the gateway, as the browser would."""
+    async with client.session.get(callback, allow_redirects=False, headers=BROWSER) as resp:
+        await resp.read()
+        return resp  # type: ignore[return-value]
+
+
+async def sign_in_fake(client: Client, idp: FakeIdP, rd: str = "/") -> web.StreamResponse:
+    callback = await sign_in(client.session, client.make_url(f"/oauth2/start?rd={rd}"), "", "")
+    return await complete(client, callback)
+
+
+def headers_of(echoed: dict[str, Any]) -> dict[str, str]:
+    """The headers the fake notebook received, by lower-case name."""
+    return {name.lower(): value for name, value in echoed["headers"]}
+
+
+def has_session(client: Client) -> bool:
+    return any(cookie.key == SESSION_COOKIE for cookie in client.session.cookie_jar)
+
+
+# --- the real provider -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def node(node_idp: StartNodeIdP) -> tuple[NodeIdP, int]:
+    port = unused_port()
+    public = f"http://127.0.0.1:{port}"
+    idp = node_idp(
+        redirect_uris=[f"{public}/oauth2/callback"],
+        post_logout_redirect_uris=[f"{public}/"],
+        backchannel_logout_uri=f"{public}/oauth2/backchannel-logout",
+    )
+    return idp, port
+
+
+def node_settings(idp: NodeIdP) -> dict[str, Any]:
+    return {"oidc_issuer": idp.issuer, "oidc_client_id": idp.client_id, "oidc_client_secret": idp.client_secret}
+
+
+async def test_a_user_signs_in_with_a_real_provider_and_reaches_their_notebook(
+    node: tuple[NodeIdP, int], start_gateway: StartGateway
+) -> None:
+    idp, port = node
+    client = await start_gateway(port, **node_settings(idp))
+    callback = await sign_in(
+        client.session, client.make_url("/oauth2/start?rd=/notebook/alice/nb1/echo"), ALICE, PASSWORD
+    )
+    resp = await complete(client, callback)
+    assert resp.status == 302 and resp.headers["Location"] == "/notebook/alice/nb1/echo"
+    info = await (await client.get("/oauth2/userinfo")).json()
+    assert (info["user"], info["groups"]) == (ALICE, ["ml-team", "staff"])
+    echoed = headers_of(await (await client.get("/notebook/alice/nb1/echo", headers={"kubeflow-userid": "x"})).json())
+    assert echoed["kubeflow-userid"] == ALICE
+    assert echoed["kubeflow-groups"] == "ml-team,staff"
+    assert SESSION_COOKIE not in echoed.get("cookie", "")
+
+
+async def test_two_users_get_their_own_identities(node: tuple[NodeIdP, int], start_gateway: StartGateway) -> None:
+    idp, port = node
+    client = await start_gateway(port, **node_settings(idp))
+    await complete(client, await sign_in(client.session, client.make_url("/oauth2/start"), BOB, PASSWORD))
+    info = await (await client.get("/oauth2/userinfo")).json()
+    assert (info["user"], info["groups"]) == (BOB, ["staff"])
+
+
+async def test_a_wrong_password_creates_no_session(node: tuple[NodeIdP, int], start_gateway: StartGateway) -> None:
+    idp, port = node
+    client = await start_gateway(port, **node_settings(idp))
+    with pytest.raises(AssertionError, match="Invalid"):
+        await sign_in(client.session, client.make_url("/oauth2/start"), ALICE, "wrong")
+    assert not has_session(client)
+    assert (await client.get("/oauth2/userinfo")).status == 401
+
+
+async def test_sign_out_ends_the_session_and_visits_the_provider(
+    node: tuple[NodeIdP, int], start_gateway: StartGateway
+) -> None:
+    idp, port = node
+    client = await start_gateway(port, **node_settings(idp))
+    await complete(client, await sign_in(client.session, client.make_url("/oauth2/start"), ALICE, PASSWORD))
+    cookie = {SESSION_COOKIE: client.session.cookie_jar.filter_cookies(client.make_url("/"))[SESSION_COOKIE].value}
+    resp = await client.post("/oauth2/sign_out", allow_redirects=False)
+    end_session = URL(resp.headers["Location"])
+    assert end_session.query["post_logout_redirect_uri"] == f"http://127.0.0.1:{port}/"
+    assert end_session.query["id_token_hint"]
+    # The old cookie, replayed, is worth nothing now.
+    assert (await client.get("/oauth2/userinfo", cookies=cookie)).status == 401
+
+
+# --- the development provider ------------------------------------------------------------------
+
+
+async def test_dev_mode_signs_in_any_user_through_its_own_provider(start_gateway: StartGateway) -> None:
+    port = unused_port()
+    client = await start_gateway(port, dev_provider=True)
+    start = await client.get("/notebook/alice/nb1/echo", headers=BROWSER, allow_redirects=False)
+    assert start.status == 302 and start.headers["Location"].startswith("/oauth2/start")
+    callback = await sign_in(
+        client.session, client.make_url(start.headers["Location"]), "Carol", "any", fields={"groups": "ml-team, ops"}
+    )
+    assert (await complete(client, callback)).headers["Location"] == "/notebook/alice/nb1/echo"
+    echoed = headers_of(await (await client.get("/notebook/alice/nb1/echo")).json())
+    assert echoed["kubeflow-userid"] == "carol@example.local"
+    assert echoed["kubeflow-groups"] == "ml-team,ops"
+
+
+# --- tokens and callbacks that must be refused ---------------------------------------------------
+
+
+@pytest.fixture
+async def fake(aiohttp_server: Any) -> FakeIdP:
+    return await FakeIdP.start(aiohttp_server)
+
+
+def fake_settings(idp: FakeIdP) -> dict[str, Any]:
+    return {"oidc_issuer": idp.issuer, "oidc_client_id": idp.client_id, "oidc_client_secret": idp.client_secret}
+
+
+@pytest.mark.parametrize(
+    "mint",
+    [Mint.UNKNOWN_KID, Mint.SAME_KID_OTHER_KEY, Mint.ALG_NONE, Mint.HS256_PUBLIC_KEY, Mint.WRONG_AUD, Mint.WRONG_ISS,
+     Mint.EXPIRED, Mint.NBF_FUTURE, Mint.IAT_FUTURE, Mint.WRONG_NONCE, Mint.MISSING_NONCE, Mint.AZP_OTHER,
+     Mint.MULTI_AUD_NO_AZP],
+)  # fmt: skip
+async def test_a_bad_id_token_is_refused_and_creates_no_session(
+    mint: Mint, fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    fake.mint = mint
+    resp = await sign_in_fake(client, fake)
+    assert resp.status == 401
+    assert not has_session(client)
+
+
+async def test_a_good_token_with_several_audiences_and_our_azp_is_accepted(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    fake.mint = Mint.MULTI_AUD_WITH_AZP
+    assert (await sign_in_fake(client, fake)).status == 302
+    assert has_session(client)
+
+
+async def test_the_gateway_always_uses_pkce_s256(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    await sign_in_fake(client, fake)
+    authorization = fake.authorizations[-1]
+    assert authorization.code_challenge_method == "S256" and authorization.code_challenge
+    assert fake.requests_to("/token")[-1].form["code_verifier"]
+
+
+async def test_a_replayed_state_is_refused(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    callback = await sign_in(client.session, client.make_url("/oauth2/start"), "", "")
+    assert (await complete(client, callback)).status == 302
+    client.session.cookie_jar.clear()
+    replay = await complete(client, callback)
+    assert replay.status == 400 and not has_session(client)
+
+
+async def test_a_callback_in_another_browser_is_refused(
+    fake: FakeIdP, start_gateway: StartGateway, aiohttp_client: Any
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    callback = await sign_in(client.session, client.make_url("/oauth2/start"), "", "")
+    client.session.cookie_jar.clear()  # the victim's browser never started this sign-in
+    resp = await complete(client, callback)
+    assert resp.status == 400 and not has_session(client)
+
+
+async def test_a_rotated_signing_key_is_fetched_once_and_accepted(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    await sign_in_fake(client, fake)
+    client.session.cookie_jar.clear()
+    fake.rotate_key(keep_old=False)
+    assert (await sign_in_fake(client, fake)).status == 302
+    assert len(fake.requests_to("/jwks")) == 2
+
+
+async def test_forged_key_ids_do_not_make_every_sign_in_refetch_the_keys(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    fake.mint = Mint.UNKNOWN_KID
+    for _ in range(3):
+        client.session.cookie_jar.clear()
+        assert (await sign_in_fake(client, fake)).status == 401
+    assert len(fake.requests_to("/jwks")) == 1  # one look for the unknown key, then a pause
+
+
+@pytest.mark.parametrize("rd", ["//evil.example/", "https://evil.example/", "/\\evil.example", "/%09/evil.example"])
+async def test_sign_in_never_returns_to_another_site(rd: str, fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    resp = await sign_in_fake(client, fake, rd=str(URL.build(query={"rd": rd}).query_string).removeprefix("rd="))
+    assert resp.headers["Location"] == "/"
+
+
+async def test_failed_sign_ins_are_rate_limited_per_client(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), login_failures_max=3, **fake_settings(fake))
+    for _ in range(3):
+        assert (await client.get("/oauth2/callback?state=forged&code=x")).status == 400
+    limited = await client.get("/oauth2/start", allow_redirects=False)
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+
+
+# --- who gets a login page and who gets a 401 ----------------------------------------------------
+
+
+async def test_anonymous_requests_are_refused_by_kind(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    browser = await client.get("/notebook/alice/nb1/lab?x=1", headers=BROWSER, allow_redirects=False)
+    assert browser.status == 302
+    assert URL(browser.headers["Location"]).query["rd"] == "/notebook/alice/nb1/lab?x=1"
+    for headers in ({"Accept": "application/json"}, {**BROWSER, "X-Requested-With": "XMLHttpRequest"},
+                    {"Accept": "text/html", "Sec-Fetch-Mode": "cors"}):  # fmt: skip
+        resp = await client.get("/notebook/alice/nb1/api/kernels", headers=headers, allow_redirects=False)
+        assert resp.status == 401 and (await resp.json())["error"] == "login_required"
+    ws = await client.get("/notebook/alice/nb1/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert ws.status == 401
+
+
+# --- sessions over time: refresh, back-channel logout, Redis --------------------------------------
+
+
+async def test_tokens_about_to_expire_are_refreshed(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    fake.access_token_ttl_s = 30  # inside the refresh margin: the next request refreshes
+    await sign_in_fake(client, fake)
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    assert fake.requests_to("/token")[-1].form["grant_type"] == "refresh_token"
+
+
+async def test_a_refused_refresh_ends_the_session_but_an_outage_does_not(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    fake.access_token_ttl_s = 30
+    await sign_in_fake(client, fake)
+    fake.refresh = Refresh.SERVER_ERROR
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    fake.refresh = Refresh.DISCONNECT
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    fake.refresh = Refresh.INVALID_GRANT
+    assert (await client.get("/oauth2/userinfo")).status == 401
+
+
+async def test_back_channel_logout_ends_that_session(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    fake.claims = {"sid": "provider-session-1"}
+    await sign_in_fake(client, fake)
+    forged = fake.logout_token(sid="provider-session-1", mint=Mint.SAME_KID_OTHER_KEY)
+    assert (await client.post("/oauth2/backchannel-logout", data={"logout_token": forged})).status == 400
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    token = fake.logout_token(sid="provider-session-1")
+    assert (await client.post("/oauth2/backchannel-logout", data={"logout_token": token})).status == 200
+    assert (await client.get("/oauth2/userinfo")).status == 401
+
+
+async def test_bearer_tokens_identify_api_clients_and_never_reach_the_notebook(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    token = fake.access_token(user=FAKE_ALICE)
+    resp = await client.get("/notebook/alice/nb1/echo", headers={"Authorization": f"Bearer {token}"})
+    echoed = headers_of(await resp.json())
+    assert echoed["kubeflow-userid"] == FAKE_ALICE.email
+    assert "authorization" not in echoed
+    wrong = fake.access_token(user=FAKE_ALICE, mint=Mint.WRONG_AUD)
+    assert (await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {wrong}"})).status == 401
+
+
+async def test_cross_site_changes_with_the_session_cookie_are_refused(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    await sign_in_fake(client, fake)
+    evil = await client.post("/notebook/alice/nb1/echo", headers={"Origin": "https://evil.example"})
+    assert evil.status == 403
+    ours = await client.post("/notebook/alice/nb1/echo")  # the client sends our Origin by default
+    assert ours.status == 200
+
+
+async def test_sessions_live_in_redis_across_gateway_restarts_and_redis_outages(
+    fake: FakeIdP, start_gateway: StartGateway, own_redis_server: RedisServer
+) -> None:
+    port = unused_port()
+    redis_settings = {"session_store": "redis", "redis_url": own_redis_server.url, **fake_settings(fake)}
+    first = await start_gateway(port, **redis_settings)
+    await sign_in_fake(first, fake)
+    cookies = {SESSION_COOKIE: first.session.cookie_jar.filter_cookies(first.make_url("/"))[SESSION_COOKIE].value}
+    await first.close()
+    second = await start_gateway(port, **redis_settings)  # a new process, as after a restart
+    assert (await second.get("/oauth2/userinfo", cookies=cookies)).status == 200
+    own_redis_server.stop()
+    down = await second.get("/notebook/alice/nb1/echo", cookies=cookies)
+    assert down.status == 503 and (await down.json())["error"] == "service_unavailable"
+    own_redis_server.start()
+    assert (await second.get("/notebook/alice/nb1/echo", cookies=cookies)).status == 200
