@@ -334,6 +334,18 @@ async def test_cross_site_changes_with_the_session_cookie_are_refused(
     assert ours.status == 200
 
 
+async def test_another_site_cannot_sign_a_user_out(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    await sign_in_fake(client, fake)
+    evil = {"Origin": "https://evil.example"}
+    assert (await client.post("/oauth2/sign_out", headers=evil, allow_redirects=False)).status == 403
+    cross_site = {"Sec-Fetch-Site": "cross-site"}
+    assert (await client.get("/oauth2/sign_out", headers=cross_site, allow_redirects=False)).status == 403
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    assert (await client.get("/oauth2/sign_out", allow_redirects=False)).status == 302  # a link on our pages
+    assert (await client.get("/oauth2/userinfo")).status == 401
+
+
 async def test_sessions_live_in_redis_across_gateway_restarts_and_redis_outages(
     fake: FakeIdP, start_gateway: StartGateway, own_redis_server: RedisServer
 ) -> None:

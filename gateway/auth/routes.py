@@ -11,7 +11,8 @@ from aiohttp import web
 from .. import keys
 from ..audit import AuditEvent
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
-from ..errors import GatewayError, TooManyRequests
+from ..errors import Forbidden, GatewayError, TooManyRequests
+from ..forwarded import cross_origin_reason
 from ..identity import Identity
 from .oidc import InvalidToken
 
@@ -86,9 +87,16 @@ async def callback(request: web.Request) -> web.StreamResponse:
 async def sign_out(request: web.Request) -> web.StreamResponse:
     if request.method not in ("GET", "POST"):
         raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+    settings = request.app[keys.SETTINGS]
+    # Public, so the middleware's same-origin rule is applied here: another site must not be able
+    # to sign our users out. A GET (oauth2-proxy's link) is refused when the browser says it is cross-site.
+    reason = cross_origin_reason("POST", request.headers, settings.base_url, websocket=False)
+    if request.method == "GET" and request.headers.get("Sec-Fetch-Site") != "cross-site":
+        reason = None
+    if reason is not None:
+        raise Forbidden(reason)
     authenticator = request.app[keys.AUTHENTICATOR]
     session = await authenticator.sessions.load(authenticator.signer.unsign(request.cookies.get(SESSION_COOKIE)) or "")
-    settings = request.app[keys.SETTINGS]
     provider_logout = await authenticator.sign_out(session, f"{settings.base_url}/")
     if session is not None:
         _audit(request, session.identity, "auth.logout", "allowed")
