@@ -7,6 +7,7 @@ request, which is only acceptable in `dev` mode bound to loopback (the CLI says 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Literal, Protocol
 
 from .identity import Identity
@@ -14,7 +15,9 @@ from .identity import Identity
 log = logging.getLogger(__name__)
 
 # Proxied HTTP and WebSocket traffic is `connect` (it runs code); API reads are `view`.
-Action = Literal["view", "connect", "create", "stop", "start", "delete"]
+# `manage` is changing who has which role (namespace admins, in their namespace; cluster-admins
+# anywhere); `audit` is reading the audit log (namespace "*": auditors and cluster-admins).
+Action = Literal["view", "connect", "create", "stop", "start", "delete", "manage", "audit"]
 
 
 class Authorizer(Protocol):
@@ -26,9 +29,24 @@ class Authorizer(Protocol):
 
     def require(self, identity: Identity, namespace: str, action: Action, notebook: str | None = None) -> None: ...
 
+    def namespaces(self, identity: Identity) -> dict[str, str]:
+        """The namespaces where the user or one of their groups has a role, with the strongest role."""
+        ...
+
 
 class OpenAuthorizer:
-    """Allows everything. Used while no policies are configured (dev mode only)."""
+    """Allows everything, to every signed-in user. A placeholder until Casbin policies land."""
 
     def require(self, identity: Identity, namespace: str, action: Action, notebook: str | None = None) -> None:
         log.debug("open authorizer: %s may %s in %s/%s", identity.subject, action, namespace, notebook or "*")
+
+    def namespaces(self, identity: Identity) -> dict[str, str]:
+        # Until policies land: each user may use the namespace named after them.
+        return {personal_namespace(identity.subject): "admin"}
+
+
+def personal_namespace(subject: str) -> str:
+    """A DNS-1123 label for a user's own namespace: `Alice.Smith@example.com` -> `alice-smith`."""
+    local = subject.split("@", 1)[0].lower()
+    label = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:63].strip("-")
+    return label or "user"
