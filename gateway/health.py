@@ -1,13 +1,76 @@
-"""`/healthz` (the process is alive), `/readyz` (ready to serve; lists what is not) and `/metrics`."""
+"""`/healthz` (the process is alive), `/readyz` (ready to serve; lists what is not) and `/metrics`.
+
+Kubernetes restarts a pod whose liveness probe fails and stops routing to one whose readiness
+probe fails, so `/healthz` checks nothing external: a Redis outage must not restart every replica.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import keys
+from .errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+# One check per dependency: None when it is fine, else a sentence saying what is wrong. Checks
+# may do I/O (a Redis PING, later); each gets CHECK_TIMEOUT_S, so a hung dependency reads as
+# "not ready" well before the kubelet's probe timeout.
+ReadinessCheck = Callable[[web.Application], Awaitable[str | None]]
+CHECK_TIMEOUT_S = 2.0
+
+
+async def backend_synced(app: web.Application) -> str | None:
+    backend = app.get(keys.BACKEND)
+    if backend is None:
+        return "the notebook backend has not started"
+    if not backend.synced:
+        return f"the {backend.name} backend has not synced its notebook list yet"
+    return None
+
+
+async def upstream_client_open(app: web.Application) -> str | None:
+    client = app.get(keys.HTTP)
+    if client is None or client.closed:
+        return "the upstream HTTP client is not open"
+    return None
+
+
+async def sessions_answer(app: web.Application) -> str | None:
+    """Redis (in `serve`): without it nobody can be identified, so this replica cannot serve."""
+    store = app.get(keys.SESSIONS)
+    if store is None:
+        return "the session store has not started"
+    try:
+        await store.ping()
+    except ServiceUnavailable as exc:
+        return f"the session store does not answer: {exc.message}"
+    return None
+
+
+READINESS_CHECKS: dict[str, ReadinessCheck] = {
+    "backend": backend_synced,
+    "upstream_client": upstream_client_open,
+    "sessions": sessions_answer,
+}
+
+
+async def run_check(check: ReadinessCheck, app: web.Application) -> str | None:
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_S):
+            return await check(app)
+    except TimeoutError:
+        return f"no answer within {CHECK_TIMEOUT_S:g}s"
+    except Exception as exc:  # a failing check means "not ready", never a 500 from the probe
+        log.warning("readiness check %s failed: %r", getattr(check, "__name__", check), exc)
+        return f"check failed: {type(exc).__name__}"
 
 
 @routes.get("/healthz", name="healthz")
@@ -17,14 +80,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
-    backend = request.app[keys.BACKEND]
-    problems: dict[str, str] = {}
-    if not backend.synced:
-        problems["backend"] = f"the {backend.name} backend has not synced yet"
-    if request.app[keys.HTTP].closed:
-        problems["upstream_client"] = "the upstream HTTP client is closed"
-    status = 503 if problems else 200
-    return web.json_response({"ready": not problems, "backend": backend.name, "problems": problems}, status=status)
+    results = await asyncio.gather(*(run_check(check, request.app) for check in READINESS_CHECKS.values()))
+    problems = {name: problem for name, problem in zip(READINESS_CHECKS, results, strict=True) if problem is not None}
+    body = {
+        "ready": not problems,
+        "checks": {name: problems.get(name, "ok") for name in READINESS_CHECKS},
+        "problems": problems,
+    }
+    return web.json_response(body, status=503 if problems else 200)
 
 
 @routes.get("/metrics", name="metrics")

@@ -10,26 +10,47 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlencode
+from typing import TextIO
+from urllib.parse import unquote_plus
 
-# Set by the `request_context` middleware for the duration of each request.
+# Set by the `request_context` middleware for the duration of each request; tasks a request
+# starts inherit it, so their lines carry the id too.
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Query keys whose values are secrets or single-use credentials: never written to a log.
-SECRET_QUERY_KEYS = frozenset({"code", "state", "token", "key", "access_token", "id_token", "_xsrf"})
+SECRET_QUERY_KEYS = frozenset(
+    {"code", "state", "token", "key", "access_token", "id_token", "refresh_token", "_xsrf", "password", "secret"}
+)
+# Keys that merely end like a secret (`api_key`, `session_token`, `client_secret`) are scrubbed too.
+_SECRET_SUFFIXES = ("token", "key", "secret", "password")
+SCRUBBED = "***"
+
+
+def is_secret_key(key: str) -> bool:
+    """True for a query key whose value must never be logged."""
+    name = key.lower()
+    return name in SECRET_QUERY_KEYS or name.endswith(_SECRET_SUFFIXES)
 
 
 def scrub(path_qs: str) -> str:
-    """`path_qs` with the values of secret query keys replaced by `***`."""
+    """`path_qs` with the values of secret query keys replaced by `***`; the rest left byte for byte."""
     path, sep, query = path_qs.partition("?")
     if not sep:
         return path
-    pairs = parse_qsl(query, keep_blank_values=True)
-    cleaned = [(k, "***" if k.lower() in SECRET_QUERY_KEYS else v) for k, v in pairs]
-    return f"{path}?{urlencode(cleaned, safe='/*:,')}"
+    # Split by hand rather than parse and re-encode, so the log shows what the client really sent.
+    parts = []
+    for pair in query.split("&"):
+        raw_key, eq, _ = pair.partition("=")
+        if is_secret_key(unquote_plus(raw_key)):
+            parts.append(f"{raw_key}={SCRUBBED}")
+        else:
+            parts.append(pair if eq or not pair else raw_key)
+    return f"{path}?{'&'.join(parts)}"
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id, unless the caller passed one in `extra`."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = REQUEST_ID.get()
@@ -40,32 +61,55 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, request_id, and any `extra` fields."""
 
     _STANDARD = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "request_id"}
+    # Built once: `json.dumps(..., default=str)` would build a new encoder for every line, and the
+    # access log writes one line per request.
+    _encoder = json.JSONEncoder(default=str)  # default=str: an odd `extra` value is logged as text
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second: tuple[int, str] = (-1, "")  # one tuple, so threads never see half an update
+
+    def _time(self, created: float) -> str:
+        # Most lines share their second with the one before, so format the date part once per second.
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
         entry: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": getattr(record, "request_id", "-"),
+            "request_id": fields.get("request_id", REQUEST_ID.get()),
         }
-        for key, value in vars(record).items():
-            if key not in self._STANDARD:
-                entry[key] = value
+        for key in sorted(fields.keys() - self._STANDARD):
+            entry[key] = fields[key]
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return self._encoder.encode(entry)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+
+
+def make_handler(fmt: str = "json", stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing `json` lines or `text` for people, with the request id on every record."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    return handler
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     """Send every log record to stderr, as JSON lines or as text for people."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [make_handler(fmt)]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(level)

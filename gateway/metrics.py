@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.process_collector import ProcessCollector
+
+# Any other method a client invents is counted as OTHER, so a scanner cannot grow the label set.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The kinds of upstream failure the proxy reports; exported at zero from the start so that
+# `rate()` works before the first failure.
+UPSTREAM_ERROR_KINDS = ("unavailable", "timeout", "reset", "refused")
 
 
 class Metrics:
@@ -10,9 +17,11 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # process_cpu_seconds_total, process_resident_memory_bytes, open fds: per replica health.
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "gateway_requests",
-            "Requests handled, by route class (proxy, api, page, health) and status code.",
+            "Requests handled, by route class (proxy, api, page, health), method and status code.",
             ["route_class", "method", "status"],
             registry=self.registry,
         )
@@ -28,7 +37,16 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "gateway_upstream_errors",
-            "Failures talking to notebook servers, by kind (unavailable, timeout, reset).",
+            "Failures talking to notebook servers, by kind: unavailable, timeout, reset, "
+            "refused (a WebSocket upgrade declined).",
             ["kind"],
             registry=self.registry,
         )
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind)
+
+    def observe_request(self, route_class: str, method: str, status: int, duration_s: float) -> None:
+        """Count one finished request and its latency."""
+        label = method if method in KNOWN_METHODS else "OTHER"
+        self.requests.labels(route_class, label, str(status)).inc()
+        self.latency.labels(route_class).observe(duration_s)

@@ -1,0 +1,129 @@
+"""Probes and metrics, against the real app with the static backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import health
+
+from .conftest import Client, RedisServer, wait_until
+
+RoutesFile = Callable[[dict[tuple[str, str], str]], Path]
+
+
+async def static_gateway(gateway_factory: Callable[..., Any], routes_file: RoutesFile) -> Client:
+    path = routes_file({("alice", "nb1"): "http://127.0.0.1:9"})
+    client: Client = await gateway_factory(backend="static", routes_file=path)
+    return client
+
+
+def request_count(text: str, **labels: str) -> float:
+    """The value of gateway_requests_total for exactly these labels, 0 when absent."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gateway_requests_total" and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+async def test_healthz_answers_ok(gateway_factory: Callable[..., Any], routes_file: RoutesFile) -> None:
+    gateway = await static_gateway(gateway_factory, routes_file)
+    resp = await gateway.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
+
+
+async def test_readyz_is_ready_once_the_backend_has_synced(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile
+) -> None:
+    gateway = await static_gateway(gateway_factory, routes_file)
+    resp = await gateway.get("/readyz")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["ready"] is True
+    assert body["problems"] == {}
+    assert body["checks"] == {"backend": "ok", "upstream_client": "ok", "sessions": "ok"}
+
+
+async def test_readyz_lists_what_is_not_ready(aiohttp_client: Callable[..., Any]) -> None:
+    app = web.Application()  # neither a backend nor an upstream client has started
+    app.add_routes(health.routes)
+    client: Client = await aiohttp_client(app)
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["ready"] is False
+    assert set(body["problems"]) == {"backend", "upstream_client", "sessions"}
+    assert "not started" in body["problems"]["backend"]
+
+
+async def test_readyz_follows_redis_down_and_back(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile, own_redis_server: RedisServer
+) -> None:
+    path = routes_file({("alice", "nb1"): "http://127.0.0.1:9"})
+    gateway = await gateway_factory(user=None, session_store="redis", redis_url=own_redis_server.url, routes_file=path)
+    assert (await gateway.get("/readyz")).status == 200
+    own_redis_server.stop()
+    resp = await gateway.get("/readyz")
+    assert resp.status == 503
+    assert "session store does not answer" in (await resp.json())["problems"]["sessions"]
+    own_redis_server.start()  # same port: the gateway reconnects by itself
+    await wait_until(lambda: readyz_status(gateway), timeout_s=20)
+
+
+async def readyz_status(gateway: Client) -> bool:
+    return (await gateway.get("/readyz")).status == 200
+
+
+async def test_readyz_reports_a_failing_or_hung_check(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(app: web.Application) -> str | None:
+        raise ConnectionRefusedError
+
+    async def hung(app: web.Application) -> str | None:
+        await asyncio.Event().wait()
+        return None
+
+    monkeypatch.setitem(health.READINESS_CHECKS, "redis", broken)
+    monkeypatch.setitem(health.READINESS_CHECKS, "policies", hung)
+    monkeypatch.setattr(health, "CHECK_TIMEOUT_S", 0.1)
+    gateway = await static_gateway(gateway_factory, routes_file)
+    resp = await gateway.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["problems"] == {"redis": "check failed: ConnectionRefusedError", "policies": "no answer within 0.1s"}
+    assert body["checks"]["backend"] == "ok"
+
+
+async def test_metrics_count_requests_by_class_and_status(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile
+) -> None:
+    gateway = await static_gateway(gateway_factory, routes_file)
+    assert (await gateway.get("/healthz")).status == 200
+    assert (await gateway.get("/notebook/alice/nobody/")).status == 404
+    resp = await gateway.get("/metrics")
+    assert resp.status == 200
+    assert resp.content_type == "text/plain"
+    text = await resp.text()
+    assert request_count(text, route_class="health", method="GET", status="200") == 1
+    assert request_count(text, route_class="proxy", method="GET", status="404") == 1
+    assert "gateway_request_duration_seconds_bucket" in text
+    assert "gateway_websockets_open 0.0" in text
+
+
+async def test_responses_carry_a_request_id(gateway_factory: Callable[..., Any], routes_file: RoutesFile) -> None:
+    gateway = await static_gateway(gateway_factory, routes_file)
+    first = await gateway.get("/healthz")
+    second = await gateway.get("/notebook/alice/nobody/")
+    ids = {first.headers["X-Request-Id"], second.headers["X-Request-Id"]}
+    assert len(ids) == 2 and all(len(i) >= 16 for i in ids)
+    offered = await gateway.get("/healthz", headers={"X-Request-Id": "trace-0123456789"})
+    assert offered.headers["X-Request-Id"] == "trace-0123456789"
