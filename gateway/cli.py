@@ -85,8 +85,10 @@ def run(settings: config.Settings, *, dev: bool) -> int:
         return 2
 
     def announce(_: str) -> None:
-        mode = "dev mode" if dev else "serve"
-        print(f"Notebook Gateway ({mode}, backend: {settings.backend}) is running.", flush=True)
+        if not dev:  # serve: stdout carries JSON log lines only
+            log.info("listening on %s:%s, public URL %s", settings.host, settings.port, settings.base_url)
+            return
+        print(f"Notebook Gateway (dev mode, backend: {settings.backend}) is running.", flush=True)
         print(f"Open {settings.base_url}/", flush=True)
         if settings.dev_provider:
             print(

@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
@@ -36,12 +37,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # A client may pass its own request id for correlation, if it is short and plain.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+# Ours: a random prefix per process (so replicas never collide) and a counter (no syscall per request).
+_ID_PREFIX = secrets.token_hex(8) + "-"
+_ID_COUNTER = itertools.count(1)
 
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get("X-Request-Id", "")
-    request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+    request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
     request[keys.REQUEST_ID] = request_id
     settings = request.app[keys.SETTINGS]
     request[keys.CLIENT_IP] = client_address(
@@ -170,8 +174,7 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = exc.status
         raise
     finally:
-        metrics.requests.labels(label, request.method, str(status)).inc()
-        metrics.latency.labels(label).observe(time.perf_counter() - started)
+        metrics.observe_request(label, request.method, status, time.perf_counter() - started)
 
 
 class AccessLogger(AbstractAccessLogger):

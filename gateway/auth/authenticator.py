@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 LOGIN_TTL_S = 600.0  # a sign-in must come back from the provider within ten minutes
 REFRESH_MARGIN_S = 60.0  # refresh this long before the tokens expire
+BEARER_CACHE_SIZE = 10_000
 
 
 class InvalidCallback(BadRequest):
@@ -72,11 +73,23 @@ class Authenticator:
     ) -> None:
         self.oidc, self.sessions, self.signer, self.rules = oidc, sessions, signer, rules
         self.bearer_audiences = bearer_audiences | {oidc.client_id}
+        self._bearer_cache: dict[str, tuple[float, Identity]] = {}  # token -> (exp, identity)
 
     async def from_bearer(self, token: str) -> Identity:
-        """An API client's identity; `InvalidToken` (401) when the token does not check out."""
+        """An API client's identity; `InvalidToken` (401) when the token does not check out.
+
+        A verified token is remembered until it expires (a JWT stays valid until `exp` wherever it
+        is checked), so a script's repeated calls cost one signature check, not one per request."""
+        now = time.time()
+        cached = self._bearer_cache.get(token)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         claims = await self.oidc.verify(token, audience=self.bearer_audiences, nonce=None)
-        return self.rules.identity(claims, method="bearer")
+        identity = self.rules.identity(claims, method="bearer")
+        if len(self._bearer_cache) >= BEARER_CACHE_SIZE:
+            self._bearer_cache.clear()  # crude but bounded; a full cache only costs re-verification
+        self._bearer_cache[token] = (float(claims["exp"]), identity)
+        return identity
 
     async def from_cookie(self, cookie: str | None) -> Session | None:
         """The live session a cookie names, refreshed when its tokens are about to expire."""
