@@ -257,6 +257,20 @@ async def test_failed_sign_ins_are_rate_limited_per_client(fake: FakeIdP, start_
     assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
 
 
+async def test_a_provider_outage_keeps_sessions_but_sign_in_says_why(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), **fake_settings(fake))
+    await sign_in_fake(client, fake)
+    assert fake.server is not None
+    await fake.server.close()
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    other = await start_gateway(unused_port(), **fake_settings(fake))  # never saw the provider
+    resp = await other.get("/oauth2/start", headers=BROWSER, allow_redirects=False)
+    assert resp.status == 502
+    assert "identity provider" in await resp.text()
+
+
 # --- who gets a login page and who gets a 401 ----------------------------------------------------
 
 
