@@ -34,6 +34,7 @@ JUPYTER_START_S = 90.0  # two cores shared with other test runs: be patient, but
 
 class RecordingAudit(AuditLog):
     def __init__(self) -> None:
+        super().__init__()
         self.events: list[AuditEvent] = []
 
     def emit(self, event: AuditEvent) -> None:
@@ -90,7 +91,8 @@ def gateways(gateway_factory: Callable[..., Any], tmp_path: Path) -> GatewayFact
         audit, authz = RecordingAudit(), RecordingAuthorizer(deny)
 
         def record(app: web.Application) -> None:
-            app[keys.AUDIT], app[keys.AUTHZ] = audit, authz
+            app[keys.AUDIT] = audit
+            app[keys.AUTHZ] = authz
 
         client = await gateway_factory(backend="local", local_dir=tmp_path, configure=record)
         audit.events.clear()  # signing in was audited too; these tests are about notebook servers
@@ -285,6 +287,7 @@ async def test_every_handler_asks_the_authorizer_once_and_a_denial_is_audited(ga
     assert [(e.action, e.outcome) for e in gateway.audit.events] == [
         ("notebook.stop", "allowed"),
         ("notebook.delete", "denied"),
+        ("access.denied", "denied"),  # every 403 on an API route, besides the action's own event
     ]
     assert await gateway.names() == ["old"]
 
