@@ -53,6 +53,9 @@ class RecordingAuthorizer:
         if action in self.deny:
             raise Forbidden(f"{identity.subject} may not {action} in {namespace}.")
 
+    def namespaces(self, identity: Identity) -> dict[str, str]:
+        return {"alice": "admin"}
+
 
 @dataclass
 class Gateway:
