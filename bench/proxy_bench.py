@@ -262,6 +262,8 @@ def start_gateway(
         "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "GATEWAY_SESSION_STORE": "redis",
         "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        # Authorization is on: the bench user may connect to /notebook/bench/nb/ (a cached decision per request).
+        "GATEWAY_BOOTSTRAP_ADMINS": "bench@example.com",
     }
     args = [sys.executable, "-m", "gateway", "serve"]
     if profile is not None:  # cProfile writes its stats when SIGTERM ends the server

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import jinja2
@@ -18,29 +18,37 @@ from aiohttp import WSCloseCode, web
 from pydantic import SecretStr
 
 from . import health, keys, proxy
-from .audit import AuditLog
+from .audit import AuditEvent, AuditLog, session_hash
+from .audit.chain import Sealer
+from .audit.filesink import AuditDirBusy, ChainedFile
+from .audit.index import FileIndex
+from .audit.redis_sink import RedisSink
 from .auth import routes as auth_routes
 from .auth.authenticator import Authenticator, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient
-from .authz import OpenAuthorizer
 from .backends import NotebookBackend
+from .backends.kubernetes import KubernetesBackend
 from .backends.local import LocalBackend
 from .backends.static import StaticBackend
 from .config import ConfigError, Settings
 from .cookies import CookieSigner
+from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
+from .policies import PolicyError
+from .policy_manager import PolicyManager
+from .policy_store import FilePolicyStore, MemoryPolicyStore
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
-from .sessions import Expiry, MemorySessionStore, RedisSessionStore
+from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
-from .web import api, pages
+from .web import api, audit_api, pages, policies_api
 
 log = logging.getLogger(__name__)
 
 DEV_IDP_PATH = "/dev-idp"
 # Routes served without a session; every other route, the notebook proxy included, needs one.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC
+PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC | pages.PUBLIC
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -60,8 +68,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
-    app[keys.AUDIT] = AuditLog()
-    app[keys.AUTHZ] = OpenAuthorizer()
+    app[keys.AUDIT] = build_audit_log(settings)
+    app[keys.POLICIES] = policy_manager = build_policy_manager(settings)
+    app[keys.AUTHZ] = policy_manager.authorizer
     app[keys.WEBSOCKETS] = set()
     app[keys.TEMPLATES] = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway", "web/templates"),
@@ -69,9 +78,11 @@ def create_app(settings: Settings) -> web.Application:
         undefined=jinja2.StrictUndefined,
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
-    app.cleanup_ctx.extend([http_client, session_store, authentication, notebook_backend])
+    app.cleanup_ctx.extend([http_client, session_store, audit_log, authentication, policy_engine, notebook_backend])
     app.on_shutdown.append(close_websockets)
-    app.add_routes([*health.routes, *auth_routes.routes, *api.routes, *pages.routes])
+    app.add_routes(
+        [*health.routes, *auth_routes.routes, *api.routes, *policies_api.routes, *audit_api.routes, *pages.routes]
+    )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static")
     if settings.dev_provider:
         assert settings.oidc_client_secret is not None
@@ -130,6 +141,7 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+    app[keys.REDIS] = client  # shared: the audit stream lives in the same Redis
     app[keys.SESSIONS] = RedisSessionStore(client, expiry)
     app[keys.FAILURES] = RedisFailureCounter(client, settings.login_failures_max, settings.login_failures_window_s)
     try:
@@ -164,11 +176,107 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         CookieSigner(settings.cookie_secret.get_secret_value()),
         ClaimRules(settings.oidc_username_claim, settings.oidc_groups_claim),
         bearer_audiences=frozenset(settings.bearer_audiences),
+        on_refresh_failed=refresh_failed_audit(app),
     )
     try:
         yield
     finally:
         await idp_http.close()
+
+
+def build_policy_manager(settings: Settings) -> PolicyManager:
+    """The authorizer and what keeps it current; the policy itself is read in `policy_engine`."""
+    if settings.policy_file is None and not settings.dev_provider:
+        log.warning("GATEWAY_POLICY_FILE is not set: policies live in this process's memory and die with it")
+    store = FilePolicyStore(settings.policy_file) if settings.policy_file else MemoryPolicyStore()
+    try:
+        return PolicyManager(
+            store,
+            bootstrap_admins=settings.bootstrap_admins,
+            auto_profile=settings.dev_provider if settings.auto_profile is None else settings.auto_profile,
+            first_user_admin=settings.first_user_admin,
+            reload_interval_s=settings.policy_reload_interval_s,
+        )
+    except PolicyError as exc:
+        raise ConfigError([f"GATEWAY_BOOTSTRAP_ADMINS: {exc.message}"]) from None
+
+
+async def policy_engine(app: web.Application) -> AsyncIterator[None]:
+    """Load the policy before serving (a malformed file stops the start), then watch it for changes."""
+    manager = app[keys.POLICIES]
+    try:
+        await manager.open()
+    except (PolicyError, OSError) as exc:
+        raise ConfigError([f"GATEWAY_POLICY_FILE: {manager.store.location}: {exc}"]) from None
+    watcher = asyncio.create_task(manager.watch(policies_api.reload_audit(app)), name="policy-watcher")
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def build_audit_log(settings: Settings) -> AuditLog:
+    """The audit log and its file; nothing is opened here (see `audit_log`)."""
+    key = settings.audit_hmac_key.get_secret_value().encode() if settings.audit_hmac_key else None
+    return AuditLog(
+        ChainedFile(settings.audit_dir, Sealer(key), settings.audit_rotate_bytes),
+        mode=settings.audit_mode,
+        stdout=settings.audit_stdout,
+        access_sampling=settings.audit_access_events,
+        access_ttl_s=settings.session_max_age_s,  # once per session, however long it lasts
+        fsync_interval_s=settings.audit_fsync_interval_s,
+    )
+
+
+async def audit_log(app: web.Application) -> AsyncIterator[None]:
+    """The audit file, and what follows it for searches: the Redis stream (when sessions use Redis:
+    the cluster-wide view), or else an index of the local files."""
+    settings, audit = app[keys.SETTINGS], app[keys.AUDIT]
+    file = audit.file
+    if file is not None:
+        client = app.get(keys.REDIS)
+        store: RedisSink | FileIndex
+        if client is not None:
+            store = RedisSink(
+                client,
+                file.directory,
+                chain_id=lambda: file.chain_id,
+                latest_seq=lambda: file.seq,
+                max_events=settings.audit_redis_max_events,
+                max_age_s=settings.audit_redis_max_age_s,
+            )
+        else:
+            store = FileIndex(file.directory)
+        audit.add_sink(store)
+        app[keys.AUDIT_STORE] = store
+    try:
+        await audit.open()
+    except AuditDirBusy as exc:
+        raise ConfigError([f"GATEWAY_AUDIT_DIR: {exc}"]) from None
+    try:
+        yield
+    finally:
+        await audit.close()
+
+
+def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool], None]:
+    """`auth.refresh_failed`, for the authenticator (which knows nothing of requests or the audit log)."""
+
+    def emit(session: Session, reason: str, ended: bool) -> None:
+        event = AuditEvent.by(
+            session.identity,
+            "auth.refresh_failed",
+            "failed",
+            reason=reason,
+            session=session_hash(session.id),
+            request_id=REQUEST_ID.get(),
+            details={"session_ended": ended},
+        )
+        app[keys.AUDIT].emit(event)
+
+    return emit
 
 
 def build_backend(settings: Settings) -> NotebookBackend:
@@ -178,7 +286,13 @@ def build_backend(settings: Settings) -> NotebookBackend:
         if settings.routes_file is None:
             raise ConfigError(["GATEWAY_ROUTES_FILE: required when GATEWAY_BACKEND=static"])
         return StaticBackend(settings.routes_file)
-    raise ConfigError(["GATEWAY_BACKEND: the kubernetes backend is not available in this release yet"])
+    # The client is configured in open(), inside notebook_backend: loading a kubeconfig is async.
+    return KubernetesBackend(
+        kubeconfig=settings.kubeconfig,
+        context=settings.kube_context,
+        cluster_domain=settings.cluster_domain,
+        namespaces=settings.namespaces,
+    )
 
 
 async def notebook_backend(app: web.Application) -> AsyncIterator[None]:

@@ -1,23 +1,29 @@
-"""Authorization: one decision per request on (identity, namespace, notebook, action).
+"""Authorization: one Casbin decision per request on (identity, namespace, notebook, action).
 
-This is the seam that Casbin policies plug into. Until they do, `OpenAuthorizer` allows every
-request, which is only acceptable in `dev` mode bound to loopback (the CLI says so at start).
+`PolicyAuthorizer` holds an immutable `Snapshot` (compiled policy, indexes, decision cache).
+A reload builds the next snapshot off the event loop and `replace()` swaps it in with one
+assignment, which also drops the cache: no request ever sees half a policy or a stale decision.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from .casbin_enforcer import CasbinPolicy, Verdict
+from .errors import Forbidden
 from .identity import Identity
+from .policies import EVERY_NAMESPACE, ROLE_ACTIONS, ROLE_RANK, PolicyDoc, Role, Rule
+from .policies import Action as Action  # re-exported: handlers name actions by it
 
 log = logging.getLogger(__name__)
 
-# Proxied HTTP and WebSocket traffic is `connect` (it runs code); API reads are `view`.
-# `manage` is changing who has which role (namespace admins, in their namespace; cluster-admins
-# anywhere); `audit` is reading the audit log (namespace "*": auditors and cluster-admins).
-Action = Literal["view", "connect", "create", "stop", "start", "delete", "manage", "audit"]
+# Decisions kept per snapshot before the cache starts over (a bound on memory, not a tuning knob:
+# a miss costs tens of microseconds).
+CACHE_MAX = 200_000
 
 
 class Authorizer(Protocol):
@@ -34,15 +40,191 @@ class Authorizer(Protocol):
         ...
 
 
-class OpenAuthorizer:
-    """Allows everything, to every signed-in user. A placeholder until Casbin policies land."""
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a rule came from: the policy store (`file` or `memory`, with its line) or `bootstrap`
+    (GATEWAY_BOOTSTRAP_ADMINS)."""
+
+    kind: Literal["file", "memory", "bootstrap"]
+    location: str
+    line: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"source": self.kind, "location": self.location, "line": self.line}
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """A decision and the rules that made it: the deny rules when one matched, else the allow rules."""
+
+    allowed: bool
+    verdict: Verdict
+    reason: str
+    rules: tuple[tuple[Rule, Source], ...]
+
+    def to_json(self) -> dict[str, object]:
+        """The shape `POST /api/policies/check` and `policy check --json` answer with."""
+        return {
+            "allowed": self.allowed,
+            "decision": self.verdict,
+            "reason": self.reason,
+            "rules": [{**rule.to_json(), **source.to_json()} for rule, source in self.rules],
+        }
+
+
+_CacheKey = tuple[str, tuple[str, ...], str, str | None, str]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One version of the policy, compiled. Everything but `cache` is read-only once built."""
+
+    version: str
+    policy: CasbinPolicy
+    origin: Source  # the store (kind and location); each rule's line is in `lines`
+    lines: dict[Rule, int]  # a bootstrap admin's rule is 0 (a line number, not an object per rule: see _Row)
+    by_subject: dict[str, list[Rule]]
+    by_namespace: dict[str, list[Rule]]
+    cache: dict[_CacheKey, str | None] = field(default_factory=dict)  # None: allowed; else the refusal
+
+    @property
+    def rules(self) -> Iterable[Rule]:
+        return self.lines.keys()
+
+    def source(self, rule: Rule) -> Source:
+        line = self.lines[rule]
+        if line == 0:
+            return BOOTSTRAP
+        return Source(self.origin.kind, self.origin.location, line)
+
+
+BOOTSTRAP = Source("bootstrap", "GATEWAY_BOOTSTRAP_ADMINS")
+
+
+def build_snapshot(
+    doc: PolicyDoc,
+    bootstrap_admins: Iterable[str] = (),
+    *,
+    kind: Literal["file", "memory"] = "memory",
+    location: str = "",
+) -> Snapshot:
+    """Compile a policy document plus the bootstrap admins. CPU-bound: call it off the event loop."""
+    lines = {Rule(admin, EVERY_NAMESPACE, "cluster-admin"): 0 for admin in bootstrap_admins}
+    for entry in doc.entries:
+        lines.setdefault(entry.rule, entry.line)  # a duplicate rule is reported at its first line
+    by_subject: dict[str, list[Rule]] = {}
+    by_namespace: dict[str, list[Rule]] = {}
+    for rule in lines:
+        by_subject.setdefault(rule.subject, []).append(rule)
+        by_namespace.setdefault(rule.namespace, []).append(rule)
+    origin = Source(kind, location)
+    return Snapshot(doc.version, CasbinPolicy(lines), origin, lines, by_subject, by_namespace)
+
+
+def subjects_of(identity: Identity) -> tuple[str, ...]:
+    """The Casbin subjects a request acts as: the user, and each group the identity carries."""
+    return (f"user:{identity.subject}", *(f"group:{group}" for group in identity.groups))
+
+
+class PolicyAuthorizer:
+    """The gateway's `Authorizer`: Casbin decisions, cached per snapshot, on the event loop thread."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    @property
+    def version(self) -> str:
+        return self._snapshot.version
+
+    def replace(self, snapshot: Snapshot) -> None:
+        """Put a new policy in force: one assignment, so its decisions and its (empty) cache arrive together."""
+        self._snapshot = snapshot
 
     def require(self, identity: Identity, namespace: str, action: Action, notebook: str | None = None) -> None:
-        log.debug("open authorizer: %s may %s in %s/%s", identity.subject, action, namespace, notebook or "*")
+        refusal = self.refusal(identity, namespace, action, notebook)
+        if refusal is not None:
+            log.debug(
+                "denied: %s may not %s in %s/%s (%s)", identity.subject, action, namespace, notebook or "*", refusal
+            )
+            raise Forbidden(refusal)
+
+    def allows(self, identity: Identity, namespace: str, action: Action, notebook: str | None = None) -> bool:
+        return self.refusal(identity, namespace, action, notebook) is None
+
+    def refusal(self, identity: Identity, namespace: str, action: Action, notebook: str | None = None) -> str | None:
+        """None when allowed, else the short reason the caller sees. Cached per snapshot."""
+        snapshot = self._snapshot  # read once: a swap during this call must not mix two policies
+        key = (identity.subject, identity.groups, namespace, notebook, action)
+        try:
+            return snapshot.cache[key]
+        except KeyError:
+            pass
+        verdict = snapshot.policy.decide(subjects_of(identity), namespace, notebook, action)
+        refusal = None if verdict == "allow" else _reason(verdict, namespace, action, notebook)
+        cache = snapshot.cache
+        if len(cache) >= CACHE_MAX:
+            cache.clear()
+        cache[key] = refusal
+        return refusal
 
     def namespaces(self, identity: Identity) -> dict[str, str]:
-        # Until policies land: each user may use the namespace named after them.
-        return {personal_namespace(identity.subject): "admin"}
+        """Each namespace where the user or one of their groups holds a namespace-wide role, with the
+        strongest such role ("*" for cluster-wide roles); a namespace whose access a deny rule takes
+        away entirely is left out."""
+        snapshot = self._snapshot
+        found: dict[str, Role] = {}
+        for subject in subjects_of(identity):
+            for rule in snapshot.by_subject.get(subject, ()):
+                if rule.effect == "allow" and rule.notebook is None:
+                    held = found.get(rule.namespace)
+                    if held is None or ROLE_RANK[rule.role] > ROLE_RANK[held]:
+                        found[rule.namespace] = rule.role
+        return {
+            namespace: role
+            for namespace, role in sorted(found.items())
+            if any(self.allows(identity, namespace, action) for action in ROLE_ACTIONS[role])
+        }
+
+    def explain(
+        self, user: str, groups: tuple[str, ...], namespace: str, action: Action, notebook: str | None = None
+    ) -> Explanation:
+        """The decision for a (possibly hypothetical) caller, with the rules that decided it."""
+        identity = Identity(user, groups=groups)
+        snapshot = self._snapshot
+        subjects = subjects_of(identity)
+        verdict = snapshot.policy.decide(subjects, namespace, notebook, action)
+        matched = snapshot.policy.matching(subjects, namespace, notebook, action)
+        deciding = [rule for rule in matched if rule.effect == ("deny" if verdict == "deny" else "allow")]
+        return Explanation(
+            allowed=verdict == "allow",
+            verdict=verdict,
+            reason=_reason(verdict, namespace, action, notebook, who=user),
+            rules=tuple((rule, snapshot.source(rule)) for rule in deciding),
+        )
+
+    def access(self, namespace: str) -> list[tuple[Rule, Source]]:
+        """Every rule that applies in `namespace`: its own, then the cluster-wide ones ("*")."""
+        snapshot = self._snapshot
+        rules = [*snapshot.by_namespace.get(namespace, ())]
+        if namespace != EVERY_NAMESPACE:
+            rules += snapshot.by_namespace.get(EVERY_NAMESPACE, ())
+        return [(rule, snapshot.source(rule)) for rule in rules]
+
+
+def _reason(verdict: Verdict, namespace: str, action: Action, notebook: str | None, who: str = "you") -> str:
+    where = "every namespace (*)" if namespace == EVERY_NAMESPACE else f"namespace {namespace}"
+    what = f"{action} notebook server {notebook} in {where}" if notebook else f"{action} in {where}"
+    if verdict == "allow":
+        return f"{who} may {what}."
+    if verdict == "deny":
+        return f"A deny rule forbids {who} to {what}."
+    if who == "you":
+        return f"You have no role that allows you to {what}."
+    return f"{who} has no role that allows them to {what}."
 
 
 def personal_namespace(subject: str) -> str:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import config, logs
+from . import audit_cli, config, logs, policy_cli
 from .app import create_app
+from .audit.log import send_to_stdout
 from .middlewares import AccessLogger
 
 log = logging.getLogger(__name__)
@@ -25,10 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("serve", help="run in production with the configured backend")
     commands.add_parser("check-config", help="report every invalid setting and exit non-zero if any")
     commands.add_parser("config-reference", help="print every setting as a Markdown table")
+    policy_cli.add_arguments(commands.add_parser("policy", help="check a decision, or lint a policy file"))
+    audit_cli.add_arguments(commands.add_parser("audit", help="verify the audit log's hash chain, or search it"))
     args = parser.parse_args(argv)
     if args.command == "config-reference":
         print(config_reference())
         return 0
+    if args.command == "policy":
+        return policy_cli.run(args)
+    if args.command == "audit":
+        return audit_cli.run(args)
 
     try:
         settings = config.load(args.config)
@@ -69,6 +76,14 @@ def dev_settings(settings: config.Settings, *, port: int | None) -> config.Setti
         update["backend"] = "local"
     if "log_format" not in settings.model_fields_set:
         update["log_format"] = "text"
+    # Policies that survive a restart; a profile for everyone who signs in; and, while nobody is
+    # cluster-admin yet, the first person to sign in becomes one (the page tells them so).
+    if "policy_file" not in settings.model_fields_set:
+        update["policy_file"] = Path(".dev/policy.csv")
+    if "auto_profile" not in settings.model_fields_set:
+        update["auto_profile"] = True
+    if "first_user_admin" not in settings.model_fields_set:
+        update["first_user_admin"] = True
     if port is not None:
         update["port"] = port
     return settings.model_copy(update=update)
@@ -76,6 +91,8 @@ def dev_settings(settings: config.Settings, *, port: int | None) -> config.Setti
 
 def run(settings: config.Settings, *, dev: bool) -> int:
     logs.configure(settings.log_level, settings.log_format)
+    if settings.audit_stdout and not dev:
+        send_to_stdout()  # bare JSON lines on stdout for shippers (dev shows them among the logs)
     try:
         app = create_app(settings)
     except config.ConfigError as exc:

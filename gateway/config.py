@@ -7,6 +7,7 @@ file given with `--config` (flat keys: `port = 8080`). This is the only module t
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ from pydantic_settings import (
 ENV_PREFIX = "GATEWAY_"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,22 @@ class Settings(BaseSettings):
         None,
         description="Spawner form defaults in the shape of Kubeflow's spawner_ui_config.yaml. "
         "Default: the copy shipped with the gateway.",
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="Kubeconfig file for the kubernetes backend. Unset: the pod's service account when "
+        "in a cluster, else the default kubeconfig (as kubectl).",
+    )
+    kube_context: str | None = Field(None, description="Context in the kubeconfig to use. Default: its current one.")
+    cluster_domain: str = Field(
+        "cluster.local",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="The cluster's DNS domain: notebooks are reached at http://<name>.<namespace>.svc.<domain>:80.",
+    )
+    namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Namespaces whose notebooks the kubernetes backend serves (comma-separated). "
+        "Unset: every namespace (cluster-wide watch).",
     )
     upstream_connect_timeout_s: float = Field(5.0, gt=0, description="Connecting to a notebook server.")
     upstream_timeout_s: float = Field(
@@ -110,8 +128,65 @@ class Settings(BaseSettings):
     userid_header: str = Field("kubeflow-userid", description="Header carrying the user to notebooks.")
     groups_header: str = Field("kubeflow-groups", description="Header carrying the user's groups.")
     userid_prefix: str = Field("", description="Prefix put before the user in the userid header.")
+    policy_file: Path | None = Field(
+        None,
+        description="Policy file (Casbin CSV: who holds which role where) that admins edit through the API or "
+        "on disk; every replica reloads it within a second of a change. Unset: rules live in memory and are "
+        "lost on restart. `dev` uses .dev/policy.csv.",
+    )
+    policy_reload_interval_s: float = Field(
+        0.5, gt=0, le=1.0, description="How often the policy file is checked for changes made elsewhere."
+    )
+    bootstrap_admins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Users (comma-separated) who are cluster-admins whatever the policy file says, "
+        "so a fresh install cannot lock everyone out.",
+    )
+    auto_profile: bool | None = Field(
+        None,
+        description="Give a user who signs in with no namespace `admin` of a new one named after them. "
+        "Default: on with the development provider (dev), off otherwise.",
+    )
+    first_user_admin: bool = Field(
+        False,
+        description="Make the first user to sign in a cluster-admin when there is none. `dev` turns it on; "
+        "`serve` refuses it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="`json` lines, or `text` for people.")
+    audit_dir: Path = Field(
+        Path(".dev/audit"),
+        description="Directory of the hash-chained audit files (one gateway process per directory; "
+        "on a persistent volume in production). Also the spool for the Redis stream.",
+    )
+    audit_mode: Literal["fail_closed", "best_effort"] = Field(
+        "fail_closed",
+        description="When the audit file cannot be written: `fail_closed` refuses acts that must be audited "
+        "(503), `best_effort` lets them through and writes their events once it can.",
+    )
+    audit_hmac_key: SecretStr | None = Field(
+        None,
+        description="Key for HMAC-SHA-256 event hashes, so that nobody without it can rewrite the files "
+        "and forge a chain that verifies. Unset: plain SHA-256.",
+    )
+    audit_rotate_bytes: int = Field(
+        64 * 1024 * 1024, ge=4096, description="Start a new audit file when the current one would grow past this."
+    )
+    audit_fsync_interval_s: float = Field(
+        1.0, gt=0, le=1.0, description="How often written audit events are fsync'ed (and on shutdown)."
+    )
+    audit_redis_max_events: int = Field(
+        1_000_000, ge=1000, description="Cap on the Redis audit stream (and each of its indexes), in events."
+    )
+    audit_redis_max_age_s: float | None = Field(
+        None, gt=0, description="Also drop events older than this from the Redis stream. Unset: length cap only."
+    )
+    audit_access_events: Literal["first", "all"] = Field(
+        "first",
+        description="`notebook.access` for proxied HTTP: `first` request of each session to each server "
+        "(WebSockets are always recorded), or `all` requests.",
+    )
+    audit_stdout: bool = Field(True, description="Also write each audit event as a JSON line to stdout.")
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -129,6 +204,21 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
         return tuple(networks)
+
+    @field_validator("bootstrap_admins", "namespaces", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(name for part in value.split(",") if (name := part.strip()))
+        return value
+
+    @field_validator("namespaces", mode="after")
+    @classmethod
+    def _dns_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not _DNS_LABEL.fullmatch(name):
+                raise ValueError(f"{name!r} is not a namespace name (a DNS-1123 label)")
+        return value
 
     @field_validator("oidc_scopes", "bearer_audiences", mode="before")
     @classmethod
@@ -157,6 +247,8 @@ class Settings(BaseSettings):
             problems.append(f"{ENV_PREFIX}COOKIE_SECRET: required by `serve` (at least 32 characters)")
         if self.session_store == "memory":
             problems.append(f"{ENV_PREFIX}SESSION_STORE: `memory` is for dev only; `serve` keeps sessions in Redis")
+        if self.first_user_admin:
+            problems.append(f"{ENV_PREFIX}FIRST_USER_ADMIN: whoever signs in first would run the cluster; dev only")
         return problems
 
     @classmethod

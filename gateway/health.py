@@ -55,10 +55,22 @@ async def sessions_answer(app: web.Application) -> str | None:
     return None
 
 
+async def audit_writable(app: web.Application) -> str | None:
+    """The audit file: while it cannot be written, must-audit acts are refused (fail_closed)."""
+    audit = app.get(keys.AUDIT)
+    if audit is None:
+        return "the audit log has not started"
+    problem = audit.problem()
+    if problem is not None and audit.mode == "best_effort":
+        return None  # still serving everything; the problem is in the log, and events wait in memory
+    return problem
+
+
 READINESS_CHECKS: dict[str, ReadinessCheck] = {
     "backend": backend_synced,
     "upstream_client": upstream_client_open,
     "sessions": sessions_answer,
+    "audit": audit_writable,
 }
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import aiohttp
 import jinja2
+import redis.asyncio as redis
 from aiohttp import web
 
 from .audit import AuditLog
+from .audit.query import AuditStore
 from .auth.authenticator import Authenticator
 from .authz import Authorizer
 from .backends import NotebookBackend
 from .config import Settings
 from .identity import Identity
 from .metrics import Metrics
+from .policy_manager import PolicyManager
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
 from .sessions import Session, SessionStore
@@ -22,7 +25,10 @@ SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # one pooled client for every upstream
 BACKEND = web.AppKey("backend", NotebookBackend)
 AUTHZ = web.AppKey("authz", Authorizer)
+POLICIES = web.AppKey("policies", PolicyManager)  # the policy store, its reload, and the authorizer it feeds
 AUDIT = web.AppKey("audit", AuditLog)
+AUDIT_STORE = web.AppKey("audit_store", AuditStore)  # where GET /api/audit reads: Redis, or the local files
+REDIS = web.AppKey("redis", redis.Redis)  # the one Redis client (absent with memory sessions)
 METRICS = web.AppKey("metrics", Metrics)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 SPAWNER = web.AppKey("spawner", SpawnerConfig)

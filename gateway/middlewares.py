@@ -25,7 +25,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from aiohttp.web_request import BaseRequest
 
-from . import keys, routing
+from . import audit_request, keys, routing
 from .cookies import SESSION_COOKIE
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
@@ -102,9 +102,11 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
         if wants_html(request) and request.method in ("GET", "HEAD"):
             # A browser goes to sign in and comes back; an API call, XHR or WebSocket gets a 401.
             raise web.HTTPFound(f"/oauth2/start?{urlencode({'rd': request.raw_path})}") from None
+        audit_request.refusal(request, exc)
         return render_error(request, exc)
     except GatewayError as exc:  # expected: one line, no traceback
         log.info("%s %s refused: %s %s", request.method, scrub(request.path_qs), exc.status, exc.code)
+        audit_request.refusal(request, exc)  # access.denied for a 401 / 403 on a notebook or API route
         return render_error(request, exc)
     except web.HTTPNotFound:
         return render_error(request, NotFound())

@@ -15,7 +15,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import keys, proxy_headers, proxy_ws, routing
+from . import audit_request, keys, proxy_headers, proxy_ws, routing
 from .errors import BadRequest, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
@@ -52,8 +52,28 @@ async def handle(request: web.Request) -> web.StreamResponse:
         )
     url = routing.upstream_url(base, target)
     if proxy_ws.is_upgrade(request):
+        app[keys.AUDIT].require_writable()  # its notebook.access event is written when it closes
         return await _forward_websocket(request, url, target)
+    _audit_access(request, target)
     return await _forward_http(request, url, target)
+
+
+def _audit_access(request: web.Request, target: NotebookPath) -> None:
+    """`notebook.access` for a session's first request to a server (or every request: GATEWAY_AUDIT_ACCESS_EVENTS)."""
+    session = request.get(keys.SESSION)
+    # Bearer clients have no session: their subject stands in, once per `access_ttl_s`.
+    who = session.id if session is not None else f"bearer:{request[keys.IDENTITY].subject}"
+    request.app[keys.AUDIT].emit_first(
+        (who, target.namespace, target.name),
+        lambda: audit_request.event(
+            request,
+            "notebook.access",
+            "allowed",
+            namespace=target.namespace,
+            notebook=target.name,
+            details={"kind": "http", "method": request.method, "path": request.path[:500]},
+        ),
+    )
 
 
 @contextlib.contextmanager

@@ -18,8 +18,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import keys
-from .audit import AuditEvent
+from . import audit_request, keys
 from .routing import NotebookPath
 
 log = logging.getLogger(__name__)
@@ -131,15 +130,30 @@ async def relay(
     metrics = app[keys.METRICS]
     sockets.add(client)
     metrics.websockets_open.inc()
+    # Checked when the policy changes (the only moment the decision can change), not per message.
+    release = app[keys.POLICIES].hold(request[keys.IDENTITY], target.namespace, target.name, lambda: _revoke(client))
     traffic = Traffic()
     started = time.monotonic()
     try:
         await _run(client, upstream, traffic, target)
     finally:
+        release()
         sockets.discard(client)
         metrics.websockets_open.dec()
         _audit(request, target, traffic, time.monotonic() - started)
     return client
+
+
+def _revoke(client: ClientSide) -> None:
+    """Access was revoked: close the client with 1008 (policy violation); the relay then ends the notebook leg."""
+    task = asyncio.get_running_loop().create_task(
+        client.close(code=WSCloseCode.POLICY_VIOLATION, message=b"access revoked")
+    )
+    _closing.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[bool]] = set()
 
 
 async def _run(client: ClientSide, upstream: UpstreamSide, traffic: Traffic, target: NotebookPath) -> None:
@@ -201,14 +215,12 @@ async def _finish(client: ClientSide, upstream: UpstreamSide, first: asyncio.Tas
 
 
 def _audit(request: web.Request, target: NotebookPath, traffic: Traffic, duration_s: float) -> None:
-    event = AuditEvent.by(
-        request[keys.IDENTITY],
+    event = audit_request.event(
+        request,
         "notebook.access",
         "allowed",
         namespace=target.namespace,
         notebook=target.name,
-        request_id=request.get(keys.REQUEST_ID, "-"),
-        client_ip=request.remote,
         details={
             "kind": "websocket",
             "path": request.raw_path.partition("?")[0],  # the query may carry tokens
@@ -217,4 +229,4 @@ def _audit(request: web.Request, target: NotebookPath, traffic: Traffic, duratio
             "bytes_out": traffic.bytes_out,
         },
     )
-    request.app[keys.AUDIT].emit(event)
+    request.app[keys.AUDIT].emit_after(event)

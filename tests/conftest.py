@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from gateway.app import create_app
 from gateway.backends.local import jupyter_command
 from gateway.config import Settings
 from gateway.cookies import SESSION_COOKIE
+from tests.fakes.kube_api import kube_api  # noqa: F401  (a fixture for every module)
 from tests.fakes.node_idp import (
     node_idp,  # noqa: F401  (a fixture for every module)
     sign_in,
@@ -47,9 +50,15 @@ def wait_for_port(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[Any
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout_s}s")
 
 
+# Each app gets an audit directory of its own (one writer per directory), removed at exit.
+_AUDIT_ROOT = tempfile.mkdtemp(prefix="gateway-test-audit-")
+atexit.register(shutil.rmtree, _AUDIT_ROOT, True)
+
+
 def make_settings(**overrides: Any) -> Settings:
     """Settings for a test: explicit values, with the environment's GATEWAY_* variables ignored."""
-    values: dict[str, Any] = {"backend": "static", "log_format": "text", **overrides}
+    audit_dir = Path(tempfile.mkdtemp(dir=_AUDIT_ROOT))
+    values: dict[str, Any] = {"backend": "static", "log_format": "text", "audit_dir": audit_dir, **overrides}
     return Settings(**values)
 
 

@@ -49,7 +49,7 @@ async def test_readyz_is_ready_once_the_backend_has_synced(
     body = await resp.json()
     assert body["ready"] is True
     assert body["problems"] == {}
-    assert body["checks"] == {"backend": "ok", "upstream_client": "ok", "sessions": "ok"}
+    assert body["checks"] == {"backend": "ok", "upstream_client": "ok", "sessions": "ok", "audit": "ok"}
 
 
 async def test_readyz_lists_what_is_not_ready(aiohttp_client: Callable[..., Any]) -> None:
@@ -60,7 +60,7 @@ async def test_readyz_lists_what_is_not_ready(aiohttp_client: Callable[..., Any]
     assert resp.status == 503
     body = await resp.json()
     assert body["ready"] is False
-    assert set(body["problems"]) == {"backend", "upstream_client", "sessions"}
+    assert set(body["problems"]) == {"backend", "upstream_client", "sessions", "audit"}
     assert "not started" in body["problems"]["backend"]
 
 

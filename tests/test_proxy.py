@@ -66,18 +66,18 @@ async def test_path_without_slash_redirects_keeping_the_query(gateway: Client) -
 
 
 async def test_unknown_notebook_is_404_json_for_api_clients(gateway: Client) -> None:
-    resp = await gateway.get("/notebook/bob/nb9/api/status")
+    resp = await gateway.get("/notebook/alice/nb9/api/status")
     assert resp.status == 404
     body = await resp.json()
     assert body["error"] == "notebook_not_found"
-    assert "bob/nb9" in body["message"]
+    assert "alice/nb9" in body["message"]
 
 
 async def test_unknown_notebook_is_404_page_for_browsers(gateway: Client) -> None:
-    resp = await gateway.get("/notebook/bob/nb9/lab", headers={"Accept": "text/html"})
+    resp = await gateway.get("/notebook/alice/nb9/lab", headers={"Accept": "text/html"})
     assert resp.status == 404
     assert resp.content_type == "text/html"
-    assert "bob/nb9" in await resp.text()
+    assert "alice/nb9" in await resp.text()
 
 
 async def test_client_identity_headers_never_reach_the_notebook(gateway: Client) -> None:

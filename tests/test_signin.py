@@ -42,6 +42,9 @@ def start_gateway(aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream) -
             "routes_file": routes,
             "cookie_secret": "s" * 32,
             "session_store": "memory",
+            # Authorization is on: alice gets her own namespace at sign-in, kept across restarts.
+            "auto_profile": True,
+            "policy_file": tmp_path / "policy.csv",
             **overrides,
         }
         app = create_app(make_settings(**values))
@@ -146,7 +149,7 @@ async def test_sign_out_ends_the_session_and_visits_the_provider(
 
 async def test_dev_mode_signs_in_any_user_through_its_own_provider(start_gateway: StartGateway) -> None:
     port = unused_port()
-    client = await start_gateway(port, dev_provider=True)
+    client = await start_gateway(port, dev_provider=True, bootstrap_admins=("carol@example.local",))
     start = await client.get("/notebook/alice/nb1/echo", headers=BROWSER, allow_redirects=False)
     assert start.status == 302 and start.headers["Location"].startswith("/oauth2/start")
     callback = await sign_in(
@@ -327,7 +330,8 @@ async def test_back_channel_logout_ends_that_session(fake: FakeIdP, start_gatewa
 async def test_bearer_tokens_identify_api_clients_and_never_reach_the_notebook(
     fake: FakeIdP, start_gateway: StartGateway
 ) -> None:
-    client = await start_gateway(unused_port(), **fake_settings(fake))
+    # A bearer token never passes through sign-in, so no profile is made: alice's access is granted here.
+    client = await start_gateway(unused_port(), bootstrap_admins=(FAKE_ALICE.email,), **fake_settings(fake))
     token = fake.access_token(user=FAKE_ALICE)
     resp = await client.get("/notebook/alice/nb1/echo", headers={"Authorization": f"Bearer {token}"})
     echoed = headers_of(await resp.json())

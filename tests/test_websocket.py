@@ -141,7 +141,7 @@ async def test_refused_upgrade_passes_the_notebooks_status(gateway: Client) -> N
 
 async def test_websocket_to_unknown_notebook_is_404(gateway: Client) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        await gateway.ws_connect("/notebook/bob/nb9/ws")
+        await gateway.ws_connect("/notebook/alice/nb9/ws")
     assert refused.value.status == 404
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -70,9 +71,12 @@ class Authenticator:
         signer: CookieSigner,
         rules: ClaimRules,
         bearer_audiences: frozenset[str],
+        on_refresh_failed: Callable[[Session, str, bool], None] | None = None,
     ) -> None:
         self.oidc, self.sessions, self.signer, self.rules = oidc, sessions, signer, rules
         self.bearer_audiences = bearer_audiences | {oidc.client_id}
+        # Told (session, reason, whether the session ended) when a refresh fails: the audit log's hook.
+        self.on_refresh_failed = on_refresh_failed
         self._bearer_cache: dict[str, tuple[float, Identity]] = {}  # token -> (exp, identity)
 
     async def from_bearer(self, token: str) -> Identity:
@@ -114,9 +118,13 @@ class Authenticator:
         except RefreshRejected:
             log.info("refresh refused for %s: ending the session", session.identity.subject)
             await self.sessions.delete(session.id)
+            if self.on_refresh_failed is not None:
+                self.on_refresh_failed(session, "the provider refused the refresh token", True)
             return None
         except (IdPUnavailable, InvalidToken) as exc:  # transient, or a provider glitch: keep the session
             log.warning("refresh failed for %s, keeping the session: %s", session.identity.subject, exc.message)
+            if self.on_refresh_failed is not None:
+                self.on_refresh_failed(session, exc.message, False)
             return session
         identity = self.rules.identity(claims, "session") if claims else session.identity
         session = replace(

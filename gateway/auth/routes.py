@@ -8,12 +8,13 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .. import keys
-from ..audit import AuditEvent
+from .. import audit_request, keys
+from ..audit import Outcome
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
 from ..errors import Forbidden, GatewayError, TooManyRequests
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
+from ..sessions import Session
 from .oidc import InvalidToken
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ async def start(request: web.Request) -> web.StreamResponse:
 @routes.get("/oauth2/callback", name="oauth2_callback")
 async def callback(request: web.Request) -> web.StreamResponse:
     await _check_rate(request)
+    request.app[keys.AUDIT].require_writable()  # a sign-in that cannot be recorded is refused first
     authenticator = request.app[keys.AUTHENTICATOR]
     if "error" in request.query:
         reason = request.query.get("error", "")[:100]
@@ -76,7 +78,9 @@ async def callback(request: web.Request) -> web.StreamResponse:
     except GatewayError as exc:  # a bad state or token, or the provider down: counted and audited
         await _failed(request, exc.message)
         raise
-    _audit(request, session.identity, "auth.login", "allowed", details={"groups": list(session.identity.groups)})
+    _audit(request, session.identity, "auth.login", "allowed", session=session)
+    for change in await request.app[keys.POLICIES].sign_in(session.identity):  # self-service profile, if on
+        _audit(request, session.identity, change.action, "allowed", details=change.details())
     response = web.HTTPFound(return_to)
     _set_cookie(request, response, SESSION_COOKIE, authenticator.signer.sign(session.id), max_age=None)
     response.del_cookie(LOGIN_COOKIE, path="/")
@@ -99,7 +103,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     session = await authenticator.sessions.load(authenticator.signer.unsign(request.cookies.get(SESSION_COOKIE)) or "")
     provider_logout = await authenticator.sign_out(session, f"{settings.base_url}/")
     if session is not None:
-        _audit(request, session.identity, "auth.logout", "allowed")
+        _audit(request, session.identity, "auth.logout", "allowed", session=session)
     response = web.HTTPFound(provider_logout or safe_return_path(request.query.get("rd")))
     response.del_cookie(SESSION_COOKIE, path="/")
     raise response
@@ -108,13 +112,16 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 @routes.get("/oauth2/userinfo", name="oauth2_userinfo")
 async def userinfo(request: web.Request) -> web.Response:
     identity = request[keys.IDENTITY]
+    namespaces = request.app[keys.AUTHZ].namespaces(identity)  # "*" stands for a cluster-wide role
     return web.json_response(
         {
             "user": identity.subject,
             "email": identity.email,
             "groups": list(identity.groups),
             "preferredUsername": identity.subject,
-            "namespaces": [],  # filled in by authorization
+            "namespaces": [{"namespace": namespace, "role": role} for namespace, role in namespaces.items()],
+            # dev: this user is cluster-admin because they signed in first; the pages say so
+            "firstUserAdmin": request.app[keys.POLICIES].made_first_user_admin(identity),
         }
     )
 
@@ -150,21 +157,15 @@ def _audit(
     request: web.Request,
     identity: Identity | None,
     action: str,
-    outcome: str,
+    outcome: Outcome,
     reason: str = "",
     details: dict[str, object] | None = None,
+    session: Session | None = None,
 ) -> None:
-    request.app[keys.AUDIT].emit(
-        AuditEvent(
-            action=action,
-            outcome=outcome,  # type: ignore[arg-type]
-            actor=identity.subject if identity else "-",
-            reason=reason,
-            request_id=request.get(keys.REQUEST_ID, "-"),
-            client_ip=request[keys.CLIENT_IP],
-            details=details or {},
-        )
+    event = audit_request.event(
+        request, action, outcome, identity=identity, session=session, reason=reason, details=details or {}
     )
+    request.app[keys.AUDIT].emit(event)
 
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, name: str, value: str, max_age: int | None) -> None:

@@ -63,6 +63,9 @@ def jupyter_command(*, base_url: str, port: int, root_dir: Path) -> list[str]:
         "--ServerApp.open_browser=False",
         # Containers and CI run as root, where Jupyter refuses to start unless told this is intended.
         *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
+        # `jupyter lab` (as Kubeflow's images run it) opens JupyterLab at the prefix; plain
+        # jupyter_server would redirect there to /tree, which only the classic front end serves.
+        *(["--ServerApp.default_url=/lab"] if importlib.util.find_spec("jupyterlab") else []),
     ]
 
 

@@ -16,8 +16,8 @@ from decimal import Decimal
 
 from aiohttp import web
 
-from .. import keys
-from ..audit import AuditEvent, Outcome
+from .. import audit_request, keys
+from ..audit import Outcome
 from ..authz import Action
 from ..backends import Notebook
 from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
@@ -258,6 +258,7 @@ def _audited(request: web.Request, action: str, namespace: str, notebook: str | 
     """Emit one audit event for the block: allowed when it returns, denied or failed when it raises."""
     note = _AuditNote(notebook)
     try:
+        request.app[keys.AUDIT].require_writable()  # fail closed before acting, not after
         yield note
     except GatewayError as exc:
         outcome: Outcome = "denied" if isinstance(exc, Forbidden) else "failed"
@@ -280,15 +281,7 @@ def _emit(
     error: str | None = None,
 ) -> None:
     details = {**note.details, **({"error": error} if error else {})}
-    event = AuditEvent.by(
-        request[keys.IDENTITY],
-        action,
-        outcome,
-        namespace=namespace,
-        notebook=note.notebook,
-        reason=reason,
-        request_id=request[keys.REQUEST_ID],
-        client_ip=request.remote,
-        details=details,
+    event = audit_request.event(
+        request, action, outcome, namespace=namespace, notebook=note.notebook, reason=reason, details=details
     )
     request.app[keys.AUDIT].emit(event)

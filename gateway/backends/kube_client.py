@@ -1,0 +1,256 @@
+"""`KubeClient`: the one module that touches `kubernetes_asyncio` (untyped), so its `Any` stops here.
+
+Objects travel as plain JSON dicts, exactly as the API server sent them; failures are one typed
+`ApiError` (status 0 when no answer came), which callers translate into the gateway's own errors.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as kube
+from kubernetes_asyncio import config as kube_config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.watch import Watch
+
+log = logging.getLogger(__name__)
+
+JsonObject = dict[str, object]
+
+CONNECT_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """A resource type: its API group ("" for core), version and plural; `core_name` names the
+    generated client's methods for a core type (`list_namespaced_<core_name>`)."""
+
+    group: str
+    version: str
+    plural: str
+    core_name: str = ""
+
+
+NOTEBOOKS = Kind("kubeflow.org", "v1", "notebooks")
+PVCS = Kind("", "v1", "persistentvolumeclaims", "persistent_volume_claim")
+EVENTS = Kind("", "v1", "events", "event")
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectList:
+    items: list[JsonObject]
+    resource_version: str  # where a watch continues from
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED or BOOKMARK (ERROR arrives as an ApiError)
+    object: JsonObject
+
+    @property
+    def resource_version(self) -> str | None:
+        metadata = self.object.get("metadata")
+        version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+        return version if isinstance(version, str) and version else None
+
+
+class ApiError(Exception):
+    """The API server refused a call (`status` is its HTTP status, `reason` its Status reason) or
+    did not answer at all (`status` 0)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+    @property
+    def unavailable(self) -> bool:
+        """No answer, or the server (or something before it) is overloaded or failing: try again later."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+    @classmethod
+    def from_body(cls, status: int, body: bytes | str) -> ApiError:
+        """From a response's `Status` body, or whatever else came (a proxy's HTML page)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and data.get("kind") == "Status":
+            return cls(status, str(data.get("reason") or ""), str(data.get("message") or ""))
+        text = body.decode(errors="replace") if isinstance(body, bytes) else body
+        return cls(status, "", text[:200])
+
+
+class KubeConfigError(Exception):
+    """No usable cluster configuration: a bad kubeconfig, an unknown context, not in a cluster."""
+
+
+class KubeClient:
+    """The calls the gateway makes, on raw JSON objects. Build one with `connect()`; `close()` it."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+        self._custom = kube.CustomObjectsApi(api)
+        self._core = kube.CoreV1Api(api)
+        self._timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
+
+    @classmethod
+    async def connect(cls, *, kubeconfig: Path | None = None, context: str | None = None) -> KubeClient:
+        """The pod's service account when in a cluster and no kubeconfig is named; otherwise the
+        kubeconfig (`kubeconfig`, else the default location) and its `context` or current context."""
+        configuration = kube.Configuration()
+        try:
+            if kubeconfig is None and context is None:
+                try:
+                    kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                    return cls(kube.ApiClient(configuration))
+                except kube_config.ConfigException:
+                    pass  # not in a cluster: the default kubeconfig, as kubectl would
+            await kube_config.load_kube_config(
+                config_file=None if kubeconfig is None else str(kubeconfig),
+                context=context,
+                client_configuration=configuration,
+                persist_config=False,  # never write refreshed credentials back into the operator's file
+            )
+        except (kube_config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
+            where = f"kubeconfig {kubeconfig}" if kubeconfig is not None else "the default kubeconfig"
+            raise KubeConfigError(f"cannot configure the Kubernetes client from {where}: {exc}") from None
+        return cls(kube.ApiClient(configuration))
+
+    @property
+    def host(self) -> str:
+        return str(self._api.configuration.host)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def list(self, kind: Kind, namespace: str | None = None, *, field_selector: str | None = None) -> ObjectList:
+        """Every object of `kind` in `namespace` (or in every namespace), and the list's resourceVersion."""
+        fn, args = self._lister(kind, namespace)
+        data = await self._call(fn, *args, **_selector(field_selector))
+        items = data.get("items")
+        metadata = data.get("metadata")
+        version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+        objects = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+        return ObjectList(objects, version if isinstance(version, str) else "")
+
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        resource_version: str,
+        *,
+        timeout_s: float,
+        field_selector: str | None = None,
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """Changes after `resource_version` until the server ends the watch (after about `timeout_s`).
+        Raises `ApiError` (410 when that version is too old to resume from)."""
+        fn, args = self._lister(kind, namespace)
+        read_timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=timeout_s + 15)
+        try:
+            async with Watch(return_type="object") as watch:
+                stream = watch.stream(
+                    fn,
+                    *args,
+                    resource_version=resource_version,
+                    timeout_seconds=int(timeout_s),
+                    allow_watch_bookmarks=True,
+                    _request_timeout=read_timeout,
+                    **_selector(field_selector),
+                )
+                async for raw in stream:
+                    yield _watch_event(raw)
+        except ApiException as exc:
+            # The watch helper puts "<reason>: <message>" in `reason` for an ERROR event.
+            reason, _, message = str(exc.reason or "").partition(": ")
+            raise ApiError(int(exc.status or 0), reason, message or reason) from None
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ApiError(0, "Unavailable", _describe(exc)) from None
+
+    async def get(self, kind: Kind, namespace: str, name: str) -> JsonObject:
+        if kind.group:
+            fn = self._custom.get_namespaced_custom_object
+            return await self._call(fn, kind.group, kind.version, namespace, kind.plural, name)
+        return await self._call(getattr(self._core, f"read_namespaced_{kind.core_name}"), name, namespace)
+
+    async def create(self, kind: Kind, namespace: str, body: JsonObject, *, dry_run: bool = False) -> JsonObject:
+        extra = {"dry_run": "All"} if dry_run else {}
+        if kind.group:
+            fn = self._custom.create_namespaced_custom_object
+            return await self._call(fn, kind.group, kind.version, namespace, kind.plural, body, **extra)
+        return await self._call(getattr(self._core, f"create_namespaced_{kind.core_name}"), namespace, body, **extra)
+
+    async def patch(self, kind: Kind, namespace: str, name: str, patch: JsonObject) -> JsonObject:
+        """A JSON merge patch (RFC 7386): a null value removes a key, as for an annotation."""
+        # The generated client would send a dict as a JSON *Patch* (a list of operations) unless told.
+        extra: dict[str, object] = {"_content_type": MERGE_PATCH}
+        if kind.group:
+            fn = self._custom.patch_namespaced_custom_object
+            return await self._call(fn, kind.group, kind.version, namespace, kind.plural, name, patch, **extra)
+        return await self._call(
+            getattr(self._core, f"patch_namespaced_{kind.core_name}"), name, namespace, patch, **extra
+        )
+
+    async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        if kind.group:
+            fn = self._custom.delete_namespaced_custom_object
+            await self._call(fn, kind.group, kind.version, namespace, kind.plural, name)
+        else:
+            await self._call(getattr(self._core, f"delete_namespaced_{kind.core_name}"), name, namespace)
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _lister(self, kind: Kind, namespace: str | None) -> tuple[Callable[..., Any], tuple[str, ...]]:
+        """The generated client's list function for `kind` in one namespace or all, and its arguments."""
+        if kind.group:
+            if namespace is None:
+                return self._custom.list_cluster_custom_object, (kind.group, kind.version, kind.plural)
+            return self._custom.list_namespaced_custom_object, (kind.group, kind.version, namespace, kind.plural)
+        if namespace is None:
+            return getattr(self._core, f"list_{kind.core_name}_for_all_namespaces"), ()
+        return getattr(self._core, f"list_namespaced_{kind.core_name}"), (namespace,)
+
+    async def _call(self, fn: Callable[..., Any], *args: object, **kwargs: object) -> JsonObject:
+        """One request; the raw JSON answer, or `ApiError`. `_preload_content=False` keeps the body
+        ours to parse, so objects stay plain dicts and every status is handled here."""
+        try:
+            response = await fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
+            async with response:
+                status, body = response.status, await response.read()
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise ApiError(0, "Unavailable", _describe(exc)) from None
+        if not 200 <= status < 300:
+            raise ApiError.from_body(status, body)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise ApiError(502, "BadResponse", "the API server's answer is not JSON") from None
+        if not isinstance(data, dict):
+            raise ApiError(502, "BadResponse", "the API server's answer is not a JSON object")
+        return data
+
+
+def _selector(field_selector: str | None) -> dict[str, str]:
+    return {} if field_selector is None else {"field_selector": field_selector}
+
+
+def _watch_event(raw: object) -> WatchEvent:
+    """The watch helper's dict (`type`, `raw_object`); anything else means the stream is garbled."""
+    if isinstance(raw, dict):
+        kind, obj = raw.get("type"), raw.get("raw_object")
+        if isinstance(kind, str) and isinstance(obj, dict):
+            return WatchEvent(kind, obj)
+    raise ApiError(502, "BadResponse", "the API server sent a watch line that is not an event")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

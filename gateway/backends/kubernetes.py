@@ -1,0 +1,255 @@
+"""`KubernetesBackend`: notebook servers as Kubeflow Notebook resources, routed to their Services.
+
+Writes go to the API server (Notebooks and their PVCs, as the Jupyter web app makes them); reads
+and routes come from the `NotebookWatcher`'s view, so a page load costs no API call. API errors
+become the gateway's own errors in one place, `kube_errors()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from yarl import URL
+
+from ..config import ConfigError
+from ..errors import (
+    Conflict,
+    GatewayError,
+    InvalidNotebookSpec,
+    NotebookExists,
+    NotebookNotFound,
+    NotFound,
+    ServiceUnavailable,
+)
+from . import Notebook, NotebookSpec
+from .kube_client import NOTEBOOKS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError
+from .notebook_resource import START_PATCH, new_claims, notebook_object, pvc_object, read_notebook, stop_patch
+from .watcher import WATCH_TIMEOUT_S, NotebookWatcher, RouteResolver, service_resolver
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "Kubernetes API unavailable"
+Subject = Literal["notebook", "new notebook", "volume"]
+
+
+class KubernetesBackend:
+    """Creates, stops, starts and deletes Kubeflow Notebooks, and routes to the ones that run."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        *,
+        kubeconfig: Path | None = None,
+        context: str | None = None,
+        cluster_domain: str = "cluster.local",
+        namespaces: tuple[str, ...] = (),
+        route_resolver: RouteResolver | None = None,  # tests point routes at local servers
+        watch_timeout_s: float = WATCH_TIMEOUT_S,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # status depends on a notebook's age
+    ) -> None:
+        self.kubeconfig, self.context, self.namespaces = kubeconfig, context, namespaces
+        self.clock = clock
+        self.route_resolver = route_resolver or service_resolver(cluster_domain)
+        self.watch_timeout_s = watch_timeout_s
+        self._client: KubeClient | None = None
+        self._watcher: NotebookWatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Configure the client and list every notebook before serving; if the API does not answer,
+        start anyway (unready, /readyz says why) and keep trying in the background."""
+        try:
+            self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
+        except KubeConfigError as exc:
+            setting = "GATEWAY_KUBECONFIG" if self.kubeconfig else "GATEWAY_KUBE_CONTEXT / in-cluster configuration"
+            raise ConfigError([f"{setting}: {exc}"]) from None
+        self._watcher = NotebookWatcher(
+            self._client, self.namespaces, self.route_resolver, watch_timeout_s=self.watch_timeout_s
+        )
+        try:
+            await self._watcher.sync()
+        except ApiError as exc:
+            log.warning("the Kubernetes API at %s did not answer the first list (%s); retrying", self._client.host, exc)
+        except BaseException:
+            await self.close()  # close() is not called for a resource whose start failed
+            raise
+        scope = ", ".join(self.namespaces) or "every namespace"
+        log.info("kubernetes backend: watching notebooks in %s at %s", scope, self._client.host)
+        self._task = asyncio.create_task(self._watcher.run(), name="notebook-watcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    @property
+    def watcher(self) -> NotebookWatcher:
+        if self._watcher is None:
+            raise ServiceUnavailable("The Kubernetes backend has not started.")
+        return self._watcher
+
+    @property
+    def client(self) -> KubeClient:
+        if self._client is None:
+            raise ServiceUnavailable("The Kubernetes backend has not started.")
+        return self._client
+
+    @property
+    def synced(self) -> bool:
+        return self._watcher is not None and self._watcher.synced
+
+    def set_route_resolver(self, resolver: RouteResolver) -> None:
+        """Point routes elsewhere (tests: at local Jupyter servers); the table is rebuilt at once."""
+        self.route_resolver = resolver
+        if self._watcher is not None:
+            self._watcher.resolver = resolver
+
+    # -- reads: from the watcher's view ---------------------------------------------------------------
+
+    def route(self, namespace: str, name: str) -> URL | None:
+        return self._watcher.route(namespace, name) if self._watcher is not None else None
+
+    async def list(self, namespace: str) -> list[Notebook]:
+        watcher = self._ready_watcher()
+        warnings, now = watcher.warnings_in(namespace), self.clock()
+        return [read_notebook(obj, warnings, now) for obj in watcher.notebooks_in(namespace)]
+
+    async def get(self, namespace: str, name: str) -> Notebook:
+        watcher = self._ready_watcher()
+        if not watcher.watches(namespace):
+            raise NotebookNotFound(f"There is no notebook server {namespace}/{name}.")
+        obj = watcher.notebook(namespace, name)
+        if obj is None:  # perhaps created a moment ago, before its watch event: ask the API
+            with kube_errors("notebook", namespace, name):
+                obj = await self.client.get(NOTEBOOKS, namespace, name)
+        return read_notebook(obj, watcher.warnings_in(namespace), self.clock())
+
+    def _ready_watcher(self) -> NotebookWatcher:
+        watcher = self.watcher
+        if not watcher.synced:
+            raise ServiceUnavailable(f"{UNAVAILABLE}: the notebook list has not loaded yet.")
+        return watcher
+
+    # -- writes: to the API ---------------------------------------------------------------------------
+
+    async def create(self, namespace: str, spec: NotebookSpec, *, creator: str | None) -> Notebook:
+        """The Notebook and its new PVCs. Every object is first sent as a dry run, so most refusals
+        come before anything exists; if the Notebook still fails, the PVCs made for it are removed."""
+        self._check_served(namespace)
+        claims = [pvc_object(namespace, volume) for volume in new_claims(spec)]
+        body = notebook_object(namespace, spec, creator=creator)
+        client = self.client
+        with kube_errors("new notebook", namespace, spec.name):
+            await client.create(NOTEBOOKS, namespace, body, dry_run=True)
+        for claim in claims:
+            with kube_errors("volume", namespace, _name(claim)):
+                await client.create(PVCS, namespace, claim, dry_run=True)
+        made: builtins.list[str] = []  # `list` is a method here
+        try:
+            for claim in claims:
+                with kube_errors("volume", namespace, _name(claim)):
+                    await client.create(PVCS, namespace, claim)
+                made.append(_name(claim))
+            with kube_errors("new notebook", namespace, spec.name):
+                created = await client.create(NOTEBOOKS, namespace, body)
+        except BaseException:
+            if made:  # shielded: a cancelled request must not leave its volumes behind either
+                await asyncio.shield(self._remove_claims(namespace, made))
+            raise
+        log.info("created notebook %s/%s (volumes: %s) for %s", namespace, spec.name, ", ".join(made) or "-", creator)
+        self.watcher.observe(created)
+        return read_notebook(created, [], self.clock())
+
+    async def _remove_claims(self, namespace: str, names: builtins.list[str]) -> None:
+        for name in names:
+            try:
+                await self.client.delete(PVCS, namespace, name)
+                log.info("removed volume %s/%s: its notebook could not be created", namespace, name)
+            except ApiError as exc:
+                if exc.status != 404:
+                    log.error("could not remove volume %s/%s after a failed create: %s", namespace, name, exc)
+
+    async def stop(self, namespace: str, name: str) -> Notebook:
+        """Set `kubeflow-resource-stopped` (the time); the controller scales the server to zero."""
+        current = await self.get(namespace, name)
+        if current.stopped:
+            return current  # keep the original stop time
+        return await self._patch(namespace, name, stop_patch(self.clock()))
+
+    async def start(self, namespace: str, name: str) -> Notebook:
+        """Remove `kubeflow-resource-stopped`; the controller starts the server again."""
+        return await self._patch(namespace, name, START_PATCH)
+
+    async def _patch(self, namespace: str, name: str, patch: JsonObject) -> Notebook:
+        self._check_served(namespace)
+        with kube_errors("notebook", namespace, name):
+            patched = await self.client.patch(NOTEBOOKS, namespace, name, patch)
+        return read_notebook(patched, self.watcher.warnings_in(namespace), self.clock())
+
+    async def delete(self, namespace: str, name: str) -> None:
+        """Delete the Notebook; its volumes stay (the user's data), as in the web app."""
+        self._check_served(namespace)
+        with kube_errors("notebook", namespace, name):
+            await self.client.delete(NOTEBOOKS, namespace, name)
+        log.info("deleted notebook %s/%s", namespace, name)
+
+    def _check_served(self, namespace: str) -> None:
+        if not self.watcher.watches(namespace):
+            raise NotFound(f"Namespace {namespace} is not served by this gateway (GATEWAY_NAMESPACES).")
+
+
+@contextlib.contextmanager
+def kube_errors(subject: Subject, namespace: str, name: str) -> Iterator[None]:
+    """The one place where an API server's answer becomes a gateway error."""
+    try:
+        yield
+    except ApiError as exc:
+        raise translate(exc, subject, namespace, name) from None
+
+
+def translate(exc: ApiError, subject: Subject, namespace: str, name: str) -> GatewayError:
+    if exc.unavailable:
+        log.warning("Kubernetes API unavailable: %s", exc)
+        return ServiceUnavailable(UNAVAILABLE)
+    if exc.status == 404:
+        if subject == "notebook":
+            return NotebookNotFound(f"There is no notebook server {namespace}/{name}.")
+        return NotFound(f"Namespace {namespace} does not exist in the cluster.")  # creating into nothing
+    if exc.status == 409:
+        if exc.reason != "AlreadyExists":
+            return Conflict(f"Notebook server {namespace}/{name} changed meanwhile; try again.")
+        if subject == "volume":
+            return Conflict(
+                f"A volume named {name} already exists in {namespace}: choose another name, or attach it "
+                "as an existing volume.",
+                field="workspace",
+            )
+        return NotebookExists(f"A notebook server named {name} already exists in {namespace}.", field="name")
+    if exc.status in (400, 422):
+        return InvalidNotebookSpec(exc.message or "The cluster refused the notebook server's settings.")
+    if exc.status in (401, 403):
+        log.error("the Kubernetes API refused the gateway (%s): check its service account's RBAC", exc)
+        return ServiceUnavailable(f"{UNAVAILABLE}: the gateway is not allowed to do this in the cluster.")
+    log.error("unexpected answer from the Kubernetes API: %s", exc)
+    return GatewayError(f"The Kubernetes API answered {exc.status} {exc.reason}.")
+
+
+def _name(obj: JsonObject) -> str:
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else ""

@@ -1,0 +1,272 @@
+"""Kubeflow Notebook and PVC objects built from a `NotebookSpec` as the Jupyter web app builds them,
+and Notebook objects read back into `Notebook`s with the status the web app would show.
+
+Pure: plain JSON dicts in and out, no I/O. Anything malformed in an object read from the cluster
+(someone's hand-written Notebook) reads as absent rather than raising.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from . import Notebook, NotebookSpec, Status, Volume
+
+JsonObject = dict[str, object]
+
+API_VERSION = "kubeflow.org/v1"
+STOP_ANNOTATION = "kubeflow-resource-stopped"  # present (an RFC 3339 time): the controller scales to 0
+CREATOR_ANNOTATION = "notebooks.kubeflow.org/creator"
+SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
+URI_REWRITE_ANNOTATION = "notebooks.kubeflow.org/http-rewrite-uri"
+HEADERS_ANNOTATION = "notebooks.kubeflow.org/http-headers-request-set"
+# Kubeflow profiles bind this account to kubeflow-edit, so code in the notebook can itself create
+# Pods, Deployments, Services, Jobs, TFJobs and PyTorchJobs in its namespace.
+SERVICE_ACCOUNT = "default-editor"
+WORKSPACE_MOUNT = "/home/jovyan"
+# The web app's grace period for a Notebook the controller has not reported on yet.
+NEW_NOTEBOOK_GRACE_S = 10
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' timestamps (RFC 3339, UTC, whole seconds)
+
+
+# -- building --------------------------------------------------------------------------------------
+
+
+def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None) -> JsonObject:
+    """The Notebook the web app's POST /api/namespaces/<ns>/notebooks creates for this form.
+
+    The controller adds the rest: NB_PREFIX=/notebook/<ns>/<name> in the container's environment,
+    the StatefulSet, and the Service `<name>` on port 80 that the gateway routes to.
+    """
+    annotations = {SERVER_TYPE_ANNOTATION: spec.server_type}
+    if spec.server_type in ("group-one", "group-two"):  # RStudio and VS Code serve from "/"
+        annotations[URI_REWRITE_ANNOTATION] = "/"
+    if spec.server_type == "group-two":
+        annotations[HEADERS_ANNOTATION] = f'{{"X-RStudio-Root-Path":"/notebook/{namespace}/{spec.name}/"}}'
+    if creator:
+        annotations[CREATOR_ANNOTATION] = creator
+    resources: dict[str, dict[str, str]] = {"requests": {"cpu": spec.cpu, "memory": spec.memory}}
+    limits = {key: value for key, value in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if value}
+    if limits:
+        resources["limits"] = limits
+    # The web app lists data volumes before the workspace; a claim mounted twice is one pod volume.
+    volumes: dict[str, JsonObject] = {}
+    mounts: list[JsonObject] = []
+    for volume in (*spec.data_volumes, *([spec.workspace] if spec.workspace else [])):
+        volumes.setdefault(volume.name, {"name": volume.name, "persistentVolumeClaim": {"claimName": volume.name}})
+        mounts.append({"name": volume.name, "mountPath": volume.mount_path})
+    container: JsonObject = {
+        "name": spec.name,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "resources": resources,
+        "volumeMounts": mounts,
+        "env": [],
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Notebook",
+        "metadata": {
+            "name": spec.name,
+            "namespace": namespace,
+            "labels": {"app": spec.name},
+            "annotations": annotations,
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "containers": [container],
+                    "volumes": list(volumes.values()),
+                    "tolerations": [],
+                }
+            }
+        },
+    }
+
+
+def new_claims(spec: NotebookSpec) -> list[Volume]:
+    """The volumes this notebook needs created: the new claims, workspace first."""
+    volumes = (*([spec.workspace] if spec.workspace else []), *spec.data_volumes)
+    return [volume for volume in volumes if not volume.existing]
+
+
+def pvc_object(namespace: str, volume: Volume) -> JsonObject:
+    """A PersistentVolumeClaim for a new volume (the cluster's default storage class)."""
+    if volume.size is None:
+        raise ValueError(f"the new volume {volume.name} has no size")
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": volume.name, "namespace": namespace},
+        "spec": {
+            "accessModes": [volume.access_mode],
+            "resources": {"requests": {"storage": volume.size}},
+        },
+    }
+
+
+def stop_patch(now: datetime) -> JsonObject:
+    return {"metadata": {"annotations": {STOP_ANNOTATION: now.astimezone(UTC).strftime(TIME_FORMAT)}}}
+
+
+START_PATCH: JsonObject = {"metadata": {"annotations": {STOP_ANNOTATION: None}}}  # merge patch: null removes
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def read_notebook(obj: JsonObject, warnings: Iterable[JsonObject], now: datetime) -> Notebook:
+    """A Notebook object as the gateway's `Notebook`; `warnings` are Warning events about it."""
+    metadata = _dict(obj, "metadata")
+    annotations = _dict(metadata, "annotations")
+    return Notebook(
+        namespace=_str(metadata, "namespace"),
+        name=_str(metadata, "name"),
+        spec=read_spec(obj),
+        status=notebook_status(obj, warnings, now),
+        created_at=_time(metadata.get("creationTimestamp")) or now,
+        creator=_str(annotations, CREATOR_ANNOTATION) or None,
+        stopped=STOP_ANNOTATION in annotations,
+    )
+
+
+def read_spec(obj: JsonObject) -> NotebookSpec:
+    """What the user asked for, read back from the pod template (volumes by claim name)."""
+    metadata, pod = _dict(obj, "metadata"), _dict(_dict(_dict(obj, "spec"), "template"), "spec")
+    name = _str(metadata, "name")
+    containers = [c for c in _list(pod, "containers") if isinstance(c, dict)]
+    container = next((c for c in containers if c.get("name") == name), containers[0] if containers else {})
+    resources = _dict(container, "resources")
+    requests, limits = _dict(resources, "requests"), _dict(resources, "limits")
+    claims = {}
+    for volume in _list(pod, "volumes"):
+        if isinstance(volume, dict):
+            claim = _str(_dict(volume, "persistentVolumeClaim"), "claimName")
+            if claim:
+                claims[_str(volume, "name")] = claim
+    workspace, data = None, []
+    for mount in _list(container, "volumeMounts"):
+        if not isinstance(mount, dict) or _str(mount, "name") not in claims:
+            continue  # not a claim (e.g. /dev/shm)
+        volume = Volume(name=claims[_str(mount, "name")], mount_path=_str(mount, "mountPath"), existing=True)
+        if volume.mount_path == WORKSPACE_MOUNT and workspace is None:
+            workspace = volume
+        else:
+            data.append(volume)
+    return NotebookSpec(
+        name=name,
+        image=_str(container, "image"),
+        cpu=_str(requests, "cpu"),
+        memory=_str(requests, "memory"),
+        cpu_limit=_str(limits, "cpu") or None,
+        memory_limit=_str(limits, "memory") or None,
+        workspace=workspace,
+        data_volumes=tuple(data),
+        server_type=_str(_dict(metadata, "annotations"), SERVER_TYPE_ANNOTATION) or "jupyter",
+        image_pull_policy=_str(container, "imagePullPolicy") or "IfNotPresent",
+    )
+
+
+def is_routable(obj: JsonObject) -> bool:
+    """Whether the gateway routes to this notebook: not stopped and not being deleted."""
+    metadata = _dict(obj, "metadata")
+    return STOP_ANNOTATION not in _dict(metadata, "annotations") and not metadata.get("deletionTimestamp")
+
+
+def notebook_status(obj: JsonObject, warnings: Iterable[JsonObject], now: datetime) -> Status:
+    """The web app's status, checked in its order: new, stopped, deleting, ready, container state,
+    conditions, the newest Warning event, and otherwise a warning that nothing is known."""
+    metadata, status = _dict(obj, "metadata"), _dict(obj, "status")
+    ready = status.get("readyReplicas", 0)
+    ready_replicas = ready if isinstance(ready, int) else 0
+    container_state, conditions = _dict(status, "containerState"), _list(status, "conditions")
+    created = _time(metadata.get("creationTimestamp"))
+    if not container_state and not conditions and created and (now - created).total_seconds() <= NEW_NOTEBOOK_GRACE_S:
+        return Status("waiting", "Waiting for StatefulSet to create the underlying Pod.")
+    if STOP_ANNOTATION in _dict(metadata, "annotations"):
+        if ready_replicas == 0:
+            return Status("stopped", "No Pods are currently running for this Notebook Server.")
+        return Status("waiting", "Notebook Server is stopping.")
+    if metadata.get("deletionTimestamp"):
+        return Status("terminating", "Deleting this Notebook Server.")
+    if ready_replicas >= 1:
+        return Status("ready", "Running")
+    if "waiting" in container_state:
+        waiting = _dict(container_state, "waiting")
+        reason = _str(waiting, "reason")
+        if reason == "PodInitializing":
+            return Status("waiting", reason)
+        message = _str(waiting, "message") or "No available message for container state."
+        return Status("warning", f"{reason or 'Undefined'}: {message}")
+    for condition in conditions:
+        if isinstance(condition, dict) and "reason" in condition:
+            return Status("warning", f"{_str(condition, 'reason')}: {_str(condition, 'message')}")
+    newest = newest_warning(obj, warnings)
+    if newest is not None:
+        return Status("warning", newest)
+    return Status("warning", "Couldn't find any information for the status of this notebook.")
+
+
+def newest_warning(obj: JsonObject, events: Iterable[JsonObject]) -> str | None:
+    """The message of the newest Warning event about this notebook, ignoring events about an earlier
+    notebook of the same name (a different uid, or older than this one)."""
+    metadata = _dict(obj, "metadata")
+    uid, created = _str(metadata, "uid"), _time(metadata.get("creationTimestamp"))
+    newest: tuple[datetime, str] | None = None
+    for event in events:
+        if _str(event, "type") != "Warning":
+            continue
+        involved = _dict(event, "involvedObject")
+        if _str(involved, "kind") != "Notebook" or _str(involved, "name") != _str(metadata, "name"):
+            continue
+        when = event_time(event)
+        if uid and _str(involved, "uid") and _str(involved, "uid") != uid:
+            continue
+        if created and when and when < created:
+            continue
+        if when is not None and (newest is None or when >= newest[0]):
+            newest = (when, _str(event, "message"))
+    return newest[1] if newest else None
+
+
+def event_time(event: JsonObject) -> datetime | None:
+    """When an event last happened: lastTimestamp, else eventTime, else its creation."""
+    for value in (
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        _dict(event, "metadata").get("creationTimestamp"),
+    ):
+        when = _time(value)
+        if when is not None:
+            return when
+    return None
+
+
+# -- JSON access: anything of the wrong type reads as empty -----------------------------------------
+
+
+def _dict(obj: JsonObject, key: str) -> JsonObject:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _list(obj: JsonObject, key: str) -> list[object]:
+    value = obj.get(key)
+    return value if isinstance(value, list) else []
+
+
+def _str(obj: JsonObject, key: str) -> str:
+    value = obj.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _time(value: object) -> datetime | None:
+    """An RFC 3339 timestamp (`2024-05-01T12:30:05Z`, or with fractions / an offset), as UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

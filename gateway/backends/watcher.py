@@ -1,0 +1,261 @@
+"""`NotebookWatcher`: list-then-watch of Notebooks (and the Warning events about them) across the
+watched namespaces, and the route table the proxy reads, kept in step with them.
+
+Each (kind, namespace) pair is one `Reflector`: list once, then watch from the list's
+resourceVersion; when a watch ends, watch again from the last version seen; relist on 410 Gone;
+back off exponentially while the API is down. Meanwhile the last known view keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from yarl import URL
+
+from .kube_client import EVENTS, NOTEBOOKS, ApiError, JsonObject, Kind, KubeClient, WatchEvent
+from .notebook_resource import is_routable
+
+log = logging.getLogger(__name__)
+
+RouteResolver = Callable[[str, str], URL]  # (namespace, name) -> the notebook's upstream origin
+WATCH_TIMEOUT_S = 300.0  # the server ends a watch after about this long; we then resume it
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 30.0
+QUICK_END_S = 1.0  # a watch that ends sooner than this with no events counts as a failure
+# The Notebook controller re-emits its Pod's and StatefulSet's events onto the Notebook.
+WARNINGS_SELECTOR = "involvedObject.kind=Notebook,type=Warning"
+
+
+def service_resolver(cluster_domain: str) -> RouteResolver:
+    """Kubeflow's Service for a notebook: `<name>.<namespace>.svc.<domain>`, port 80 (-> 8888)."""
+
+    def resolve(namespace: str, name: str) -> URL:
+        return URL(f"http://{name}.{namespace}.svc.{cluster_domain}:80")
+
+    return resolve
+
+
+class Reflector:
+    """One kind of object in one namespace (or all of them), kept as `objects[namespace][name]`.
+
+    `sync()` replaces the view with a fresh list; `run()` watches from there until cancelled.
+    `on_change` hears every applied change: an event, or None after a sync replaced everything.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        kind: Kind,
+        namespace: str | None,
+        *,
+        field_selector: str | None = None,
+        on_change: Callable[[WatchEvent | None], None] = lambda change: None,
+        watch_timeout_s: float = WATCH_TIMEOUT_S,
+    ) -> None:
+        self.client, self.kind, self.namespace = client, kind, namespace
+        self.field_selector = field_selector
+        self.on_change = on_change
+        self.watch_timeout_s = watch_timeout_s
+        self.objects: dict[str, dict[str, JsonObject]] = {}
+        self.resource_version = ""  # "" until the first list, and again after a 410
+        self.synced = False
+        self.last_sync: float | None = None  # wall-clock time of the last successful list
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests may record the backoff
+        self._answered = False  # the current watch delivered an event
+
+    @property
+    def scope(self) -> str:
+        return f"{self.kind.plural} in {self.namespace or 'every namespace'}"
+
+    async def sync(self) -> None:
+        listed = await self.client.list(self.kind, self.namespace, field_selector=self.field_selector)
+        objects: dict[str, dict[str, JsonObject]] = {}
+        for obj in listed.items:
+            key = object_key(obj)
+            if key is not None:
+                objects.setdefault(key[0], {})[key[1]] = obj
+        self.objects, self.resource_version = objects, listed.resource_version  # one swap: never half a view
+        self.synced, self.last_sync = True, time.time()
+        log.info("listed %d %s at resourceVersion %s", len(listed.items), self.scope, listed.resource_version)
+        self.on_change(None)
+
+    async def run(self) -> None:
+        """Watch until cancelled: resume after each watch, relist on 410, back off while the API fails."""
+        delay = MIN_BACKOFF_S
+        while True:
+            self._answered = False
+            started = time.monotonic()
+            try:
+                if not self.resource_version:
+                    await self.sync()
+                await self._watch()
+                if self._answered or time.monotonic() - started >= QUICK_END_S:
+                    delay = MIN_BACKOFF_S
+                    continue
+                # A watch that ends at once with nothing in it (a proxy cutting streams?): do not spin.
+                log.warning("the watch of %s ended at once; retrying in %.1fs", self.scope, delay)
+            except ApiError as exc:
+                if exc.status == 410:
+                    log.info("%s: resourceVersion %s expired; relisting", self.scope, self.resource_version)
+                    self.resource_version = ""
+                    continue
+                log.warning("watching %s failed (%s); retrying in %.1fs", self.scope, exc, delay)
+            except Exception:  # a bug, or something unforeseen from the client: keep the last view, retry
+                log.exception("watching %s failed; retrying in %.1fs", self.scope, delay)
+            if self._answered:
+                delay = MIN_BACKOFF_S  # it was up until just now: start the backoff afresh
+            await self.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    async def _watch(self) -> None:
+        """One watch from `resource_version`, applying its events until the server ends it."""
+        events = self.client.watch(
+            self.kind,
+            self.namespace,
+            self.resource_version,
+            timeout_s=self.watch_timeout_s,
+            field_selector=self.field_selector,
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                self._answered = True
+                self._apply(event)
+
+    def _apply(self, event: WatchEvent) -> None:
+        key = object_key(event.object)
+        if event.type in ("ADDED", "MODIFIED") and key is not None:
+            self.objects.setdefault(key[0], {})[key[1]] = event.object
+        elif event.type == "DELETED" and key is not None:
+            names = self.objects.get(key[0], {})
+            names.pop(key[1], None)
+            if not names:
+                self.objects.pop(key[0], None)
+        if event.resource_version:
+            self.resource_version = event.resource_version  # a BOOKMARK only moves this forward
+        if event.type != "BOOKMARK":
+            self.on_change(event)
+
+
+class NotebookWatcher:
+    """Notebooks and their Warning events in `namespaces` (empty: cluster-wide), and the routes.
+
+    `routes` maps (namespace, name) to the upstream origin of every notebook that is neither stopped
+    nor being deleted; it is rebuilt by one assignment after a list and updated in place per event.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        namespaces: tuple[str, ...],
+        resolver: RouteResolver,
+        *,
+        watch_timeout_s: float = WATCH_TIMEOUT_S,
+    ) -> None:
+        self.namespaces = namespaces
+        self._resolver = resolver
+        scopes = namespaces or (None,)
+        self.notebooks = [
+            Reflector(client, NOTEBOOKS, ns, on_change=self._notebook_changed, watch_timeout_s=watch_timeout_s)
+            for ns in scopes
+        ]
+        self.warnings = [
+            Reflector(client, EVENTS, ns, field_selector=WARNINGS_SELECTOR, watch_timeout_s=watch_timeout_s)
+            for ns in scopes
+        ]
+        self.routes: dict[tuple[str, str], URL] = {}
+
+    @property
+    def reflectors(self) -> list[Reflector]:
+        return [*self.notebooks, *self.warnings]
+
+    @property
+    def synced(self) -> bool:
+        return all(reflector.synced for reflector in self.reflectors)
+
+    def watches(self, namespace: str) -> bool:
+        return not self.namespaces or namespace in self.namespaces
+
+    async def sync(self) -> None:
+        """The first list of everything, before the gateway serves."""
+        await asyncio.gather(*(reflector.sync() for reflector in self.reflectors))
+
+    async def run(self) -> None:
+        """Every reflector's watch loop, until cancelled."""
+        await asyncio.gather(*(reflector.run() for reflector in self.reflectors))
+
+    # -- the view ---------------------------------------------------------------------------------
+
+    def notebook(self, namespace: str, name: str) -> JsonObject | None:
+        return self._objects(self.notebooks, namespace).get(name)
+
+    def notebooks_in(self, namespace: str) -> list[JsonObject]:
+        return [obj for _, obj in sorted(self._objects(self.notebooks, namespace).items())]
+
+    def warnings_in(self, namespace: str) -> list[JsonObject]:
+        return list(self._objects(self.warnings, namespace).values())
+
+    def observe(self, obj: JsonObject) -> None:
+        """A notebook the gateway just created: shown (and routed) before its ADDED event arrives.
+        Only when the view has no such notebook yet, so a newer object from the watch always wins."""
+        key = object_key(obj)
+        if key is None or not self.watches(key[0]) or self.notebook(*key) is not None:
+            return
+        reflector = self._reflector_for(self.notebooks, key[0])
+        reflector.objects.setdefault(key[0], {})[key[1]] = obj
+        self._notebook_changed(WatchEvent("ADDED", obj))
+
+    def route(self, namespace: str, name: str) -> URL | None:
+        return self.routes.get((namespace, name))
+
+    @property
+    def resolver(self) -> RouteResolver:
+        return self._resolver
+
+    @resolver.setter
+    def resolver(self, resolver: RouteResolver) -> None:
+        self._resolver = resolver
+        self._rebuild_routes()
+
+    def _objects(self, reflectors: list[Reflector], namespace: str) -> dict[str, JsonObject]:
+        if not self.watches(namespace):
+            return {}
+        return self._reflector_for(reflectors, namespace).objects.get(namespace, {})
+
+    def _reflector_for(self, reflectors: list[Reflector], namespace: str) -> Reflector:
+        return reflectors[self.namespaces.index(namespace)] if self.namespaces else reflectors[0]
+
+    def _notebook_changed(self, event: WatchEvent | None) -> None:
+        key = object_key(event.object) if event is not None else None
+        if event is None or key is None:
+            self._rebuild_routes()
+        elif event.type != "DELETED" and is_routable(event.object):
+            self.routes[key] = self._resolver(*key)
+        else:
+            self.routes.pop(key, None)
+
+    def _rebuild_routes(self) -> None:
+        self.routes = {
+            (namespace, name): self._resolver(namespace, name)
+            for namespace, name, obj in self._all_notebooks()
+            if is_routable(obj)
+        }
+
+    def _all_notebooks(self) -> Iterator[tuple[str, str, JsonObject]]:
+        for reflector in self.notebooks:
+            for namespace, names in reflector.objects.items():
+                for name, obj in names.items():
+                    yield namespace, name, obj
+
+
+def object_key(obj: JsonObject) -> tuple[str, str] | None:
+    """(namespace, name) of an object, or None if it has no name."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    namespace, name = metadata.get("namespace", ""), metadata.get("name")
+    if not isinstance(name, str) or not name or not isinstance(namespace, str):
+        return None
+    return namespace, name

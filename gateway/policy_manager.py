@@ -1,0 +1,307 @@
+"""Keeps the authorizer in step with the policy store: the first load, the watch for edits made
+elsewhere (on disk, or by another replica), changes through the API, self-service profiles at
+sign-in, and cutting open WebSockets whose access a change took away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from .authz import PolicyAuthorizer, Snapshot, build_snapshot, personal_namespace
+from .identity import Identity
+from .policies import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
+from .policy_store import PolicyStore, PreconditionRequired
+
+log = logging.getLogger(__name__)
+
+# Rules listed in one audit event for a reload; the counts are always complete.
+DIFF_LISTED_MAX = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one write or reload did to the policy, for the audit log and the API's answer."""
+
+    action: str  # policy.grant | policy.revoke | policy.reload
+    via: str  # api | replace | auto-profile | first-user | reload
+    version_before: str
+    version_after: str
+    rule: Rule | None = None  # the rule a grant or revoke named (even when it changed nothing)
+    added: tuple[Rule, ...] = ()
+    removed: tuple[Rule, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return self.version_before != self.version_after
+
+    def details(self) -> dict[str, object]:
+        details: dict[str, object] = {
+            "via": self.via,
+            "version_before": self.version_before,
+            "version_after": self.version_after,
+            "changed": self.changed,
+        }
+        if self.rule is not None:
+            details["rule"] = self.rule.to_json()
+        if self.action == "policy.reload":
+            details["added"] = [rule.to_json() for rule in self.added[:DIFF_LISTED_MAX]]
+            details["removed"] = [rule.to_json() for rule in self.removed[:DIFF_LISTED_MAX]]
+            details["added_count"], details["removed_count"] = len(self.added), len(self.removed)
+        return details
+
+
+def diff(before: PolicyDoc, after: PolicyDoc) -> tuple[tuple[Rule, ...], tuple[Rule, ...]]:
+    """(added, removed) rules, each in file order."""
+    old, new = set(before.rules), set(after.rules)
+    added = tuple(dict.fromkeys(rule for rule in after.rules if rule not in old))
+    removed = tuple(dict.fromkeys(rule for rule in before.rules if rule not in new))
+    return added, removed
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    identity: Identity
+    namespace: str
+    notebook: str
+    cut: Callable[[], None]
+
+
+class PolicyManager:
+    """Owns the `PolicyAuthorizer` and every path by which its policy changes. Writes and reloads
+    are serialised by one lock, so versions are installed in the order the store produced them."""
+
+    def __init__(
+        self,
+        store: PolicyStore,
+        *,
+        bootstrap_admins: Iterable[str] = (),
+        auto_profile: bool = False,
+        first_user_admin: bool = False,
+        reload_interval_s: float = 0.5,
+    ) -> None:
+        self.store = store
+        # Validated now, so a typo in GATEWAY_BOOTSTRAP_ADMINS stops the start instead of locking people out.
+        self.bootstrap_admins = tuple(
+            make_rule(name if name.startswith("user:") else f"user:{name}", EVERY_NAMESPACE, "cluster-admin").subject
+            for name in bootstrap_admins
+        )
+        self.auto_profile = auto_profile
+        self.first_user_admin = first_user_admin
+        self.reload_interval_s = reload_interval_s
+        self._doc = EMPTY
+        self.authorizer = PolicyAuthorizer(self._compile(EMPTY))
+        self._lock = asyncio.Lock()
+        self._held: dict[int, _Held] = {}
+        self._hold_ids = itertools.count()
+
+    @property
+    def doc(self) -> PolicyDoc:
+        """The policy document in force (without the bootstrap admins)."""
+        return self._doc
+
+    async def open(self) -> None:
+        """Load the store (raises `PolicyError` for a malformed policy: a start must not guess)."""
+        async with self._exclusive():
+            await self._install(await self.store.load())
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    async def grant(self, rule: Rule, if_match: str | None = None) -> Change:
+        """Add `rule` (idempotent)."""
+        before, after = await self._update(lambda doc: doc.with_rule(rule), if_match)
+        return Change("policy.grant", "api", before.version, after.version, rule=rule)
+
+    async def revoke(self, rule: Rule, if_match: str | None = None) -> Change:
+        """Remove every line holding `rule` (idempotent)."""
+        before, after = await self._update(lambda doc: doc.without_rule(rule), if_match)
+        return Change("policy.revoke", "api", before.version, after.version, rule=rule)
+
+    async def replace_rules(self, rules: Iterable[Rule], if_match: str | None) -> tuple[str, str, list[Change]]:
+        """Replace the whole rule set (If-Match required); (version before, after, one change per rule)."""
+        if if_match is None:
+            raise PreconditionRequired()
+        wanted = tuple(rules)
+
+        def edit(doc: PolicyDoc) -> PolicyDoc:
+            if doc.rules == tuple(dict.fromkeys(wanted)):
+                return doc  # the same rules in the same order: keep the file (and its comments) as it is
+            return PolicyDoc.of_rules(wanted)
+
+        before, after = await self._update(edit, if_match)
+        added, removed = await asyncio.to_thread(diff, before, after)  # 100k rules: tens of ms
+        changes = [Change("policy.revoke", "replace", before.version, after.version, rule=r) for r in removed]
+        changes += [Change("policy.grant", "replace", before.version, after.version, rule=r) for r in added]
+        return before.version, after.version, changes
+
+    async def sign_in(self, identity: Identity) -> list[Change]:
+        """Self-service: someone with no namespace gets `admin` of a new one named after them, and
+        (dev) the first person to sign in where nobody is cluster-admin becomes one."""
+        wants_profile = self.auto_profile and not self._has_namespace(identity)
+        wants_admin = self.first_user_admin and not self._has_cluster_admin(self._doc)
+        if not (wants_profile or wants_admin):
+            return []  # the usual case: no I/O at all
+        user = f"user:{identity.subject}"
+        vias: dict[Rule, str] = {}
+
+        def edit(doc: PolicyDoc) -> PolicyDoc:  # runs under the store's lock, on the latest document
+            vias.clear()
+            if self.first_user_admin and not self._has_cluster_admin(doc):
+                vias[Rule(user, EVERY_NAMESPACE, "cluster-admin")] = "first-user"
+            if self.auto_profile and not _holds_namespace(doc, identity):
+                vias[Rule(user, free_namespace(personal_namespace(identity.subject), doc), "admin")] = "auto-profile"
+            for rule in vias:
+                doc = doc.with_rule(rule)
+            return doc
+
+        try:
+            before, after = await self._update(edit)
+        except (OSError, PolicyError) as exc:  # the sign-in itself still succeeds, without a profile
+            log.error("could not record a profile for %s in %s: %s", identity.subject, self.store.location, exc)
+            return []
+        for rule, via in vias.items():
+            log.info("sign-in of %s: granted %s (%s)", identity.subject, rule.describe(), via)
+        return [Change("policy.grant", via, before.version, after.version, rule=rule) for rule, via in vias.items()]
+
+    def made_first_user_admin(self, identity: Identity) -> bool:
+        """True when this user is a cluster-admin because, in dev, they signed in first (pages say so)."""
+        rule = Rule(f"user:{identity.subject}", EVERY_NAMESPACE, "cluster-admin")
+        return self.first_user_admin and rule in self._doc
+
+    async def _update(
+        self, edit: Callable[[PolicyDoc], PolicyDoc], if_match: str | None = None
+    ) -> tuple[PolicyDoc, PolicyDoc]:
+        async with self._exclusive():
+            before, after = await self.store.update(edit, if_match)
+            if after.version != self.authorizer.version:
+                # This process sees its own change at once; the others within their reload interval.
+                await self._install(after)
+            return before, after
+
+    # -- reload -----------------------------------------------------------------------------------
+
+    async def watch(self, on_reload: Callable[[Change, str | None], None]) -> None:
+        """Poll the store until cancelled; install each new version, or keep the last good one and
+        report why (`on_reload(change, error)`: error is None for a reload that took effect)."""
+        while True:
+            await asyncio.sleep(self.reload_interval_s)
+            await self.reload_once(on_reload)
+
+    async def reload_once(self, on_reload: Callable[[Change, str | None], None]) -> None:
+        try:
+            async with self._exclusive():
+                doc = await self.store.changed()
+                if doc is None or doc.version == self.authorizer.version:
+                    return
+                before = self._doc
+                await self._install(doc)
+            added, removed = await asyncio.to_thread(diff, before, doc)  # 100k rules: tens of ms
+        except PolicyError as exc:
+            log.error(
+                "policy file %s rejected, version %s stays in force: %s",
+                self.store.location,
+                self.authorizer.version,
+                exc,
+            )
+            on_reload(Change("policy.reload", "reload", self.authorizer.version, self.authorizer.version), str(exc))
+            return
+        except OSError as exc:
+            log.error("reading the policy file %s failed (%s); trying again", self.store.location, exc)
+            return
+        log.info(
+            "policy reloaded from %s: version %s -> %s (+%d -%d rules)",
+            self.store.location,
+            before.version,
+            doc.version,
+            len(added),
+            len(removed),
+        )
+        on_reload(Change("policy.reload", "reload", before.version, doc.version, added=added, removed=removed), None)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self) -> AsyncIterator[None]:
+        """One write or reload at a time, with the cyclic garbage collector paused: compiling 100k
+        rules allocates about a million objects, and the collector would walk them again and again
+        while the build holds the GIL (a third of the reload time, each pass a stall of the event
+        loop). Reference counting frees memory as usual meanwhile."""
+        async with self._lock:
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                yield
+            finally:
+                if was_enabled:
+                    gc.enable()
+
+    async def _install(self, doc: PolicyDoc) -> None:
+        snapshot = await asyncio.to_thread(self._compile, doc)  # 100k rules: hundreds of ms, kept off the loop
+        self._doc = doc
+        self.authorizer.replace(snapshot)
+        self._sweep()
+
+    def _compile(self, doc: PolicyDoc) -> Snapshot:
+        return build_snapshot(doc, self.bootstrap_admins, kind=self.store.kind, location=self.store.location)
+
+    # -- open WebSockets --------------------------------------------------------------------------
+
+    def hold(self, identity: Identity, namespace: str, notebook: str, cut: Callable[[], None]) -> Callable[[], None]:
+        """Register an open connection; `cut()` is called once if a policy change takes its access away.
+        Returns the function that unregisters it."""
+        key = next(self._hold_ids)
+        self._held[key] = _Held(identity, namespace, notebook, cut)
+
+        def release() -> None:
+            self._held.pop(key, None)
+
+        return release
+
+    def _sweep(self) -> None:
+        """Checked at each swap rather than per relayed message: the decision can only change here."""
+        authorizer = self.authorizer
+        for key, held in list(self._held.items()):
+            if not authorizer.allows(held.identity, held.namespace, "connect", held.notebook):
+                del self._held[key]
+                log.info(
+                    "access of %s to %s/%s revoked: closing its WebSocket",
+                    held.identity.subject,
+                    held.namespace,
+                    held.notebook,
+                )
+                held.cut()
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _has_namespace(self, identity: Identity) -> bool:
+        return any(namespace != EVERY_NAMESPACE for namespace in self.authorizer.namespaces(identity))
+
+    def _has_cluster_admin(self, doc: PolicyDoc) -> bool:
+        return bool(self.bootstrap_admins) or any(
+            rule.role == "cluster-admin" and rule.effect == "allow" for rule in doc.rules
+        )
+
+
+def _holds_namespace(doc: PolicyDoc, identity: Identity) -> bool:
+    subjects = {f"user:{identity.subject}", *(f"group:{group}" for group in identity.groups)}
+    return any(
+        rule.subject in subjects
+        and rule.effect == "allow"
+        and rule.namespace != EVERY_NAMESPACE
+        and rule.notebook is None
+        for rule in doc.rules
+    )
+
+
+def free_namespace(base: str, doc: PolicyDoc) -> str:
+    """`base`, or `base-2`, `base-3`, ... : the first name no rule mentions (a DNS label, at most 63)."""
+    taken = {rule.namespace for rule in doc.rules}
+    for n in itertools.count(1):
+        suffix = "" if n == 1 else f"-{n}"
+        candidate = base[: 63 - len(suffix)].rstrip("-") + suffix
+        if candidate not in taken:
+            return candidate
+    raise AssertionError("unreachable")

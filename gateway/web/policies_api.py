@@ -1,0 +1,277 @@
+"""The admins' JSON API: `/api/policies` (list, grant, revoke, replace), `/api/policies/check`
+("may X do Y in Z, and which rules say so") and `/api/namespaces/<ns>/access`.
+
+Namespace admins act inside their namespaces only; cluster-admins anywhere, and alone may touch
+cluster roles, rules for every namespace (`*`) and the whole rule set. Every change is audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+
+from aiohttp import web
+
+from .. import keys
+from ..audit import AuditEvent
+from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, ServiceUnavailable
+from ..policies import (
+    ACTIONS,
+    CLUSTER_ROLES,
+    EVERY_NAMESPACE,
+    ROLES,
+    PolicyError,
+    Rule,
+    is_dns_label,
+    normalise_subject,
+    rule_from_json,
+)
+from ..policy_manager import Change
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+RULE_BODY_MAX_BYTES = 16 * 1024
+RULES_BODY_MAX_BYTES = 32 * 1024 * 1024  # PUT: a whole rule set (100k rules is about 8 MiB)
+MAX_NAME_CHARS = 256
+
+CLUSTER_ONLY = (
+    "Only a cluster-admin may change cluster roles (cluster-admin, auditor), rules for every namespace (*), "
+    "or the whole rule set."
+)
+
+
+@routes.get("/api/policies", name="api_policies")
+async def list_policies(request: web.Request) -> web.Response:
+    query = request.query
+    namespace, subject, role = query.get("namespace"), query.get("subject"), query.get("role")
+    subject = normalise_subject(subject) if subject is not None else None
+    if role is not None and role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}.", field="role")
+    if namespace is not None and namespace != EVERY_NAMESPACE and not is_dns_label(namespace):
+        raise BadRequest("namespace must be a DNS-1123 label or *.", field="namespace")
+    # Without a namespace filter this lists everyone's rules: cluster-admins only.
+    _require_manage(request, namespace or EVERY_NAMESPACE)
+    manager = request.app[keys.POLICIES]
+    doc = manager.doc
+    rules = [
+        rule.to_json()
+        for rule in doc.rules
+        if (namespace is None or rule.namespace == namespace)
+        and (subject is None or rule.subject == subject)
+        and (role is None or rule.role == role)
+    ]
+    body = {"version": doc.version, "rules": rules, "bootstrap_admins": list(manager.bootstrap_admins)}
+    return web.json_response(body, headers=_etag(doc.version))
+
+
+@routes.post("/api/policies", name="api_policies_grant")
+async def grant(request: web.Request) -> web.Response:
+    rule = _rule(await read_json(request, RULE_BODY_MAX_BYTES))
+    _authorize_change(request, rule)
+    with _store_errors():
+        change = await request.app[keys.POLICIES].grant(rule, if_match(request))
+    _audit(request, change)
+    return _changed(change)
+
+
+@routes.delete("/api/policies", name="api_policies_revoke")
+async def revoke(request: web.Request) -> web.Response:
+    rule = _rule(await read_json(request, RULE_BODY_MAX_BYTES))
+    _authorize_change(request, rule)
+    with _store_errors():
+        change = await request.app[keys.POLICIES].revoke(rule, if_match(request))
+    _audit(request, change)
+    return _changed(change)
+
+
+@routes.put("/api/policies", name="api_policies_replace")
+async def replace(request: web.Request) -> web.Response:
+    body = await read_json(request, RULES_BODY_MAX_BYTES)
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list) or set(body) - {"rules", "version"}:
+        raise BadRequest('The body must be {"rules": [rule, ...]}.', field="rules")
+    rules = []
+    for index, item in enumerate(body["rules"]):
+        try:
+            rules.append(rule_from_json(item))
+        except PolicyError as exc:
+            raise BadRequest(f"rules[{index}]: {exc.message}", field=f"rules[{index}].{exc.field or ''}") from None
+    _require_manage(request, EVERY_NAMESPACE, CLUSTER_ONLY)
+    with _store_errors():
+        before, after, changes = await request.app[keys.POLICIES].replace_rules(rules, if_match(request))
+    for change in changes:
+        _audit(request, change)
+    added = sum(change.action == "policy.grant" for change in changes)
+    body = {"version": after, "previous_version": before, "added": added, "removed": len(changes) - added}
+    return web.json_response(body, headers=_etag(after))
+
+
+@routes.post("/api/policies/check", name="api_policies_check")
+async def check(request: web.Request) -> web.Response:
+    body = await read_json(request, RULE_BODY_MAX_BYTES)
+    if not isinstance(body, dict):
+        raise BadRequest('The body must be {"user", "groups"?, "namespace", "action", "notebook"?}.')
+    unknown = sorted(set(body) - {"user", "groups", "namespace", "action", "notebook"})
+    if unknown:
+        raise BadRequest(f"Unknown field(s): {', '.join(unknown)[:200]}.", field=unknown[0])
+    user, groups = body.get("user"), body.get("groups", [])
+    namespace, action, notebook = body.get("namespace"), body.get("action"), body.get("notebook")
+    if not isinstance(user, str) or not user.strip() or len(user) > MAX_NAME_CHARS:
+        raise BadRequest("user is required: a username as sign-in reports it.", field="user")
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g and len(g) <= MAX_NAME_CHARS for g in groups):
+        raise BadRequest("groups must be a list of group names.", field="groups")
+    if not isinstance(namespace, str) or not (namespace == EVERY_NAMESPACE or is_dns_label(namespace)):
+        raise BadRequest("namespace must be a DNS-1123 label or *.", field="namespace")
+    if action not in ACTIONS:
+        raise BadRequest(f"action must be one of {', '.join(ACTIONS)}.", field="action")
+    if notebook is not None and (not isinstance(notebook, str) or not is_dns_label(notebook)):
+        raise BadRequest("notebook must be a DNS-1123 label, or absent.", field="notebook")
+    _require_manage(request, namespace)
+    user = user.strip()
+    username = user.lower() if "@" in user else user  # as sign-in normalises it
+    explanation = request.app[keys.POLICIES].authorizer.explain(
+        username, tuple(sorted(set(groups))), namespace, action, notebook
+    )
+    return web.json_response(explanation.to_json())
+
+
+@routes.get("/api/namespaces/{namespace}/access", name="api_namespace_access")
+async def access(request: web.Request) -> web.Response:
+    namespace = request.match_info["namespace"]
+    if not is_dns_label(namespace):
+        raise InvalidPath(f"Namespace {namespace[:100]!r} is not a valid DNS-1123 label.", field="namespace")
+    _require_manage(request, namespace)
+    authorizer = request.app[keys.POLICIES].authorizer
+    entries = [
+        {**rule.to_json(), "kind": rule.kind, **source.to_json()} for rule, source in authorizer.access(namespace)
+    ]
+    return web.json_response({"namespace": namespace, "version": authorizer.version, "access": entries})
+
+
+# -- authorization -------------------------------------------------------------------------------
+
+
+def _require_manage(request: web.Request, namespace: str, refusal: str | None = None) -> None:
+    """Admin of `namespace`, or cluster-admin (who may manage anywhere, even where a deny rule
+    stops them using notebooks, so that they can always repair the policy)."""
+    authz, identity = request.app[keys.AUTHZ], request[keys.IDENTITY]
+    if namespace != EVERY_NAMESPACE:
+        try:
+            authz.require(identity, namespace, "manage")
+            return
+        except Forbidden:
+            pass
+    try:
+        authz.require(identity, EVERY_NAMESPACE, "manage")
+    except Forbidden:
+        where = "every namespace (*)" if namespace == EVERY_NAMESPACE else f"namespace {namespace}"
+        raise Forbidden(
+            refusal or f"You may not manage roles in {where}: that takes admin there, or cluster-admin."
+        ) from None
+
+
+def _authorize_change(request: web.Request, rule: Rule) -> None:
+    """A refusal is audited as `access.denied`, like every 403 on the API."""
+    cluster_wide = rule.role in CLUSTER_ROLES or rule.namespace == EVERY_NAMESPACE
+    _require_manage(request, rule.namespace, CLUSTER_ONLY if cluster_wide else None)
+
+
+# -- request and response parts ------------------------------------------------------------------
+
+
+def _rule(body: object) -> Rule:
+    try:
+        return rule_from_json(body)
+    except PolicyError as exc:
+        raise BadRequest(f"{exc.message}.", field=exc.field) from None
+
+
+def if_match(request: web.Request) -> str | None:
+    """The version named by If-Match (`abc`, `"abc"` or `W/"abc"`); None when absent or `*`."""
+    value = request.headers.get("If-Match", "").strip()
+    if value in ("", "*"):
+        return None
+    return value.removeprefix("W/").strip('"')
+
+
+def _etag(version: str) -> dict[str, str]:
+    return {"ETag": f'"{version}"', "Cache-Control": "no-store"}
+
+
+def _changed(change: Change) -> web.Response:
+    assert change.rule is not None
+    body = {"version": change.version_after, "changed": change.changed, "rule": change.rule.to_json()}
+    return web.json_response(body, headers=_etag(change.version_after))
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """A malformed policy file on disk blocks changes through the API until someone fixes it (409);
+    a store that cannot be written is a 503."""
+    try:
+        yield
+    except PolicyError as exc:
+        raise Conflict(f"The policy file on disk is malformed ({exc}); fix it before changing policies here.") from None
+    except OSError as exc:  # e.g. a read-only mount: the policies can be read, not changed here
+        log.error("writing the policy store failed: %s", exc)
+        raise ServiceUnavailable(f"The policy store cannot be written ({exc.strerror or exc}).") from None
+
+
+async def read_json(request: web.Request, max_bytes: int) -> object:
+    """The body as JSON, at most `max_bytes`. The JSON content type keeps plain HTML forms on other
+    sites from posting here (they cannot send it without CORS)."""
+    if request.content_type != "application/json":
+        raise BadRequest("Send the request body as JSON, with Content-Type: application/json.")
+    too_large = BadRequest(f"The request body is larger than {max_bytes // 1024} KiB.")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise too_large
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+def _audit(request: web.Request, change: Change) -> None:
+    """`policy.grant` / `policy.revoke`, with the rule, the store version before and after, and
+    whether anything changed (a grant of a rule already there changes nothing)."""
+    rule = change.rule
+    request.app[keys.AUDIT].emit(
+        AuditEvent(
+            action=change.action,
+            outcome="allowed",
+            actor=request[keys.IDENTITY].subject,
+            namespace=rule.namespace if rule else None,
+            notebook=rule.notebook if rule else None,
+            request_id=request.get(keys.REQUEST_ID, "-"),
+            client_ip=request.get(keys.CLIENT_IP),
+            details=change.details(),
+        )
+    )
+
+
+def reload_audit(app: web.Application) -> Callable[[Change, str | None], None]:
+    """What the policy watcher calls after each reload it tried: one `policy.reload` event."""
+
+    def emit(change: Change, error: str | None) -> None:
+        app[keys.AUDIT].emit(
+            AuditEvent(
+                action="policy.reload",
+                outcome="failed" if error else "allowed",
+                actor="-",
+                reason=error or "",
+                details=change.details(),
+            )
+        )
+
+    return emit

@@ -1,0 +1,128 @@
+// The Audit page: the filters in the address are sent to GET /api/audit; events are shown newest
+// first with links (a user's events, a notebook's history), older pages on demand, a live tail that
+// polls the first page for new event ids, and CSV / JSON export of the same search.
+"use strict";
+
+(() => {
+  const body = document.getElementById("events");
+  if (!body) return;
+  const me = (document.querySelector(".user") || {}).textContent || "";
+  const filters = new URLSearchParams();
+  for (const [key, value] of new URLSearchParams(location.search)) {
+    if (value.trim()) filters.set(key, value.trim());
+  }
+  const api = (extra = {}) => {
+    const query = new URLSearchParams(filters);
+    for (const [key, value] of Object.entries(extra)) query.set(key, value);
+    return `/api/audit?${query}`;
+  };
+  document.getElementById("export-csv").href = api({ format: "csv", limit: "1000" });
+  document.getElementById("export-json").href = api({ format: "json", limit: "1000" });
+  const empty = document.getElementById("empty");
+  const older = document.getElementById("older");
+  const tail = document.getElementById("live-tail");
+  const hideReads = document.getElementById("hide-reads");
+  const TAIL_MS = 3000;
+  const seen = new Set();
+  let events = [];
+  let cursor = null;
+  let timer = null;
+
+  function element(tag, attrs = {}, text = "") {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function link(text, params) {
+    return element("a", { href: `/audit?${new URLSearchParams(params)}` }, text);
+  }
+
+  function row(event) {
+    const tr = element("tr", { "data-outcome": event.outcome });
+    tr.append(element("td", { class: "time" }, String(event.time).replace("T", " ").replace("Z", "")));
+    tr.append(element("th", { scope: "row" }, event.action));
+    tr.append(element("td", { class: `outcome ${event.outcome}` }, event.outcome));
+    const user = element("td");
+    if (event.actor && event.actor !== "-") user.append(link(event.actor, { user: event.actor }));
+    else user.textContent = "—";
+    tr.append(user);
+    const where = element("td");
+    if (event.namespace && event.notebook) {
+      where.append(link(`${event.namespace}/${event.notebook}`, { namespace: event.namespace, notebook: event.notebook }));
+    } else if (event.namespace) {
+      where.append(link(event.namespace, { namespace: event.namespace }));
+    } else {
+      where.textContent = "—";
+    }
+    tr.append(where);
+    const about = element("td", { class: "about" });
+    if (event.reason) about.append(element("span", { class: "reason" }, event.reason));
+    const details = event.details && Object.keys(event.details).length ? JSON.stringify(event.details) : "";
+    if (details) about.append(element("code", { class: "details" }, details));
+    tr.append(about);
+    tr.append(element("td", {}, event.client_ip || ""));
+    return tr;
+  }
+
+  function shown(event) {
+    return !(hideReads.checked && event.action === "audit.read" && event.actor === me);
+  }
+
+  function render() {
+    const visible = events.filter(shown);
+    body.replaceChildren(...visible.map(row));
+    empty.hidden = visible.length > 0;
+    older.hidden = !cursor;
+    history();
+  }
+
+  // With one notebook chosen: who created it, and who opened it last (from the events loaded).
+  function history() {
+    const box = document.getElementById("history");
+    if (!(filters.get("namespace") && filters.get("notebook"))) return;
+    const created = events.find((event) => event.action === "notebook.create" && event.outcome === "allowed");
+    const opened = events.find((event) => event.action === "notebook.access");
+    const parts = [];
+    if (created) parts.push(`Created by ${created.actor} at ${created.time}.`);
+    if (opened) parts.push(`Last opened by ${opened.actor} at ${opened.time}.`);
+    box.textContent = parts.join(" ") || "Neither its creation nor an access is among the events loaded.";
+    box.hidden = false;
+  }
+
+  async function load({ more = false } = {}) {
+    try {
+      const payload = await Gateway.call("GET", api(more && cursor ? { cursor } : {}));
+      const fresh = payload.events.filter((event) => !seen.has(event.event_id));
+      fresh.forEach((event) => seen.add(event.event_id));
+      if (more) {
+        events = events.concat(fresh);
+        cursor = payload.next_cursor;
+      } else if (!events.length) {
+        events = fresh;
+        cursor = payload.next_cursor;
+      } else {
+        events = fresh.concat(events); // the live tail: new events on top
+      }
+      Gateway.banner("");
+      render();
+    } catch (err) {
+      if (err.status !== 401) Gateway.banner(err.message);
+    }
+  }
+
+  function schedule() {
+    clearTimeout(timer);
+    if (tail.checked && !document.hidden) timer = setTimeout(async () => {
+      await load();
+      schedule();
+    }, TAIL_MS);
+  }
+
+  tail.addEventListener("change", schedule);
+  hideReads.addEventListener("change", render);
+  document.addEventListener("visibilitychange", schedule);
+  older.addEventListener("click", () => load({ more: true }));
+  load();
+})();

@@ -1,0 +1,79 @@
+// Shared by the gateway's pages: JSON calls to the API, the page banner, and signing in again
+// when the session has ended (the API answers 401; the browser is sent round the sign-in and
+// comes back to the page it was on).
+"use strict";
+
+const Gateway = (() => {
+  class ApiError extends Error {
+    constructor(status, code, message, field) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.field = field || null;
+    }
+  }
+
+  // Pages may register a hook that saves unsent work before the browser leaves to sign in.
+  const beforeSignIn = [];
+  let leaving = false;
+
+  function signInAgain() {
+    if (leaving) return;
+    leaving = true;
+    for (const hook of beforeSignIn) {
+      try {
+        hook();
+      } catch (err) {
+        console.error(err);
+      }
+    }
+    const back = location.pathname + location.search;
+    location.assign("/oauth2/start?rd=" + encodeURIComponent(back));
+  }
+
+  async function call(method, url, body) {
+    const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(url, init);
+    } catch (err) {
+      throw new ApiError(0, "network", "The gateway did not answer. Check your connection; retrying.");
+    }
+    let payload = null;
+    try {
+      payload = await response.json();
+    } catch (err) {
+      payload = null; // e.g. a proxy's HTML error page: never shown raw
+    }
+    if (response.status === 401) {
+      signInAgain();
+      throw new ApiError(401, "login_required", "Your session has ended. Taking you to sign in again…");
+    }
+    if (!response.ok) {
+      const message = (payload && payload.message) || `The gateway answered ${response.status} ${response.statusText}.`;
+      throw new ApiError(response.status, (payload && payload.error) || "http_error", message, payload && payload.field);
+    }
+    return payload;
+  }
+
+  function banner(message, kind = "error") {
+    const box = document.getElementById("banner");
+    if (!box) return;
+    box.textContent = message || "";
+    box.dataset.kind = kind;
+    box.hidden = !message;
+  }
+
+  // The namespace selector switches as soon as a namespace is picked.
+  document.addEventListener("DOMContentLoaded", () => {
+    for (const select of document.querySelectorAll("select[data-autosubmit]")) {
+      select.addEventListener("change", () => select.form.submit());
+    }
+  });
+
+  return { ApiError, call, banner, signInAgain, beforeSignIn };
+})();

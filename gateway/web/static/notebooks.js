@@ -1,0 +1,211 @@
+// The Notebook Servers list: statuses that update live (the list API is polled every 2 s while the
+// tab is visible) and CONNECT, STOP / START and DELETE per server. Rows are updated in place, so
+// keyboard focus stays on the button it was on while the list refreshes.
+"use strict";
+
+(() => {
+  const section = document.getElementById("notebooks");
+  if (!section) return;
+  const namespace = section.dataset.namespace;
+  const allowed = new Set(section.dataset.allowed.split(" ").filter(Boolean));
+  const listUrl = `/api/namespaces/${encodeURIComponent(namespace)}/notebooks`;
+  const rows = document.getElementById("server-rows");
+  const empty = document.getElementById("empty");
+  const notes = document.getElementById("notes");
+  const dialog = document.getElementById("confirm-delete");
+  const POLL_MS = 2000;
+
+  // phase -> [icon, label]; the icon's accessible name is the label.
+  const PHASES = {
+    waiting: ["spinner", "Starting"],
+    ready: ["ready", "Running"],
+    stopped: ["stopped", "Stopped"],
+    warning: ["warning", "Warning"],
+    terminating: ["spinner", "Deleting"],
+    unavailable: ["warning", "Unavailable"],
+  };
+  const busy = new Map(); // name -> label of the action in flight ("Stopping", ...)
+  let timer = null;
+  let failures = 0;
+
+  function element(tag, attrs = {}, text = "") {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
+    if (text) node.textContent = text;
+    return node;
+  }
+
+  function makeRow(name) {
+    const row = element("tr", { "data-name": name });
+    const status = element("td", { class: "status" });
+    status.append(
+      element("span", { class: "icon", role: "img" }),
+      element("span", { class: "phase", "aria-hidden": "true" }),
+      element("span", { class: "message" }),
+    );
+    const title = element("th", { scope: "row", class: "name" });
+    const actions = element("td", { class: "actions" });
+    const connect = element("button", { type: "button", "data-action": "connect" }, "CONNECT");
+    const toggle = element("button", { type: "button", "data-action": "toggle", class: "quiet" }, "STOP");
+    const remove = element("button", { type: "button", "data-action": "delete", class: "quiet danger" }, "DELETE");
+    if (allowed.has("connect")) actions.append(connect);
+    if (allowed.has("stop") || allowed.has("start")) actions.append(toggle);
+    if (allowed.has("delete")) actions.append(remove);
+    if (allowed.has("history")) {
+      // For auditors: who created this server and who opened it, from the audit log.
+      const query = new URLSearchParams({ namespace, notebook: name });
+      actions.append(element("a", { href: `/audit?${query}`, class: "history" }, "History"));
+    }
+    row.append(
+      status,
+      title,
+      element("td", { class: "image", "data-label": "Image" }),
+      element("td", { class: "cpu", "data-label": "CPU" }),
+      element("td", { class: "memory", "data-label": "Memory" }),
+      element("td", { class: "volumes", "data-label": "Volumes" }),
+      element("td", { class: "created", "data-label": "Created" }),
+      actions,
+    );
+    return row;
+  }
+
+  function ago(timestamp) {
+    const seconds = Math.round((Date.parse(timestamp) - Date.now()) / 1000);
+    if (Number.isNaN(seconds)) return "";
+    const format = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+    for (const [unit, size] of [["day", 86400], ["hour", 3600], ["minute", 60]]) {
+      if (Math.abs(seconds) >= size) return format.format(Math.round(seconds / size), unit);
+    }
+    return format.format(Math.min(seconds, 0), "second");
+  }
+
+  function update(row, notebook) {
+    const phase = notebook.status.phase;
+    const inFlight = busy.get(notebook.name);
+    const [icon, label] = inFlight ? ["spinner", inFlight] : PHASES[phase] || ["warning", phase];
+    const iconNode = row.querySelector(".icon");
+    iconNode.className = `icon ${icon}`;
+    iconNode.setAttribute("aria-label", label);
+    iconNode.title = label;
+    row.dataset.phase = inFlight ? "busy" : phase;
+    row.querySelector(".phase").textContent = label;
+    row.querySelector(".message").textContent = inFlight ? "" : notebook.status.message;
+    row.querySelector(".name").textContent = notebook.name;
+    const image = row.querySelector(".image");
+    image.textContent = notebook.shortImage;
+    image.title = notebook.image;
+    row.querySelector(".cpu").textContent = notebook.cpu;
+    row.querySelector(".memory").textContent = notebook.memory;
+    row.querySelector(".volumes").textContent = notebook.volumes.join(", ") || "—";
+    const created = row.querySelector(".created");
+    created.textContent = ago(notebook.age);
+    created.title = notebook.age;
+
+    const connect = row.querySelector('[data-action="connect"]');
+    const toggle = row.querySelector('[data-action="toggle"]');
+    const remove = row.querySelector('[data-action="delete"]');
+    if (connect) connect.disabled = Boolean(inFlight) || phase !== "ready";
+    if (toggle) {
+      const start = notebook.stopped;
+      toggle.textContent = start ? "START" : "STOP";
+      toggle.disabled = Boolean(inFlight) || phase === "terminating" || !allowed.has(start ? "start" : "stop");
+    }
+    if (remove) remove.disabled = Boolean(inFlight) || phase === "terminating";
+  }
+
+  function render(notebooks) {
+    const seen = new Set();
+    for (const notebook of notebooks) {
+      seen.add(notebook.name);
+      let row = rows.querySelector(`tr[data-name="${CSS.escape(notebook.name)}"]`);
+      if (!row) {
+        row = makeRow(notebook.name);
+        // Keep the table sorted by name, as the API lists it.
+        const after = [...rows.children].find((other) => other.dataset.name > notebook.name);
+        rows.insertBefore(row, after || null);
+      }
+      row.notebook = notebook;
+      update(row, notebook);
+    }
+    for (const row of [...rows.children]) {
+      if (!seen.has(row.dataset.name)) row.remove();
+    }
+    empty.hidden = notebooks.length > 0;
+    const allNotes = [...new Set(notebooks.flatMap((notebook) => notebook.notes || []))];
+    notes.textContent = allNotes.join(" ");
+    notes.hidden = allNotes.length === 0;
+  }
+
+  async function refresh() {
+    try {
+      const payload = await Gateway.call("GET", listUrl);
+      render(payload.notebooks);
+      if (failures) Gateway.banner("");
+      failures = 0;
+    } catch (err) {
+      failures += 1;
+      if (err.status !== 401) Gateway.banner(err.message);
+      if (err.status === 401) return false;
+    }
+    return true;
+  }
+
+  function schedule(delay = POLL_MS) {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      if (document.hidden) return; // resumes on visibilitychange
+      if (await refresh()) schedule(Math.min(POLL_MS * 2 ** Math.min(failures, 3), 15000));
+    }, delay);
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) schedule(0);
+  });
+
+  async function act(row, label, method, url, body) {
+    const name = row.dataset.name;
+    busy.set(name, label);
+    update(row, row.notebook);
+    try {
+      await Gateway.call(method, url, body);
+      Gateway.banner("");
+    } catch (err) {
+      if (err.status !== 401) Gateway.banner(`${name}: ${err.message}`);
+    } finally {
+      busy.delete(name);
+    }
+    if (await refresh()) schedule();
+  }
+
+  function confirmDelete(name) {
+    return new Promise((resolve) => {
+      dialog.querySelector("[data-name]").textContent = name;
+      dialog.returnValue = "";
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "delete"), { once: true });
+      dialog.showModal();
+    });
+  }
+
+  rows.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button || button.disabled) return;
+    const row = button.closest("tr");
+    const notebook = row.notebook;
+    const url = `${listUrl}/${encodeURIComponent(notebook.name)}`;
+    const action = button.dataset.action;
+    if (action === "connect") {
+      window.open(notebook.url, "_blank", "noopener");
+    } else if (action === "toggle") {
+      const stop = !notebook.stopped;
+      await act(row, stop ? "Stopping" : "Starting", "PATCH", url, { stopped: stop });
+    } else if (action === "delete") {
+      if (await confirmDelete(notebook.name)) {
+        await act(row, "Deleting", "DELETE", url);
+      }
+      button.isConnected ? button.focus() : document.getElementById("servers-title").focus();
+    }
+  });
+
+  render(JSON.parse(document.getElementById("initial-notebooks").textContent));
+  schedule();
+})();

@@ -1,0 +1,86 @@
+"""`FileIndex`: searches over the local audit files, current to the last event, newest first, with
+every filter; the index is derived and rebuilds itself."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.audit import AuditEvent
+from gateway.audit.chain import Sealer
+from gateway.audit.filesink import ChainedFile
+from gateway.audit.index import INDEX_NAME, FileIndex
+from gateway.audit.query import BadQuery, Filter
+
+
+def write(directory: Path, events: list[AuditEvent]) -> None:
+    file = ChainedFile(directory, Sealer(), 4096)  # small files: searches cross rotations
+    file.open()
+    for event in events:
+        file.append(event.to_record())
+    file.close()
+
+
+def sample(n: int) -> AuditEvent:
+    users = ("alice", "bob", "carol")
+    return AuditEvent(
+        action=("notebook.create", "notebook.access", "auth.login")[n % 3],
+        outcome="denied" if n % 5 == 0 else "allowed",
+        actor=users[n % 3],
+        namespace=users[n % 3],
+        notebook=f"nb{n % 2}",
+        time=f"2024-05-01T12:{n:02d}:00.000Z",
+        reason="Disk FULL on node-7" if n == 7 else "",
+        details={"n": n},
+    )
+
+
+@pytest.fixture
+async def index(tmp_path: Path) -> AsyncIterator[FileIndex]:
+    write(tmp_path, [sample(n) for n in range(60)])
+    found = FileIndex(tmp_path)
+    yield found
+    await found.stop()
+
+
+def numbers(events: list[dict[str, object]]) -> list[int]:
+    return [int(e["details"]["n"]) for e in events]  # type: ignore[index]
+
+
+async def test_one_users_events_page_newest_first(index: FileIndex) -> None:
+    first = await index.search(Filter(user="bob"), limit=5)
+    second = await index.search(Filter(user="bob"), cursor=first.next_cursor, limit=100)
+    assert numbers(first.events) == [58, 55, 52, 49, 46]
+    assert numbers(second.events) == list(range(43, 0, -3)) and second.next_cursor is None
+
+
+async def test_filters_combine(index: FileIndex) -> None:
+    page = await index.search(Filter(namespace="alice", notebook="nb0", outcome="denied"))
+    assert numbers(page.events) == [30, 0]
+    page = await index.search(
+        Filter(action="auth.*", since="2024-05-01T12:50:00.000Z", until="2024-05-01T12:56:00.000Z")
+    )
+    assert numbers(page.events) == [53, 50]
+    page = await index.search(Filter(text="disk full"))
+    assert numbers(page.events) == [7]
+
+
+async def test_events_written_after_the_index_was_built_are_found(index: FileIndex, tmp_path: Path) -> None:
+    assert len((await index.search(Filter(user="dave"))).events) == 0
+    write(tmp_path, [AuditEvent(action="auth.login", outcome="allowed", actor="dave")])
+    assert [e["actor"] for e in (await index.search(Filter(user="dave"))).events] == ["dave"]
+
+
+async def test_a_damaged_index_is_rebuilt(tmp_path: Path) -> None:
+    write(tmp_path, [sample(n) for n in range(10)])
+    (tmp_path / INDEX_NAME).write_bytes(b"this is not a SQLite database" * 100)
+    index = FileIndex(tmp_path)
+    assert numbers((await index.search(Filter(user="alice"))).events) == [9, 6, 3, 0]
+    await index.stop()
+
+
+async def test_a_cursor_from_elsewhere_is_refused(index: FileIndex) -> None:
+    with pytest.raises(BadQuery):
+        await index.search(Filter(), cursor="r1700000000000-0")
