@@ -7,12 +7,10 @@ create / stop / start / delete, whether it succeeded, failed or was denied.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC
-from decimal import Decimal
 
 from aiohttp import web
 
@@ -24,6 +22,7 @@ from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from ..notebook_form import parse_notebook_form
 from ..routing import NOTEBOOK_ROOT, is_dns_label
 from ..spawner import SpawnerConfig
+from .bodies import read_json
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ async def get_notebook(request: web.Request) -> web.Response:
 async def create_notebook(request: web.Request) -> web.Response:
     namespace = _namespace(request)
     with _audited(request, "notebook.create", namespace) as audit:
-        body = await read_json(request)
+        body = await read_json(request, MAX_BODY_BYTES)
         spec = parse_notebook_form(body, namespace=namespace, defaults=request.app[keys.SPAWNER])
         volumes = [volume.name for volume in (spec.workspace, *spec.data_volumes) if volume is not None]
         audit.notebook = spec.name
@@ -81,7 +80,7 @@ async def create_notebook(request: web.Request) -> web.Response:
 @routes.patch("/api/namespaces/{namespace}/notebooks/{name}", name="api_patch_notebook")
 async def patch_notebook(request: web.Request) -> web.Response:
     namespace, name = _namespace(request), _name(request)
-    stopped = _stopped(await read_json(request))
+    stopped = _stopped(await read_json(request, MAX_BODY_BYTES))
     action: Action = "stop" if stopped else "start"
     with _audited(request, f"notebook.{action}", namespace, name):
         _authorize(request, namespace, action, name)
@@ -196,39 +195,6 @@ def _name(request: web.Request) -> str:
 
 def _authorize(request: web.Request, namespace: str, action: Action, name: str | None = None) -> None:
     request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, action, name)
-
-
-async def read_json(request: web.Request) -> object:
-    """The request body as JSON, at most MAX_BODY_BYTES. Requiring the JSON content type also keeps
-    plain HTML forms on other sites from posting here (they cannot send it without CORS)."""
-    if request.content_type != "application/json":
-        raise BadRequest("Send the request body as JSON, with Content-Type: application/json.")
-    too_large = BadRequest(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise too_large
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(16 * 1024):
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise too_large
-    try:
-        # Decimal keeps 0.1 exactly 0.1; NaN, Infinity and repeated keys are refused, not guessed at.
-        return json.loads(raw, parse_float=Decimal, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
-
-
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not allowed")
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"the key {key[:100]!r} appears twice")
-        result[key] = value
-    return result
 
 
 def _stopped(body: object) -> bool:

@@ -8,7 +8,6 @@ cluster roles, rules for every namespace (`*`) and the whole rule set. Every cha
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 
@@ -29,6 +28,7 @@ from ..policies import (
     rule_from_json,
 )
 from ..policy_manager import Change
+from .bodies import read_json
 
 log = logging.getLogger(__name__)
 
@@ -218,25 +218,6 @@ def _store_errors() -> Iterator[None]:
     except OSError as exc:  # e.g. a read-only mount: the policies can be read, not changed here
         log.error("writing the policy store failed: %s", exc)
         raise ServiceUnavailable(f"The policy store cannot be written ({exc.strerror or exc}).") from None
-
-
-async def read_json(request: web.Request, max_bytes: int) -> object:
-    """The body as JSON, at most `max_bytes`. The JSON content type keeps plain HTML forms on other
-    sites from posting here (they cannot send it without CORS)."""
-    if request.content_type != "application/json":
-        raise BadRequest("Send the request body as JSON, with Content-Type: application/json.")
-    too_large = BadRequest(f"The request body is larger than {max_bytes // 1024} KiB.")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    raw = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        raw += chunk
-        if len(raw) > max_bytes:
-            raise too_large
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}") from None
 
 
 # -- audit ---------------------------------------------------------------------------------------
