@@ -1,7 +1,7 @@
 """Where notebook servers live: the `NotebookBackend` protocol and the values it trades in.
 
 Implementations: `local` (real Jupyter processes, dev mode), `static` (fixed routes from a file)
-and, later, `kubernetes` (Kubeflow Notebook resources).
+and `kubernetes` (Kubeflow Notebook resources).
 """
 
 from __future__ import annotations

@@ -71,7 +71,10 @@ class KubernetesBackend:
         try:
             self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
         except KubeConfigError as exc:
-            setting = "GATEWAY_KUBECONFIG" if self.kubeconfig else "GATEWAY_KUBE_CONTEXT / in-cluster configuration"
+            if self.kubeconfig is not None or self.context is not None:
+                setting = "GATEWAY_KUBECONFIG" if self.kubeconfig is not None else "GATEWAY_KUBE_CONTEXT"
+            else:
+                setting = "GATEWAY_KUBECONFIG (unset, and this is not a pod in a cluster)"
             raise ConfigError([f"{setting}: {exc}"]) from None
         self._watcher = NotebookWatcher(
             self._client, self.namespaces, self.route_resolver, watch_timeout_s=self.watch_timeout_s
@@ -151,6 +154,9 @@ class KubernetesBackend:
         """The Notebook and its new PVCs. Every object is first sent as a dry run, so most refusals
         come before anything exists; if the Notebook still fails, the PVCs made for it are removed."""
         self._check_served(namespace)
+        for volume in new_claims(spec):
+            if volume.size is None:
+                raise InvalidNotebookSpec(f"The new volume {volume.name} needs a size.", field="datavols")
         claims = [pvc_object(namespace, volume) for volume in new_claims(spec)]
         body = notebook_object(namespace, spec, creator=creator)
         client = self.client
@@ -236,8 +242,7 @@ def translate(exc: ApiError, subject: Subject, namespace: str, name: str) -> Gat
         if subject == "volume":
             return Conflict(
                 f"A volume named {name} already exists in {namespace}: choose another name, or attach it "
-                "as an existing volume.",
-                field="workspace",
+                "as an existing volume."
             )
         return NotebookExists(f"A notebook server named {name} already exists in {namespace}.", field="name")
     if exc.status in (400, 422):

@@ -102,11 +102,11 @@ class Reflector:
                     log.info("%s: resourceVersion %s expired; relisting", self.scope, self.resource_version)
                     self.resource_version = ""
                     continue
+                delay = MIN_BACKOFF_S if self._answered else delay  # up until just now: back off afresh
                 log.warning("watching %s failed (%s); retrying in %.1fs", self.scope, exc, delay)
             except Exception:  # a bug, or something unforeseen from the client: keep the last view, retry
+                delay = MIN_BACKOFF_S if self._answered else delay
                 log.exception("watching %s failed; retrying in %.1fs", self.scope, delay)
-            if self._answered:
-                delay = MIN_BACKOFF_S  # it was up until just now: start the backoff afresh
             await self.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
@@ -179,8 +179,12 @@ class NotebookWatcher:
         return not self.namespaces or namespace in self.namespaces
 
     async def sync(self) -> None:
-        """The first list of everything, before the gateway serves."""
-        await asyncio.gather(*(reflector.sync() for reflector in self.reflectors))
+        """The first list of everything, before the gateway serves. Every list finishes (or fails)
+        before this returns, so none is still running when `run()` starts its own."""
+        results = await asyncio.gather(*(reflector.sync() for reflector in self.reflectors), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def run(self) -> None:
         """Every reflector's watch loop, until cancelled."""
