@@ -78,7 +78,14 @@ def render_error(request: web.Request, exc: GatewayError) -> web.Response:
     request_id = request.get(keys.REQUEST_ID, "-")
     if wants_html(request):
         template = request.app[keys.TEMPLATES].get_template("error.html")
-        body = template.render(status=exc.status, code=exc.code, message=exc.message, request_id=request_id)
+        identity = request.get(keys.IDENTITY)
+        body = template.render(
+            status=exc.status,
+            code=exc.code,
+            message=exc.message,
+            request_id=request_id,
+            user=identity.subject if identity is not None else None,  # the layout shows SIGN OUT then
+        )
         return web.Response(status=exc.status, text=body, content_type="text/html", headers=exc.headers)
     # `success`/`status`/`log` are what Kubeflow's Jupyter web app clients read; `error`/`message` ours.
     payload: dict[str, object] = {

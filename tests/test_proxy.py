@@ -77,7 +77,9 @@ async def test_unknown_notebook_is_404_page_for_browsers(gateway: Client) -> Non
     resp = await gateway.get("/notebook/alice/nb9/lab", headers={"Accept": "text/html"})
     assert resp.status == 404
     assert resp.content_type == "text/html"
-    assert "alice/nb9" in await resp.text()
+    page = await resp.text()
+    assert "alice/nb9" in page
+    assert "alice@example.com" in page and "SIGN OUT" in page  # the page keeps the signed-in layout
 
 
 async def test_client_identity_headers_never_reach_the_notebook(gateway: Client) -> None:

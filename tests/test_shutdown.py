@@ -54,8 +54,8 @@ async def gateway_process(
     }
     with (tmp_path / "gateway.log").open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "dev", env=env, stdout=log, stderr=log
-        )
+            sys.executable, "-m", "gateway", "dev", env=env, stdout=log, stderr=log, cwd=tmp_path
+        )  # in tmp_path: dev keeps its policy file and audit log under ./.dev
     try:
         await wait_until(lambda: accepts(port) or proc.returncode is not None, timeout_s=30)
         assert proc.returncode is None, (tmp_path / "gateway.log").read_text()
