@@ -1,4 +1,4 @@
-"""`notebook-gateway dev | serve | check-config`."""
+"""`notebook-gateway dev | serve | check-config | config-reference | policy | audit`."""
 
 from __future__ import annotations
 
