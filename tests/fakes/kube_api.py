@@ -1,0 +1,956 @@
+"""FakeKubeAPI: an HTTP-level Kubernetes API server on loopback, for the official client to talk to.
+
+It follows the real conventions the gateway relies on: lists with a resourceVersion, watch streams
+(ADDED / MODIFIED / DELETED / BOOKMARK, an ERROR 410 Expired for a compacted version), `Status`
+error bodies (404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid), merge / strategic-merge /
+JSON patches, label and field selectors, a status subresource, namespaced and cluster-scoped kinds.
+Notebooks and Profiles are pruned, defaulted and validated against the real CRD schemas in
+`../shared/kubeflow/crds/`. Test hooks: `go_down()` / `come_back()`, `compact()`, `fail_next()`,
+`requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import functools
+import json
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import pytest
+import yaml
+from aiohttp import web
+
+# The CRDs sit beside the repository (`<parent>/shared/kubeflow/crds`), in CI's fresh clone as here.
+CRD_DIR = Path(__file__).parents[2].parent / "shared" / "kubeflow" / "crds"
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+QUANTITY = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH = (
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/json-patch+json",
+)
+EVENT_FIELDS = frozenset(
+    {"involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid"}
+    | {"involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath"}
+    | {"reason", "reportingComponent", "source", "type"}
+)
+DEFAULT_WATCH_TIMEOUT_S = 1800.0
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One kind the fake serves. `crd` names the CRD file whose schema validates it."""
+
+    group: str
+    versions: tuple[str, ...]  # the first is the storage version
+    plural: str
+    kind: str
+    namespaced: bool
+    crd: str | None = None  # with a CRD: status subresource, pruning, defaulting, schema validation
+    name_pattern: re.Pattern[str] = DNS_SUBDOMAIN
+
+    def api_version(self, version: str) -> str:
+        return f"{self.group}/{version}" if self.group else version
+
+    @property
+    def qualified(self) -> str:
+        """How error messages name the resource: `notebooks.kubeflow.org`, `persistentvolumeclaims`."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def qualified_kind(self) -> str:
+        return f"{self.kind}.{self.group}" if self.group else self.kind
+
+
+RESOURCES = {
+    r.plural: r
+    for r in (
+        Resource("kubeflow.org", ("v1", "v1beta1", "v1alpha1"), "notebooks", "Notebook", True, "notebook"),
+        Resource("kubeflow.org", ("v1", "v1beta1"), "profiles", "Profile", False, "profile"),
+        Resource("", ("v1",), "namespaces", "Namespace", False, name_pattern=DNS_LABEL),
+        Resource("", ("v1",), "persistentvolumeclaims", "PersistentVolumeClaim", True),
+        Resource("", ("v1",), "services", "Service", True, name_pattern=DNS_LABEL),
+        Resource("", ("v1",), "events", "Event", True),
+        Resource("", ("v1",), "configmaps", "ConfigMap", True),
+        Resource("rbac.authorization.k8s.io", ("v1",), "rolebindings", "RoleBinding", True),
+    )
+}
+
+
+class KubeError(Exception):
+    """An error the fake answers with, as a `Status` body."""
+
+    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message, self.details = code, reason, message, details
+
+    def body(self) -> Obj:
+        status: Obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+        status.update(message=self.message, reason=self.reason, code=self.code)
+        if self.details is not None:
+            status["details"] = self.details
+        return status
+
+
+def not_found(resource: Resource, name: str) -> KubeError:
+    details = {"name": name, "group": resource.group, "kind": resource.plural}
+    return KubeError(404, "NotFound", f'{resource.qualified} "{name}" not found', details)
+
+
+# -- CRD schemas ---------------------------------------------------------------------------------
+
+
+@functools.cache
+def crd_schemas() -> dict[tuple[str, str], Obj]:
+    """(plural, version) -> openAPIV3Schema, with notebook-validation-patch.yaml applied as kustomize would."""
+    if not (CRD_DIR / "notebook.yaml").is_file():
+        pytest.fail(f"the Kubeflow CRDs are missing: expected {CRD_DIR}/notebook.yaml (shared/ beside the repo)")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # notebook.yaml is 9,500 lines
+    schemas: dict[tuple[str, str], Obj] = {}
+    for name in ("notebook", "profile"):
+        crd = next(doc for doc in yaml.load_all((CRD_DIR / f"{name}.yaml").read_text(), Loader=loader) if doc)
+        if name == "notebook":
+            patch = yaml.load((CRD_DIR / "notebook-validation-patch.yaml").read_text(), Loader=loader)
+            crd = apply_json_patch(crd, patch)
+        for version in crd["spec"]["versions"]:
+            schemas[crd["spec"]["names"]["plural"], version["name"]] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+@functools.cache
+def validator(plural: str, version: str) -> jsonschema.Draft4Validator:
+    # OpenAPI v3.0 schemas are Draft 4 plus x-kubernetes-* keywords, which jsonschema ignores.
+    return jsonschema.Draft4Validator(crd_schemas()[plural, version])
+
+
+def prune(value: Any, schema: Obj, path: str, dropped: list[str], *, root: bool = False) -> Any:
+    """Structural pruning and defaulting, as the API server does before validating a custom resource:
+    fields the schema does not know are dropped (their paths go to `dropped`), defaults filled in."""
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [prune(item, schema["items"], f"{path}[{i}]", dropped) for i, item in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    properties, extra = schema.get("properties"), schema.get("additionalProperties")
+    if properties is None and not isinstance(extra, dict):
+        return value  # an object the schema leaves open (e.g. metadata)
+    result = {}
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if root and key in ("apiVersion", "kind", "metadata"):
+            result[key] = item
+        elif properties is not None and key in properties:
+            result[key] = prune(item, properties[key], where, dropped)
+        elif isinstance(extra, dict):
+            result[key] = prune(item, extra, where, dropped)
+        elif schema.get("x-kubernetes-preserve-unknown-fields"):
+            result[key] = item
+        else:
+            dropped.append(where)
+    for key, sub in (properties or {}).items():
+        if key not in result and "default" in sub:
+            result[key] = copy.deepcopy(sub["default"])
+    return result
+
+
+def schema_causes(resource: Resource, version: str, obj: Obj) -> list[Obj]:
+    """The CRD schema's complaints about `obj`, as the API server's `details.causes`."""
+    causes = []
+    for error in sorted(validator(resource.plural, version).iter_errors(obj), key=lambda e: list(e.path)):
+        where = field_path(error.absolute_path)
+        if error.validator == "required":
+            match = re.match(r"'(.+)' is a required property", error.message)
+            missing = match.group(1) if match else "?"
+            causes.append(cause("FieldValueRequired", f"{where}.{missing}" if where else missing, "Required value"))
+        elif error.validator == "type":
+            shown = json.dumps(error.instance)
+            message = f"Invalid value: {shown}: {where} in body must be of type {error.validator_value}"
+            causes.append(cause("FieldValueTypeInvalid", where, message))
+        elif error.validator == "minItems":
+            least = error.validator_value
+            message = f"Invalid value: {len(error.instance)}: {where} in body should have at least {least} items"
+            causes.append(cause("FieldValueInvalid", where, message))
+        elif error.validator == "pattern":
+            message = (
+                f"Invalid value: {json.dumps(error.instance)}: {where} in body should match '{error.validator_value}'"
+            )
+            causes.append(cause("FieldValueInvalid", where, message))
+        else:
+            causes.append(
+                cause("FieldValueInvalid", where, f"Invalid value: {json.dumps(error.instance)}: {error.message}")
+            )
+    return causes
+
+
+def field_path(parts: Any) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def cause(reason: str, where: str, message: str) -> Obj:
+    return {"reason": reason, "message": message, "field": where}
+
+
+def invalid(resource: Resource, name: str, causes: list[Obj]) -> KubeError:
+    """422 Invalid, worded like the API server: `Kind.group "name" is invalid: field: message`."""
+    parts = [f"{c['field']}: {c['message']}" if c["field"] else c["message"] for c in causes]
+    summary = parts[0] if len(parts) == 1 else f"[{', '.join(parts)}]"
+    details = {"name": name, "group": resource.group, "kind": resource.kind, "causes": causes}
+    return KubeError(422, "Invalid", f'{resource.qualified_kind} "{name}" is invalid: {summary}', details)
+
+
+def core_causes(resource: Resource, obj: Obj) -> list[Obj]:
+    """The few checks the real server makes on core objects that a gateway bug could trip."""
+    spec = obj.get("spec") or {}
+    if resource.plural == "persistentvolumeclaims":
+        causes = []
+        if not spec.get("accessModes"):
+            causes.append(
+                cause("FieldValueRequired", "spec.accessModes", "Required value: at least 1 access mode is required")
+            )
+        storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+        if storage is None:
+            causes.append(cause("FieldValueRequired", "spec.resources[storage]", "Required value"))
+        elif not isinstance(storage, str | int) or not QUANTITY.match(str(storage)):
+            causes.append(
+                cause("FieldValueInvalid", "spec.resources[storage]", f"Invalid value: {json.dumps(storage)}")
+            )
+        return causes
+    if resource.plural == "configmaps":
+        data = obj.get("data") or {}
+        bad = [key for key, value in data.items() if not isinstance(value, str)]
+        return [cause("FieldValueTypeInvalid", f"data.{key}", "Invalid value: must be a string") for key in bad]
+    if resource.plural == "rolebindings" and not (obj.get("roleRef") or {}).get("name"):
+        return [cause("FieldValueRequired", "roleRef.name", "Required value")]
+    return []
+
+
+# -- patches -------------------------------------------------------------------------------------
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def apply_json_patch(target: Any, operations: Any) -> Any:
+    """RFC 6902 add / remove / replace / test (what kustomize's CRD patch and clients use)."""
+    if not isinstance(operations, list):
+        raise KubeError(400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch")
+    doc = copy.deepcopy(target)
+    for op in operations:
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = doc
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            if op["op"] == "test":
+                current = node[int(last)] if isinstance(node, list) else node[last]
+                if current != op["value"]:
+                    raise KubeError(
+                        422,
+                        "Invalid",
+                        f"the server rejected our request: testing value {op['path']} failed",
+                    )
+            elif op["op"] == "remove":
+                del node[int(last) if isinstance(node, list) else last]
+            elif op["op"] in ("add", "replace"):
+                if isinstance(node, list):
+                    index = len(node) if last == "-" else int(last)
+                    node.insert(index, op["value"]) if op["op"] == "add" else node.__setitem__(index, op["value"])
+                else:
+                    if op["op"] == "replace" and last not in node:
+                        raise KeyError(last)
+                    node[last] = op["value"]
+            else:
+                raise KubeError(422, "Invalid", f"unsupported JSON patch operation {op['op']!r}")
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise KubeError(
+                422, "Invalid", f"the server rejected our request: JSON patch path {op['path']} does not exist"
+            ) from None
+    return doc
+
+
+# -- selectors -----------------------------------------------------------------------------------
+
+_REQUIREMENT = re.compile(r"^\s*(!?)([\w./-]+)\s*(?:(==|=|!=)\s*([\w.-]*)|\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+
+
+def label_matcher(selector: str) -> Any:
+    """A predicate over labels for `a=b,c!=d,e in (f,g),h notin (i),j,!k`."""
+    requirements = []
+    for part in re.split(r",(?![^(]*\))", selector) if selector.strip() else []:
+        match = _REQUIREMENT.match(part)
+        if match is None:
+            raise KubeError(400, "BadRequest", f"unable to parse requirement: {part!r}")
+        negate, key, op, value, set_op, values = match.groups()
+        requirements.append((negate, key, op or set_op, value, {v.strip() for v in (values or "").split(",")}))
+
+    def matches(labels: dict[str, str]) -> bool:
+        for negate, key, op, value, values in requirements:
+            present = key in labels
+            ok = {
+                None: present != bool(negate),
+                "=": labels.get(key) == value,
+                "==": labels.get(key) == value,
+                "!=": labels.get(key) != value,
+                "in": present and labels[key] in values,
+                "notin": not present or labels[key] not in values,
+            }[op]
+            if not ok:
+                return False
+        return True
+
+    return matches
+
+
+def field_matcher(resource: Resource, selector: str) -> Any:
+    """A predicate over objects for `metadata.name=x,involvedObject.kind=Notebook,type!=Normal`."""
+    requirements = []
+    for part in selector.split(",") if selector.strip() else []:
+        match = re.match(r"^([\w.]+)(==|=|!=)(.*)$", part.strip())
+        if match is None:
+            raise KubeError(400, "BadRequest", f"invalid field selector: {part!r}")
+        path, op, value = match.groups()
+        allowed = {"metadata.name", "metadata.namespace"} | (EVENT_FIELDS if resource.plural == "events" else set())
+        if path not in allowed:
+            raise KubeError(400, "BadRequest", f"field label not supported: {path}")
+        requirements.append((path, op, value))
+
+    def lookup(obj: Obj, path: str) -> str:
+        node: Any = obj
+        for part in ("source.component" if path == "source" else path).split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return "" if node is None else str(node)
+
+    return lambda obj: all((lookup(obj, p) == v) == (op != "!=") for p, op, v in requirements)
+
+
+# -- the server ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    revision: int
+    plural: str
+    type: Literal["ADDED", "MODIFIED", "DELETED"]
+    obj: Obj
+    old: Obj | None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    content_type: str
+    authorization: str | None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class InjectedFailure:
+    method: str
+    plural: str
+    error: KubeError
+    dry_run: bool  # whether dry-run requests fail too (a webhook with side effects does not see them)
+
+
+@dataclass(eq=False)
+class Watcher:
+    queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
+
+
+class FakeKubeAPI:
+    """The fake API server. `await start()`, use `url` (or `write_kubeconfig()`), `await stop()`."""
+
+    def __init__(self, *, token: str | None = "test-token", bookmark_interval_s: float = 60.0) -> None:
+        self.token = token  # requests must carry `Authorization: Bearer <token>` when set
+        self.bookmark_interval_s = bookmark_interval_s
+        self.requests: list[RecordedRequest] = []
+        self.committed_at: dict[int, float] = {}  # revision -> time.perf_counter() of its change
+        self.port = 0
+        self._objects: dict[str, dict[tuple[str, str], Obj]] = {plural: {} for plural in RESOURCES}
+        self._revision = 1
+        self._history: list[Change] = []
+        self._compacted = 1  # a watch may resume from any revision >= this
+        self._watchers: set[Watcher] = set()
+        self._failures: list[InjectedFailure] = []
+        self._runner: web.AppRunner | None = None
+        self._mode: Literal["up", "503", "refuse"] = "up"
+
+    # -- lifecycle and test hooks -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])  # the same port again after a come_back()
+        self._mode = "up"
+
+    async def stop(self) -> None:
+        self._end_watches()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def go_down(self, mode: Literal["refuse", "503"] = "refuse") -> None:
+        """End every watch; then refuse connections, or answer every request 503."""
+        if mode == "refuse":
+            await self.stop()
+        else:
+            self._end_watches()
+        self._mode = mode
+
+    async def come_back(self) -> None:
+        if self._mode == "refuse":
+            await self.start()
+        self._mode = "up"
+
+    def compact(self) -> None:
+        """Forget the change history, as etcd compaction does: older resourceVersions get 410 Gone."""
+        self._history.clear()
+        self._compacted = self._revision
+
+    def fail_next(
+        self,
+        method: str,
+        plural: str,
+        code: int = 500,
+        reason: str = "InternalError",
+        message: str = "injected failure",
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        """Make the next `method` on `plural` fail (e.g. an admission webhook refusing a create)."""
+        self._failures.append(InjectedFailure(method, plural, KubeError(code, reason, message), dry_run))
+
+    def write_kubeconfig(self, path: Path, *, context: str = "fake") -> Path:
+        user: Obj = {"token": self.token} if self.token else {}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "fake", "user": user}],
+            "contexts": [{"name": context, "context": {"cluster": "fake", "user": "fake"}}],
+            "current-context": context,
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # -- direct access for tests (the same checks as over HTTP) --------------------------------------
+
+    def create(self, plural: str, obj: Obj, namespace: str = "") -> Obj:
+        resource = RESOURCES[plural]
+        return self._create(resource, resource.versions[0], namespace, copy.deepcopy(obj), dry_run=False)[0]
+
+    def add_namespace(self, name: str) -> Obj:
+        return self.create("namespaces", {"metadata": {"name": name}})
+
+    def patch(self, plural: str, namespace: str, name: str, patch: Obj, *, status: bool = False) -> Obj:
+        """A merge patch, of the object or (`status`) of its status subresource, as a client would send."""
+        resource, current = RESOURCES[plural], self._objects[plural].get((namespace, name))
+        if current is None:
+            raise not_found(resource, name)
+        patched = merge_patch(current, patch)
+        sub = "status" if status else None
+        return self._update(resource, resource.versions[0], current, patched, sub, False, [], patch=True)
+
+    def replace_status(self, plural: str, namespace: str, name: str, status: Obj) -> Obj:
+        """Replace the status subresource whole (a PUT to .../status)."""
+        resource, current = RESOURCES[plural], self._objects[plural].get((namespace, name))
+        if current is None:
+            raise not_found(resource, name)
+        body = {**copy.deepcopy(current), "status": status}
+        return self._update(resource, resource.versions[0], current, body, "status", False, [])
+
+    def delete(self, plural: str, namespace: str, name: str) -> None:
+        resource, current = RESOURCES[plural], self._objects[plural].get((namespace, name))
+        if current is None:
+            raise not_found(resource, name)
+        self._delete(resource, resource.versions[0], current, {}, dry_run=False)
+
+    def get(self, plural: str, namespace: str, name: str) -> Obj | None:
+        obj = self._objects[plural].get((namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    def objects(self, plural: str, namespace: str | None = None) -> list[Obj]:
+        items = self._objects[plural].items()
+        return [copy.deepcopy(obj) for (ns, _), obj in sorted(items) if namespace is None or ns == namespace]
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    # -- HTTP ------------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        query = dict(request.query)
+        record = RecordedRequest(
+            request.method, request.path, query, request.content_type, request.headers.get("Authorization")
+        )
+        self.requests.append(record)
+        try:
+            if self._mode == "503":
+                raise KubeError(503, "ServiceUnavailable", "the API server is shutting down")
+            if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+                raise KubeError(401, "Unauthorized", "Unauthorized")
+            resource, version, namespace, name, sub = self._parse_path(request.path)
+            if request.method == "GET" and name is None and query.get("watch", "").lower() in ("1", "true"):
+                return await self._watch(request, resource, version, namespace, query)
+            self._maybe_fail(request.method, resource, query)
+            warnings: list[str] = []
+            status, body = await self._dispatch(request, resource, version, namespace, name, sub, query, warnings)
+            headers = {"Warning": ", ".join(f'299 - "unknown field \\"{w}\\""' for w in warnings)} if warnings else {}
+            if warnings:
+                self.requests[-1] = dataclasses.replace(record, warnings=tuple(warnings))
+            return web.json_response(body, status=status, headers=headers)
+        except KubeError as exc:
+            return web.json_response(exc.body(), status=exc.code)
+
+    def _parse_path(self, path: str) -> tuple[Resource, str, str, str | None, str | None]:
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis":
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        namespace = ""
+        if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] not in ("status", "finalize"):
+            namespace, rest = rest[1], rest[2:]
+        resource = RESOURCES.get(rest[0]) if rest else None
+        if resource is None or resource.group != group or version not in resource.versions or len(rest) > 3:
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        if bool(namespace) != resource.namespaced and (namespace or len(rest) > 1):
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        sub = rest[2] if len(rest) == 3 else None
+        if sub is not None and (sub != "status" or resource.crd is None):
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        return resource, version, namespace, rest[1] if len(rest) > 1 else None, sub
+
+    def _maybe_fail(self, method: str, resource: Resource, query: dict[str, str]) -> None:
+        dry_run = query.get("dryRun") == "All"
+        for failure in self._failures:
+            if failure.method == method and failure.plural == resource.plural and (failure.dry_run or not dry_run):
+                self._failures.remove(failure)
+                raise failure.error
+
+    async def _dispatch(
+        self,
+        request: web.Request,
+        resource: Resource,
+        version: str,
+        namespace: str,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, str],
+        warnings: list[str],
+    ) -> tuple[int, Obj]:
+        method, dry_run = request.method, query.get("dryRun") == "All"
+        if resource.namespaced and not namespace and method != "GET":
+            raise KubeError(404, "NotFound", "the server could not find the requested resource")
+        if method == "GET" and name is None:
+            return 200, self._list(resource, version, namespace, query)
+        if method == "POST" and name is None:
+            body = await self._json_body(request)
+            obj, dropped = self._create(resource, version, namespace, body, dry_run=dry_run, strict=_strict(query))
+            warnings.extend(dropped)
+            return 201, obj
+        if name is None:
+            raise KubeError(405, "MethodNotAllowed", f"the server does not allow this method on {resource.plural}")
+        current = self._objects[resource.plural].get((namespace, name))
+        if current is None:
+            raise not_found(resource, name)
+        if method == "GET":
+            return 200, self._render(resource, version, current)
+        if method == "PUT":
+            body = await self._json_body(request)
+            return 200, self._update(resource, version, current, body, sub, dry_run, warnings, strict=_strict(query))
+        if method == "PATCH":
+            body = await self._json_body(request)
+            # Patch the object as this version shows it, so its apiVersion matches the URL's.
+            patched = self._patch(resource, self._render(resource, version, current), body, request.content_type)
+            return 200, self._update(resource, version, current, patched, sub, dry_run, warnings, patch=True)
+        if method == "DELETE":
+            options = await self._json_body(request) if request.can_read_body else {}
+            return 200, self._delete(resource, version, current, options, dry_run)
+        raise KubeError(405, "MethodNotAllowed", f"the server does not allow this method on {resource.plural}")
+
+    async def _json_body(self, request: web.Request) -> Any:
+        try:
+            return json.loads(await request.read() or b"null")
+        except ValueError:
+            raise KubeError(400, "BadRequest", "the body of the request is not JSON") from None
+
+    # -- verbs -----------------------------------------------------------------------------------
+
+    def _list(self, resource: Resource, version: str, namespace: str, query: dict[str, str]) -> Obj:
+        matches = self._selector(resource, query)
+        items = [
+            self._render(resource, version, obj, in_list=True)
+            for (ns, _), obj in sorted(self._objects[resource.plural].items())
+            if (not namespace or ns == namespace) and matches(obj)
+        ]
+        return {
+            "kind": f"{resource.kind}List",
+            "apiVersion": resource.api_version(version),
+            "metadata": {"resourceVersion": str(self._revision)},
+            "items": items,
+        }
+
+    def _create(
+        self, resource: Resource, version: str, namespace: str, body: Any, *, dry_run: bool, strict: bool = False
+    ) -> tuple[Obj, list[str]]:
+        if not isinstance(body, dict):
+            raise KubeError(400, "BadRequest", "the body of the request must be a JSON object")
+        self._check_kind(resource, version, body)
+        metadata = body.setdefault("metadata", {})
+        if metadata.get("namespace", namespace) != namespace:
+            raise KubeError(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
+        if not metadata.get("name") and metadata.get("generateName"):
+            metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+        name = metadata.get("name") or ""
+        if not name:
+            raise invalid(
+                resource,
+                "",
+                [cause("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
+            )
+        if namespace and ("", namespace) not in self._objects["namespaces"]:
+            raise not_found(RESOURCES["namespaces"], namespace)
+        if resource.crd is not None:
+            body.pop("status", None)  # the status subresource owns it
+        obj, dropped = self._admit(resource, version, body, name, strict)
+        if (namespace, name) in self._objects[resource.plural]:
+            details = {"name": name, "group": resource.group, "kind": resource.plural}
+            raise KubeError(409, "AlreadyExists", f'{resource.qualified} "{name}" already exists', details)
+        meta = obj["metadata"]
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+        if namespace:
+            meta["namespace"] = namespace
+        if resource.plural == "namespaces":
+            obj["status"] = {"phase": "Active"}
+        if dry_run:
+            return self._render(resource, version, obj), dropped
+        self._commit(resource, "ADDED", obj, None)
+        return self._render(resource, version, obj), dropped
+
+    def _update(
+        self,
+        resource: Resource,
+        version: str,
+        current: Obj,
+        body: Any,
+        sub: str | None,
+        dry_run: bool,
+        warnings: list[str],
+        *,
+        patch: bool = False,
+        strict: bool = False,
+    ) -> Obj:
+        if not isinstance(body, dict):
+            raise KubeError(400, "BadRequest", "the body of the request must be a JSON object")
+        name = current["metadata"]["name"]
+        self._check_kind(resource, version, body)
+        metadata = body.setdefault("metadata", {})
+        if metadata.get("name", name) != name:
+            raise KubeError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        sent_version = metadata.get("resourceVersion")
+        if sent_version is None and not patch and resource.crd is not None:
+            raise invalid(
+                resource,
+                name,
+                [
+                    cause(
+                        "FieldValueInvalid",
+                        "metadata.resourceVersion",
+                        "Invalid value: 0x0: must be specified for an update",
+                    )
+                ],
+            )
+        if sent_version is not None and sent_version != current["metadata"]["resourceVersion"]:
+            message = (
+                f'Operation cannot be fulfilled on {resource.qualified} "{name}": the object has been modified; '
+                "please apply your changes to the latest version and try again"
+            )
+            raise KubeError(409, "Conflict", message, {"name": name, "group": resource.group, "kind": resource.plural})
+        if sub == "status":
+            body = {**copy.deepcopy(current), "status": body.get("status")}
+        elif resource.crd is not None:
+            body = {**body, "status": copy.deepcopy(current.get("status"))}
+            if body["status"] is None:
+                del body["status"]
+        obj, dropped = self._admit(resource, version, body, name, strict)
+        warnings.extend(dropped)
+        meta = obj["metadata"]
+        for key in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"):
+            if key in current["metadata"]:
+                meta[key] = current["metadata"][key]
+        if obj.get("spec") != current.get("spec"):
+            meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
+        if dry_run:
+            return self._render(resource, version, obj)
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            self._commit(resource, "DELETED", obj, current)  # the last finalizer is gone
+        else:
+            self._commit(resource, "MODIFIED", obj, current)
+        return self._render(resource, version, obj)
+
+    def _patch(self, resource: Resource, current: Obj, patch: Any, content_type: str) -> Any:
+        if content_type == MERGE_PATCH:
+            if not isinstance(patch, dict):
+                raise KubeError(400, "BadRequest", "a merge patch must be a JSON object")
+            return merge_patch(current, patch)
+        if content_type == JSON_PATCH:
+            return apply_json_patch(current, patch)
+        if content_type == STRATEGIC_PATCH and resource.crd is None:
+            # Merge semantics, which is what a strategic merge patch does to maps such as annotations;
+            # lists are replaced whole here (the real server merges some by key).
+            if not isinstance(patch, dict):
+                raise KubeError(400, "BadRequest", "a strategic merge patch must be a JSON object")
+            return merge_patch(current, patch)
+        accepted = "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+        if resource.crd is None:
+            accepted += ", application/strategic-merge-patch+json"
+        raise KubeError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types include: {accepted}",
+        )
+
+    def _delete(self, resource: Resource, version: str, current: Obj, options: Any, dry_run: bool) -> Obj:
+        meta = current["metadata"]
+        preconditions = (options or {}).get("preconditions") or {}
+        for key in ("uid", "resourceVersion"):
+            if key in preconditions and preconditions[key] != meta.get(key):
+                message = f'Operation cannot be fulfilled on {resource.qualified} "{meta["name"]}": precondition failed'
+                raise KubeError(409, "Conflict", message)
+        details = {"name": meta["name"], "group": resource.group, "kind": resource.plural, "uid": meta["uid"]}
+        if dry_run:
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        if meta.get("finalizers"):
+            if not meta.get("deletionTimestamp"):
+                obj = copy.deepcopy(current)
+                obj["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+                self._commit(resource, "MODIFIED", obj, current)
+            return self._render(resource, version, self._objects[resource.plural][_key(current)])
+        self._commit(resource, "DELETED", copy.deepcopy(current), current)
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+    def _check_kind(self, resource: Resource, version: str, body: Obj) -> None:
+        kind, api_version = body.get("kind"), body.get("apiVersion")
+        if kind is not None and kind != resource.kind:
+            raise KubeError(400, "BadRequest", f"the kind {kind!r} does not match the resource {resource.plural}")
+        if api_version is not None and api_version != resource.api_version(version):
+            raise KubeError(
+                400,
+                "BadRequest",
+                f"the apiVersion {api_version!r} does not match the URL's {resource.api_version(version)!r}",
+            )
+
+    def _admit(self, resource: Resource, version: str, body: Obj, name: str, strict: bool) -> tuple[Obj, list[str]]:
+        """Prune, default and validate, as the server does on every write; raise 422 for a bad object."""
+        pattern = resource.name_pattern
+        if len(name) > (63 if pattern is DNS_LABEL else 253) or not pattern.fullmatch(name):
+            kind = "RFC 1123 label" if pattern is DNS_LABEL else "RFC 1123 subdomain"
+            raise invalid(
+                resource,
+                name,
+                [
+                    cause(
+                        "FieldValueInvalid",
+                        "metadata.name",
+                        f'Invalid value: "{name}": a lowercase {kind} must consist of lower case '
+                        "alphanumeric characters, '-' or '.'",
+                    )
+                ],
+            )
+        dropped: list[str] = []
+        obj = copy.deepcopy(body)
+        if resource.crd is not None:
+            obj = prune(obj, crd_schemas()[resource.plural, version], "", dropped, root=True)
+            if strict and dropped:
+                raise KubeError(400, "BadRequest", f'strict decoding error: unknown field "{dropped[0]}"')
+            causes = schema_causes(resource, version, obj)
+        else:
+            causes = core_causes(resource, obj)
+        if causes:
+            raise invalid(resource, name, causes)
+        obj["apiVersion"], obj["kind"] = resource.api_version(resource.versions[0]), resource.kind
+        return obj, dropped
+
+    def _commit(
+        self, resource: Resource, kind: Literal["ADDED", "MODIFIED", "DELETED"], obj: Obj, old: Obj | None
+    ) -> None:
+        self._revision += 1
+        obj["metadata"]["resourceVersion"] = str(self._revision)
+        if kind == "DELETED":
+            del self._objects[resource.plural][_key(obj)]
+        else:
+            self._objects[resource.plural][_key(obj)] = obj
+        change = Change(self._revision, resource.plural, kind, copy.deepcopy(obj), copy.deepcopy(old) if old else None)
+        self._history.append(change)
+        self.committed_at[self._revision] = time.perf_counter()
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(change)
+
+    def _render(self, resource: Resource, version: str, obj: Obj, *, in_list: bool = False) -> Obj:
+        """The object as a client of `version` sees it (no conversion webhook: only apiVersion differs)."""
+        out = copy.deepcopy(obj)
+        if in_list and not resource.group:
+            out.pop("apiVersion", None)  # core list items carry no kind or apiVersion
+            out.pop("kind", None)
+        else:
+            out["apiVersion"] = resource.api_version(version)
+        return out
+
+    def _selector(self, resource: Resource, query: dict[str, str]) -> Any:
+        labels = label_matcher(query.get("labelSelector", ""))
+        fields = field_matcher(resource, query.get("fieldSelector", ""))
+        return lambda obj: labels((obj.get("metadata") or {}).get("labels") or {}) and fields(obj)
+
+    # -- watch -----------------------------------------------------------------------------------
+
+    async def _watch(
+        self, request: web.Request, resource: Resource, version: str, namespace: str, query: dict[str, str]
+    ) -> web.StreamResponse:
+        matches = self._selector(resource, query)
+
+        def in_scope(obj: Obj | None) -> bool:
+            return obj is not None and (not namespace or obj["metadata"].get("namespace") == namespace) and matches(obj)
+
+        since = query.get("resourceVersion", "")
+        timeout_s = float(query.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT_S)
+        bookmarks = query.get("allowWatchBookmarks", "").lower() in ("1", "true")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        backlog: list[tuple[str, Obj]] = []
+        if since in ("", "0"):  # "from now": the current objects as synthetic ADDED events first
+            backlog = [("ADDED", obj) for obj in self._objects[resource.plural].values() if in_scope(obj)]
+        else:
+            try:
+                start = int(since)
+            except ValueError:
+                raise KubeError(400, "BadRequest", f"invalid resource version: {since!r}") from None
+            if start < self._compacted:
+                await response.prepare(request)
+                status = KubeError(410, "Expired", f"too old resource version: {start} ({self._compacted})").body()
+                await response.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+                return response
+            backlog = [
+                e
+                for c in self._history
+                if c.revision > start and c.plural == resource.plural
+                for e in _events(c, in_scope)
+            ]
+        watcher = Watcher()
+        self._watchers.add(watcher)  # in the same step as the backlog snapshot: no change falls between
+        try:
+            await response.prepare(request)
+            for kind, obj in backlog:
+                await self._send(response, kind, self._render(resource, version, obj))
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+                try:
+                    change = await asyncio.wait_for(watcher.queue.get(), min(remaining, self.bookmark_interval_s))
+                except TimeoutError:
+                    if bookmarks and deadline > asyncio.get_running_loop().time():
+                        mark = {
+                            "kind": resource.kind,
+                            "apiVersion": resource.api_version(version),
+                            "metadata": {"resourceVersion": str(self._revision)},
+                        }
+                        await self._send(response, "BOOKMARK", mark)
+                    continue
+                if change is None:
+                    break  # the server is going down
+                if change.plural == resource.plural:
+                    for kind, obj in _events(change, in_scope):
+                        await self._send(response, kind, self._render(resource, version, obj))
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            self._watchers.discard(watcher)
+        return response
+
+    async def _send(self, response: web.StreamResponse, kind: str, obj: Obj) -> None:
+        await response.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
+
+    def _end_watches(self) -> None:
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(None)
+
+
+def _events(change: Change, in_scope: Any) -> Iterator[tuple[str, Obj]]:
+    """What a change looks like to a watch with selectors: an object that starts matching is ADDED,
+    one that stops matching is DELETED."""
+    now, before = in_scope(change.obj) if change.type != "DELETED" else False, in_scope(change.old)
+    if change.type == "DELETED":
+        if before:
+            yield "DELETED", change.obj
+    elif now and before:
+        yield "MODIFIED", change.obj
+    elif now:
+        yield "ADDED", change.obj
+    elif before:
+        yield "DELETED", change.obj
+
+
+def _key(obj: Obj) -> tuple[str, str]:
+    return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _strict(query: dict[str, str]) -> bool:
+    return query.get("fieldValidation") == "Strict"
+
+
+@pytest.fixture
+async def kube_api() -> AsyncIterator[FakeKubeAPI]:
+    """A fake API server with namespace `alice`, for one test."""
+    api = FakeKubeAPI()
+    await api.start()
+    api.add_namespace("alice")
+    try:
+        yield api
+    finally:
+        await api.stop()
