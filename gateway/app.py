@@ -33,12 +33,14 @@ from .backends.local import LocalBackend
 from .backends.static import StaticBackend
 from .config import ConfigError, Settings
 from .cookies import CookieSigner
+from .kubeflow_policies import KubeflowPolicies
 from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
 from .policies import PolicyError
+from .policy_configmap import ConfigMapPolicyStore, own_namespace
 from .policy_manager import PolicyManager
-from .policy_store import FilePolicyStore, MemoryPolicyStore
+from .policy_store import FilePolicyStore, MemoryPolicyStore, PolicyStore
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
@@ -186,9 +188,23 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
 
 def build_policy_manager(settings: Settings) -> PolicyManager:
     """The authorizer and what keeps it current; the policy itself is read in `policy_engine`."""
-    if settings.policy_file is None and not settings.dev_provider:
-        log.warning("GATEWAY_POLICY_FILE is not set: policies live in this process's memory and die with it")
-    store = FilePolicyStore(settings.policy_file) if settings.policy_file else MemoryPolicyStore()
+    store: PolicyStore
+    if settings.policy_store == "configmap":
+        store = ConfigMapPolicyStore(
+            settings.policy_configmap,
+            settings.policy_namespace or own_namespace(),
+            kubeconfig=settings.kubeconfig,
+            context=settings.kube_context,
+        )
+    else:
+        if settings.policy_file is None and not settings.dev_provider:
+            log.warning("GATEWAY_POLICY_FILE is not set: policies live in this process's memory and die with it")
+        store = FilePolicyStore(settings.policy_file) if settings.policy_file else MemoryPolicyStore()
+    kubeflow = (
+        KubeflowPolicies(kubeconfig=settings.kubeconfig, context=settings.kube_context)
+        if settings.kubeflow_policies
+        else None
+    )
     try:
         return PolicyManager(
             store,
@@ -196,6 +212,7 @@ def build_policy_manager(settings: Settings) -> PolicyManager:
             auto_profile=settings.dev_provider if settings.auto_profile is None else settings.auto_profile,
             first_user_admin=settings.first_user_admin,
             reload_interval_s=settings.policy_reload_interval_s,
+            external=kubeflow,
         )
     except PolicyError as exc:
         raise ConfigError([f"GATEWAY_BOOTSTRAP_ADMINS: {exc.message}"]) from None
@@ -207,7 +224,8 @@ async def policy_engine(app: web.Application) -> AsyncIterator[None]:
     try:
         await manager.open()
     except (PolicyError, OSError) as exc:
-        raise ConfigError([f"GATEWAY_POLICY_FILE: {manager.store.location}: {exc}"]) from None
+        setting = "GATEWAY_POLICY_CONFIGMAP" if manager.store.kind == "configmap" else "GATEWAY_POLICY_FILE"
+        raise ConfigError([f"{setting}: {manager.store.location}: {exc}"]) from None
     watcher = asyncio.create_task(manager.watch(policies_api.reload_audit(app)), name="policy-watcher")
     try:
         yield
@@ -215,6 +233,7 @@ async def policy_engine(app: web.Application) -> AsyncIterator[None]:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await manager.close()
 
 
 def build_audit_log(settings: Settings) -> AuditLog:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -42,15 +42,22 @@ class Authorizer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a rule came from: the policy store (`file` or `memory`, with its line) or `bootstrap`
-    (GATEWAY_BOOTSTRAP_ADMINS)."""
+    """Where a rule came from: the policy store (`file`, `configmap` or `memory`, with its line),
+    `bootstrap` (GATEWAY_BOOTSTRAP_ADMINS), or Kubeflow (read-only: `kubeflow-profile`,
+    `kubeflow-rolebinding`, located by the object's namespace/name)."""
 
-    kind: Literal["file", "memory", "bootstrap"]
+    kind: Literal["file", "configmap", "memory", "bootstrap", "kubeflow-profile", "kubeflow-rolebinding"]
     location: str
     line: int | None = None
 
+    @property
+    def editable(self) -> bool:
+        """Whether the gateway's API can revoke it: not Kubeflow's (changed where they live), nor a
+        bootstrap admin (changed in the settings)."""
+        return self.kind in ("file", "configmap", "memory")
+
     def to_json(self) -> dict[str, object]:
-        return {"source": self.kind, "location": self.location, "line": self.line}
+        return {"source": self.kind, "location": self.location, "line": self.line, "editable": self.editable}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +89,11 @@ class Snapshot:
     version: str
     policy: CasbinPolicy
     origin: Source  # the store (kind and location); each rule's line is in `lines`
-    lines: dict[Rule, int]  # a bootstrap admin's rule is 0 (a line number, not an object per rule: see _Row)
+    lines: dict[Rule, int]  # a bootstrap admin's rule is 0, a Kubeflow one -1 (a number, not an object per rule)
     by_subject: dict[str, list[Rule]]
     by_namespace: dict[str, list[Rule]]
     cache: dict[_CacheKey, str | None] = field(default_factory=dict)  # None: allowed; else the refusal
+    external: Mapping[Rule, Source] = field(default_factory=dict)  # rules read from Kubeflow, with their objects
 
     @property
     def rules(self) -> Iterable[Rule]:
@@ -95,30 +103,39 @@ class Snapshot:
         line = self.lines[rule]
         if line == 0:
             return BOOTSTRAP
+        if line == EXTERNAL_LINE:
+            return self.external[rule]
         return Source(self.origin.kind, self.origin.location, line)
 
 
 BOOTSTRAP = Source("bootstrap", "GATEWAY_BOOTSTRAP_ADMINS")
+EXTERNAL_LINE = -1
 
 
 def build_snapshot(
     doc: PolicyDoc,
     bootstrap_admins: Iterable[str] = (),
     *,
-    kind: Literal["file", "memory"] = "memory",
+    kind: Literal["file", "configmap", "memory"] = "memory",
     location: str = "",
+    external: Mapping[Rule, Source] | None = None,
 ) -> Snapshot:
-    """Compile a policy document plus the bootstrap admins. CPU-bound: call it off the event loop."""
+    """Compile a policy document plus the bootstrap admins and the `external` (Kubeflow) rules.
+    CPU-bound: call it off the event loop."""
     lines = {Rule(admin, EVERY_NAMESPACE, "cluster-admin"): 0 for admin in bootstrap_admins}
     for entry in doc.entries:
         lines.setdefault(entry.rule, entry.line)  # a duplicate rule is reported at its first line
+    for rule in external or {}:
+        lines.setdefault(rule, EXTERNAL_LINE)  # also in the store: shown (and revocable) there
     by_subject: dict[str, list[Rule]] = {}
     by_namespace: dict[str, list[Rule]] = {}
     for rule in lines:
         by_subject.setdefault(rule.subject, []).append(rule)
         by_namespace.setdefault(rule.namespace, []).append(rule)
     origin = Source(kind, location)
-    return Snapshot(doc.version, CasbinPolicy(lines), origin, lines, by_subject, by_namespace)
+    snapshot = Snapshot(doc.version, CasbinPolicy(lines), origin, lines, by_subject, by_namespace)
+    snapshot.external = dict(external or {})
+    return snapshot
 
 
 def subjects_of(identity: Identity) -> tuple[str, ...]:

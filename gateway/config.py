@@ -137,6 +137,28 @@ class Settings(BaseSettings):
     policy_reload_interval_s: float = Field(
         0.5, gt=0, le=1.0, description="How often the policy file is checked for changes made elsewhere."
     )
+    policy_store: Literal["file", "configmap"] = Field(
+        "file",
+        description="Where the editable policies live: `file` (GATEWAY_POLICY_FILE, else memory) or `configmap` "
+        "(a ConfigMap every replica watches; uses GATEWAY_KUBECONFIG / GATEWAY_KUBE_CONTEXT).",
+    )
+    policy_configmap: str = Field(
+        "notebook-gateway-policies",
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of the policy ConfigMap (GATEWAY_POLICY_STORE=configmap); the CSV is in its "
+        "`policy.csv` key.",
+    )
+    policy_namespace: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace of the policy ConfigMap. Default: the gateway's own namespace (from its service "
+        "account), else `kubeflow`.",
+    )
+    kubeflow_policies: bool = Field(
+        False,
+        description="Also take roles from Kubeflow, read-only: a Profile's owner is admin of its namespace, "
+        "and KFAM RoleBindings (contributors) give admin, edit or view.",
+    )
     bootstrap_admins: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Users (comma-separated) who are cluster-admins whatever the policy file says, "

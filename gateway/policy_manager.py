@@ -12,8 +12,10 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from .authz import PolicyAuthorizer, Snapshot, build_snapshot, personal_namespace
+from .authz import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
+from .errors import BadRequest, Conflict
 from .identity import Identity
 from .policies import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
 from .policy_store import PolicyStore, PreconditionRequired
@@ -64,6 +66,25 @@ def diff(before: PolicyDoc, after: PolicyDoc) -> tuple[tuple[Rule, ...], tuple[R
     return added, removed
 
 
+class RuleSource(Protocol):
+    """Rules the gateway reads but does not own (Kubeflow's Profiles and RoleBindings). `rules()` is
+    the current set, each with the object it came from; `generation` goes up whenever it may differ."""
+
+    generation: int
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def rules(self) -> dict[Rule, Source]: ...
+
+
+MANAGED_ELSEWHERE = (
+    "{rule} comes from Kubeflow ({kind} {where}) and cannot be changed through the gateway: manage it with "
+    "Kubeflow's contributor UI (Manage Contributors) or kubectl."
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _Held:
     identity: Identity
@@ -84,8 +105,12 @@ class PolicyManager:
         auto_profile: bool = False,
         first_user_admin: bool = False,
         reload_interval_s: float = 0.5,
+        external: RuleSource | None = None,
     ) -> None:
         self.store = store
+        self.external = external
+        self._external: dict[Rule, Source] = {}  # the external rules in force
+        self._external_generation = -1
         # Validated now, so a typo in GATEWAY_BOOTSTRAP_ADMINS stops the start instead of locking people out.
         self.bootstrap_admins = tuple(
             make_rule(name if name.startswith("user:") else f"user:{name}", EVERY_NAMESPACE, "cluster-admin").subject
@@ -106,9 +131,22 @@ class PolicyManager:
         return self._doc
 
     async def open(self) -> None:
-        """Load the store (raises `PolicyError` for a malformed policy: a start must not guess)."""
-        async with self._exclusive():
-            await self._install(await self.store.load())
+        """Open the store (and the external source) and load it (raises `PolicyError` for a malformed
+        policy: a start must not guess)."""
+        await self.store.open()
+        try:
+            if self.external is not None:
+                await self.external.open()
+            async with self._exclusive():
+                await self._install(await self.store.load())
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self.external is not None:
+            await self.external.close()
+        await self.store.close()
 
     # -- changes ----------------------------------------------------------------------------------
 
@@ -118,7 +156,10 @@ class PolicyManager:
         return Change("policy.grant", "api", before.version, after.version, rule=rule)
 
     async def revoke(self, rule: Rule, if_match: str | None = None) -> Change:
-        """Remove every line holding `rule` (idempotent)."""
+        """Remove every line holding `rule` (idempotent). A rule that only Kubeflow gives is refused."""
+        source = self._external.get(rule)
+        if source is not None and rule not in self._doc:
+            raise Conflict(MANAGED_ELSEWHERE.format(rule=rule.describe(), kind=source.kind, where=source.location))
         before, after = await self._update(lambda doc: doc.without_rule(rule), if_match)
         return Change("policy.revoke", "api", before.version, after.version, rule=rule)
 
@@ -127,6 +168,11 @@ class PolicyManager:
         if if_match is None:
             raise PreconditionRequired()
         wanted = tuple(rules)
+        for index, rule in enumerate(wanted):
+            source = self._external.get(rule)
+            if source is not None and rule not in self._doc:
+                message = MANAGED_ELSEWHERE.format(rule=rule.describe(), kind=source.kind, where=source.location)
+                raise BadRequest(f"rules[{index}]: {message}", field=f"rules[{index}]")
 
         def edit(doc: PolicyDoc) -> PolicyDoc:
             if doc.rules == tuple(dict.fromkeys(wanted)):
@@ -197,13 +243,15 @@ class PolicyManager:
             async with self._exclusive():
                 doc = await self.store.changed()
                 if doc is None or doc.version == self.authorizer.version:
+                    await self._reload_external(on_reload)
                     return
                 before = self._doc
                 await self._install(doc)
             added, removed = await asyncio.to_thread(diff, before, doc)  # 100k rules: tens of ms
         except PolicyError as exc:
             log.error(
-                "policy file %s rejected, version %s stays in force: %s",
+                "policy %s %s rejected, version %s stays in force: %s",
+                self.store.kind,
                 self.store.location,
                 self.authorizer.version,
                 exc,
@@ -238,14 +286,34 @@ class PolicyManager:
                 if was_enabled:
                     gc.enable()
 
+    async def _reload_external(self, on_reload: Callable[[Change, str | None], None]) -> None:
+        """Compile again when the external rules changed (under the lock: called from reload_once)."""
+        if self.external is None or self.external.generation == self._external_generation:
+            return
+        before = self._external
+        await self._install(self._doc)
+        added = tuple(rule for rule in self._external if rule not in before)
+        removed = tuple(rule for rule in before if rule not in self._external)
+        if added or removed:
+            log.info("Kubeflow roles changed: +%d -%d rules", len(added), len(removed))
+            version = self.authorizer.version
+            on_reload(Change("policy.reload", "kubeflow", version, version, added=added, removed=removed), None)
+
     async def _install(self, doc: PolicyDoc) -> None:
-        snapshot = await asyncio.to_thread(self._compile, doc)  # 100k rules: hundreds of ms, kept off the loop
+        if self.external is not None:
+            # Read on the loop, where the watch updates it; compiled in a worker thread.
+            self._external_generation = self.external.generation
+            self._external = self.external.rules()
+        external = self._external
+        snapshot = await asyncio.to_thread(self._compile, doc, external)  # 100k rules: hundreds of ms
         self._doc = doc
         self.authorizer.replace(snapshot)
         self._sweep()
 
-    def _compile(self, doc: PolicyDoc) -> Snapshot:
-        return build_snapshot(doc, self.bootstrap_admins, kind=self.store.kind, location=self.store.location)
+    def _compile(self, doc: PolicyDoc, external: dict[Rule, Source] | None = None) -> Snapshot:
+        return build_snapshot(
+            doc, self.bootstrap_admins, kind=self.store.kind, location=self.store.location, external=external
+        )
 
     # -- open WebSockets --------------------------------------------------------------------------
 

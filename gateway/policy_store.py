@@ -38,10 +38,15 @@ class PreconditionRequired(GatewayError):
 class PolicyStore(Protocol):
     """Holds the policy document. `update()` applies an edit atomically and returns (before, after);
     `changed()` returns the document when someone else changed it since this store last saw it
-    (None otherwise) and raises `PolicyError` for a malformed one, once per change."""
+    (None otherwise) and raises `PolicyError` for a malformed one, once per change. `open()` comes
+    first and `close()` last (both no-ops but for the ConfigMap store's API client and watch)."""
 
-    kind: Literal["file", "memory"]
+    kind: Literal["file", "configmap", "memory"]
     location: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
 
     async def load(self) -> PolicyDoc: ...
 
@@ -60,12 +65,18 @@ def _check(doc: PolicyDoc, if_match: str | None) -> None:
 class MemoryPolicyStore:
     """Policies for this process only (lost on restart): tests, and a gateway without GATEWAY_POLICY_FILE."""
 
-    kind: Literal["file", "memory"] = "memory"
+    kind: Literal["file", "configmap", "memory"] = "memory"
     location = "memory"
 
     def __init__(self, doc: PolicyDoc = EMPTY) -> None:
         self._doc = doc
         self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def load(self) -> PolicyDoc:
         return self._doc
@@ -89,13 +100,19 @@ class FilePolicyStore:
     """A CSV policy file. File I/O runs in worker threads; `flock` on a sibling `.lock` file keeps
     two processes (or threads) from interleaving their read-modify-write cycles."""
 
-    kind: Literal["file", "memory"] = "file"
+    kind: Literal["file", "configmap", "memory"] = "file"
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.location = str(path)
         self._lock_path = path.with_name(f".{path.name}.lock")
         self._seen: tuple[_StatToken | None, PolicyDoc | None] = (None, None)
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def load(self) -> PolicyDoc:
         """The file's policy, creating the file (with its header) when there is none yet."""

@@ -214,7 +214,7 @@ def _store_errors() -> Iterator[None]:
     try:
         yield
     except PolicyError as exc:
-        raise Conflict(f"The policy file on disk is malformed ({exc}); fix it before changing policies here.") from None
+        raise Conflict(f"The stored policies are malformed ({exc}); fix them before changing policies here.") from None
     except OSError as exc:  # e.g. a read-only mount: the policies can be read, not changed here
         log.error("writing the policy store failed: %s", exc)
         raise ServiceUnavailable(f"The policy store cannot be written ({exc.strerror or exc}).") from None

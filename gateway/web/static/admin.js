@@ -30,12 +30,19 @@
   // How a rule reaches this namespace, for the Access page.
   function through(rule) {
     const how = rule.namespace === "*" ? "every namespace" : rule.subject.startsWith("group:") ? "group" : "directly";
-    return rule.source === "bootstrap" ? `${how} (GATEWAY_BOOTSTRAP_ADMINS)` : how;
+    if (rule.source === "bootstrap") return `${how} (GATEWAY_BOOTSTRAP_ADMINS)`;
+    return rule.editable === false ? `${how} (${fromKubeflow(rule)})` : how;
+  }
+
+  // Kubeflow's rules are read-only here: they change with the contributor UI or kubectl.
+  function fromKubeflow(rule) {
+    const kind = rule.source === "kubeflow-profile" ? "Profile" : "RoleBinding";
+    return `Kubeflow ${kind} ${rule.location}`;
   }
 
   // Rules from GATEWAY_BOOTSTRAP_ADMINS, and on the Access page cluster-wide rules, are not this page's to revoke.
   function revocable(rule) {
-    if (rule.source === "bootstrap") return false;
+    if (rule.source === "bootstrap" || rule.editable === false) return false;
     return !onAccess || rule.namespace === namespace;
   }
 
@@ -179,6 +186,7 @@
       for (const rule of answer.rules || []) {
         const where = rule.notebook ? `${rule.namespace}/${rule.notebook}` : rule.namespace;
         const from = rule.source === "bootstrap" ? "GATEWAY_BOOTSTRAP_ADMINS"
+          : rule.editable === false ? fromKubeflow(rule)
           : [rule.location, rule.line].filter((part) => part !== null && part !== undefined && part !== "").join(":");
         list.append(element("li", {}, `${rule.effect || "allow"} ${rule.subject} ${rule.role} in ${where}${from ? ` (${from})` : ""}`));
       }

@@ -1,0 +1,130 @@
+"""`KubeflowPolicies`: roles read (never written) from Kubeflow's own objects, kept current by watch.
+
+A Profile's `spec.owner` (kind User) is `admin` of the namespace the Profile names; a KFAM RoleBinding
+in a profile's namespace (annotations `user` and `role`, roleRef ClusterRole kubeflow-admin, -edit or
+-view) gives that user that role there. Each rule carries the object it came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from .authz import Source
+from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
+from .backends.watcher import Reflector
+from .config import ConfigError
+from .policies import PolicyError, Role, Rule, make_rule
+
+log = logging.getLogger(__name__)
+
+PROFILES = Kind("kubeflow.org", "v1", "profiles")
+ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "rolebindings")
+# The ClusterRoles that KFAM binds contributors to, and the gateway role each one means.
+KFAM_ROLES: dict[str, Role] = {"kubeflow-admin": "admin", "kubeflow-edit": "edit", "kubeflow-view": "view"}
+
+
+class KubeflowPolicies:
+    """Profiles (cluster-wide) and RoleBindings (every namespace), listed then watched. `generation`
+    goes up with every change, so the policy manager knows when to compile again."""
+
+    def __init__(self, *, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        self.kubeconfig, self.context = kubeconfig, context
+        self.generation = 0
+        self._client: KubeClient | None = None
+        self._reflectors: list[Reflector] = []
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def synced(self) -> bool:
+        return bool(self._reflectors) and all(reflector.synced for reflector in self._reflectors)
+
+    async def open(self) -> None:
+        """List both kinds before serving; if the API does not answer, start without Kubeflow's roles
+        (refusing is the safe side) and keep trying in the background."""
+        try:
+            self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
+        except KubeConfigError as exc:
+            raise ConfigError([f"GATEWAY_KUBEFLOW_POLICIES: {exc}"]) from None
+        self._reflectors = [
+            Reflector(self._client, kind, None, on_change=self._changed) for kind in (PROFILES, ROLEBINDINGS)
+        ]
+        results = await asyncio.gather(*(r.sync() for r in self._reflectors), return_exceptions=True)
+        for result in results:
+            if isinstance(result, ApiError):
+                log.warning("Kubeflow roles: the first list failed (%s); retrying in the background", result)
+            elif isinstance(result, BaseException):
+                await self.close()
+                raise result
+        self._task = asyncio.create_task(self._run(), name="kubeflow-policy-watcher")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(reflector.run() for reflector in self._reflectors))
+
+    def _changed(self, event: WatchEvent | None) -> None:
+        self.generation += 1
+
+    def rules(self) -> dict[Rule, Source]:
+        """Every rule Kubeflow's objects give now (the first object to give a rule names its source)."""
+        if not self._reflectors:
+            return {}
+        profiles, bindings = (reflector.objects for reflector in self._reflectors)
+        found: dict[Rule, Source] = {}
+        for names in profiles.values():
+            for name, profile in sorted(names.items()):
+                rule = profile_rule(name, profile)
+                if rule is not None:
+                    found.setdefault(rule, Source("kubeflow-profile", name))
+        for namespace, by_name in sorted(bindings.items()):
+            if namespace not in profiles.get("", {}):
+                continue  # KFAM only manages profile namespaces; other RoleBindings are none of ours
+            for name, binding in sorted(by_name.items()):
+                rule = rolebinding_rule(namespace, binding)
+                if rule is not None:
+                    found.setdefault(rule, Source("kubeflow-rolebinding", f"{namespace}/{name}"))
+        return found
+
+
+def profile_rule(name: str, profile: JsonObject) -> Rule | None:
+    """`admin` of namespace `name` for the Profile's owner, if it names a User."""
+    spec = profile.get("spec")
+    owner = spec.get("owner") if isinstance(spec, dict) else None
+    if not isinstance(owner, dict) or owner.get("kind") != "User" or not isinstance(owner.get("name"), str):
+        return None
+    return _rule(owner["name"], name, "admin", f"Profile {name}")
+
+
+def rolebinding_rule(namespace: str, binding: JsonObject) -> Rule | None:
+    """The role a KFAM RoleBinding gives, or None for any other RoleBinding."""
+    metadata, ref = binding.get("metadata"), binding.get("roleRef")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict) or not isinstance(ref, dict) or ref.get("kind") != "ClusterRole":
+        return None
+    user, role = annotations.get("user"), KFAM_ROLES.get(str(ref.get("name")))
+    if not isinstance(user, str) or role is None or "role" not in annotations:
+        return None
+    name = metadata.get("name") if isinstance(metadata, dict) else "?"
+    if annotations["role"] != role:
+        # Kubernetes grants what roleRef names, so that is the role the gateway gives too.
+        log.warning("RoleBinding %s/%s: annotation role=%s but roleRef %s", namespace, name, annotations["role"], role)
+    return _rule(user, namespace, role, f"RoleBinding {namespace}/{name}")
+
+
+def _rule(user: str, namespace: str, role: Role, what: str) -> Rule | None:
+    try:
+        return make_rule(f"user:{user}", namespace, role)
+    except PolicyError as exc:
+        log.warning("%s ignored: %s", what, exc.message)
+        return None
