@@ -1,12 +1,15 @@
-"""`deploy/base` renders with kustomize and agrees with the code: settings, probes, ports, user."""
+"""`deploy/` renders with kustomize and agrees with the code: settings, probes, ports, users, the
+Kubernetes calls the RBAC allows, the Istio routes and the notebook NetworkPolicy."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -17,25 +20,107 @@ from gateway import health
 from gateway.config import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
 KUBECTL = shutil.which("kubectl")
+KUSTOMIZATIONS = ["base", "overlays/standalone", "overlays/kubeflow", "notebook-namespace"]
+OVERLAYS = ["overlays/standalone", "overlays/kubeflow"]
+# What a cluster (with Istio, for Kubeflow) knows: nothing here needs a CRD the install lacks.
+KNOWN_KINDS = {
+    ("v1", "Namespace"),
+    ("v1", "ServiceAccount"),
+    ("v1", "ConfigMap"),
+    ("v1", "Service"),
+    ("apps/v1", "Deployment"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.istio.io/v1beta1", "VirtualService"),
+}
+# KubeClient method -> the RBAC verb its request needs (a dry-run create is still a create).
+VERB_OF_METHOD = {"get": "get", "list": "list", "watch": "watch", "create": "create", "patch": "patch"}
+VERB_OF_METHOD |= {"delete": "delete", "replace": "update"}
+SIMPLE_STATEMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Return)
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
 Manifest = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def manifests() -> dict[str, Manifest]:
-    """The rendered base, by kind (each kind appears once)."""
+def render(kustomization: str) -> list[Manifest]:
     assert KUBECTL is not None
     done = subprocess.run(
-        [KUBECTL, "kustomize", str(ROOT / "deploy" / "base")], capture_output=True, text=True, timeout=60
+        [KUBECTL, "kustomize", str(DEPLOY / kustomization)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-    by_kind = {doc["kind"]: doc for doc in docs}
-    assert len(by_kind) == len(docs), "a kind appears twice"
-    return by_kind
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def by_kind(docs: list[Manifest], *, gateway_only: bool = True) -> dict[str, Manifest]:
+    """The gateway's objects by kind (each kind appears once), leaving out the Redis of standalone."""
+    mine = [doc for doc in docs if not gateway_only or "redis" not in doc["metadata"]["name"]]
+    result = {doc["kind"]: doc for doc in mine}
+    assert len(result) == len(mine), "a kind appears twice"
+    return result
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, Manifest]:
+    """The rendered base, by kind."""
+    return by_kind(render("base"))
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[Manifest]]:
+    """Every kustomization, rendered once."""
+    return {name: render(name) for name in KUSTOMIZATIONS}
+
+
+def used_permissions() -> set[tuple[str, str, str]]:
+    """(API group, resource, verb) for every Kubernetes call in gateway/: `x.<method>(KIND, ...)` on
+    a KubeClient, and list + watch for each `Reflector(client, KIND, ...)`. Kinds are the module-level
+    `NAME = Kind(group, version, plural)` constants; a kind passed through anything but a name (or a
+    comprehension in the same statement as the Reflector) is not seen, and the test then fails."""
+    trees = [ast.parse(path.read_text()) for path in (ROOT / "gateway").rglob("*.py")]
+    kinds: dict[str, tuple[str, str]] = {}
+    for node in (node for tree in trees for node in ast.walk(tree)):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _name(node.value.func) == "Kind":
+            group, _, plural = (ast.literal_eval(arg) for arg in node.value.args[:3])
+            kinds.update({target.id: (group, plural) for target in node.targets if isinstance(target, ast.Name)})
+    used = set()
+    for node in (node for tree in trees for node in ast.walk(tree)):
+        if isinstance(node, ast.Call) and _name(node.func) in VERB_OF_METHOD and node.args:
+            if isinstance(node.args[0], ast.Name) and node.args[0].id in kinds:
+                used.add((*kinds[node.args[0].id], VERB_OF_METHOD[_name(node.func)]))
+        if isinstance(node, SIMPLE_STATEMENTS) and any(_name(n.func) == "Reflector" for n in _calls(node)):
+            named = {kinds[n.id] for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in kinds}
+            used |= {(group, plural, verb) for group, plural in named for verb in ("list", "watch")}
+    return used
+
+
+def _name(func: ast.expr) -> str:
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def _calls(node: ast.AST) -> list[ast.Call]:
+    return [n for n in ast.walk(node) if isinstance(n, ast.Call)]
+
+
+def granted(docs: list[Manifest], kind: str) -> set[tuple[str, str, str]]:
+    [role] = [doc for doc in docs if doc["kind"] == kind]
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def pods(docs: list[Manifest]) -> list[Manifest]:
+    return [doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] == "Deployment"]
 
 
 def container(manifests: dict[str, Manifest]) -> Manifest:
@@ -65,7 +150,10 @@ def is_secret(field: str) -> bool:
 
 
 def test_base_builds_the_expected_objects(manifests: dict[str, Manifest]) -> None:
-    assert set(manifests) == {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"}
+    assert set(manifests) == {
+        *("ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"),
+        *("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+    }
     [source] = container(manifests)["envFrom"]
     assert source["configMapRef"]["name"] == manifests["ConfigMap"]["metadata"]["name"]
     pod = manifests["Deployment"]["spec"]["template"]
@@ -119,3 +207,140 @@ def test_pod_runs_locked_down_as_the_image_user(manifests: dict[str, Manifest]) 
     user = re.search(r"^USER (\d+)", dockerfile, re.MULTILINE)
     assert user is not None and int(user.group(1)) == pod["securityContext"]["runAsUser"]
     assert f"EXPOSE {gateway['ports'][0]['containerPort']}" in dockerfile
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_kustomization_builds_objects_the_cluster_knows(
+    rendered: dict[str, list[Manifest]], kustomization: str
+) -> None:
+    docs = rendered[kustomization]
+    assert docs
+    assert {(doc["apiVersion"], doc["kind"]) for doc in docs} <= KNOWN_KINDS
+
+
+def test_rbac_grants_exactly_the_calls_the_code_makes(manifests: dict[str, Manifest]) -> None:
+    docs = list(manifests.values())
+    cluster, namespaced = granted(docs, "ClusterRole"), granted(docs, "Role")
+    assert cluster | namespaced == used_permissions()
+    # The policy ConfigMap is the only namespaced grant, and it is not also cluster-wide.
+    assert {resource for _, resource, _ in namespaced} == {"configmaps"}
+    assert not {resource for _, resource, _ in cluster} & {"configmaps", "secrets", "pods"}
+    named = [rule["resourceNames"] for rule in manifests["Role"]["rules"] if "resourceNames" in rule]
+    assert named == [[Settings.model_fields["policy_configmap"].default]]
+    everything = [value for doc in docs if "rules" in doc for rule in doc["rules"] for value in sum(rule.values(), [])]
+    assert "*" not in everything
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_binds_the_roles_to_the_gateway_in_its_namespace(
+    rendered: dict[str, list[Manifest]], overlay: str
+) -> None:
+    objects = by_kind(rendered[overlay])
+    namespace = objects["Deployment"]["metadata"]["namespace"]
+    account = objects["ServiceAccount"]["metadata"]
+    assert account["namespace"] == namespace and objects["Role"]["metadata"]["namespace"] == namespace
+    for binding in ("ClusterRoleBinding", "RoleBinding"):
+        [subject] = objects[binding]["subjects"]
+        assert (subject["name"], subject["namespace"]) == (account["name"], namespace)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_settings_are_ones_serve_accepts(rendered: dict[str, list[Manifest]], overlay: str) -> None:
+    objects = by_kind(rendered[overlay])
+    env = gateway_env(objects)
+    assert [name for name in env if name.removeprefix(ENV_PREFIX).lower() not in Settings.model_fields] == []
+    settings = settings_from(env)
+    assert settings.problems_for_serve() == []
+    assert settings.public_url is not None and settings.policy_store == "configmap"
+    assert settings.kubeflow_policies is (overlay == "overlays/kubeflow")
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_pod_runs_non_root_with_a_read_only_root(rendered: dict[str, list[Manifest]], kustomization: str) -> None:
+    for pod in pods(rendered[kustomization]):
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+        for box in pod["containers"]:
+            context = box["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert {"requests", "limits"} <= set(box["resources"])
+            assert {"livenessProbe", "readinessProbe"} <= set(box)
+
+
+def test_gateway_replicas_spread_over_nodes(manifests: dict[str, Manifest]) -> None:
+    deployment = manifests["Deployment"]
+    assert deployment["spec"]["replicas"] >= 2
+    [term] = deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_redis_ships_only_with_standalone(rendered: dict[str, list[Manifest]], kustomization: str) -> None:
+    images = [box["image"] for pod in pods(rendered[kustomization]) for box in pod["containers"]]
+    assert any(image.startswith("redis:") for image in images) is (kustomization == "overlays/standalone")
+
+
+def test_standalone_gateway_uses_its_redis_with_the_secret_password(rendered: dict[str, list[Manifest]]) -> None:
+    docs = rendered["overlays/standalone"]
+    [service] = [doc for doc in docs if doc["kind"] == "Service" and "redis" in doc["metadata"]["name"]]
+    env = container(by_kind(docs))["env"]
+    names = [item["name"] for item in env]
+    url = urlsplit(env[names.index("GATEWAY_REDIS_URL")]["value"])
+    assert (url.hostname, url.port) == (service["metadata"]["name"], service["spec"]["ports"][0]["port"])
+    assert url.password == "$(REDIS_PASSWORD)"
+    # Kubernetes expands $(VAR) only from variables defined before it.
+    password = env[names.index("REDIS_PASSWORD")]
+    assert names.index("REDIS_PASSWORD") < names.index("GATEWAY_REDIS_URL") and "secretKeyRef" in password["valueFrom"]
+
+
+def test_kubeflow_routes_reach_the_gateway_service(rendered: dict[str, list[Manifest]]) -> None:
+    objects = by_kind(rendered["overlays/kubeflow"])
+    service = objects["Service"]
+    host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    routes = objects["VirtualService"]["spec"]["http"]
+    prefixes = {match["uri"].get("prefix"): route for route in routes for match in route["match"]}
+    assert {"/notebook/", "/jupyter/", "/oauth2/"} <= set(prefixes)
+    for route in routes:
+        [destination] = route["route"]
+        assert destination["destination"] == {"host": host, "port": {"number": service["spec"]["ports"][0]["port"]}}
+    assert prefixes["/jupyter/"]["rewrite"] == {"uri": "/"} and "rewrite" not in prefixes["/notebook/"]
+    assert objects["VirtualService"]["spec"]["gateways"] == ["kubeflow/kubeflow-gateway"]
+
+
+def test_kubeflow_overlay_signs_in_with_kubeflows_dex_client(rendered: dict[str, list[Manifest]]) -> None:
+    settings = settings_from(gateway_env(by_kind(rendered["overlays/kubeflow"])))
+    assert settings.oidc_client_id == "kubeflow-oidc-authservice"
+    assert str(settings.oidc_issuer).rstrip("/") == settings.base_url + "/dex"  # Dex behind the same host
+    assert by_kind(rendered["overlays/kubeflow"])["Deployment"]["metadata"]["namespace"] == "kubeflow"
+
+
+def test_notebook_pods_admit_only_the_gateway_and_their_namespace(rendered: dict[str, list[Manifest]]) -> None:
+    [policy] = rendered["notebook-namespace"]
+    assert "namespace" not in policy["metadata"]  # applied with -n into each profile namespace
+    assert policy["spec"]["podSelector"] == {"matchExpressions": [{"key": "notebook-name", "operator": "Exists"}]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    gateway_rule, namespace_rule = policy["spec"]["ingress"]
+    [peer] = gateway_rule["from"]
+    gateway = by_kind(rendered["overlays/kubeflow"])["Deployment"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": gateway["metadata"]["namespace"]}
+    assert peer["podSelector"]["matchLabels"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
+    assert gateway_rule["ports"] == [{"protocol": "TCP", "port": 8888}]
+    assert namespace_rule == {"from": [{"podSelector": {}}]}
+
+
+def test_notebook_image_starts_jupyter_as_kubeflow_expects() -> None:
+    dockerfile = (DEPLOY / "notebook-image" / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:[\d.]+-slim$", dockerfile, re.MULTILINE)
+    assert re.search(r"^USER 1000\b", dockerfile, re.MULTILINE) and "ENV NB_PREFIX /\n" in dockerfile
+    [cmd] = re.findall(r"^CMD (.+)$", dockerfile, re.MULTILINE)
+    *shell, command = yaml.safe_load(cmd)  # JSON exec form
+    assert shell == ["sh", "-c"]  # a shell, so ${NB_PREFIX} is read when the container starts
+    assert command.split()[:2] == ["jupyter", "lab"] and "EXPOSE 8888" in dockerfile
+    for flag in ("--notebook-dir=/home/jovyan", "--ip=0.0.0.0", "--port=8888", "--ServerApp.base_url=${NB_PREFIX}"):
+        assert flag in command.split()
+    assert "--ServerApp.token=''" in command.split() and "--ServerApp.password=''" in command.split()
