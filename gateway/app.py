@@ -315,11 +315,13 @@ def build_backend(settings: Settings) -> NotebookBackend:
 
 
 async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
-    backend = build_backend(app[keys.SETTINGS])
+    settings = app[keys.SETTINGS]
+    backend = build_backend(settings)
     try:
         await backend.open()  # never serve from an empty view
     except ValueError as exc:  # e.g. a malformed routes file: a configuration problem, not a crash
-        raise ConfigError([f"GATEWAY_ROUTES_FILE: {exc}"]) from None
+        setting = "GATEWAY_ROUTES_FILE" if settings.backend == "static" else "GATEWAY_BACKEND"
+        raise ConfigError([f"{setting}: {exc}"]) from None
     app[keys.BACKEND] = backend
     try:
         yield
