@@ -28,6 +28,7 @@ from .auth.authenticator import Authenticator, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient
 from .backends import NotebookBackend
+from .backends.kube_client import KubeClient, KubeConfigError
 from .backends.kubernetes import KubernetesBackend
 from .backends.local import LocalBackend
 from .backends.static import StaticBackend
@@ -41,10 +42,11 @@ from .policies import PolicyError
 from .policy_configmap import ConfigMapPolicyStore, own_namespace
 from .policy_manager import PolicyManager
 from .policy_store import FilePolicyStore, MemoryPolicyStore, PolicyStore
+from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
-from .web import api, audit_api, pages, policies_api
+from .web import api, audit_api, configurations_api, pages, policies_api, profiles_api
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,21 @@ def create_app(settings: Settings) -> web.Application:
         undefined=jinja2.StrictUndefined,
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
-    app.cleanup_ctx.extend([http_client, session_store, audit_log, authentication, policy_engine, notebook_backend])
+    app.cleanup_ctx.extend(
+        [http_client, session_store, audit_log, authentication, policy_engine, notebook_backend, profiles]
+    )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
-        [*health.routes, *auth_routes.routes, *api.routes, *policies_api.routes, *audit_api.routes, *pages.routes]
+        [
+            *health.routes,
+            *auth_routes.routes,
+            *api.routes,
+            *configurations_api.routes,
+            *policies_api.routes,
+            *profiles_api.routes,
+            *audit_api.routes,
+            *pages.routes,
+        ]
     )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static")
     if settings.dev_provider:
@@ -311,6 +324,8 @@ def build_backend(settings: Settings) -> NotebookBackend:
         context=settings.kube_context,
         cluster_domain=settings.cluster_domain,
         namespaces=settings.namespaces,
+        # No PodDefault webhook runs without Kubeflow: the gateway applies the chosen configurations itself.
+        apply_poddefaults=settings.profiles == "gateway",
     )
 
 
@@ -327,6 +342,30 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await backend.close()
+
+
+async def profiles(app: web.Application) -> AsyncIterator[None]:
+    """The profile provisioner (Kubernetes backend only) and, in gateway mode, its reconcile loop."""
+    settings = app[keys.SETTINGS]
+    if settings.backend != "kubernetes":
+        yield
+        return
+    try:
+        client = await KubeClient.connect(kubeconfig=settings.kubeconfig, context=settings.kube_context)
+    except KubeConfigError as exc:
+        raise ConfigError([f"GATEWAY_KUBECONFIG: {exc}"]) from None
+    app[keys.PROFILES] = provisioner = Provisioner(client, mode=settings.profiles, gateway_namespace=own_namespace())
+    task = None
+    if settings.profiles == "gateway":
+        task = asyncio.create_task(provisioner.reconcile(settings.profile_reconcile_interval_s), name="profiles")
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await client.close()
 
 
 async def close_websockets(app: web.Application) -> None:

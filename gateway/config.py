@@ -169,6 +169,18 @@ class Settings(BaseSettings):
         description="Give a user who signs in with no namespace `admin` of a new one named after them. "
         "Default: on with the development provider (dev), off otherwise.",
     )
+    profiles: Literal["gateway", "kubeflow"] = Field(
+        "gateway",
+        description="Who sets up a profile's namespace (GATEWAY_BACKEND=kubernetes): `gateway` creates it with "
+        "its service accounts, RoleBindings, quota and NetworkPolicy; `kubeflow` creates a Kubeflow Profile "
+        "and leaves the rest to Kubeflow's profile controller.",
+    )
+    profile_reconcile_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="How often (seconds) the gateway puts back a profile's deleted RoleBindings or "
+        "NetworkPolicy (GATEWAY_PROFILES=gateway).",
+    )
     first_user_admin: bool = Field(
         False,
         description="Make the first user to sign in a cluster-admin when there is none. `dev` turns it on; "

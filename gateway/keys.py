@@ -16,6 +16,7 @@ from .config import Settings
 from .identity import Identity
 from .metrics import Metrics
 from .policy_manager import PolicyManager
+from .profiles import Provisioner
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
 from .sessions import Session, SessionStore
@@ -26,6 +27,7 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)  # one pooled client for every 
 BACKEND = web.AppKey("backend", NotebookBackend)
 AUTHZ = web.AppKey("authz", Authorizer)
 POLICIES = web.AppKey("policies", PolicyManager)  # the policy store, its reload, and the authorizer it feeds
+PROFILES = web.AppKey("profiles", Provisioner)  # absent unless GATEWAY_BACKEND=kubernetes
 AUDIT = web.AppKey("audit", AuditLog)
 AUDIT_STORE = web.AppKey("audit_store", AuditStore)  # where GET /api/audit reads: Redis, or the local files
 REDIS = web.AppKey("redis", redis.Redis)  # the one Redis client (absent with memory sessions)

@@ -65,6 +65,9 @@ MAX_IMAGE_CHARS = 512
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 MAX_SUBDOMAIN_CHARS = 253
 MAX_MOUNT_PATH_CHARS = 1024
+# A label key: an optional DNS subdomain prefix and "/", then a name of at most 63 characters.
+LABEL_KEY = re.compile(r"(?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+MAX_LABEL_KEY_CHARS = 317
 
 
 def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig) -> NotebookSpec:
@@ -102,6 +105,7 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         data_volumes=tuple(volume for _, volume in data_volumes),
         server_type=_choice(form, "serverType", SERVER_TYPES, "jupyter"),
         image_pull_policy=_choice(form, "imagePullPolicy", PULL_POLICIES, defaults.image_pull_policy),
+        configurations=_configurations(form),
     )
 
 
@@ -324,6 +328,18 @@ def _check_unique(*groups: list[tuple[str, Volume]]) -> None:
         names[volume.name] = volume.existing
 
 
+def _configurations(form: Mapping[str, object]) -> tuple[str, ...]:
+    """PodDefault selector labels (label keys, as the web app sends them), each once, in order."""
+    labels = _list(form, "configurations")
+    for index, label in enumerate(labels):
+        if not isinstance(label, str) or len(label) > MAX_LABEL_KEY_CHARS or LABEL_KEY.fullmatch(label) is None:
+            raise InvalidNotebookSpec(
+                "configurations must be a list of PodDefault labels such as add-gcp-secret.",
+                field=f"configurations[{index}]",
+            )
+    return tuple(dict.fromkeys(str(label) for label in labels))
+
+
 def _check_unsupported(form: Mapping[str, object]) -> None:
     """Check the fields a `NotebookSpec` cannot carry yet; refuse a request that needs one of them,
     rather than create a notebook server without what was asked for."""
@@ -339,11 +355,6 @@ def _check_unsupported(form: Mapping[str, object]) -> None:
     for field, what in (("affinityConfig", "affinity configurations"), ("tolerationGroup", "toleration groups")):
         if _str(form, field, "") not in ("", "none"):
             raise InvalidNotebookSpec(f"No {what} are configured; use 'none'.", field=field)
-    configurations = _list(form, "configurations")
-    if not all(isinstance(label, str) for label in configurations):
-        raise InvalidNotebookSpec("configurations must be a list of PodDefault labels.", field="configurations")
-    if configurations:
-        raise InvalidNotebookSpec("No PodDefault configurations are available here.", field="configurations")
     if _environment(form.get("environment", "")):
         raise InvalidNotebookSpec("Environment variables cannot be set yet.", field="environment")
 

@@ -59,11 +59,20 @@ def render(kustomization: str) -> list[Manifest]:
 
 
 def by_kind(docs: list[Manifest], *, gateway_only: bool = True) -> dict[str, Manifest]:
-    """The gateway's objects by kind (each kind appears once), leaving out the Redis of standalone."""
-    mine = [doc for doc in docs if not gateway_only or "redis" not in doc["metadata"]["name"]]
+    """The gateway's objects by kind (each kind appears once), leaving out the Redis of standalone
+    and the notebooks' ClusterRoles (deploy/base/notebook-roles.yaml)."""
+    mine = [doc for doc in docs if not gateway_only or not (is_redis(doc) or is_notebook_role(doc))]
     result = {doc["kind"]: doc for doc in mine}
     assert len(result) == len(mine), "a kind appears twice"
     return result
+
+
+def is_redis(doc: Manifest) -> bool:
+    return "redis" in doc["metadata"]["name"]
+
+
+def is_notebook_role(doc: Manifest) -> bool:
+    return bool(doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "notebooks")
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +230,8 @@ def test_every_kustomization_builds_objects_the_cluster_knows(
 def test_rbac_grants_exactly_the_calls_the_code_makes(manifests: dict[str, Manifest]) -> None:
     docs = list(manifests.values())
     cluster, namespaced = granted(docs, "ClusterRole"), granted(docs, "Role")
-    assert cluster | namespaced == used_permissions()
+    # `bind` is no call of its own: the API server asks for it when a RoleBinding names a ClusterRole.
+    assert cluster | namespaced == used_permissions() | {("rbac.authorization.k8s.io", "clusterroles", "bind")}
     # The policy ConfigMap is the only namespaced grant, and it is not also cluster-wide.
     assert {resource for _, resource, _ in namespaced} == {"configmaps"}
     assert not {resource for _, resource, _ in cluster} & {"configmaps", "secrets", "pods"}
@@ -229,6 +239,14 @@ def test_rbac_grants_exactly_the_calls_the_code_makes(manifests: dict[str, Manif
     assert named == [[Settings.model_fields["policy_configmap"].default]]
     everything = [value for doc in docs if "rules" in doc for rule in doc["rules"] for value in sum(rule.values(), [])]
     assert "*" not in everything
+
+
+def test_notebook_roles_ship_in_the_base_and_the_viewer_only_reads() -> None:
+    roles = {doc["metadata"]["name"]: doc for doc in render("base") if is_notebook_role(doc)}
+    assert set(roles) == {"notebook-editor", "notebook-viewer"}
+    editor = {(group, resource) for group, resource, verb in granted([roles["notebook-editor"]], "ClusterRole")}
+    assert {("apps", "deployments"), ("batch", "jobs"), ("kubeflow.org", "tfjobs"), ("", "pods/exec")} <= editor
+    assert {verb for _, _, verb in granted([roles["notebook-viewer"]], "ClusterRole")} == {"get", "list", "watch"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

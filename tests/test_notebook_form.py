@@ -142,7 +142,8 @@ def test_an_unchecked_custom_image_is_ignored() -> None:
         ({"gpus": {"num": "many"}}, "gpus.num", "whole number"),
         ({"environment": '{"A": "1"}'}, "environment", "cannot be set yet"),
         ({"environment": "{not json"}, "environment", "JSON object"),
-        ({"configurations": ["add-gcp-secret"]}, "configurations", "No PodDefault"),
+        ({"configurations": ["ok", "not a label"]}, "configurations[1]", "PodDefault labels"),
+        ({"configurations": [3]}, "configurations[0]", "PodDefault labels"),
         ({"affinityConfig": "big-nodes"}, "affinityConfig", "No affinity configurations"),
     ],
 )
@@ -151,6 +152,11 @@ def test_each_bad_field_is_refused_by_name(change: dict[str, Any], field: str, m
         parse({"name": "nb1", **change})
     assert caught.value.field == field
     assert message in caught.value.message
+
+
+def test_configurations_are_poddefault_labels_kept_once_in_order() -> None:
+    spec = parse({"name": "nb1", "configurations": ["add-gcp-secret", "example.com/team", "add-gcp-secret"]})
+    assert spec.configurations == ("add-gcp-secret", "example.com/team")
 
 
 def test_unknown_nested_fields_are_named_with_their_path() -> None:

@@ -12,6 +12,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from gateway.cookies import SESSION_COOKIE
+from tests.fakes.kube_api import FakeKubeAPI
 
 from .browser import (
     JUPYTER_START_S,
@@ -277,3 +278,28 @@ async def test_a_narrow_window_needs_no_sideways_scrolling(page: Page, dev_gatew
     await expect(server_row(page, "narrow").get_by_role("button", name="DELETE")).to_be_visible()
     assert await page.evaluate(overflow) == 0
     await expect(page.get_by_role("button", name="SIGN OUT")).to_be_in_viewport()
+
+
+async def test_a_namespace_admin_adds_a_configuration_and_a_new_server_uses_it(
+    page: Page, kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    with dev_gateway_running(tmp_path, backend="kubernetes", kubeconfig=str(kubeconfig), profiles="gateway") as gateway:
+        await page.goto(gateway.url("/"))
+        await sign_in(page, "alice@example.com")
+        await page.get_by_role("link", name="Configurations").click()
+        await page.get_by_label("Name").fill("object-store")
+        await page.get_by_label("Description").fill("Team object store")
+        await page.get_by_label("Mount Secrets").fill("store-creds:/etc/store")
+        await page.get_by_role("button", name="CREATE").click()
+        await expect(page.get_by_role("cell", name="Secret store-creds at /etc/store")).to_be_visible()
+        await page.goto(gateway.url("/notebooks/new?ns=alice"))
+        await form_ready(page)
+        await page.get_by_label("Name", exact=True).fill("nb1")
+        await page.get_by_label("Team object store").check()
+        await page.get_by_role("button", name="LAUNCH").click()
+        await expect_path(page, "/notebooks")
+    notebook = kube_api.get("notebooks", "alice", "nb1")
+    assert notebook is not None and notebook["metadata"]["labels"]["object-store"] == "true"
+    mounts = notebook["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert "/etc/store" in [mount["mountPath"] for mount in mounts]

@@ -57,7 +57,16 @@ ACTIONS: dict[str, ActionInfo] = {
     "policy.revoke": ActionInfo("A role was revoked (who, before and after, store version).", must_audit=True),
     # Not must-audit: a reload is noticed, not requested, so there is nobody to refuse.
     "policy.reload": ActionInfo("The policies were reloaded from their store (version)."),
+    "profile.create": ActionInfo(
+        "A profile (a namespace, or a Kubeflow Profile) was created (owner, quota).", must_audit=True
+    ),
+    "profile.delete": ActionInfo("A profile and its namespace were deleted.", must_audit=True),
     "audit.read": ActionInfo("Someone read the audit log (filters, format, number of events).", must_audit=True),
+    "configuration.create": ActionInfo(
+        "A configuration (PodDefault) was created (env names, Secret names and mount paths; never values).",
+        must_audit=True,
+    ),
+    "configuration.delete": ActionInfo("A configuration (PodDefault) was deleted.", must_audit=True),
 }
 
 _warned: set[str] = set()

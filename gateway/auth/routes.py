@@ -14,6 +14,8 @@ from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
 from ..errors import Forbidden, GatewayError, TooManyRequests
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
+from ..policy_manager import Change
+from ..profiles import Profile
 from ..sessions import Session
 from .oidc import InvalidToken
 
@@ -81,6 +83,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     _audit(request, session.identity, "auth.login", "allowed", session=session)
     for change in await request.app[keys.POLICIES].sign_in(session.identity):  # self-service profile, if on
         _audit(request, session.identity, change.action, "allowed", details=change.details())
+        await _provision(request, session.identity, change)
     response = web.HTTPFound(return_to)
     _set_cookie(request, response, SESSION_COOKIE, authenticator.signer.sign(session.id), max_age=None)
     response.del_cookie(LOGIN_COOKIE, path="/")
@@ -151,6 +154,31 @@ class LoginFailed(GatewayError):
 async def _failed(request: web.Request, reason: str) -> None:
     await request.app[keys.FAILURES].fail(f"ip:{request[keys.CLIENT_IP]}")
     _audit(request, None, "auth.login", "failed", reason=reason)
+
+
+async def _provision(request: web.Request, identity: Identity, change: Change) -> None:
+    """On the Kubernetes backend, an auto-profile's namespace is made too (GATEWAY_PROFILES). A
+    failure is logged and audited; the sign-in goes on, and a cluster-admin can retry by the API."""
+    provisioner, rule = request.app.get(keys.PROFILES), change.rule
+    if provisioner is None or change.via != "auto-profile" or rule is None:
+        return
+    reason = ""
+    try:
+        await provisioner.create(Profile(rule.namespace, rule.subject))
+    except GatewayError as exc:
+        log.error("could not provision profile %s for %s: %s", rule.namespace, identity.subject, exc.message)
+        reason = exc.message
+    details = {"owner": rule.subject, "via": "auto-profile"}
+    event = audit_request.event(
+        request,
+        "profile.create",
+        "failed" if reason else "allowed",
+        identity=identity,
+        namespace=rule.namespace,
+        reason=reason,
+        details=details,
+    )
+    request.app[keys.AUDIT].emit(event)
 
 
 def _audit(

@@ -47,6 +47,8 @@ class NotebookSpec:
     data_volumes: tuple[Volume, ...] = ()
     server_type: str = "jupyter"
     image_pull_policy: str = "IfNotPresent"
+    # PodDefault selector labels ("configurations"): each becomes `<label>: "true"` on the Notebook.
+    configurations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,9 +37,11 @@ class Kind:
     version: str
     plural: str
     core_name: str = ""
+    namespaced: bool = True  # False for Namespaces, Profiles, ClusterRoles: called with namespace ""
 
 
 NOTEBOOKS = Kind("kubeflow.org", "v1", "notebooks")
+PODDEFAULTS = Kind("kubeflow.org", "v1alpha1", "poddefaults")
 PVCS = Kind("", "v1", "persistentvolumeclaims", "persistent_volume_claim")
 EVENTS = Kind("", "v1", "events", "event")
 
@@ -133,10 +135,18 @@ class KubeClient:
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def list(self, kind: Kind, namespace: str | None = None, *, field_selector: str | None = None) -> ObjectList:
+    async def list(
+        self,
+        kind: Kind,
+        namespace: str | None = None,
+        *,
+        field_selector: str | None = None,
+        label_selector: str | None = None,
+    ) -> ObjectList:
         """Every object of `kind` in `namespace` (or in every namespace), and the list's resourceVersion."""
         fn, args = self._lister(kind, namespace)
-        data = await self._call(fn, *args, **_selector(field_selector))
+        labels = {} if label_selector is None else {"label_selector": label_selector}
+        data = await self._call(fn, *args, **_selector(field_selector), **labels)
         items = data.get("items")
         metadata = data.get("metadata")
         version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
@@ -177,6 +187,10 @@ class KubeClient:
             raise ApiError(0, "Unavailable", _describe(exc)) from None
 
     async def get(self, kind: Kind, namespace: str, name: str) -> JsonObject:
+        if not kind.namespaced:
+            if kind.group:
+                return await self._call(self._custom.get_cluster_custom_object, *_gvp(kind), name)
+            return await self._call(getattr(self._core, f"read_{kind.core_name}"), name)
         if kind.group:
             fn = self._custom.get_namespaced_custom_object
             return await self._call(fn, kind.group, kind.version, namespace, kind.plural, name)
@@ -184,6 +198,10 @@ class KubeClient:
 
     async def create(self, kind: Kind, namespace: str, body: JsonObject, *, dry_run: bool = False) -> JsonObject:
         extra = {"dry_run": "All"} if dry_run else {}
+        if not kind.namespaced:
+            if kind.group:
+                return await self._call(self._custom.create_cluster_custom_object, *_gvp(kind), body, **extra)
+            return await self._call(getattr(self._core, f"create_{kind.core_name}"), body, **extra)
         if kind.group:
             fn = self._custom.create_namespaced_custom_object
             return await self._call(fn, kind.group, kind.version, namespace, kind.plural, body, **extra)
@@ -201,6 +219,12 @@ class KubeClient:
         )
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        if not kind.namespaced:
+            if kind.group:
+                await self._call(self._custom.delete_cluster_custom_object, *_gvp(kind), name)
+            else:
+                await self._call(getattr(self._core, f"delete_{kind.core_name}"), name)
+            return
         if kind.group:
             fn = self._custom.delete_namespaced_custom_object
             await self._call(fn, kind.group, kind.version, namespace, kind.plural, name)
@@ -215,6 +239,8 @@ class KubeClient:
             if namespace is None:
                 return self._custom.list_cluster_custom_object, (kind.group, kind.version, kind.plural)
             return self._custom.list_namespaced_custom_object, (kind.group, kind.version, namespace, kind.plural)
+        if not kind.namespaced:
+            return getattr(self._core, f"list_{kind.core_name}"), ()
         if namespace is None:
             return getattr(self._core, f"list_{kind.core_name}_for_all_namespaces"), ()
         return getattr(self._core, f"list_namespaced_{kind.core_name}"), (namespace,)
@@ -237,6 +263,10 @@ class KubeClient:
         if not isinstance(data, dict):
             raise ApiError(502, "BadResponse", "the API server's answer is not a JSON object")
         return data
+
+
+def _gvp(kind: Kind) -> tuple[str, str, str]:
+    return kind.group, kind.version, kind.plural
 
 
 def _selector(field_selector: str | None) -> dict[str, str]:

@@ -20,6 +20,7 @@ from yarl import URL
 
 from ..config import ConfigError
 from ..errors import (
+    BadRequest,
     Conflict,
     GatewayError,
     InvalidNotebookSpec,
@@ -29,8 +30,9 @@ from ..errors import (
     ServiceUnavailable,
 )
 from . import Notebook, NotebookSpec
-from .kube_client import NOTEBOOKS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError
+from .kube_client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError
 from .notebook_resource import START_PATCH, new_claims, notebook_object, pvc_object, read_notebook, stop_patch
+from .poddefaults import apply_poddefaults, selector_label
 from .watcher import WATCH_TIMEOUT_S, NotebookWatcher, RouteResolver, service_resolver
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,10 @@ class KubernetesBackend:
         route_resolver: RouteResolver | None = None,  # tests point routes at local servers
         watch_timeout_s: float = WATCH_TIMEOUT_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # status depends on a notebook's age
+        apply_poddefaults: bool = False,  # no PodDefault webhook in the cluster: the gateway applies them
     ) -> None:
         self.kubeconfig, self.context, self.namespaces = kubeconfig, context, namespaces
+        self.apply_poddefaults = apply_poddefaults
         self.clock = clock
         self.route_resolver = route_resolver or service_resolver(cluster_domain)
         self.watch_timeout_s = watch_timeout_s
@@ -160,6 +164,10 @@ class KubernetesBackend:
         claims = [pvc_object(namespace, volume) for volume in new_claims(spec)]
         body = notebook_object(namespace, spec, creator=creator)
         client = self.client
+        if spec.configurations:
+            chosen = await self._chosen_poddefaults(namespace, spec.configurations)
+            if self.apply_poddefaults:
+                body = apply_poddefaults(body, chosen)
         with kube_errors("new notebook", namespace, spec.name):
             await client.create(NOTEBOOKS, namespace, body, dry_run=True)
         for claim in claims:
@@ -180,6 +188,39 @@ class KubernetesBackend:
         log.info("created notebook %s/%s (volumes: %s) for %s", namespace, spec.name, ", ".join(made) or "-", creator)
         self.watcher.observe(created)
         return read_notebook(created, [], self.clock())
+
+    async def _chosen_poddefaults(self, namespace: str, labels: tuple[str, ...]) -> builtins.list[JsonObject]:
+        """The namespace's PodDefaults selecting `labels`; a label none selects is refused."""
+        available = await self.poddefaults(namespace)
+        chosen = [obj for obj in available if selector_label(obj) in labels]
+        missing = sorted(set(labels) - {selector_label(obj) for obj in chosen})
+        if missing:
+            raise InvalidNotebookSpec(
+                f"No configuration in {namespace} has the label {missing[0]!r}.", field="configurations"
+            )
+        return chosen
+
+    # -- PodDefaults ("configurations") ---------------------------------------------------------------
+
+    async def poddefaults(self, namespace: str) -> builtins.list[JsonObject]:
+        """The namespace's PodDefaults, by name."""
+        self._check_served(namespace)
+        with configuration_errors(namespace, ""):
+            found = await self.client.list(PODDEFAULTS, namespace)
+        return sorted(found.items, key=_name)
+
+    async def create_poddefault(self, namespace: str, body: JsonObject) -> JsonObject:
+        self._check_served(namespace)
+        with configuration_errors(namespace, _name(body)):
+            created = await self.client.create(PODDEFAULTS, namespace, body)
+        log.info("created configuration (PodDefault) %s/%s", namespace, _name(body))
+        return created
+
+    async def delete_poddefault(self, namespace: str, name: str) -> None:
+        self._check_served(namespace)
+        with configuration_errors(namespace, name):
+            await self.client.delete(PODDEFAULTS, namespace, name)
+        log.info("deleted configuration (PodDefault) %s/%s", namespace, name)
 
     async def _remove_claims(self, namespace: str, names: builtins.list[str]) -> None:
         for name in names:
@@ -226,6 +267,21 @@ def kube_errors(subject: Subject, namespace: str, name: str) -> Iterator[None]:
         yield
     except ApiError as exc:
         raise translate(exc, subject, namespace, name) from None
+
+
+@contextlib.contextmanager
+def configuration_errors(namespace: str, name: str) -> Iterator[None]:
+    """An API server's answer about a PodDefault as a gateway error."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.status == 404 and name:
+            raise NotFound(f"There is no configuration {namespace}/{name}.") from None
+        if exc.status == 409:
+            raise Conflict(f"A configuration named {name} already exists in {namespace}.", field="name") from None
+        if exc.status in (400, 422):
+            raise BadRequest(exc.message or "The cluster refused the configuration.") from None
+        raise translate(exc, "new notebook", namespace, name) from None
 
 
 def translate(exc: ApiError, subject: Subject, namespace: str, name: str) -> GatewayError:

@@ -69,7 +69,9 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None) 
         "metadata": {
             "name": spec.name,
             "namespace": namespace,
-            "labels": {"app": spec.name},
+            # The controller copies the Notebook's labels to its pod, where PodDefaults select by them
+            # (the CRD's pod template has no metadata of its own).
+            "labels": {"app": spec.name, **dict.fromkeys(spec.configurations, "true")},
             "annotations": annotations,
         },
         "spec": {

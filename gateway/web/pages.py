@@ -1,4 +1,5 @@
-"""Server-rendered pages: the sign-in landing page, Notebook Servers, NEW SERVER, Access, Policies, Audit.
+"""Server-rendered pages: the sign-in landing page, Notebook Servers, NEW SERVER, Access, Configurations,
+Policies, Audit.
 
 Handlers decide what a person may see and render it; the pages' small scripts (`static/`) call the
 JSON API for everything that changes state, so the API stays the only place that acts.
@@ -13,6 +14,8 @@ from aiohttp import web
 
 from .. import keys
 from ..authz import Action, personal_namespace
+from ..backends.kubernetes import KubernetesBackend
+from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
 from ..routing import is_dns_label
 from .api import notebook_item
@@ -98,8 +101,15 @@ async def new_notebook(request: web.Request) -> web.Response:
     if namespace is None:
         raise Forbidden("You have no namespace to create a notebook server in; ask an administrator for access.")
     request.app[keys.AUTHZ].require(identity, namespace, "create")
+    backend = request.app[keys.BACKEND]
+    found = await backend.poddefaults(namespace) if isinstance(backend, KubernetesBackend) else []
     return render(
-        request, "new_notebook.html", current="notebooks", namespace=namespace, spawner=request.app[keys.SPAWNER]
+        request,
+        "new_notebook.html",
+        current="notebooks",
+        namespace=namespace,
+        spawner=request.app[keys.SPAWNER],
+        configurations=[configuration_item(obj) for obj in found],
     )
 
 
@@ -124,6 +134,30 @@ async def access(request: web.Request) -> web.Response:
         managed=managed,
         everywhere=everywhere,
         roles=NAMESPACE_ROLES,
+    )
+
+
+@routes.get("/configurations", name="configurations")
+async def configurations(request: web.Request) -> web.Response:
+    """Namespace admins list, create and delete PodDefaults; Secrets appear by name only."""
+    managed = managed_namespaces(request)
+    namespace = request.query.get("ns") or (managed[0] if managed else None)
+    if namespace is None:
+        raise Forbidden("You are not an administrator of any namespace.")
+    if not is_dns_label(namespace):
+        raise BadRequest(f"{namespace[:63]!r} is not a namespace name (a DNS-1123 label).", field="ns")
+    request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, "manage")
+    backend = request.app[keys.BACKEND]
+    kubernetes = isinstance(backend, KubernetesBackend)
+    found = await backend.poddefaults(namespace) if isinstance(backend, KubernetesBackend) else []
+    return render(
+        request,
+        "configurations.html",
+        current="configurations",
+        namespace=namespace,
+        managed=managed,
+        kubernetes=kubernetes,
+        configurations=[configuration_item(obj) for obj in found],
     )
 
 
@@ -232,6 +266,8 @@ def navigation(request: web.Request) -> list[dict[str, str]]:
     cluster_admin = may(request, EVERY_NAMESPACE, "manage")
     if has_api(app, ACCESS_API) and (cluster_admin or managed_namespaces(request)):
         links.append({"name": "access", "label": "Access", "href": "/access"})
+    if isinstance(app[keys.BACKEND], KubernetesBackend) and managed_namespaces(request):
+        links.append({"name": "configurations", "label": "Configurations", "href": "/configurations"})
     if has_api(app, POLICIES_API) and cluster_admin:
         links.append({"name": "policies", "label": "Policies", "href": "/policies"})
     if has_api(app, AUDIT_API) and may(request, EVERY_NAMESPACE, "audit"):

@@ -4,7 +4,7 @@ It follows the real conventions the gateway relies on: lists with a resourceVers
 (ADDED / MODIFIED / DELETED / BOOKMARK, an ERROR 410 Expired for a compacted version), `Status`
 error bodies (404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid), merge / strategic-merge /
 JSON patches, label and field selectors, a status subresource, namespaced and cluster-scoped kinds.
-Notebooks and Profiles are pruned, defaulted and validated against the real CRD schemas in
+Notebooks, Profiles and PodDefaults are pruned, defaulted and validated against the real CRD schemas in
 `../shared/kubeflow/crds/`. Test hooks: `go_down()` / `come_back()`, `compact()`, `fail_next()`,
 `requests`.
 """
@@ -82,14 +82,22 @@ RESOURCES = {
     for r in (
         Resource("kubeflow.org", ("v1", "v1beta1", "v1alpha1"), "notebooks", "Notebook", True, "notebook"),
         Resource("kubeflow.org", ("v1", "v1beta1"), "profiles", "Profile", False, "profile"),
+        Resource("kubeflow.org", ("v1alpha1",), "poddefaults", "PodDefault", True, "poddefault"),
         Resource("", ("v1",), "namespaces", "Namespace", False, name_pattern=DNS_LABEL),
         Resource("", ("v1",), "persistentvolumeclaims", "PersistentVolumeClaim", True),
         Resource("", ("v1",), "services", "Service", True, name_pattern=DNS_LABEL),
         Resource("", ("v1",), "events", "Event", True),
         Resource("", ("v1",), "configmaps", "ConfigMap", True),
         Resource("rbac.authorization.k8s.io", ("v1",), "rolebindings", "RoleBinding", True),
+        # What a gateway-provisioned profile holds (gateway/profiles.py).
+        Resource("", ("v1",), "serviceaccounts", "ServiceAccount", True),
+        Resource("", ("v1",), "resourcequotas", "ResourceQuota", True),
+        Resource("networking.k8s.io", ("v1",), "networkpolicies", "NetworkPolicy", True),
+        Resource("rbac.authorization.k8s.io", ("v1",), "roles", "Role", True),
+        Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "ClusterRole", False),
     )
 }
+SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
 
 class KubeError(Exception):
@@ -122,7 +130,7 @@ def crd_schemas() -> dict[tuple[str, str], Obj]:
         pytest.fail(f"the Kubeflow CRDs are missing: expected {CRD_DIR}/notebook.yaml (shared/ beside the repo)")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # notebook.yaml is 9,500 lines
     schemas: dict[tuple[str, str], Obj] = {}
-    for name in ("notebook", "profile"):
+    for name in ("notebook", "profile", "poddefault"):
         crd = next(doc for doc in yaml.load_all((CRD_DIR / f"{name}.yaml").read_text(), Loader=loader) if doc)
         if name == "notebook":
             patch = yaml.load((CRD_DIR / "notebook-validation-patch.yaml").read_text(), Loader=loader)
@@ -513,6 +521,36 @@ class FakeKubeAPI:
     def revision(self) -> int:
         return self._revision
 
+    def review_access(self, review: Obj) -> Obj:
+        """A SubjectAccessReview answered by a small RBAC evaluator over the RoleBindings, Roles and
+        ClusterRoles held here (no ClusterRoleBindings, no aggregation, no non-resource URLs)."""
+        spec = (review or {}).get("spec") or {}
+        attrs = spec.get("resourceAttributes") or {}
+        user, groups = spec.get("user", ""), set(spec.get("groups") or [])
+        namespace = attrs.get("namespace", "")
+        resource = attrs.get("resource", "") + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+        allowed_by = next(
+            (
+                binding["metadata"]["name"]
+                for binding in self.objects("rolebindings", namespace)
+                if namespace
+                and any(_subject_matches(s, namespace, user, groups) for s in binding.get("subjects") or [])
+                and any(_rule_allows(rule, attrs, resource) for rule in self._bound_rules(binding, namespace))
+            ),
+            None,
+        )
+        status: Obj = {"allowed": allowed_by is not None}
+        if allowed_by is not None:
+            status["reason"] = f'RBAC: allowed by RoleBinding "{allowed_by}/{namespace}"'
+        return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec, "status": status}
+
+    def _bound_rules(self, binding: Obj, namespace: str) -> list[Obj]:
+        ref = binding.get("roleRef") or {}
+        role = self.get("roles", namespace, ref.get("name", "")) if ref.get("kind") == "Role" else None
+        if ref.get("kind") == "ClusterRole":
+            role = self.get("clusterroles", "", ref.get("name", ""))
+        return list((role or {}).get("rules") or [])
+
     # -- HTTP ------------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -526,6 +564,8 @@ class FakeKubeAPI:
                 raise KubeError(503, "ServiceUnavailable", "the API server is shutting down")
             if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise KubeError(401, "Unauthorized", "Unauthorized")
+            if request.method == "POST" and request.path == SUBJECT_ACCESS_REVIEWS:
+                return web.json_response(self.review_access(await self._json_body(request)), status=201)
             resource, version, namespace, name, sub = self._parse_path(request.path)
             if request.method == "GET" and name is None and query.get("watch", "").lower() in ("1", "true"):
                 return await self._watch(request, resource, version, namespace, query)
@@ -930,6 +970,27 @@ def _events(change: Change, in_scope: Any) -> Iterator[tuple[str, Obj]]:
         yield "ADDED", change.obj
     elif before:
         yield "DELETED", change.obj
+
+
+def _subject_matches(subject: Obj, namespace: str, user: str, groups: set[str]) -> bool:
+    kind, name = subject.get("kind"), subject.get("name")
+    if kind == "ServiceAccount":
+        return user == f"system:serviceaccount:{subject.get('namespace') or namespace}:{name}"
+    return (kind == "User" and user == name) or (kind == "Group" and name in groups)
+
+
+def _rule_allows(rule: Obj, attrs: Obj, resource: str) -> bool:
+    def has(key: str, value: str) -> bool:
+        values = rule.get(key) or []
+        return "*" in values or value in values
+
+    names = rule.get("resourceNames") or []
+    return (
+        has("apiGroups", attrs.get("group", ""))
+        and has("resources", resource)
+        and has("verbs", attrs.get("verb", ""))
+        and (not names or attrs.get("name") in names)
+    )
 
 
 def _key(obj: Obj) -> tuple[str, str]:

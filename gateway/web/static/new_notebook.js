@@ -50,7 +50,7 @@
   function placeError(field, message) {
     if (!field) return false;
     const simple = { name: "name", image: "image", customImage: "custom-image", cpu: "cpu", cpuLimit: "cpu",
-                     memory: "memory", memoryLimit: "memory" };
+                     memory: "memory", memoryLimit: "memory", configurations: "configurations" };
     if (simple[field]) {
       const id = simple[field];
       return showError(document.getElementById(`${id}-error`), document.getElementById(id), message);
@@ -187,6 +187,10 @@
     };
   }
 
+  function chosenConfigurations() {
+    return [...form.querySelectorAll('input[name="configurations"]:checked')].map((box) => box.value);
+  }
+
   function body() {
     const useCustom = Boolean(customCheck && customCheck.checked);
     const payload = {
@@ -196,6 +200,7 @@
       cpu: form.elements.namedItem("cpu").value.trim(),
       memory: form.elements.namedItem("memory").value.trim(),
       datavols: [...volumeList.children].map(volumeBody),
+      configurations: chosenConfigurations(),
     };
     if (customCheck) {
       payload.customImageCheck = useCustom;
@@ -227,6 +232,7 @@
       memory: form.elements.namedItem("memory").value,
       workspace: volume(workspace),
       datavols: [...volumeList.children].map(volume),
+      configurations: chosenConfigurations(),
     };
   }
 
@@ -258,6 +264,8 @@
     }
     form.elements.namedItem("cpu").value = saved.cpu;
     form.elements.namedItem("memory").value = saved.memory;
+    const chosen = new Set(saved.configurations || []);
+    for (const box of form.querySelectorAll('input[name="configurations"]')) box.checked = chosen.has(box.value);
     restoreVolume(workspace, saved.workspace);
     for (const volume of saved.datavols || []) restoreVolume(addVolume(), volume);
     checkName({ quietWhenEmpty: true });

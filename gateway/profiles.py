@@ -1,0 +1,302 @@
+"""Profiles without Kubeflow: a namespace per team with its service accounts, RoleBindings, quota and
+NetworkPolicy (`gateway` mode, kept in shape by a reconcile loop), or a Kubeflow Profile that
+Kubeflow's profile controller fills in (`kubeflow` mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
+from .backends.watcher import Reflector
+from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from .policies import PolicyError, is_dns_label, make_rule, normalise_subject
+from .quantities import parse_quantity
+
+log = logging.getLogger(__name__)
+
+NAMESPACES = Kind("", "v1", "namespaces", "namespace", namespaced=False)
+KUBEFLOW_PROFILES = Kind("kubeflow.org", "v1", "profiles", namespaced=False)
+SERVICE_ACCOUNTS = Kind("", "v1", "serviceaccounts", "service_account")
+RESOURCE_QUOTAS = Kind("", "v1", "resourcequotas", "resource_quota")
+PROFILE_ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "rolebindings")
+NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies")
+
+Mode = Literal["gateway", "kubeflow"]
+MANAGED_BY = "app.kubernetes.io/managed-by"
+GATEWAY = "notebook-gateway"
+OWNER_ANNOTATION = "notebook-gateway.kubeflow.org/owner"
+QUOTA_NAME = "notebook-quota"
+NETWORK_POLICY_NAME = "notebook-ingress"
+NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
+# ServiceAccount -> the ClusterRole (deploy/base/notebook-roles.yaml) its RoleBinding grants.
+ACCOUNTS = {"default-editor": "notebook-editor", "default-viewer": "notebook-viewer"}
+# The quota keys a profile takes -> the ResourceQuota's `spec.hard` key; an extended resource such
+# as a GPU can only be limited as a request.
+QUOTA_KEYS = {
+    "cpu": "cpu",
+    "memory": "memory",
+    "nvidia.com/gpu": "requests.nvidia.com/gpu",
+    "persistentvolumeclaims": "persistentvolumeclaims",
+    "requests.storage": "requests.storage",
+}
+RECONCILE_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A validated request: `owner` is a policy subject (`user:<name>`), `quota` ResourceQuota keys."""
+
+    name: str
+    owner: str
+    quota: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def owner_name(self) -> str:
+        return self.owner.removeprefix("user:")
+
+
+def parse_profile(body: object) -> Profile:
+    """`{"name", "owner", "quota"?}` -> a `Profile`, or `BadRequest` naming the field at fault."""
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object with name, owner and (optional) quota.")
+    name, owner, quota = body.get("name"), body.get("owner"), body.get("quota") or {}
+    if not isinstance(name, str) or not is_dns_label(name):
+        raise BadRequest(
+            "name must be a DNS-1123 label (lower-case letters, digits and '-', at most 63).", field="name"
+        )
+    if not isinstance(owner, str) or not (owner.startswith("user:") and len(owner) > 5 or "@" in owner):
+        raise BadRequest("owner must be a user: user:<name> or an email address.", field="owner")
+    subject = normalise_subject(owner if owner.startswith("user:") else f"user:{owner}")
+    try:
+        make_rule(subject, name, "admin")  # the owner's rule must be one the policy store takes
+    except PolicyError as exc:
+        raise BadRequest(f"owner: {exc.message}.", field="owner") from None
+    if not isinstance(quota, dict):
+        raise BadRequest(f"quota must be an object with keys among {', '.join(QUOTA_KEYS)}.", field="quota")
+    hard: dict[str, str] = {}
+    for key, value in quota.items():
+        if key not in QUOTA_KEYS:
+            raise BadRequest(f"quota.{key} is not a quota key: use {', '.join(QUOTA_KEYS)}.", field=f"quota.{key}")
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        try:
+            number = parse_quantity(text)
+        except ValueError:
+            number = Decimal(-1)
+        if number < 0:
+            raise BadRequest(f"quota.{key} must be a quantity such as 4, 500m or 10Gi.", field=f"quota.{key}")
+        hard[QUOTA_KEYS[key]] = text
+    return Profile(name, subject, hard)
+
+
+class Provisioner:
+    """Creates, repairs and deletes profiles through `client`. Every create is idempotent: an object
+    already there is left as it is (the reconcile loop puts back only what is missing)."""
+
+    def __init__(self, client: KubeClient, *, mode: Mode, gateway_namespace: str) -> None:
+        self.client, self.mode, self.gateway_namespace = client, mode, gateway_namespace
+        self._wake = asyncio.Event()  # set when a watched object is deleted: reconcile now
+        # Watches (by name, in every namespace) of the objects that drift: a deletion wakes the loop.
+        self.watches = [
+            Reflector(client, kind, None, field_selector=f"metadata.name={name}", on_change=self._changed)
+            for kind, name in (
+                (PROFILE_ROLEBINDINGS, "default-editor"),
+                (PROFILE_ROLEBINDINGS, "default-viewer"),
+                (NETWORK_POLICIES, NETWORK_POLICY_NAME),
+            )
+        ]
+
+    async def create(self, profile: Profile) -> None:
+        """Raises `Conflict` when the namespace (or Profile) exists and is not this profile."""
+        with _api_errors():
+            if self.mode == "kubeflow":
+                await self._create_kubeflow(profile)
+            else:
+                await self._claim_namespace(profile)
+                await self.ensure(profile.name, profile.quota)
+
+    async def delete(self, name: str) -> None:
+        """Deleting the namespace deletes everything in it (notebooks, volumes, jobs)."""
+        with _api_errors():
+            if self.mode == "kubeflow":
+                await self.client.delete(KUBEFLOW_PROFILES, "", name)
+                return
+            namespace = await _found(self.client.get(NAMESPACES, "", name))
+            if namespace is None:
+                raise NotFound(f"There is no profile {name}.")
+            if _labels(namespace).get(MANAGED_BY) != GATEWAY:
+                raise Conflict(f"Namespace {name} is not a profile made by the gateway; it was left alone.")
+            await self.client.delete(NAMESPACES, "", name)
+
+    async def ensure(self, namespace: str, quota: Mapping[str, str] | None = None) -> list[str]:
+        """Create whatever of the profile's objects is missing; returns their `kind/name`s."""
+        made = []
+        for account in ACCOUNTS:
+            if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, {"metadata": self._meta(account)})):
+                made.append(f"serviceaccount/{account}")
+        made += await self._ensure_drifting(namespace)
+        if quota:
+            body = {"metadata": self._meta(QUOTA_NAME), "spec": {"hard": dict(quota)}}
+            if await _created(self.client.create(RESOURCE_QUOTAS, namespace, body)):
+                made.append(f"resourcequota/{QUOTA_NAME}")
+        return made
+
+    async def reconcile_once(self) -> dict[str, list[str]]:
+        """Put back the RoleBindings and NetworkPolicy of every gateway-managed namespace that lost them."""
+        selector = f"{MANAGED_BY}={GATEWAY}"
+        namespaces = await self.client.list(NAMESPACES, label_selector=selector)
+        repaired = {}
+        for namespace in namespaces.items:
+            name = str(_metadata(namespace).get("name", ""))
+            if name and not _metadata(namespace).get("deletionTimestamp"):
+                made = await self._ensure_drifting(name)
+                if made:
+                    log.warning("profile %s had drifted; recreated %s", name, ", ".join(made))
+                    repaired[name] = made
+        return repaired
+
+    async def reconcile(self, interval_s: float = RECONCILE_INTERVAL_S) -> None:
+        """Repair at once when a watch sees a RoleBinding or NetworkPolicy deleted, and relist every
+        `interval_s` anyway (a watch can miss a deletion while it reconnects); until cancelled."""
+        watches = asyncio.gather(*(watch.run() for watch in self.watches))
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.reconcile_once()
+                except ApiError as exc:
+                    log.warning("reconciling profiles failed (%s); retrying in %.0fs", exc, interval_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), interval_s)
+        finally:
+            watches.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watches
+
+    def _changed(self, event: WatchEvent | None) -> None:
+        if event is not None and event.type == "DELETED":
+            self._wake.set()
+
+    # -- parts ------------------------------------------------------------------------------------
+
+    async def _create_kubeflow(self, profile: Profile) -> None:
+        existing = await _found(self.client.get(KUBEFLOW_PROFILES, "", profile.name))
+        if existing is not None:
+            spec = existing.get("spec")
+            owner = spec.get("owner") if isinstance(spec, dict) else None
+            if isinstance(owner, dict) and owner.get("name") == profile.owner_name:
+                return  # the same profile again
+            raise Conflict(f"Kubeflow Profile {profile.name} exists with another owner.")
+        wanted: JsonObject = {"owner": {"kind": "User", "name": profile.owner_name}}
+        if profile.quota:
+            wanted["resourceQuotaSpec"] = {"hard": dict(profile.quota)}
+        body: JsonObject = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": profile.name}}
+        await self.client.create(KUBEFLOW_PROFILES, "", {**body, "spec": wanted})
+
+    async def _claim_namespace(self, profile: Profile) -> None:
+        existing = await _found(self.client.get(NAMESPACES, "", profile.name))
+        if existing is None:
+            meta = self._meta(profile.name)
+            meta["annotations"] = {OWNER_ANNOTATION: profile.owner_name}
+            await self.client.create(NAMESPACES, "", {"metadata": meta})
+            return
+        annotations = _metadata(existing).get("annotations")
+        owner = annotations.get(OWNER_ANNOTATION) if isinstance(annotations, dict) else None
+        if _labels(existing).get(MANAGED_BY) != GATEWAY:
+            raise Conflict(f"Namespace {profile.name} already exists and was not made by the gateway.")
+        if owner != profile.owner_name:
+            raise Conflict(f"Profile {profile.name} already exists, owned by {owner}.")
+
+    async def _ensure_drifting(self, namespace: str) -> list[str]:
+        """The objects a namespace's users could delete by accident: the RoleBindings and the NetworkPolicy."""
+        made = []
+        for account, role in ACCOUNTS.items():
+            body = {
+                "metadata": self._meta(account),
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            }
+            if await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, body)):
+                made.append(f"rolebinding/{account}")
+        if await _created(self.client.create(NETWORK_POLICIES, namespace, self._network_policy())):
+            made.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        return made
+
+    def _network_policy(self) -> JsonObject:
+        """Notebook pods accept traffic only from the gateway's pods (on Jupyter's port) and from
+        pods in their own namespace; other pods (a job's) are not restricted here."""
+        gateway = {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.gateway_namespace}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": GATEWAY}},
+        }
+        return {
+            "metadata": self._meta(NETWORK_POLICY_NAME),
+            "spec": {
+                "podSelector": {"matchExpressions": [{"key": "notebook-name", "operator": "Exists"}]},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {"from": [gateway], "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}]},
+                    {"from": [{"podSelector": {}}]},
+                ],
+            },
+        }
+
+    @staticmethod
+    def _meta(name: str) -> dict[str, object]:
+        return {"name": name, "labels": {MANAGED_BY: GATEWAY}}
+
+
+@contextlib.contextmanager
+def _api_errors() -> Iterator[None]:
+    """The API server's refusals as the gateway's errors: unreachable -> 503, 404 -> 404, 422 -> 400."""
+    try:
+        yield
+    except ApiError as exc:
+        if exc.unavailable:
+            raise ServiceUnavailable("The Kubernetes API is unavailable; try again.") from exc
+        if exc.status == 404:
+            raise NotFound(f"Not found: {exc.message}") from exc
+        if exc.status == 403:  # the gateway's own RBAC is short of something (deploy/base/rbac.yaml)
+            raise ServiceUnavailable(f"The gateway may not do this in Kubernetes: {exc.message}") from exc
+        raise BadRequest(f"Kubernetes refused it: {exc.message}") from exc
+
+
+async def _created(call: Awaitable[JsonObject]) -> bool:
+    """Await a create; True when it made the object, False when it was already there (409)."""
+    try:
+        await call
+    except ApiError as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
+async def _found(call: Awaitable[JsonObject]) -> JsonObject | None:
+    """Await a get; None for a 404."""
+    try:
+        return await call
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _metadata(obj: JsonObject) -> dict[str, object]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _labels(obj: JsonObject) -> dict[str, object]:
+    labels = _metadata(obj).get("labels")
+    return labels if isinstance(labels, dict) else {}
+
+
+def describe(profile: Profile) -> dict[str, object]:
+    return {"name": profile.name, "owner": profile.owner, "quota": dict(profile.quota)}

@@ -1,0 +1,84 @@
+"""`POST /api/profiles` and `DELETE /api/profiles/<name>?confirm=<name>`: cluster-admins create and
+delete profiles (a namespace set up for notebooks, or a Kubeflow Profile); both are audited.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .. import keys
+from ..audit import AuditEvent
+from ..errors import BadRequest, Forbidden, ServiceUnavailable
+from ..policies import EVERY_NAMESPACE, Rule, is_dns_label
+from ..profiles import Provisioner, describe, parse_profile
+from .bodies import read_json
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+PROFILE_BODY_MAX_BYTES = 16 * 1024
+
+
+@routes.post("/api/profiles", name="api_profiles_create")
+async def create(request: web.Request) -> web.Response:
+    _require_cluster_admin(request)
+    profile = parse_profile(await read_json(request, PROFILE_BODY_MAX_BYTES))
+    provisioner = _provisioner(request)
+    await provisioner.create(profile)
+    if provisioner.mode == "gateway":  # in Kubeflow the Profile's owner comes in through GATEWAY_KUBEFLOW_POLICIES
+        await request.app[keys.POLICIES].grant(Rule(profile.owner, profile.name, "admin"))
+    _audit(request, "profile.create", profile.name, {**describe(profile), "mode": provisioner.mode})
+    return web.json_response({**describe(profile), "mode": provisioner.mode}, status=201)
+
+
+@routes.delete("/api/profiles/{name}", name="api_profiles_delete")
+async def delete(request: web.Request) -> web.Response:
+    _require_cluster_admin(request)
+    name = request.match_info["name"]
+    if not is_dns_label(name):
+        raise BadRequest("The profile name must be a DNS-1123 label.", field="name")
+    # Deleting a namespace deletes every notebook, volume and job in it: make the caller say it twice.
+    if request.query.get("confirm") != name:
+        raise BadRequest(f"Add ?confirm={name} to delete profile {name} and everything in it.", field="confirm")
+    provisioner = _provisioner(request)
+    await provisioner.delete(name)
+    revoked = []
+    if provisioner.mode == "gateway":
+        # Roles in a namespace that is gone would pass to whoever gets a namespace of that name next.
+        manager = request.app[keys.POLICIES]
+        for rule in [rule for rule in manager.doc.rules if rule.namespace == name]:
+            await manager.revoke(rule)
+            revoked.append(rule.to_json())
+    _audit(request, "profile.delete", name, {"mode": provisioner.mode, "revoked": revoked})
+    return web.json_response({"name": name, "deleted": True, "mode": provisioner.mode, "revoked": revoked})
+
+
+def _require_cluster_admin(request: web.Request) -> None:
+    try:
+        request.app[keys.AUTHZ].require(request[keys.IDENTITY], EVERY_NAMESPACE, "manage")
+    except Forbidden:
+        raise Forbidden("Only a cluster-admin may create or delete profiles.") from None
+
+
+def _provisioner(request: web.Request) -> Provisioner:
+    provisioner = request.app.get(keys.PROFILES)
+    if provisioner is None:
+        raise ServiceUnavailable("Profiles need the Kubernetes backend (GATEWAY_BACKEND=kubernetes).")
+    return provisioner
+
+
+def _audit(request: web.Request, action: str, namespace: str, details: dict[str, object]) -> None:
+    request.app[keys.AUDIT].emit(
+        AuditEvent.by(
+            request[keys.IDENTITY],
+            action,
+            "allowed",
+            namespace=namespace,
+            request_id=request.get(keys.REQUEST_ID, "-"),
+            client_ip=request.get(keys.CLIENT_IP),
+            details=details,
+        )
+    )

@@ -1,0 +1,107 @@
+"""gateway/web/profiles_api.py through the real app on the fake API server: cluster-admins create
+and delete profiles (audited, the owner made admin); others get 403; bad input makes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway import keys
+from gateway.policies import Rule
+from tests.fakes.kube_api import FakeKubeAPI
+from tests.test_api import RecordingAudit
+
+from .conftest import Client
+
+Factory = Callable[..., Any]
+ROOT = "root@example.com"
+
+
+@pytest.fixture
+def gateways(gateway_factory: Factory, kube_api: FakeKubeAPI, tmp_path: Path) -> Factory:
+    """The gateway on the Kubernetes backend, with root@example.com a cluster-admin."""
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+
+    async def make(**settings: Any) -> Client:
+        settings = {"backend": "kubernetes", "kubeconfig": kubeconfig, "bootstrap_admins": (ROOT,), **settings}
+        client: Client = await gateway_factory(**settings)
+        return client
+
+    return make
+
+
+async def test_a_cluster_admin_creates_and_deletes_a_profile_audited(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    audit = RecordingAudit()
+    client: Client = await gateways(user=ROOT, configure=lambda app: app.__setitem__(keys.AUDIT, audit))
+    resp = await client.post(
+        "/api/profiles", json={"name": "team-a", "owner": "Alice@Example.com", "quota": {"cpu": 4}}
+    )
+    assert resp.status == 201, await resp.text()
+    assert kube_api.get("namespaces", "", "team-a") is not None
+    assert Rule("user:alice@example.com", "team-a", "admin") in client.app[keys.POLICIES].doc.rules
+    resp = await client.delete("/api/profiles/team-a")
+    assert resp.status == 400
+    assert "confirm=team-a" in (await resp.json())["message"]
+    assert (await client.delete("/api/profiles/team-a?confirm=team-a")).status == 200
+    assert kube_api.get("namespaces", "", "team-a") is None
+    assert not [rule for rule in client.app[keys.POLICIES].doc.rules if rule.namespace == "team-a"]
+    events = [(e.action, e.actor, e.namespace) for e in audit.events if e.namespace == "team-a"]
+    assert events == [("profile.create", ROOT, "team-a"), ("profile.delete", ROOT, "team-a")]
+
+
+async def test_only_a_cluster_admin_may_create_or_delete_profiles(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    client: Client = await gateways(user="alice@example.com")
+    resp = await client.post("/api/profiles", json={"name": "team-a", "owner": "alice@example.com"})
+    assert resp.status == 403
+    assert (await client.delete("/api/profiles/alice?confirm=alice")).status == 403
+    assert kube_api.get("namespaces", "", "team-a") is None
+    assert kube_api.get("namespaces", "", "alice") is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"name": "Team A", "owner": "a@example.com"}, 400),
+        ({"name": "team-a", "owner": "nobody"}, 400),
+        ({"name": "team-a", "owner": "a@example.com", "quota": {"memory": "a lot"}}, 400),
+        ({"name": "alice", "owner": "a@example.com"}, 409),  # exists, not made by the gateway
+    ],
+)
+async def test_bad_input_is_refused_with_a_reason_and_nothing_is_made(
+    gateways: Factory, kube_api: FakeKubeAPI, body: dict[str, object], status: int
+) -> None:
+    client: Client = await gateways(user=ROOT)
+    revision, rules = kube_api.revision, client.app[keys.POLICIES].doc.rules
+    resp = await client.post("/api/profiles", json=body)
+    assert resp.status == status
+    assert (await resp.json())["message"]
+    assert (kube_api.revision, client.app[keys.POLICIES].doc.rules) == (revision, rules)
+
+
+async def test_kubeflow_mode_makes_a_profile_object(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    client: Client = await gateways(user=ROOT, profiles="kubeflow")
+    resp = await client.post("/api/profiles", json={"name": "team-a", "owner": "user:alice@example.com"})
+    assert resp.status == 201, await resp.text()
+    assert kube_api.get("profiles", "", "team-a") is not None
+    assert kube_api.get("namespaces", "", "team-a") is None
+
+
+async def test_an_auto_profile_at_first_sign_in_gets_its_namespace(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    client: Client = await gateways(user="carol@example.com", auto_profile=True)
+    assert Rule("user:carol@example.com", "carol", "admin") in client.app[keys.POLICIES].doc.rules
+    assert kube_api.get("namespaces", "", "carol") is not None
+    assert [sa["metadata"]["name"] for sa in kube_api.objects("serviceaccounts", "carol")] == [
+        "default-editor",
+        "default-viewer",
+    ]
+
+
+async def test_profiles_need_the_kubernetes_backend(gateway_factory: Factory, routes_file: Factory) -> None:
+    routes = routes_file({})
+    client: Client = await gateway_factory(user=ROOT, bootstrap_admins=(ROOT,), routes_file=routes)
+    resp = await client.post("/api/profiles", json={"name": "team-a", "owner": "alice@example.com"})
+    assert resp.status == 503
+    assert "GATEWAY_BACKEND=kubernetes" in (await resp.json())["message"]
