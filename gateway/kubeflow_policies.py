@@ -8,13 +8,12 @@ in a profile's namespace (annotations `user` and `role`, roleRef ClusterRole kub
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from pathlib import Path
 
 from .authz import Source
 from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
-from .backends.watcher import Reflector
+from .backends.watcher import Reflector, stop
 from .config import ConfigError
 from .policies import PolicyError, Role, Rule, make_rule
 
@@ -61,14 +60,8 @@ class KubeflowPolicies:
         self._task = asyncio.create_task(self._run(), name="kubeflow-policy-watcher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await stop(self._task, self._client)
+        self._task, self._client = None, None
 
     async def _run(self) -> None:
         await asyncio.gather(*(reflector.run() for reflector in self._reflectors))

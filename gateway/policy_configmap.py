@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError
-from .backends.watcher import Reflector
+from .backends.watcher import Reflector, stop
 from .config import ConfigError
 from .errors import GatewayError
 from .policies import EMPTY, PolicyDoc, parse_policy
@@ -87,14 +87,8 @@ class ConfigMapPolicyStore:
         self._task = asyncio.create_task(self._reflector.run(), name="policy-configmap-watcher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await stop(self._task, self._client)
+        self._task, self._client = None, None
 
     # -- the PolicyStore protocol -----------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from . import Notebook, NotebookSpec
 from .kube_client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError
 from .notebook_resource import START_PATCH, new_claims, notebook_object, pvc_object, read_notebook, stop_patch
 from .poddefaults import apply_poddefaults, selector_label
-from .watcher import WATCH_TIMEOUT_S, NotebookWatcher, RouteResolver, service_resolver
+from .watcher import WATCH_TIMEOUT_S, NotebookWatcher, RouteResolver, service_resolver, stop
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,8 @@ class KubernetesBackend:
         self._task = asyncio.create_task(self._watcher.run(), name="notebook-watcher")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await stop(self._task, self._client)
+        self._task, self._client = None, None
 
     @property
     def watcher(self) -> NotebookWatcher:

@@ -263,3 +263,13 @@ def object_key(obj: JsonObject) -> tuple[str, str] | None:
     if not isinstance(name, str) or not name or not isinstance(namespace, str):
         return None
     return namespace, name
+
+
+async def stop(task: asyncio.Task[None] | None, client: KubeClient | None) -> None:
+    """Cancel a watch task and close its client: the shutdown every watching component shares."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if client is not None:
+        await client.close()
