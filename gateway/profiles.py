@@ -134,6 +134,21 @@ class Provisioner:
                 raise Conflict(f"Namespace {name} is not a profile made by the gateway; it was left alone.")
             await self.client.delete(NAMESPACES, "", name)
 
+    async def list_profiles(self) -> list[Profile]:
+        """The profiles the gateway manages: its labelled namespaces with their owner and quota, or in
+        `kubeflow` mode every Profile object; sorted by name."""
+        with _api_errors():
+            if self.mode == "kubeflow":
+                found = await self.client.list(KUBEFLOW_PROFILES)
+                profiles = [_from_kubeflow(obj) for obj in found.items]
+            else:
+                namespaces = await self.client.list(NAMESPACES, label_selector=f"{MANAGED_BY}={GATEWAY}")
+                # One list of every profile's quota rather than a get per namespace.
+                quotas = await self.client.list(RESOURCE_QUOTAS, None, field_selector=f"metadata.name={QUOTA_NAME}")
+                hard = {str(_metadata(q).get("namespace", "")): _hard(q.get("spec")) for q in quotas.items}
+                profiles = [_from_namespace(obj, hard) for obj in namespaces.items]
+        return sorted((p for p in profiles if p.name), key=lambda p: p.name)
+
     async def ensure(self, namespace: str, quota: Mapping[str, str] | None = None) -> list[str]:
         """Create whatever of the profile's objects is missing; returns their `kind/name`s."""
         made = []
@@ -296,6 +311,30 @@ def _metadata(obj: JsonObject) -> dict[str, object]:
 def _labels(obj: JsonObject) -> dict[str, object]:
     labels = _metadata(obj).get("labels")
     return labels if isinstance(labels, dict) else {}
+
+
+def _hard(spec: object) -> dict[str, str]:
+    """A ResourceQuota spec's `hard`, with its keys as a profile's quota names them (the POST body's keys)."""
+    hard = spec.get("hard") if isinstance(spec, dict) else None
+    if not isinstance(hard, dict):
+        return {}
+    names = {hard_key: key for key, hard_key in QUOTA_KEYS.items()}
+    return {names.get(str(key), str(key)): str(value) for key, value in hard.items()}
+
+
+def _from_namespace(namespace: JsonObject, quotas: Mapping[str, dict[str, str]]) -> Profile:
+    name = str(_metadata(namespace).get("name", ""))
+    annotations = _metadata(namespace).get("annotations")
+    owner = annotations.get(OWNER_ANNOTATION) if isinstance(annotations, dict) else None
+    return Profile(name, f"user:{owner}" if owner else "", quotas.get(name, {}))
+
+
+def _from_kubeflow(profile: JsonObject) -> Profile:
+    spec = profile.get("spec")
+    owner = spec.get("owner") if isinstance(spec, dict) else None
+    owner_name = owner.get("name") if isinstance(owner, dict) else None
+    quota = spec.get("resourceQuotaSpec") if isinstance(spec, dict) else None
+    return Profile(str(_metadata(profile).get("name", "")), f"user:{owner_name}" if owner_name else "", _hard(quota))
 
 
 def describe(profile: Profile) -> dict[str, object]:

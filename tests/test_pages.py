@@ -157,11 +157,11 @@ async def test_admin_links_are_shown_to_those_who_may_use_them(gateway_factory: 
     for user in ("alice@example.com", "bob@example.com", "carol@example.com"):
         client = await gateway_factory(user=user, **team(tmp_path / user))
         page = await (await client.get("/notebooks", headers=BROWSER_HEADERS)).text()
-        links[user] = [link for link in ("/access", "/policies", "/audit") if f'href="{link}"' in page]
+        links[user] = [link for link in ("/access", "/profiles", "/policies", "/audit") if f'href="{link}"' in page]
     assert links == {
         "alice@example.com": ["/access"],
         "bob@example.com": [],
-        "carol@example.com": ["/access", "/policies", "/audit"],
+        "carol@example.com": ["/access", "/policies", "/audit"],  # no Profiles: not the Kubernetes backend
     }
 
 
@@ -169,6 +169,7 @@ async def test_admin_pages_refuse_those_who_may_not_use_them(gateway_factory: Fa
     alice = await gateway_factory(**team(tmp_path))
     assert (await alice.get("/policies", headers=BROWSER_HEADERS)).status == 403
     assert (await alice.get("/audit", headers=BROWSER_HEADERS)).status == 403
+    assert (await alice.get("/profiles", headers=BROWSER_HEADERS)).status == 403
     assert (await alice.get("/access?ns=bob", headers=BROWSER_HEADERS)).status == 403
     page = await (await alice.get("/access", headers=BROWSER_HEADERS)).text()
     assert 'data-namespace="alice"' in page  # the one she administers
@@ -211,7 +212,8 @@ async def test_the_guides_token_script_lists_the_users_servers(gateway_factory: 
 
 def test_the_guides_pictures_are_taken_by_the_browser_tests() -> None:
     docs = Path(__file__).parents[1] / "docs"
-    pictures = set(re.findall(r"\]\(images/([a-z-]+)\.png\)", (docs / "users.md").read_text()))
+    guides = (docs / "users.md").read_text() + (docs / "admins.md").read_text()
+    pictures = set(re.findall(r"\]\(images/([a-z-]+)\.png\)", guides))
     taken = set(
         re.findall(r'screenshot\([a-z]+, "([a-z-]+)"', (Path(__file__).parent / "test_pages_browser.py").read_text())
     )

@@ -303,3 +303,34 @@ async def test_a_namespace_admin_adds_a_configuration_and_a_new_server_uses_it(
     assert notebook is not None and notebook["metadata"]["labels"]["object-store"] == "true"
     mounts = notebook["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert "/etc/store" in [mount["mountPath"] for mount in mounts]
+
+
+async def test_a_cluster_admin_creates_and_deletes_a_profile(page: Page, kube_api: FakeKubeAPI, tmp_path: Path) -> None:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    with dev_gateway_running(tmp_path, backend="kubernetes", kubeconfig=str(kubeconfig), profiles="gateway") as gateway:
+        await page.goto(gateway.url("/"))
+        await sign_in(page, "alice@example.com")  # the first to sign in to a dev gateway: cluster-admin
+        await page.get_by_role("link", name="Profiles").click()
+        await page.get_by_label("Name", exact=True).fill("Team A")
+        await page.get_by_label("Owner").fill("bob@example.com")
+        await page.get_by_role("button", name="CREATE").click()
+        await expect(page.locator("#profile-name-error")).to_contain_text("DNS-1123 label")
+        await expect(page.get_by_label("Name", exact=True)).to_have_attribute("aria-invalid", "true")
+        assert "Team A" not in [ns["metadata"]["name"] for ns in kube_api.objects("namespaces", None)]
+        await page.get_by_label("Name", exact=True).fill("team-a")
+        await page.get_by_label("CPU").fill("4")
+        await page.get_by_label("Memory").fill("8Gi")
+        await page.get_by_role("button", name="CREATE").click()
+        row = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name="team-a"))
+        await expect(row).to_contain_text("bob@example.com")
+        await expect(row).to_contain_text("memory 8Gi")
+        await screenshot(page, "profiles", tmp_path, full_page=True)
+        await row.get_by_role("button", name="DELETE").click()
+        dialog = page.get_by_role("dialog")
+        await dialog.get_by_label("Type the profile's name to confirm").fill("team-b")
+        await dialog.get_by_role("button", name="DELETE").click()
+        await expect(dialog.locator("#confirm-name-error")).to_contain_text("Type team-a exactly")
+        await dialog.get_by_label("Type the profile's name to confirm").fill("team-a")
+        await dialog.get_by_role("button", name="DELETE").click()
+        await expect(row).to_have_count(0)
+    assert kube_api.get("namespaces", "", "team-a") is None

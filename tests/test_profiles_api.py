@@ -105,3 +105,40 @@ async def test_profiles_need_the_kubernetes_backend(gateway_factory: Factory, ro
     resp = await client.post("/api/profiles", json={"name": "team-a", "owner": "alice@example.com"})
     assert resp.status == 503
     assert "GATEWAY_BACKEND=kubernetes" in (await resp.json())["message"]
+
+
+async def test_a_cluster_admin_lists_the_profiles_with_owner_and_quota(
+    gateways: Factory, kube_api: FakeKubeAPI
+) -> None:
+    client: Client = await gateways(user=ROOT)
+    quota = {"cpu": "4", "nvidia.com/gpu": "1"}
+    for body in (
+        {"name": "team-b", "owner": "bob@example.com"},
+        {"name": "team-a", "owner": "a@x.org", "quota": quota},
+    ):
+        assert (await client.post("/api/profiles", json=body)).status == 201
+    resp = await client.get("/api/profiles")
+    assert resp.status == 200
+    profiles = (await resp.json())["profiles"]
+    assert "alice" not in [p["name"] for p in profiles]  # a namespace the gateway did not make
+    assert [p for p in profiles if p["name"].startswith("team-")] == [
+        {"name": "team-a", "owner": "user:a@x.org", "quota": quota},
+        {"name": "team-b", "owner": "user:bob@example.com", "quota": {}},
+    ]
+
+
+async def test_kubeflow_mode_lists_the_profile_objects(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    client: Client = await gateways(user=ROOT, profiles="kubeflow")
+    body = {"name": "team-a", "owner": "alice@example.com", "quota": {"memory": "8Gi"}}
+    assert (await client.post("/api/profiles", json=body)).status == 201
+    listed = await (await client.get("/api/profiles")).json()
+    team_a = {"name": "team-a", "owner": "user:alice@example.com", "quota": {"memory": "8Gi"}}
+    assert team_a in listed["profiles"]
+    assert listed["mode"] == "kubeflow"
+
+
+async def test_only_a_cluster_admin_may_list_profiles(gateways: Factory) -> None:
+    client: Client = await gateways(user="alice@example.com")
+    resp = await client.get("/api/profiles")
+    assert resp.status == 403
+    assert "cluster-admin" in (await resp.json())["message"]

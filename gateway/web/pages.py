@@ -1,5 +1,5 @@
 """Server-rendered pages: the sign-in landing page, Notebook Servers, NEW SERVER, Access, Configurations,
-Policies, Audit.
+Profiles, Policies, Audit.
 
 Handlers decide what a person may see and render it; the pages' small scripts (`static/`) call the
 JSON API for everything that changes state, so the API stays the only place that acts.
@@ -17,6 +17,7 @@ from ..authz import Action, personal_namespace
 from ..backends.kubernetes import KubernetesBackend
 from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
+from ..profiles import describe
 from ..routing import is_dns_label
 from .api import notebook_item
 
@@ -47,6 +48,14 @@ CLUSTER_ROLES = ("cluster-admin", "auditor")
 CHECK_ACTIONS = ("view", "connect", "create", "stop", "start", "delete", "manage", "audit")
 AUDIT_FILTERS = ("user", "namespace", "notebook", "action", "outcome", "since", "until", "text")
 AUDIT_OUTCOMES = ("allowed", "denied", "failed")
+# The Profiles form's quota inputs: (the API's quota key, label, placeholder).
+PROFILE_QUOTA_FIELDS = (
+    ("cpu", "CPU", "8"),
+    ("memory", "Memory", "32Gi"),
+    ("nvidia.com/gpu", "GPUs", "2"),
+    ("persistentvolumeclaims", "PVC count", "10"),
+    ("requests.storage", "Storage", "500Gi"),
+)
 
 routes = web.RouteTableDef()
 
@@ -161,6 +170,23 @@ async def configurations(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/profiles", name="profiles")
+async def profiles(request: web.Request) -> web.Response:
+    """Cluster-admins list, create and delete profiles (the Kubernetes backend only)."""
+    request.app[keys.AUTHZ].require(request[keys.IDENTITY], EVERY_NAMESPACE, "manage")
+    provisioner = request.app.get(keys.PROFILES)
+    found = await provisioner.list_profiles() if provisioner is not None else []
+    return render(
+        request,
+        "profiles.html",
+        current="profiles",
+        kubernetes=provisioner is not None,
+        mode=provisioner.mode if provisioner is not None else "",
+        profiles=[describe(profile) for profile in found],
+        quota_fields=PROFILE_QUOTA_FIELDS,
+    )
+
+
 @routes.get("/policies", name="policies")
 async def policies(request: web.Request) -> web.Response:
     require_api(request, POLICIES_API, "The policy editor")
@@ -268,6 +294,8 @@ def navigation(request: web.Request) -> list[dict[str, str]]:
         links.append({"name": "access", "label": "Access", "href": "/access"})
     if isinstance(app[keys.BACKEND], KubernetesBackend) and managed_namespaces(request):
         links.append({"name": "configurations", "label": "Configurations", "href": "/configurations"})
+    if keys.PROFILES in app and cluster_admin:
+        links.append({"name": "profiles", "label": "Profiles", "href": "/profiles"})
     if has_api(app, POLICIES_API) and cluster_admin:
         links.append({"name": "policies", "label": "Policies", "href": "/policies"})
     if has_api(app, AUDIT_API) and may(request, EVERY_NAMESPACE, "audit"):

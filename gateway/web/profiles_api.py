@@ -1,5 +1,6 @@
-"""`POST /api/profiles` and `DELETE /api/profiles/<name>?confirm=<name>`: cluster-admins create and
-delete profiles (a namespace set up for notebooks, or a Kubeflow Profile); both are audited.
+"""`GET /api/profiles`, `POST /api/profiles` and `DELETE /api/profiles/<name>?confirm=<name>`:
+cluster-admins list, create and delete profiles (a namespace set up for notebooks, or a Kubeflow
+Profile); creating and deleting are audited.
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 PROFILE_BODY_MAX_BYTES = 16 * 1024
+
+
+@routes.get("/api/profiles", name="api_profiles_list")
+async def list_profiles(request: web.Request) -> web.Response:
+    _require_cluster_admin(request)
+    provisioner = _provisioner(request)
+    profiles = [describe(profile) for profile in await provisioner.list_profiles()]
+    return web.json_response({"profiles": profiles, "mode": provisioner.mode})
 
 
 @routes.post("/api/profiles", name="api_profiles_create")
@@ -60,7 +69,7 @@ def _require_cluster_admin(request: web.Request) -> None:
     try:
         request.app[keys.AUTHZ].require(request[keys.IDENTITY], EVERY_NAMESPACE, "manage")
     except Forbidden:
-        raise Forbidden("Only a cluster-admin may create or delete profiles.") from None
+        raise Forbidden("Only a cluster-admin may list, create or delete profiles.") from None
 
 
 def _provisioner(request: web.Request) -> Provisioner:
