@@ -24,9 +24,9 @@ from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
 from .auth import routes as auth_routes
-from .auth.authenticator import Authenticator, ClaimRules
+from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
-from .auth.oidc import OIDCClient
+from .auth.oidc import OIDCClient, TokenVerifier
 from .backends import NotebookBackend
 from .backends.kube_client import KubeClient, KubeConfigError
 from .backends.kubernetes import KubernetesBackend
@@ -185,13 +185,35 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         redirect_uri=f"{settings.base_url}/oauth2/callback",
         scopes=settings.oidc_scopes,
     )
+    rules = ClaimRules(
+        settings.oidc_username_claim,
+        settings.oidc_groups_claim,
+        allowed_email_domains=frozenset(settings.oidc_allowed_email_domains),
+        allowed_groups=frozenset(settings.oidc_allowed_groups),
+        allow_unverified_email=settings.oidc_allow_unverified_email,
+    )
+    extra_issuers = [
+        BearerIssuer(
+            TokenVerifier(
+                idp_http,
+                issuer=str(extra.issuer),
+                jwks_url=str(extra.jwks_url) if extra.jwks_url else None,
+                ca_file=extra.ca_file,
+                token_file=extra.token_file,
+            ),
+            frozenset(extra.audiences),
+            ClaimRules(extra.username_claim, extra.groups_claim, username_prefix=extra.username_prefix),
+        )
+        for extra in settings.bearer_issuers
+    ]
     app[keys.AUTHENTICATOR] = Authenticator(
         oidc,
         app[keys.SESSIONS],
         CookieSigner(settings.cookie_secret.get_secret_value()),
-        ClaimRules(settings.oidc_username_claim, settings.oidc_groups_claim),
+        rules,
         bearer_audiences=frozenset(settings.bearer_audiences),
         on_refresh_failed=refresh_failed_audit(app),
+        extra_issuers=extra_issuers,
     )
     try:
         yield

@@ -11,7 +11,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -24,6 +33,22 @@ ENV_PREFIX = "GATEWAY_"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+class BearerIssuer(BaseModel):
+    """Another issuer whose JWTs API clients may present, e.g. the cluster's service-account tokens."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuer: AnyHttpUrl
+    audiences: tuple[str, ...] = Field(min_length=1)  # a token for someone else must not open the gateway
+    # Required, so that choosing "" (the issuer's users share names with the provider's) is deliberate.
+    username_prefix: str
+    username_claim: str = "sub"
+    groups_claim: str = "groups"
+    jwks_url: AnyHttpUrl | None = None  # instead of discovery, e.g. https://kubernetes.default.svc/openid/v1/jwks
+    ca_file: Path | None = None  # a private CA for the issuer's HTTPS
+    token_file: Path | None = None  # sent as a bearer token when fetching keys (a Kubernetes API server wants one)
 
 
 class Settings(BaseSettings):
@@ -107,6 +132,25 @@ class Settings(BaseSettings):
     bearer_audiences: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Audiences accepted in bearer tokens besides the client id (comma-separated).",
+    )
+    bearer_issuers: tuple[BearerIssuer, ...] = Field(
+        (),
+        description="Other issuers whose JWTs API clients may present: a JSON list (TOML: [[bearer_issuers]]) of "
+        "{issuer, audiences, username_prefix, username_claim (sub), groups_claim (groups), jwks_url, ca_file, "
+        "token_file}. See docs/identity-providers.md.",
+    )
+    oidc_allowed_email_domains: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Only users whose verified email is in one of these domains may sign in (comma-separated). "
+        "Empty: any.",
+    )
+    oidc_allowed_groups: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Only members of at least one of these groups may sign in (comma-separated). Empty: any."
+    )
+    oidc_allow_unverified_email: bool = Field(
+        False,
+        description="Accept a user whose ID token says email_verified=false (the username claim being email). "
+        "Off: such a sign-in is refused, as oauth2-proxy does.",
     )
     cookie_secret: SecretStr | None = Field(
         None,
@@ -254,11 +298,30 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name!r} is not a namespace name (a DNS-1123 label)")
         return value
 
-    @field_validator("oidc_scopes", "bearer_audiences", mode="before")
+    @field_validator("oidc_scopes", "bearer_audiences", "oidc_allowed_groups", mode="before")
     @classmethod
     def _split_words(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(word for word in value.replace(",", " ").split() if word)
+        return value
+
+    @field_validator("oidc_allowed_email_domains", mode="before")
+    @classmethod
+    def _domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(d.strip().lstrip("@").lower() for d in value.replace(",", " ").split() if d.strip())
+        return value
+
+    @field_validator("bearer_issuers", mode="after")
+    @classmethod
+    def _distinct_issuers(cls, value: tuple[BearerIssuer, ...], info: ValidationInfo) -> tuple[BearerIssuer, ...]:
+        main = info.data.get("oidc_issuer")
+        seen = {str(main).rstrip("/")} if main is not None else set()
+        for extra in value:
+            issuer = str(extra.issuer).rstrip("/")
+            if issuer in seen:
+                raise ValueError(f"{issuer} is listed twice, or is GATEWAY_OIDC_ISSUER itself")
+            seen.add(issuer)
         return value
 
     @field_validator("cookie_secret", mode="after")

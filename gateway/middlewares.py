@@ -26,6 +26,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_request import BaseRequest
 
 from . import audit_request, keys, routing
+from .auth.attempts import bearer_identity
 from .cookies import SESSION_COOKIE
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
@@ -141,7 +142,7 @@ def authenticate(*, public: frozenset[str], public_prefixes: tuple[str, ...] = (
         authenticator = request.app[keys.AUTHENTICATOR]
         authorization = request.headers.get("Authorization", "")
         if authorization[:7].lower() == "bearer ":
-            request[keys.IDENTITY] = await authenticator.from_bearer(authorization[7:].strip())
+            request[keys.IDENTITY] = await bearer_identity(request, authorization[7:].strip())
             return await handler(request)
         session = await authenticator.from_cookie(request.cookies.get(SESSION_COOKIE))
         if session is None:

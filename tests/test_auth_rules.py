@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from gateway.auth.authenticator import ClaimRules
+from gateway.auth.authenticator import ClaimRules, NotAllowed
 from gateway.auth.oidc import InvalidToken
 from gateway.auth.routes import safe_return_path
 from gateway.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
@@ -42,6 +42,37 @@ def test_another_username_claim_can_be_chosen() -> None:
 def test_a_token_without_the_username_claim_is_refused() -> None:
     with pytest.raises(InvalidToken):
         ClaimRules().identity({"sub": "123"}, "session")
+
+
+def test_another_issuers_users_carry_its_prefix() -> None:
+    rules = ClaimRules(username_claim="sub", username_prefix="k8s:")
+    assert rules.identity({"sub": "system:serviceaccount:ml:runner"}, "bearer").subject == (
+        "k8s:system:serviceaccount:ml:runner"
+    )
+
+
+def test_an_unverified_email_is_refused_as_a_username_and_dropped_otherwise() -> None:
+    claims = {"email": "bob@example.com", "email_verified": False, "sub": "id-bob", "groups": []}
+    with pytest.raises(NotAllowed) as refused:
+        ClaimRules().identity(claims, "session")
+    assert refused.value.username == "bob@example.com"
+    assert ClaimRules(username_claim="sub").identity(claims, "session").email is None
+    assert ClaimRules(allow_unverified_email=True).identity(claims, "session").subject == "bob@example.com"
+    # A provider that says nothing about verification (many do not) is taken at its word.
+    assert ClaimRules().identity({"email": "bob@example.com"}, "session").email == "bob@example.com"
+
+
+def test_only_the_allowed_domains_and_groups_may_sign_in() -> None:
+    rules = ClaimRules(allowed_email_domains=frozenset({"example.com"}), allowed_groups=frozenset({"ml-team"}))
+    assert rules.identity({"email": "a@example.com", "groups": ["ml-team"]}, "session").subject == "a@example.com"
+    for claims in (
+        {"email": "a@example.com.evil.test", "groups": ["ml-team"]},
+        {"email": "a@sub.example.com", "groups": ["ml-team"]},
+        {"email": "a@example.com", "groups": ["staff"]},
+        {"email": "a@example.com"},
+    ):
+        with pytest.raises(NotAllowed):
+            rules.identity(claims, "session")
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -39,6 +39,44 @@ def test_a_misspelt_key_in_the_file_is_an_error(tmp_path: Path) -> None:
     assert bad.value.problems == ["GATEWAY_PROT: Extra inputs are not permitted"]
 
 
+def test_other_bearer_issuers_come_from_json_in_the_environment_or_tables_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text(
+        '[[bearer_issuers]]\nissuer = "https://kubernetes.default.svc.cluster.local"\n'
+        'audiences = ["notebook-gateway"]\nusername_prefix = ""\n'
+        'jwks_url = "https://kubernetes.default.svc/openid/v1/jwks"\n'
+    )
+    [cluster] = config.load(file).bearer_issuers
+    assert (str(cluster.jwks_url), cluster.username_claim) == ("https://kubernetes.default.svc/openid/v1/jwks", "sub")
+    monkeypatch.setenv(
+        "GATEWAY_BEARER_ISSUERS", '[{"issuer": "https://ci.example", "audiences": ["gw"], "username_prefix": "ci:"}]'
+    )
+    [ci] = config.load(file).bearer_issuers  # the environment wins
+    assert ci.username_prefix == "ci:"
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        [{"issuer": "https://ci.example", "audiences": ["gw"]}],  # no username_prefix: must be chosen
+        [{"issuer": "https://ci.example", "audiences": [], "username_prefix": ""}],  # tokens for anyone
+        [{"issuer": "https://ci.example", "audiences": ["gw"], "username_prefix": "", "extra": 1}],
+        [{"issuer": "https://idp.example/", "audiences": ["gw"], "username_prefix": ""}],  # the provider itself
+    ],
+)
+def test_a_bearer_issuer_must_say_whom_its_tokens_are_for_and_how_its_users_are_named(entries: object) -> None:
+    with pytest.raises(config.ConfigError) as bad:
+        config.load(oidc_issuer="https://idp.example", bearer_issuers=entries)
+    assert all(problem.startswith("GATEWAY_BEARER_ISSUERS:") for problem in bad.value.problems)
+
+
+def test_allowed_email_domains_are_a_list_of_lower_case_domains() -> None:
+    settings = config.load(oidc_allowed_email_domains="Example.COM, @example.org")
+    assert settings.oidc_allowed_email_domains == ("example.com", "example.org")
+
+
 def test_trusted_proxies_are_a_comma_separated_list_of_networks() -> None:
     settings = config.load(trusted_proxies="10.0.0.0/8, 192.168.1.7")
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32"]

@@ -3,10 +3,12 @@ built-in dev provider, and a fake one for every token a provider should never se
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from yarl import URL
@@ -15,7 +17,9 @@ from gateway.app import create_app
 from gateway.cookies import SESSION_COOKIE
 from tests.conftest import Client, RedisServer, make_settings, unused_port
 from tests.fakes.idp import ALICE as FAKE_ALICE
+from tests.fakes.idp import BOB as FAKE_BOB
 from tests.fakes.idp import FakeIdP, Mint, Refresh
+from tests.fakes.tls import local_tls
 from tests.fakes.node_idp import ALICE, BOB, PASSWORD, NodeIdP, StartNodeIdP, sign_in
 from tests.fakes.upstream import FakeUpstream
 
@@ -272,6 +276,189 @@ async def test_a_provider_outage_keeps_sessions_but_sign_in_says_why(
     resp = await other.get("/oauth2/start", headers=BROWSER, allow_redirects=False)
     assert resp.status == 502
     assert "identity provider" in await resp.text()
+
+
+# --- failed sign-ins: per client address, and per user when the provider vouches for the user -----
+
+PROXIED = {"trusted_proxies": ("127.0.0.1/32",)}  # the test client stands in for a load balancer
+
+
+async def sign_in_from(client: Client, ip: str) -> aiohttp.ClientResponse:
+    """The whole browser round trip through the fake provider, as a client at `ip` behind a trusted proxy."""
+    headers = {**BROWSER, "X-Forwarded-For": ip}
+    start = await client.get("/oauth2/start", headers=headers, allow_redirects=False)
+    if start.status != 302:
+        return start
+    async with client.session.get(start.headers["Location"], allow_redirects=False) as authorize:
+        callback = URL(authorize.headers["Location"])
+    async with client.session.get(callback, headers=headers, allow_redirects=False) as resp:
+        await resp.read()
+        return resp
+
+
+def bearer_from(token: str, ip: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "X-Forwarded-For": ip}
+
+
+def audit_events(directory: Path, action: str) -> list[dict[str, Any]]:
+    lines = b"".join(p.read_bytes() for p in sorted(directory.glob("audit-*.jsonl"))).splitlines()
+    return [event for event in map(json.loads, lines) if event["action"] == action]
+
+
+async def test_a_user_refused_too_often_is_limited_by_name_whatever_the_address(
+    fake: FakeIdP, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    client = await start_gateway(
+        unused_port(), login_failures_max=2, audit_dir=tmp_path / "audit", **PROXIED, **fake_settings(fake)
+    )
+    fake.user, fake.claims = FAKE_BOB, {"email_verified": False}  # the provider vouches for bob, unverified
+    for ip in ("203.0.113.1", "203.0.113.2"):
+        refused = await sign_in_from(client, ip)
+        assert refused.status == 403 and not has_session(client)
+    fake.claims = {}  # bob verifies his address, but his name is over the limit for the window
+    limited = await sign_in_from(client, "203.0.113.3")
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+    assert not has_session(client)
+    fake.user = FAKE_ALICE  # the addresses themselves are not limited: each failed once
+    assert (await sign_in_from(client, "203.0.113.3")).status == 302 and has_session(client)
+    failed = audit_events(tmp_path / "audit", "auth.login")
+    assert [(e["actor"], e["outcome"]) for e in failed] == [
+        (FAKE_BOB.email, "failed"), (FAKE_BOB.email, "failed"), (FAKE_ALICE.email, "allowed")
+    ]  # fmt: skip
+    assert [(e["actor"], e["reason"]) for e in audit_events(tmp_path / "audit", "auth.rate_limited")] == [
+        (FAKE_BOB.email, "user")
+    ]
+
+
+async def test_an_api_client_with_refused_tokens_is_limited_by_name(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(unused_port(), login_failures_max=2, **PROXIED, **fake_settings(fake))
+    expired = fake.access_token(user=FAKE_BOB, mint=Mint.EXPIRED)  # signed by the provider: bob's for sure
+    for ip in ("203.0.113.1", "203.0.113.2"):
+        assert (await client.get("/oauth2/userinfo", headers=bearer_from(expired, ip))).status == 401
+    fresh = fake.access_token(user=FAKE_BOB)
+    limited = await client.get("/oauth2/userinfo", headers=bearer_from(fresh, "203.0.113.3"))
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+    alice = fake.access_token(user=FAKE_ALICE)
+    assert (await client.get("/oauth2/userinfo", headers=bearer_from(alice, "203.0.113.3"))).status == 200
+
+
+async def test_forged_tokens_count_against_the_address_not_the_name_they_carry(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), login_failures_max=2, **PROXIED, **fake_settings(fake))
+    forged = fake.access_token(user=FAKE_BOB, mint=Mint.SAME_KID_OTHER_KEY)  # anyone can write "bob"
+    for _ in range(2):
+        assert (await client.get("/oauth2/userinfo", headers=bearer_from(forged, "203.0.113.66"))).status == 401
+    limited = await client.get("/oauth2/userinfo", headers=bearer_from(forged, "203.0.113.66"))
+    assert limited.status == 429
+    bob = fake.access_token(user=FAKE_BOB)  # bob himself, elsewhere, is not locked out by the forger
+    resp = await client.get("/oauth2/userinfo", headers=bearer_from(bob, "203.0.113.7"))
+    assert resp.status == 200 and (await resp.json())["user"] == FAKE_BOB.email
+
+
+# --- who may sign in at all ------------------------------------------------------------------------
+
+
+async def test_only_allowed_domains_and_groups_sign_in(fake: FakeIdP, start_gateway: StartGateway) -> None:
+    client = await start_gateway(
+        unused_port(), oidc_allowed_email_domains="example.com", oidc_allowed_groups="ml-team", **fake_settings(fake)
+    )
+    fake.user = FAKE_BOB  # example.com, but only in "staff"
+    refused = await sign_in_from(client, "203.0.113.5")
+    assert refused.status == 403 and "groups" in await refused.text() and not has_session(client)
+    bob = fake.access_token(user=FAKE_BOB)  # the same rules hold for the provider's bearer tokens
+    assert (await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {bob}"})).status == 403
+    fake.user = FAKE_ALICE  # example.com and ml-team
+    assert (await sign_in_fake(client, fake)).status == 302 and has_session(client)
+
+
+async def test_leaving_the_allowed_groups_ends_the_session_at_the_next_refresh(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), oidc_allowed_groups="ml-team", **fake_settings(fake))
+    fake.access_token_ttl_s = 30  # inside the refresh margin: the next request refreshes
+    await sign_in_fake(client, fake)
+    assert (await client.get("/oauth2/userinfo")).status == 200
+    fake.claims = {"groups": ["staff"]}  # an admin took alice out of ml-team at the provider
+    assert (await client.get("/oauth2/userinfo")).status == 401
+
+
+# --- bearer tokens from another issuer (e.g. the cluster's service-account tokens) ------------------
+
+CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
+RUNNER = "system:serviceaccount:ml:runner"
+
+
+@pytest.fixture
+async def cluster(aiohttp_server: Any, tmp_path: Path) -> tuple[FakeIdP, dict[str, Any]]:
+    """A Kubernetes-like issuer: keys over HTTPS with a private CA, only to a bearer token, at an address that is
+    not its issuer URL. Returns it and the gateway's `bearer_issuers` entry for it."""
+    tls = local_tls(tmp_path)
+    idp = await FakeIdP.start(aiohttp_server, ssl=tls.server_context)
+    idp.jwks_bearer = "gateway-service-account-token"
+    (tmp_path / "sa-token").write_text(idp.jwks_bearer + "\n")
+    entry = {
+        "issuer": CLUSTER_ISSUER,
+        "audiences": ["notebook-gateway-api"],
+        "username_prefix": "",
+        "jwks_url": f"{idp.issuer}/jwks",
+        "ca_file": str(tls.ca_file),
+        "token_file": str(tmp_path / "sa-token"),
+    }
+    return idp, entry
+
+
+def service_account_token(idp: FakeIdP, *, audience: str = "notebook-gateway-api", **claims: Any) -> str:
+    sa = {
+        "sub": RUNNER,
+        "iss": CLUSTER_ISSUER,
+        "kubernetes.io": {"namespace": "ml", "serviceaccount": {"name": "runner"}},
+    }
+    token = idp.access_token(audience=audience, claims=sa | claims)
+    return token
+
+
+async def test_service_account_tokens_from_the_cluster_identify_api_clients(
+    fake: FakeIdP, cluster: tuple[FakeIdP, dict[str, Any]], start_gateway: StartGateway
+) -> None:
+    issuer, entry = cluster
+    client = await start_gateway(unused_port(), bearer_issuers=(entry,), **fake_settings(fake))
+    token = service_account_token(issuer)
+    resp = await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 200 and (await resp.json())["user"] == RUNNER
+    assert issuer.requests_to("/jwks")[-1].headers["Authorization"] == "Bearer gateway-service-account-token"
+
+
+@pytest.mark.parametrize("case", ["another audience", "claims the provider", "unknown issuer", "email claim"])
+async def test_tokens_from_another_issuer_are_checked_as_strictly(
+    case: str, fake: FakeIdP, cluster: tuple[FakeIdP, dict[str, Any]], start_gateway: StartGateway
+) -> None:
+    issuer, entry = cluster
+    prefixed = {**entry, "username_prefix": "cluster:", "username_claim": "email"}
+    client = await start_gateway(unused_port(), bearer_issuers=(prefixed,), **fake_settings(fake))
+    match case:
+        case "another audience":
+            token, status = service_account_token(issuer, audience="some-other-service"), 401
+        case "claims the provider":  # the cluster's key must not vouch for the provider's users
+            token, status = service_account_token(issuer, iss=fake.issuer, aud=fake.client_id), 401
+        case "unknown issuer":
+            token, status = service_account_token(issuer, iss="https://issuer.example"), 401
+        case _:  # a valid token naming alice's address is the cluster's "alice", not the provider's alice
+            token, status = service_account_token(issuer, email=FAKE_ALICE.email), 200
+    resp = await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == status
+    if status == 200:
+        assert (await resp.json())["user"] == f"cluster:{FAKE_ALICE.email}"
+
+
+async def test_a_gateway_without_the_clusters_ca_does_not_trust_its_keys(
+    fake: FakeIdP, cluster: tuple[FakeIdP, dict[str, Any]], start_gateway: StartGateway
+) -> None:
+    issuer, entry = cluster
+    client = await start_gateway(unused_port(), bearer_issuers=({**entry, "ca_file": None},), **fake_settings(fake))
+    token = service_account_token(issuer)
+    resp = await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
+    assert resp.status >= 500 and not issuer.requests_to("/jwks")  # TLS failed before any request was made
 
 
 # --- who gets a login page and who gets a 401 ----------------------------------------------------

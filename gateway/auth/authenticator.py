@@ -6,15 +6,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cookies import CookieSigner
-from ..errors import BadRequest
+from ..errors import BadRequest, Forbidden
 from ..identity import Identity
 from ..sessions import Session, SessionStore, new_session_id
-from .oidc import IdPUnavailable, InvalidToken, OIDCClient, PendingLogin, RefreshRejected
+from .oidc import (
+    IdPUnavailable,
+    InvalidToken,
+    OIDCClient,
+    PendingLogin,
+    RefreshRejected,
+    TokenSet,
+    TokenVerifier,
+    unverified_claims,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,31 +37,86 @@ class InvalidCallback(BadRequest):
     default_message = "This sign-in could not be completed; please sign in again."
 
 
+class NotAllowed(Forbidden):
+    """The provider vouched for this user, but the gateway's sign-in rules keep them out."""
+
+    code = "not_allowed"
+    default_message = "You may not sign in to this gateway."
+
+    def __init__(self, message: str, *, username: str) -> None:
+        super().__init__(message)
+        self.username = username
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimRules:
+    """How an issuer's claims become our `Identity`, and who among its users may sign in at all."""
+
     username_claim: str = "email"
     groups_claim: str = "groups"
+    # Put before every username, so that another issuer's users cannot pose as the provider's.
+    username_prefix: str = ""
+    allowed_email_domains: frozenset[str] = field(default_factory=frozenset)
+    allowed_groups: frozenset[str] = field(default_factory=frozenset)
+    allow_unverified_email: bool = False
 
-    def identity(self, claims: dict[str, Any], method: str) -> Identity:
-        """Our identity for a provider's claims. Emails are case-insensitive, so they are lower-cased."""
+    def username(self, claims: dict[str, Any]) -> str | None:
+        """The normalised username the claims name, if they name one. Emails are case-insensitive."""
         username = claims.get(self.username_claim)
         if not isinstance(username, str) or not username.strip():
-            raise InvalidToken(f"The token has no usable {self.username_claim!r} claim.")
+            return None
         username = username.strip()
-        if "@" in username:
-            username = username.lower()
+        return self.username_prefix + (username.lower() if "@" in username else username)
+
+    def identity(self, claims: dict[str, Any], method: str) -> Identity:
+        """Our identity for an issuer's claims; `InvalidToken` if they name nobody, `NotAllowed` if
+        the user is outside the allowed domains or groups."""
+        username = self.username(claims)
+        if username is None:
+            raise InvalidToken(f"The token has no usable {self.username_claim!r} claim.", signed_claims=claims)
         email = claims.get("email")
+        email = email.lower() if isinstance(email, str) and email else None
+        if email is not None and claims.get("email_verified") is False and not self.allow_unverified_email:
+            if self.username_claim == "email":
+                raise NotAllowed("Your email address is not verified at the identity provider.", username=username)
+            email = None  # an unverified address is nobody's: do not pass it on
         groups = claims.get(self.groups_claim) or []
         if isinstance(groups, str):
             groups = [groups]
         if not isinstance(groups, list):
-            raise InvalidToken(f"The token's {self.groups_claim!r} claim is not a list.")
-        return Identity(
-            subject=username,
-            email=email.lower() if isinstance(email, str) else None,
-            groups=tuple(sorted({str(g) for g in groups if str(g)})),
-            method=method,
+            raise InvalidToken(f"The token's {self.groups_claim!r} claim is not a list.", signed_claims=claims)
+        identity = Identity(
+            subject=username, email=email, groups=tuple(sorted({str(g) for g in groups if str(g)})), method=method
         )
+        self._admit(identity)
+        return identity
+
+    def _admit(self, identity: Identity) -> None:
+        if self.allowed_email_domains:
+            domain = identity.email.rpartition("@")[2] if identity.email else None
+            if domain not in self.allowed_email_domains:
+                raise NotAllowed("Your email domain may not sign in to this gateway.", username=identity.subject)
+        if self.allowed_groups and not self.allowed_groups.intersection(identity.groups):
+            raise NotAllowed("None of your groups may sign in to this gateway.", username=identity.subject)
+
+
+@dataclass(frozen=True, slots=True)
+class BearerIssuer:
+    """An issuer whose JWTs API clients may present: its verifier, the audiences that mean us, its rules."""
+
+    verifier: TokenVerifier
+    audiences: frozenset[str]
+    rules: ClaimRules
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A sign-in whose ID token checked out, before its session exists."""
+
+    identity: Identity
+    tokens: TokenSet
+    claims: dict[str, Any]
+    return_to: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,28 +136,42 @@ class Authenticator:
         rules: ClaimRules,
         bearer_audiences: frozenset[str],
         on_refresh_failed: Callable[[Session, str, bool], None] | None = None,
+        extra_issuers: Sequence[BearerIssuer] = (),
     ) -> None:
         self.oidc, self.sessions, self.signer, self.rules = oidc, sessions, signer, rules
-        self.bearer_audiences = bearer_audiences | {oidc.client_id}
+        own = BearerIssuer(oidc, bearer_audiences | {oidc.client_id}, rules)
+        # Bearer tokens are checked by the issuer they claim, and then that issuer pins `iss` exactly.
+        self.bearer_issuers = {source.verifier.issuer: source for source in (own, *extra_issuers)}
         # Told (session, reason, whether the session ended) when a refresh fails: the audit log's hook.
         self.on_refresh_failed = on_refresh_failed
         self._bearer_cache: dict[str, tuple[float, Identity]] = {}  # token -> (exp, identity)
 
-    async def from_bearer(self, token: str) -> Identity:
-        """An API client's identity; `InvalidToken` (401) when the token does not check out.
-
-        A verified token is remembered until it expires (a JWT stays valid until `exp` wherever it
-        is checked), so a script's repeated calls cost one signature check, not one per request."""
-        now = time.time()
+    def cached_bearer(self, token: str) -> Identity | None:
+        """A token verified before and not yet expired (a JWT stays valid until `exp` wherever it is
+        checked), so a script's repeated calls cost one signature check, not one per request."""
         cached = self._bearer_cache.get(token)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        claims = await self.oidc.verify(token, audience=self.bearer_audiences, nonce=None)
-        identity = self.rules.identity(claims, method="bearer")
+        return cached[1] if cached is not None and cached[0] > time.time() else None
+
+    async def verify_bearer(self, token: str) -> tuple[Identity, float]:
+        """An API client's identity and when its token expires. `InvalidToken` (401) when the token
+        does not check out, with `username` set when the issuer vouches for the user it names;
+        `NotAllowed` (403) when the sign-in rules keep the user out."""
+        issuer = unverified_claims(token).get("iss")
+        source = self.bearer_issuers.get(issuer.rstrip("/")) if isinstance(issuer, str) else None
+        if source is None:
+            raise InvalidToken("The token's issuer is not one this gateway accepts.")
+        try:
+            claims = await source.verifier.verify(token, audience=source.audiences, nonce=None)
+            return source.rules.identity(claims, method="bearer"), float(claims["exp"])
+        except InvalidToken as exc:
+            if exc.signed_claims is not None:
+                exc.username = source.rules.username(exc.signed_claims)
+            raise
+
+    def remember_bearer(self, token: str, identity: Identity, expires_at: float) -> None:
         if len(self._bearer_cache) >= BEARER_CACHE_SIZE:
             self._bearer_cache.clear()  # crude but bounded; a full cache only costs re-verification
-        self._bearer_cache[token] = (float(claims["exp"]), identity)
-        return identity
+        self._bearer_cache[token] = (expires_at, identity)
 
     async def from_cookie(self, cookie: str | None) -> Session | None:
         """The live session a cookie names, refreshed when its tokens are about to expire."""
@@ -126,7 +204,17 @@ class Authenticator:
             if self.on_refresh_failed is not None:
                 self.on_refresh_failed(session, exc.message, False)
             return session
-        identity = self.rules.identity(claims, "session") if claims else session.identity
+        try:
+            identity = self.rules.identity(claims, "session") if claims else session.identity
+        except NotAllowed as exc:  # e.g. taken out of the allowed groups since signing in
+            log.info("refreshed identity of %s is no longer allowed: ending the session", session.identity.subject)
+            await self.sessions.delete(session.id)
+            if self.on_refresh_failed is not None:
+                self.on_refresh_failed(session, exc.message, True)
+            return None
+        except InvalidToken as exc:
+            log.warning("refreshed ID token of %s unusable, keeping the session: %s", session.identity.subject, exc)
+            return session
         session = replace(
             session,
             identity=identity,
@@ -148,9 +236,9 @@ class Authenticator:
         )
         return Started(redirect_to, self.signer.sign(binding))
 
-    async def finish(self, *, state: str, code: str, binding_cookie: str | None) -> tuple[Session, str]:
-        """Complete a sign-in: the pending login is taken (once), the code exchanged, the ID token
-        checked; returns the new session and where the user was going."""
+    async def finish(self, *, state: str, code: str, binding_cookie: str | None) -> Verified:
+        """Check a sign-in: the pending login is taken (once), the code exchanged, the ID token
+        checked. `InvalidToken` carries the username when the provider signed the token it refused."""
         pending = await self.sessions.take_login(state) if state else None
         if pending is None:
             raise InvalidCallback("This sign-in is unknown, expired or already used; please sign in again.")
@@ -159,12 +247,20 @@ class Authenticator:
         if not code:
             raise InvalidCallback("The identity provider returned no authorization code.")
         login = PendingLogin(state, pending["nonce"], pending["verifier"])
-        tokens, claims = await self.oidc.exchange(code, login)
-        identity = self.rules.identity(claims, method="session")
-        now = time.time()
+        try:
+            tokens, claims = await self.oidc.exchange(code, login)
+            identity = self.rules.identity(claims, method="session")
+        except InvalidToken as exc:
+            if exc.signed_claims is not None:
+                exc.username = self.rules.username(exc.signed_claims)
+            raise
+        return Verified(identity, tokens, claims, pending["return_to"])
+
+    async def open_session(self, verified: Verified) -> Session:
+        now, claims, tokens = time.time(), verified.claims, verified.tokens
         session = Session(
             id=new_session_id(),
-            identity=identity,
+            identity=verified.identity,
             created_at=now,
             last_seen=now,
             id_token=tokens.id_token,
@@ -174,7 +270,7 @@ class Authenticator:
             provider_sub=_str_claim(claims, "sub"),
         )
         await self.sessions.save(session)
-        return session, pending["return_to"]
+        return session
 
     async def sign_out(self, session: Session | None, post_logout_redirect_uri: str) -> str | None:
         """End the session everywhere; return the provider's end-session URL, if it has one."""

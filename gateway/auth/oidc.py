@@ -11,8 +11,10 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -33,6 +35,16 @@ BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LEEWAY_S = 60  # clock skew we tolerate between us and the provider
 DISCOVERY_TTL_S = 3600.0
 JWKS_REFETCH_MIN_S = 5.0  # after a refetch that did not find a kid, wait this long before another
+# Refusals pyjwt can only reach once the signature has checked out (its decode verifies the signature
+# first): the token is the issuer's, only its claims are wrong.
+SIGNED_BUT_REFUSED = (
+    jwt.ExpiredSignatureError,
+    jwt.ImmatureSignatureError,
+    jwt.InvalidAudienceError,
+    jwt.InvalidIssuerError,
+    jwt.InvalidIssuedAtError,
+    jwt.MissingRequiredClaimError,
+)
 
 
 class IdPUnavailable(GatewayError):
@@ -43,6 +55,14 @@ class IdPUnavailable(GatewayError):
 class InvalidToken(GatewayError):
     status, code = 401, "invalid_token"
     default_message = "The token is not valid."
+
+    def __init__(self, message: str | None = None, *, signed_claims: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        # The claims of a token whose signature checked out but which was refused for another reason
+        # (expired, another audience, a stale nonce): the issuer vouches for them, so the user they
+        # name may be counted against. A forged token's claims never are.
+        self.signed_claims = signed_claims
+        self.username: str | None = None  # set by whoever knows how to read a username from the claims
 
 
 class RefreshRejected(GatewayError):
@@ -62,6 +82,15 @@ class Provider:
     jwks_uri: str
     end_session_endpoint: str | None
     userinfo_endpoint: str | None
+    algorithms: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """What checking a token needs: the exact issuer, where its keys are, the algorithms it may use."""
+
+    issuer: str
+    jwks_uri: str
     algorithms: frozenset[str]
 
 
@@ -90,26 +119,29 @@ class PendingLogin:
         return str(create_s256_code_challenge(self.verifier))
 
 
-class OIDCClient:
-    """One relying party at one provider. Discovery is lazy and cached, so the gateway starts (and
-    existing sessions keep working) while the provider is down; only signing in needs it."""
+class TokenVerifier:
+    """Checks the JWTs of one issuer: signature against its published keys, then the claims.
+
+    Keys come from the issuer's discovery document, or from `jwks_url` when it is given (some issuers,
+    such as a Kubernetes API server, publish keys at an address the gateway reaches differently from
+    the one they advertise). `ca_file` trusts a private CA; `token_file` is sent as a bearer token when
+    fetching (read each time: projected service-account tokens rotate)."""
 
     def __init__(
         self,
         http: aiohttp.ClientSession,
         *,
         issuer: str,
-        client_id: str,
-        client_secret: str,
-        redirect_uri: str,
-        scopes: tuple[str, ...],
+        jwks_url: str | None = None,
+        ca_file: Path | None = None,
+        token_file: Path | None = None,
         timeout_s: float = 10.0,
     ) -> None:
         self.http = http
         self.issuer = issuer.rstrip("/")
-        self.client_id, self._client_secret = client_id, client_secret
-        self.redirect_uri, self.scopes = redirect_uri, scopes
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._jwks_url, self._token_file = jwks_url, token_file
+        self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
         self._provider: Provider | None = None
         self._provider_fetched_at = 0.0
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -126,6 +158,118 @@ class OIDCClient:
                 self._provider = _parse_discovery(doc, self.issuer)
                 self._provider_fetched_at = time.monotonic()
             return self._provider
+
+    async def trust(self) -> Trust:
+        if self._jwks_url is not None:  # no discovery: the key types in the set bound the algorithms
+            return Trust(self.issuer, self._jwks_url, ASYMMETRIC_ALGORITHMS)
+        provider = await self.provider()
+        return Trust(provider.issuer, provider.jwks_uri, provider.algorithms)
+
+    async def verify(self, token: str, *, audience: str | frozenset[str], nonce: str | None) -> dict[str, Any]:
+        """Check a JWT's signature and claims; raise `InvalidToken` with the reason otherwise.
+
+        `nonce`: the expected nonce of an ID token from a sign-in; None for tokens that carry none
+        (refreshed ID tokens, access tokens, logout tokens).
+        """
+        trust = await self.trust()
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"The token is malformed: {exc}") from None
+        alg = header.get("alg")
+        if alg not in ASYMMETRIC_ALGORITHMS or alg not in trust.algorithms:
+            raise InvalidToken(f"The token's algorithm {alg!r} is not accepted.")
+        key = await self._key(header.get("kid"))
+        audiences = [audience] if isinstance(audience, str) else sorted(audience)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[alg],
+                audience=audiences,
+                issuer=trust.issuer,
+                leeway=LEEWAY_S,
+                options={"require": ["iss", "aud", "exp", "iat"]},
+            )
+        except SIGNED_BUT_REFUSED as exc:  # pyjwt checks these only after the signature has checked out
+            raise InvalidToken(f"The token was refused: {exc}", signed_claims=unverified_claims(token)) from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"The token was refused: {exc}") from None
+        if claims["iat"] > time.time() + LEEWAY_S:
+            raise InvalidToken("The token was issued in the future.", signed_claims=claims)
+        token_audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+        azp = claims.get("azp")
+        if len(token_audiences) > 1 and azp is None:
+            raise InvalidToken("The token has several audiences and no authorized party (azp).", signed_claims=claims)
+        if azp is not None and azp not in audiences:
+            raise InvalidToken("The token was issued to another client (azp).", signed_claims=claims)
+        if nonce is not None and claims.get("nonce") != nonce:
+            raise InvalidToken("The token's nonce does not match this sign-in.", signed_claims=claims)
+        return claims
+
+    async def _key(self, kid: object) -> jwt.PyJWK:
+        if not isinstance(kid, str | None):
+            raise InvalidToken("The token's key id is malformed.")
+        unknown = kid is not None and kid not in self._keys
+        # The provider may have rotated its keys: look once more. A forged kid would make every
+        # request refetch, so after a refetch that still lacked the kid, wait a while before the next.
+        if not self._keys or (unknown and time.monotonic() - self._last_miss >= JWKS_REFETCH_MIN_S):
+            await self._load_keys()
+            if kid is not None and kid not in self._keys:
+                self._last_miss = time.monotonic()
+        if kid is None:
+            if len(self._keys) != 1:
+                raise InvalidToken("The token names no key and the provider has several.")
+            return next(iter(self._keys.values()))
+        if kid not in self._keys:
+            raise InvalidToken("The token was signed with a key the provider does not publish.")
+        return self._keys[kid]
+
+    async def _load_keys(self) -> None:
+        jwks = await self._get_json((await self.trust()).jwks_uri)
+        try:
+            key_set = jwt.PyJWKSet.from_dict(jwks)
+        except jwt.PyJWTError as exc:
+            raise IdPUnavailable(f"The identity provider's key set is unusable: {exc}") from None
+        self._keys = {key.key_id or "": key for key in key_set.keys if key.public_key_use in (None, "sig")}
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        headers = {}
+        if self._token_file is not None:
+            try:
+                headers["Authorization"] = f"Bearer {self._token_file.read_text().strip()}"
+            except OSError as exc:
+                raise IdPUnavailable(f"The token for {self.issuer} could not be read: {exc.strerror}") from None
+        try:
+            async with self.http.get(url, headers=headers, ssl=self._ssl, timeout=self.timeout) as resp:
+                if resp.status != 200:
+                    raise IdPUnavailable(f"The identity provider answered {resp.status} for {url}.")
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IdPUnavailable(f"The identity provider did not answer: {type(exc).__name__}") from None
+        if not isinstance(data, dict):
+            raise IdPUnavailable(f"The identity provider sent something other than JSON from {url}.")
+        return data
+
+
+class OIDCClient(TokenVerifier):
+    """One relying party at one provider. Discovery is lazy and cached, so the gateway starts (and
+    existing sessions keep working) while the provider is down; only signing in needs it."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        redirect_uri: str,
+        scopes: tuple[str, ...],
+        timeout_s: float = 10.0,
+    ) -> None:
+        super().__init__(http, issuer=issuer, timeout_s=timeout_s)
+        self.client_id, self._client_secret = client_id, client_secret
+        self.redirect_uri, self.scopes = redirect_uri, scopes
 
     async def authorization_url(self, login: PendingLogin) -> str:
         provider = await self.provider()
@@ -164,48 +308,6 @@ class OIDCClient:
             claims = await self.verify(tokens.id_token, audience=self.client_id, nonce=None)
         return tokens, claims
 
-    async def verify(
-        self, token: str, *, audience: str | frozenset[str], nonce: str | None, require_nonce: bool = True
-    ) -> dict[str, Any]:
-        """Check a JWT's signature and claims; raise `InvalidToken` with the reason otherwise.
-
-        `nonce`: the expected nonce of an ID token from a sign-in; None for tokens that carry none
-        (refreshed ID tokens, access tokens, logout tokens).
-        """
-        provider = await self.provider()
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"The token is malformed: {exc}") from None
-        alg = header.get("alg")
-        if alg not in ASYMMETRIC_ALGORITHMS or alg not in provider.algorithms:
-            raise InvalidToken(f"The token's algorithm {alg!r} is not accepted.")
-        key = await self._key(header.get("kid"))
-        audiences = [audience] if isinstance(audience, str) else sorted(audience)
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=key,
-                algorithms=[alg],
-                audience=audiences,
-                issuer=provider.issuer,
-                leeway=LEEWAY_S,
-                options={"require": ["iss", "aud", "exp", "iat"]},
-            )
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"The token was refused: {exc}") from None
-        if claims["iat"] > time.time() + LEEWAY_S:
-            raise InvalidToken("The token was issued in the future.")
-        token_audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
-        azp = claims.get("azp")
-        if len(token_audiences) > 1 and azp is None:
-            raise InvalidToken("The token has several audiences and no authorized party (azp).")
-        if azp is not None and azp not in audiences:
-            raise InvalidToken("The token was issued to another client (azp).")
-        if nonce is not None and claims.get("nonce") != nonce:
-            raise InvalidToken("The token's nonce does not match this sign-in.")
-        return claims
-
     async def verify_logout_token(self, token: str) -> dict[str, Any]:
         """A back-channel logout token: signed like an ID token, with the logout event and no nonce."""
         claims = await self.verify(token, audience=self.client_id, nonce=None)
@@ -232,33 +334,6 @@ class OIDCClient:
         if id_token_hint:
             query["id_token_hint"] = id_token_hint
         return str(URL(provider.end_session_endpoint).update_query(query))
-
-    async def _key(self, kid: object) -> jwt.PyJWK:
-        if not isinstance(kid, str | None):
-            raise InvalidToken("The token's key id is malformed.")
-        unknown = kid is not None and kid not in self._keys
-        # The provider may have rotated its keys: look once more. A forged kid would make every
-        # request refetch, so after a refetch that still lacked the kid, wait a while before the next.
-        if not self._keys or (unknown and time.monotonic() - self._last_miss >= JWKS_REFETCH_MIN_S):
-            await self._load_keys()
-            if kid is not None and kid not in self._keys:
-                self._last_miss = time.monotonic()
-        if kid is None:
-            if len(self._keys) != 1:
-                raise InvalidToken("The token names no key and the provider has several.")
-            return next(iter(self._keys.values()))
-        if kid not in self._keys:
-            raise InvalidToken("The token was signed with a key the provider does not publish.")
-        return self._keys[kid]
-
-    async def _load_keys(self) -> None:
-        provider = await self.provider()
-        jwks = await self._get_json(provider.jwks_uri)
-        try:
-            key_set = jwt.PyJWKSet.from_dict(jwks)
-        except jwt.PyJWTError as exc:
-            raise IdPUnavailable(f"The identity provider's key set is unusable: {exc}") from None
-        self._keys = {key.key_id or "": key for key in key_set.keys if key.public_key_use in (None, "sig")}
 
     async def _token_request(self, form: dict[str, str]) -> TokenSet:
         provider = await self.provider()
@@ -293,18 +368,6 @@ class OIDCClient:
             expires_at=time.time() + float(expires_in) if isinstance(expires_in, int | float) else None,
         )
 
-    async def _get_json(self, url: str) -> dict[str, Any]:
-        try:
-            async with self.http.get(url, timeout=self.timeout) as resp:
-                if resp.status != 200:
-                    raise IdPUnavailable(f"The identity provider answered {resp.status} for {url}.")
-                data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise IdPUnavailable(f"The identity provider did not answer: {type(exc).__name__}") from None
-        if not isinstance(data, dict):
-            raise IdPUnavailable(f"The identity provider sent something other than JSON from {url}.")
-        return data
-
 
 def _parse_discovery(doc: dict[str, Any], issuer: str) -> Provider:
     if doc.get("issuer", "").rstrip("/") != issuer:
@@ -322,6 +385,16 @@ def _parse_discovery(doc: dict[str, Any], issuer: str) -> Provider:
         )
     except KeyError as exc:
         raise IdPUnavailable(f"The provider's discovery document lacks {exc}.") from None
+
+
+def unverified_claims(token: str) -> dict[str, Any]:
+    """A JWT's payload, read without checking anything: only to choose how to check it, or to name
+    the user of a token whose signature has already been checked."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(f"The token is malformed: {exc}") from None
+    return claims if isinstance(claims, dict) else {}
 
 
 def _form_quote(value: str) -> str:

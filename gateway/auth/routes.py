@@ -11,12 +11,13 @@ from aiohttp import web
 from .. import audit_request, keys
 from ..audit import Outcome
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
-from ..errors import Forbidden, GatewayError, TooManyRequests
+from ..errors import Forbidden, GatewayError
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
 from ..policy_manager import Change
 from ..profiles import Profile
 from ..sessions import Session
+from . import attempts
 from .oidc import InvalidToken
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,9 @@ def safe_return_path(rd: str | None) -> str:
     return rd
 
 
-async def _check_rate(request: web.Request, username: str | None = None) -> None:
-    counter = request.app[keys.FAILURES]
-    for key in [f"ip:{request[keys.CLIENT_IP]}", *([f"user:{username}"] if username else [])]:
-        retry = await counter.retry_after_s(key)
-        if retry:
-            _audit(request, None, "auth.rate_limited", "denied", reason=key.split(":", 1)[0])
-            raise TooManyRequests(retry_after_s=retry)
-
-
 @routes.get("/oauth2/start", name="oauth2_start")
 async def start(request: web.Request) -> web.StreamResponse:
-    await _check_rate(request)
+    await attempts.check(request)
     started = await request.app[keys.AUTHENTICATOR].start(safe_return_path(request.query.get("rd")))
     response = web.HTTPFound(started.redirect_to)
     _set_cookie(request, response, LOGIN_COOKIE, started.browser_binding, max_age=600)
@@ -64,22 +56,26 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/oauth2/callback", name="oauth2_callback")
 async def callback(request: web.Request) -> web.StreamResponse:
-    await _check_rate(request)
+    await attempts.check(request)
     request.app[keys.AUDIT].require_writable()  # a sign-in that cannot be recorded is refused first
     authenticator = request.app[keys.AUTHENTICATOR]
     if "error" in request.query:
         reason = request.query.get("error", "")[:100]
-        await _failed(request, f"provider said {reason}")
-        raise LoginFailed(f"The identity provider did not sign you in ({reason}).")
+        refused = LoginFailed(f"The identity provider did not sign you in ({reason}).")
+        await attempts.failed(request, refused, audit=True, reason=f"provider said {reason}")
+        raise refused
     try:
-        session, return_to = await authenticator.finish(
+        verified = await authenticator.finish(
             state=request.query.get("state", ""),
             code=request.query.get("code", ""),
             binding_cookie=request.cookies.get(LOGIN_COOKIE),
         )
-    except GatewayError as exc:  # a bad state or token, or the provider down: counted and audited
-        await _failed(request, exc.message)
+    except GatewayError as exc:  # a bad state or token, a user kept out, the provider down: counted, audited
+        await attempts.failed(request, exc, audit=True)
         raise
+    await attempts.check(request, verified.identity.subject)
+    session = await authenticator.open_session(verified)
+    return_to = verified.return_to
     _audit(request, session.identity, "auth.login", "allowed", session=session)
     for change in await request.app[keys.POLICIES].sign_in(session.identity):  # self-service profile, if on
         _audit(request, session.identity, change.action, "allowed", details=change.details())
@@ -149,11 +145,6 @@ class LoginFailed(GatewayError):
 
     status, code = 401, "login_failed"
     default_message = "Signing in failed."
-
-
-async def _failed(request: web.Request, reason: str) -> None:
-    await request.app[keys.FAILURES].fail(f"ip:{request[keys.CLIENT_IP]}")
-    _audit(request, None, "auth.login", "failed", reason=reason)
 
 
 async def _provision(request: web.Request, identity: Identity, change: Change) -> None:

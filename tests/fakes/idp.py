@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import unquote
 
@@ -143,6 +144,7 @@ class FakeIdP:
         self.id_token_ttl_s = 3600
         self.access_token_ttl_s = 3600
         self.discovery_overrides: dict[str, Any] = {}
+        self.jwks_bearer: str | None = None  # set: /jwks answers only to this bearer token (as a Kubernetes API does)
         # State and records.
         self.keys: list[SigningKey] = [SigningKey.generate()]  # all served in the JWKS; the last one signs
         self.other_key = SigningKey.generate()  # never served
@@ -160,9 +162,10 @@ class FakeIdP:
         client_id: str = "notebook-gateway",
         client_secret: str | None = None,
         port: int | None = None,
+        ssl: SSLContext | None = None,
     ) -> FakeIdP:
         idp = cls(client_id=client_id, client_secret=client_secret)
-        idp.server = await aiohttp_server(idp.app(), port=port)
+        idp.server = await aiohttp_server(idp.app(), port=port, **({"ssl": ssl} if ssl else {}))
         idp.issuer = str(idp.server.make_url("")).rstrip("/")
         return idp
 
@@ -333,6 +336,8 @@ class FakeIdP:
         return web.json_response(doc | self.discovery_overrides)
 
     async def _jwks(self, request: web.Request) -> web.Response:
+        if self.jwks_bearer is not None and request.headers.get("Authorization") != f"Bearer {self.jwks_bearer}":
+            return web.json_response({"kind": "Status", "code": 401, "reason": "Unauthorized"}, status=401)
         return web.json_response(self.jwks())
 
     async def _authorize(self, request: web.Request) -> web.Response:
