@@ -23,6 +23,7 @@ from .audit.chain import Sealer
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
+from .auth import ext_authz
 from .auth import routes as auth_routes
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
@@ -52,7 +53,9 @@ log = logging.getLogger(__name__)
 
 DEV_IDP_PATH = "/dev-idp"
 # Routes served without a session; every other route, the notebook proxy included, needs one.
-PUBLIC_ROUTES = frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC | pages.PUBLIC
+PUBLIC_ROUTES = (
+    frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC | ext_authz.PUBLIC | pages.PUBLIC
+)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -90,6 +93,7 @@ def create_app(settings: Settings) -> web.Application:
         [
             *health.routes,
             *auth_routes.routes,
+            *ext_authz.routes,
             *api.routes,
             *configurations_api.routes,
             *policies_api.routes,

@@ -17,7 +17,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -67,11 +67,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 def wants_html(request: web.Request) -> bool:
     """True for a browser navigation; API calls, XHR/fetch and WebSockets get JSON."""
-    if request.path.startswith("/api/") or request.headers.get("X-Requested-With"):
+    return is_navigation(request.headers, request.path)
+
+
+def is_navigation(headers: Mapping[str, str], path: str) -> bool:
+    """Whether a request for `path` with these headers is a browser navigation (not an API call, XHR or fetch)."""
+    if path.startswith("/api/") or headers.get("X-Requested-With"):
         return False
-    if request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+    if headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
         return False
-    return "text/html" in request.headers.get("Accept", "")
+    return "text/html" in headers.get("Accept", "")
 
 
 def render_error(request: web.Request, exc: GatewayError) -> web.Response:

@@ -19,8 +19,8 @@ from tests.conftest import Client, RedisServer, make_settings, unused_port
 from tests.fakes.idp import ALICE as FAKE_ALICE
 from tests.fakes.idp import BOB as FAKE_BOB
 from tests.fakes.idp import FakeIdP, Mint, Refresh
-from tests.fakes.tls import local_tls
 from tests.fakes.node_idp import ALICE, BOB, PASSWORD, NodeIdP, StartNodeIdP, sign_in
+from tests.fakes.tls import local_tls
 from tests.fakes.upstream import FakeUpstream
 
 BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}

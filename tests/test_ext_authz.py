@@ -1,0 +1,87 @@
+"""`/oauth2/auth`: the gateway as the sign-in check for other apps (nginx auth_request, Istio ext_authz)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from yarl import URL
+
+from tests.conftest import RedisServer, session_headers
+
+Factory = Callable[..., Any]
+BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
+
+
+@pytest.fixture
+def gateway(gateway_factory: Factory, routes_file: Callable[[dict[tuple[str, str], str]], Any]) -> Factory:
+    """A gateway with no notebooks of its own: here it only vouches for users of other apps."""
+    no_routes = routes_file({})
+
+    async def build(**kwargs: Any) -> Any:
+        return await gateway_factory(routes_file=no_routes, **kwargs)
+
+    return build
+
+
+async def test_a_signed_in_user_is_vouched_for_with_headers_an_upstream_app_can_use(
+    gateway: Factory,
+) -> None:
+    client = await gateway(user="Alice@Example.com", groups="ml-team,staff")
+    resp = await client.get("/oauth2/auth")
+    assert resp.status == 202
+    assert resp.headers["X-Auth-Request-User"] == resp.headers["kubeflow-userid"] == "alice@example.com"
+    assert resp.headers["X-Auth-Request-Groups"] == resp.headers["kubeflow-groups"] == "ml-team,staff"
+    # The ID token, for Istio's RequestAuthentication to check and read `kubeflow-userid` from.
+    scheme, _, id_token = resp.headers["Authorization"].partition(" ")
+    assert scheme == "Bearer"
+    assert jwt.decode(id_token, options={"verify_signature": False})["email"] == "alice@example.com"
+
+
+async def test_nobody_signed_in_gets_401_and_a_browser_is_sent_to_sign_in_and_back(
+    gateway: Factory,
+) -> None:
+    client = await gateway(user=None)
+    assert (await client.get("/oauth2/auth", headers=BROWSER)).status == 401  # nginx: never a redirect
+    envoy = await client.get("/oauth2/auth/pipeline/#/runs?ns=team-a", headers=BROWSER, allow_redirects=False)
+    assert envoy.status == 302
+    assert URL(envoy.headers["Location"]).query["rd"] == "/pipeline/"  # the fragment never reaches a server
+    api = await client.get("/oauth2/auth/pipeline/apis/v2beta1/runs", headers={"Accept": "application/json"})
+    assert api.status == 401 and (await api.json())["error"] == "login_required"
+    off_site = await client.get("/oauth2/auth/https:/evil.example", headers=BROWSER, allow_redirects=False)
+    assert URL(off_site.headers["Location"]).query["rd"] == "/"
+    odd = await client.get("/oauth2/auth//evil.example/", headers=BROWSER, allow_redirects=False)
+    assert odd.status == 400  # the one path parse refuses it before anything else looks
+
+
+async def test_a_bearer_token_is_checked_as_for_any_request(gateway: Factory) -> None:
+    client = await gateway()
+    id_token = (await client.get("/oauth2/auth")).headers["Authorization"].removeprefix("Bearer ")
+    async with aiohttp.ClientSession() as other:  # no cookie: the token alone
+        ok = await other.get(client.make_url("/oauth2/auth/"), headers={"Authorization": f"Bearer {id_token}"})
+        assert ok.status == 200 and ok.headers["kubeflow-userid"] == "alice@example.com"
+        assert "Authorization" not in ok.headers  # it already has its token
+        forged = id_token[:-4] + ("AAAA" if not id_token.endswith("AAAA") else "BBBB")
+        bad = await other.get(client.make_url("/oauth2/auth/"), headers={"Authorization": f"Bearer {forged}"})
+        assert bad.status == 401
+
+
+async def test_an_app_can_require_groups(gateway: Factory) -> None:
+    staff = await gateway(groups="staff")
+    assert (await staff.get("/oauth2/auth?allowed_groups=ml-team,admins")).status == 403
+    member = await gateway(user="bob@example.com", groups="ml-team")
+    assert (await member.get("/oauth2/auth?allowed_groups=ml-team,admins")).status == 202
+
+
+async def test_with_redis_down_the_check_fails_closed(gateway: Factory, own_redis_server: RedisServer) -> None:
+    client = await gateway(session_store="redis", redis_url=own_redis_server.url)
+    headers = session_headers(client)
+    assert (await client.get("/oauth2/auth/", headers=headers)).status == 200
+    own_redis_server.stop()
+    down = await client.get("/oauth2/auth/", headers=headers)
+    assert down.status == 503 and "X-Auth-Request-User" not in down.headers
+    own_redis_server.start()
+    assert (await client.get("/oauth2/auth/", headers=headers)).status == 200
