@@ -136,6 +136,11 @@ async def canonical_path(request: web.Request, handler: Handler) -> web.StreamRe
     return await handler(request)
 
 
+# Sent by the gateway's pages with the requests they make on their own (polling a list, tailing the
+# audit log): such a request does not keep the session from idling out. It can only shorten a session.
+BACKGROUND_HEADER = "X-Gateway-Background"
+
+
 def authenticate(*, public: frozenset[str], public_prefixes: tuple[str, ...] = ()) -> Middleware:
     """Attach the requester's `Identity`, or refuse. Public routes are served without looking at the
     session (so health checks never touch Redis); every other route, the proxy included, needs one."""
@@ -149,7 +154,8 @@ def authenticate(*, public: frozenset[str], public_prefixes: tuple[str, ...] = (
         if authorization[:7].lower() == "bearer ":
             request[keys.IDENTITY] = await bearer_identity(request, authorization[7:].strip())
             return await handler(request)
-        session = await authenticator.from_cookie(request.cookies.get(SESSION_COOKIE))
+        touch = BACKGROUND_HEADER not in request.headers
+        session = await authenticator.from_cookie(request.cookies.get(SESSION_COOKIE), touch=touch)
         if session is None:
             raise LoginRequired()
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"

@@ -18,7 +18,8 @@ from .identity import Identity
 
 Clock = Callable[[], float]
 
-# last_seen is written back at most this often, so a busy session costs one write a minute, not one a request.
+# last_seen is written back at most this often, so a busy session costs one write a minute, not one a request
+# (more often only for idle timeouts under a few minutes, which would otherwise end a busy session).
 TOUCH_INTERVAL_S = 60.0
 
 
@@ -62,19 +63,24 @@ class Expiry:
         """Seconds until the session ends by idleness or age, whichever is first (<= 0: ended)."""
         return min(session.last_seen + self.idle_s, session.created_at + self.max_age_s) - now
 
+    def due_touch(self, session: Session, now: float) -> bool:
+        """Whether a use of the session now should be written back as its last use."""
+        return now - session.last_seen >= min(TOUCH_INTERVAL_S, self.idle_s / 4)
+
 
 class SessionStore(Protocol):
     """Sessions (by id) and pending sign-ins (by state), both with expiry.
 
-    `load` returns None for an unknown or expired session and refreshes its idle timer; it never
-    extends the absolute age. `take_login` returns a pending sign-in once, then never again.
+    `load` returns None for an unknown or expired session and refreshes its idle timer, unless told
+    the use is not the user's (`touch=False`: a page polling in the background); it never extends
+    the absolute age. `take_login` returns a pending sign-in once, then never again.
     Every method raises `errors.ServiceUnavailable` when the store cannot answer: an outage is
     never reported as "no session", so nothing is let through or silently signed out.
     """
 
     async def save(self, session: Session) -> None: ...
 
-    async def load(self, session_id: str) -> Session | None: ...
+    async def load(self, session_id: str, *, touch: bool = True) -> Session | None: ...
 
     async def delete(self, session_id: str) -> None: ...
 
@@ -101,13 +107,13 @@ class MemorySessionStore:
     async def save(self, session: Session) -> None:
         self._sessions[session.id] = session
 
-    async def load(self, session_id: str) -> Session | None:
+    async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
         session = self._sessions.get(session_id)
         now = self.clock()
         if session is None or self.expiry.remaining_s(session, now) <= 0:
             self._sessions.pop(session_id, None)
             return None
-        if now - session.last_seen >= TOUCH_INTERVAL_S:
+        if touch and self.expiry.due_touch(session, now):
             session = self._sessions[session_id] = replace(session, last_seen=now)
         return session
 
@@ -163,7 +169,7 @@ class RedisSessionStore:
                 pipe.expire(index, int(self.expiry.max_age_s) + 60)
             await pipe.execute()
 
-    async def load(self, session_id: str) -> Session | None:
+    async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
         async with _available():
             raw = await self.client.get(self._key(session_id))
         if raw is None:
@@ -173,7 +179,7 @@ class RedisSessionStore:
         if self.expiry.remaining_s(session, now) <= 0:
             await self.delete(session_id)
             return None
-        if now - session.last_seen >= TOUCH_INTERVAL_S:
+        if touch and self.expiry.due_touch(session, now):
             session = replace(session, last_seen=now)
             await self.save(session)
         return session

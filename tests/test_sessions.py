@@ -74,6 +74,42 @@ async def test_an_idle_session_expires_but_activity_keeps_it(store: SessionStore
     assert await store.load(session.id) is None
 
 
+async def test_a_page_polling_on_its_own_does_not_keep_an_idle_session(store: SessionStore, clock: Clock) -> None:
+    session = make_session(clock)
+    await store.save(session)
+    clock.now += 300
+    assert await store.load(session.id, touch=False) is not None
+    clock.now += 299
+    assert await store.load(session.id, touch=False) is not None  # 599 s: still within the 600 s
+    clock.now += 2
+    assert await store.load(session.id, touch=False) is None  # nobody touched it for 601 s
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def short_store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SessionStore]:
+    """A store whose sessions idle out after 20 s (shorter than the usual write-back interval)."""
+    expiry = Expiry(idle_s=20, max_age_s=3600)
+    if request.param == "memory":
+        yield MemorySessionStore(expiry, clock=clock)
+        return
+    server: RedisServer = request.getfixturevalue("redis_server")
+    client = redis.Redis.from_url(server.url)
+    yield RedisSessionStore(client, expiry, clock=clock, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    await client.aclose()
+
+
+async def test_a_short_idle_timeout_still_lets_activity_keep_the_session(
+    short_store: SessionStore, clock: Clock
+) -> None:
+    session = make_session(clock)
+    await short_store.save(session)
+    for _ in range(12):
+        clock.now += 10
+        assert await short_store.load(session.id) is not None  # used every 10 s for two minutes
+    clock.now += 21
+    assert await short_store.load(session.id) is None
+
+
 async def test_activity_never_extends_the_absolute_age(store: SessionStore, clock: Clock) -> None:
     session = make_session(clock)
     await store.save(session)

@@ -173,12 +173,13 @@ class Authenticator:
             self._bearer_cache.clear()  # crude but bounded; a full cache only costs re-verification
         self._bearer_cache[token] = (expires_at, identity)
 
-    async def from_cookie(self, cookie: str | None) -> Session | None:
-        """The live session a cookie names, refreshed when its tokens are about to expire."""
+    async def from_cookie(self, cookie: str | None, *, touch: bool = True) -> Session | None:
+        """The live session a cookie names, refreshed when its tokens are about to expire. `touch`:
+        whether this use counts as the user's activity (a page polling on its own does not)."""
         session_id = self.signer.unsign(cookie)
         if session_id is None:
             return None
-        session = await self.sessions.load(session_id)
+        session = await self.sessions.load(session_id, touch=touch)
         if session is None:
             return None
         if (

@@ -91,9 +91,9 @@
     box.hidden = false;
   }
 
-  async function load({ more = false } = {}) {
+  async function load({ more = false, background = false } = {}) {
     try {
-      const payload = await Gateway.call("GET", api(more && cursor ? { cursor } : {}));
+      const payload = await Gateway.call("GET", api(more && cursor ? { cursor } : {}), undefined, { background });
       const fresh = payload.events.filter((event) => !seen.has(event.event_id));
       fresh.forEach((event) => seen.add(event.event_id));
       if (more) {
@@ -115,7 +115,7 @@
   function schedule() {
     clearTimeout(timer);
     if (tail.checked && !document.hidden) timer = setTimeout(async () => {
-      await load();
+      await load({ background: true });
       schedule();
     }, TAIL_MS);
   }

@@ -31,8 +31,11 @@ const Gateway = (() => {
     location.assign("/oauth2/start?rd=" + encodeURIComponent(back));
   }
 
-  async function call(method, url, body) {
+  // `background`: the page asks on its own (polling), not because the person did something, so
+  // the request must not keep an unattended session from idling out.
+  async function call(method, url, body, { background = false } = {}) {
     const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (background) init.headers["X-Gateway-Background"] = "1";
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);

@@ -136,9 +136,9 @@
     notes.hidden = allNotes.length === 0;
   }
 
-  async function refresh() {
+  async function refresh({ background = false } = {}) {
     try {
-      const payload = await Gateway.call("GET", listUrl);
+      const payload = await Gateway.call("GET", listUrl, undefined, { background });
       render(payload.notebooks);
       if (failures) Gateway.banner("");
       failures = 0;
@@ -154,7 +154,7 @@
     clearTimeout(timer);
     timer = setTimeout(async () => {
       if (document.hidden) return; // resumes on visibilitychange
-      if (await refresh()) schedule(Math.min(POLL_MS * 2 ** Math.min(failures, 3), 15000));
+      if (await refresh({ background: true })) schedule(Math.min(POLL_MS * 2 ** Math.min(failures, 3), 15000));
     }, delay);
   }
 
