@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from . import health, keys, proxy
 from .audit import AuditEvent, AuditLog, session_hash
 from .audit.chain import Sealer
+from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery, RedisLedger
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app[keys.AUDIT] = build_audit_log(settings)
+    app[keys.METRICS].watch_audit(lambda: app[keys.AUDIT].stats())  # read at each scrape
     app[keys.POLICIES] = policy_manager = build_policy_manager(settings)
     app[keys.AUTHZ] = policy_manager.authorizer
     app[keys.WEBSOCKETS] = set()
@@ -358,16 +360,35 @@ def build_backend(settings: Settings) -> NotebookBackend:
 async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     backend = build_backend(settings)
+    discovery = None
+    if isinstance(backend, KubernetesBackend):
+        backend.observer = discovery = notebook_discovery(app)
     try:
         await backend.open()  # never serve from an empty view
     except ValueError as exc:  # e.g. a malformed routes file: a configuration problem, not a crash
         setting = "GATEWAY_ROUTES_FILE" if settings.backend == "static" else "GATEWAY_BACKEND"
         raise ConfigError([f"{setting}: {exc}"]) from None
     app[keys.BACKEND] = backend
+    # Started after the first list, which it then settles: a start that failed leaves no task behind.
+    task = asyncio.create_task(discovery.run(), name="notebook-discovery") if discovery is not None else None
     try:
         yield
     finally:
         await backend.close()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def notebook_discovery(app: web.Application) -> NotebookDiscovery:
+    """`notebook.discovered` for Notebooks made outside the gateway: once across replicas and restarts
+    (a key per uid in Redis) or, without Redis, across restarts (a file in the audit directory)."""
+    client = app.get(keys.REDIS)
+    ledger: Ledger = (
+        RedisLedger(client) if client is not None else FileLedger(app[keys.SETTINGS].audit_dir / LEDGER_FILE)
+    )
+    return NotebookDiscovery(app[keys.AUDIT], ledger)
 
 
 async def profiles(app: web.Application) -> AsyncIterator[None]:

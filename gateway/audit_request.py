@@ -50,11 +50,17 @@ def emit(
     notebook: str | None = None,
     reason: str = "",
     details: dict[str, object] | None = None,
+    done: bool = False,
 ) -> None:
+    """Emit an event for `request`. `done`: the act is over (checked with `require_writable()` before it),
+    so nothing is left to refuse: if the file broke meanwhile the event waits for it instead of a 503."""
     audit_event = event(
         request, action, outcome, namespace=namespace, notebook=notebook, reason=reason, details=details or {}
     )
-    request.app[keys.AUDIT].emit(audit_event)
+    if done:
+        request.app[keys.AUDIT].emit_after(audit_event)
+    else:
+        request.app[keys.AUDIT].emit(audit_event)
 
 
 def refusal(request: web.Request, exc: GatewayError) -> None:

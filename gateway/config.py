@@ -222,8 +222,9 @@ class Settings(BaseSettings):
     profile_reconcile_interval_s: float = Field(
         30.0,
         gt=0,
-        description="How often (seconds) the gateway puts back a profile's deleted RoleBindings or "
-        "NetworkPolicy (GATEWAY_PROFILES=gateway).",
+        description="How often (seconds) the gateway relists its profiles and puts back what was deleted or "
+        "edited: service accounts, RoleBindings, quota, NetworkPolicy (GATEWAY_PROFILES=gateway; watches "
+        "repair most changes at once).",
     )
     first_user_admin: bool = Field(
         False,

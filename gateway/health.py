@@ -2,19 +2,28 @@
 
 Kubernetes restarts a pod whose liveness probe fails and stops routing to one whose readiness
 probe fails, so `/healthz` checks nothing external: a Redis outage must not restart every replica.
+Likewise a watch of the Kubernetes API makes a replica unready only until its first list: after
+that, an API outage is reported as `degraded` (the last view keeps serving) but leaves it ready,
+or every replica would drop out of the Service at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import keys
+from .backends.kubernetes import KubernetesBackend
+from .backends.watcher import WatchHealth
 from .errors import ServiceUnavailable
+from .kubeflow_policies import KubeflowPolicies
+from .policy_configmap import ConfigMapPolicyStore
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +83,53 @@ READINESS_CHECKS: dict[str, ReadinessCheck] = {
 }
 
 
+# One per watch of the Kubernetes API: its state, or None where this gateway has no such watch.
+WatchState = Callable[[web.Application], WatchHealth | None]
+
+
+def notebook_watch(app: web.Application) -> WatchHealth | None:
+    """The Notebook (and event) watches behind the route table."""
+    backend = app.get(keys.BACKEND)
+    return backend.watch_health() if isinstance(backend, KubernetesBackend) else None
+
+
+def policy_watch(app: web.Application) -> WatchHealth | None:
+    """The policy ConfigMap's watch (GATEWAY_POLICY_STORE=configmap)."""
+    manager = app.get(keys.POLICIES)
+    store = manager.store if manager is not None else None
+    return store.watch_health() if isinstance(store, ConfigMapPolicyStore) else None
+
+
+def kubeflow_watch(app: web.Application) -> WatchHealth | None:
+    """The Profile and RoleBinding watches (GATEWAY_KUBEFLOW_POLICIES): until they have listed, every
+    role Kubeflow gives is missing and its users are refused."""
+    manager = app.get(keys.POLICIES)
+    source = manager.external if manager is not None else None
+    return source.watch_health() if isinstance(source, KubeflowPolicies) else None
+
+
+WATCHES: dict[str, WatchState] = {
+    "notebook_watch": notebook_watch,
+    "policy_watch": policy_watch,
+    "kubeflow_watch": kubeflow_watch,
+}
+
+
+WatchStatus = Literal["ok", "degraded", "not_synced"]
+
+
+def describe_watch(health: WatchHealth, age_s: float | None) -> tuple[WatchStatus, str]:
+    """`not_synced` (not ready: nothing to serve from yet), `degraded` (ready, serving the last view
+    while the API does not answer) or `ok`; and a sentence for people."""
+    if not health.synced:
+        message = f"the first list of {health.subject} has not come from the Kubernetes API yet"
+        return "not_synced", message + (f" ({health.error})" if health.error else "")
+    if health.error is not None:
+        since = "" if age_s is None else f", last answered {age_s:g}s ago"
+        return "degraded", f"cannot watch {health.subject} ({health.error}); serving the last view{since}"
+    return "ok", "ok"
+
+
 async def run_check(check: ReadinessCheck, app: web.Application) -> str | None:
     try:
         async with asyncio.timeout(CHECK_TIMEOUT_S):
@@ -94,11 +150,25 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(run_check(check, request.app) for check in READINESS_CHECKS.values()))
     problems = {name: problem for name, problem in zip(READINESS_CHECKS, results, strict=True) if problem is not None}
-    body = {
-        "ready": not problems,
-        "checks": {name: problems.get(name, "ok") for name in READINESS_CHECKS},
-        "problems": problems,
-    }
+    checks = {name: problems.get(name, "ok") for name in READINESS_CHECKS}
+    now = time.time()
+    watches: dict[str, dict[str, object]] = {}
+    degraded: dict[str, str] = {}
+    for name, read in WATCHES.items():
+        health = read(request.app)
+        if health is None:
+            continue  # no such watch in this gateway
+        age_s = None if health.last_ok is None else round(max(now - health.last_ok, 0.0), 1)
+        state, message = describe_watch(health, age_s)
+        watches[name] = {"state": state, "last_sync_age_s": age_s, "error": health.error}
+        if state == "not_synced":
+            problems[name] = checks[name] = message
+        elif state == "degraded":
+            degraded[name] = message
+            checks[name] = f"degraded: {message}"
+        else:
+            checks[name] = "ok"
+    body = {"ready": not problems, "checks": checks, "problems": problems, "degraded": degraded, "watches": watches}
     return web.json_response(body, status=503 if problems else 200)
 
 

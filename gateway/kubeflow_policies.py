@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .authz import Source
 from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
-from .backends.watcher import Reflector, stop
+from .backends.watcher import Reflector, WatchHealth, stop, watch_health
 from .config import ConfigError
 from .policies import PolicyError, Role, Rule, make_rule
 
@@ -39,6 +39,9 @@ class KubeflowPolicies:
     @property
     def synced(self) -> bool:
         return bool(self._reflectors) and all(reflector.synced for reflector in self._reflectors)
+
+    def watch_health(self) -> WatchHealth:
+        return watch_health("Kubeflow's Profiles and RoleBindings", self._reflectors)
 
     async def open(self) -> None:
         """List both kinds before serving; if the API does not answer, start without Kubeflow's roles
@@ -74,20 +77,44 @@ class KubeflowPolicies:
         if not self._reflectors:
             return {}
         profiles, bindings = (reflector.objects for reflector in self._reflectors)
-        found: dict[Rule, Source] = {}
-        for names in profiles.values():
-            for name, profile in sorted(names.items()):
-                rule = profile_rule(name, profile)
-                if rule is not None:
-                    found.setdefault(rule, Source("kubeflow-profile", name))
-        for namespace, by_name in sorted(bindings.items()):
-            if namespace not in profiles.get("", {}):
-                continue  # KFAM only manages profile namespaces; other RoleBindings are none of ours
-            for name, binding in sorted(by_name.items()):
-                rule = rolebinding_rule(namespace, binding)
-                if rule is not None:
-                    found.setdefault(rule, Source("kubeflow-rolebinding", f"{namespace}/{name}"))
-        return found
+        return rules_from(profiles, bindings)
+
+
+async def list_rules(*, kubeconfig: Path | None = None, context: str | None = None) -> dict[Rule, Source]:
+    """The rules Kubeflow's objects give now, from one list of each (no watch): for `policy check`.
+    Raises `ApiError` when the API does not answer (a check without them could say "denied" wrongly)."""
+    try:
+        client = await KubeClient.connect(kubeconfig=kubeconfig, context=context)
+    except KubeConfigError as exc:
+        raise ConfigError([f"GATEWAY_KUBEFLOW_POLICIES: {exc}"]) from None
+    try:
+        reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS)]
+        for reflector in reflectors:
+            await reflector.sync()  # the same view the watch would hold after its first list
+        profiles, bindings = (reflector.objects for reflector in reflectors)
+        return rules_from(profiles, bindings)
+    finally:
+        await client.close()
+
+
+def rules_from(
+    profiles: dict[str, dict[str, JsonObject]], bindings: dict[str, dict[str, JsonObject]]
+) -> dict[Rule, Source]:
+    """Rules from Profiles (`{"": {name: obj}}`) and RoleBindings (`{namespace: {name: obj}}`)."""
+    found: dict[Rule, Source] = {}
+    for names in profiles.values():
+        for name, profile in sorted(names.items()):
+            rule = profile_rule(name, profile)
+            if rule is not None:
+                found.setdefault(rule, Source("kubeflow-profile", name))
+    for namespace, by_name in sorted(bindings.items()):
+        if namespace not in profiles.get("", {}):
+            continue  # KFAM only manages profile namespaces; other RoleBindings are none of ours
+        for name, binding in sorted(by_name.items()):
+            rule = rolebinding_rule(namespace, binding)
+            if rule is not None:
+                found.setdefault(rule, Source("kubeflow-rolebinding", f"{namespace}/{name}"))
+    return found
 
 
 def profile_rule(name: str, profile: JsonObject) -> Rule | None:

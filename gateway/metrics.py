@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+
+if TYPE_CHECKING:
+    from .audit.log import AuditStats
 
 # Any other method a client invents is counted as OTHER, so a scanner cannot grow the label set.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -50,3 +57,56 @@ class Metrics:
         label = method if method in KNOWN_METHODS else "OTHER"
         self.requests.labels(route_class, label, str(status)).inc()
         self.latency.labels(route_class).observe(duration_s)
+
+    def watch_audit(self, stats: Callable[[], AuditStats]) -> None:
+        """Export the audit log's counts, read from `stats()` at each scrape (the audit log keeps them)."""
+        self.registry.register(AuditCollector(stats))
+
+
+class AuditCollector:
+    """The audit log on /metrics: events written, failed writes, the Redis backlog, and whether the
+    file can be written now. Every catalogued action and outcome is exported from the start, at zero."""
+
+    def __init__(self, stats: Callable[[], AuditStats]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats()
+        events = CounterMetricFamily(
+            "gateway_audit_events",
+            "Audit events written to the audit file, by action and outcome.",
+            labels=["action", "outcome"],
+        )
+        for (action, outcome), count in sorted(stats.written.items()):
+            events.add_metric([action, outcome], count)
+        yield events
+        failures = CounterMetricFamily(
+            "gateway_audit_write_failures",
+            "Failed attempts to write audit events, by sink: file (each failed write or retry of the audit file; "
+            "it rises while the file cannot be written), redis (each failed attempt to ship to the Redis stream).",
+            labels=["sink"],
+        )
+        for sink, count in sorted(stats.failures.items()):
+            failures.add_metric([sink], count)
+        yield failures
+        yield GaugeMetricFamily(
+            "gateway_audit_writable",
+            "1 when the audit file can be written, 0 when not (fail_closed then refuses acts that must be audited).",
+            value=1 if stats.writable else 0,
+        )
+        yield GaugeMetricFamily(
+            "gateway_audit_waiting_events",
+            "Audit events held in memory because the audit file cannot be written (lost if the process stops).",
+            value=stats.waiting,
+        )
+        yield CounterMetricFamily(
+            "gateway_audit_dropped_events",
+            "Audit events dropped from memory, unwritten, because too many were waiting for the audit file.",
+            value=stats.dropped,
+        )
+        if stats.spooled is not None:  # only with Redis
+            yield GaugeMetricFamily(
+                "gateway_audit_spooled_events",
+                "Audit events in the audit files not yet in the Redis stream: the backlog replayed when Redis answers.",
+                value=stats.spooled,
+            )

@@ -1,16 +1,27 @@
 """`notebook-gateway policy check ...` (may this user do that, and which rules say so) and
-`notebook-gateway policy lint FILE` (findings about a policy file). Exit 0: allowed / clean."""
+`notebook-gateway policy lint FILE` (findings about a policy file). Exit 0: allowed / clean.
+
+`check` decides from what the running gateway would: the policy store its settings name (the file,
+or the ConfigMap with GATEWAY_POLICY_STORE=configmap), the bootstrap admins, and Kubeflow's Profiles
+and RoleBindings with GATEWAY_KUBEFLOW_POLICIES. Exit 2 when any of them cannot be read.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from . import config
-from .authz import PolicyAuthorizer, build_snapshot
-from .policies import ACTIONS, EMPTY, PolicyError, normalise_subject, parse_policy
+from .authz import PolicyAuthorizer, Source, build_snapshot
+from .backends.kube_client import ApiError
+from .kubeflow_policies import list_rules
+from .policies import ACTIONS, EMPTY, PolicyDoc, PolicyError, Rule, normalise_subject, parse_policy
+from .policy_configmap import ConfigMapPolicyStore, PolicyStoreUnavailable, own_namespace
 from .policy_lint import lint
 from .policy_manager import PolicyManager
 from .policy_store import MemoryPolicyStore
@@ -24,7 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--namespace", required=True, help="a namespace, or * for the cluster-wide actions")
     check.add_argument("--action", required=True, choices=ACTIONS)
     check.add_argument("--notebook", help="a notebook server's name, for an action on one server")
-    check.add_argument("--file", type=Path, help="policy file to read (default: GATEWAY_POLICY_FILE)")
+    check.add_argument(
+        "--file",
+        type=Path,
+        help="policy file to read instead of the configured store (default: GATEWAY_POLICY_FILE, or the "
+        "ConfigMap with GATEWAY_POLICY_STORE=configmap)",
+    )
     check.add_argument("--json", action="store_true", help="answer in the API's JSON shape")
     lint_parser = commands.add_parser("lint", help="report bad lines, cluster roles per namespace, dead rules")
     lint_parser.add_argument("file", type=Path)
@@ -52,23 +68,37 @@ def run_lint(path: Path) -> int:
     return 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Policy:
+    """What the gateway's authorizer is built from."""
+
+    doc: PolicyDoc
+    kind: Literal["file", "configmap", "memory"]
+    location: str
+    external: dict[Rule, Source]
+
+
 def run_check(args: argparse.Namespace) -> int:
     try:
         settings = config.load(args.config)
+        # The manager validates the bootstrap admins exactly as the gateway would.
+        admins = PolicyManager(MemoryPolicyStore(), bootstrap_admins=settings.bootstrap_admins).bootstrap_admins
     except config.ConfigError as exc:
         print("\n".join(exc.problems), file=sys.stderr)
         return 2
-    path: Path | None = args.file or settings.policy_file
-    try:
-        doc = parse_policy(path.read_bytes()) if path is not None else EMPTY
-        # The manager validates the bootstrap admins exactly as the gateway would.
-        admins = PolicyManager(MemoryPolicyStore(), bootstrap_admins=settings.bootstrap_admins).bootstrap_admins
-    except (OSError, PolicyError) as exc:
-        print(f"{path}: {exc}", file=sys.stderr)
+    except PolicyError as exc:
+        print(f"GATEWAY_BOOTSTRAP_ADMINS: {exc}", file=sys.stderr)
         return 2
-    authorizer = PolicyAuthorizer(
-        build_snapshot(doc, admins, kind="file", location=str(path)) if path else build_snapshot(doc, admins)
-    )
+    try:
+        policy = asyncio.run(read_policy(settings, args.file))
+    except config.ConfigError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except _Unreadable as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    snapshot = build_snapshot(policy.doc, admins, kind=policy.kind, location=policy.location, external=policy.external)
+    authorizer = PolicyAuthorizer(snapshot)
     user = normalise_subject(f"user:{args.user}").removeprefix("user:")
     explanation = authorizer.explain(user, tuple(sorted(set(args.group))), args.namespace, args.action, args.notebook)
     if args.json:
@@ -76,6 +106,59 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         print(f"{'allowed' if explanation.allowed else 'denied'}: {explanation.reason}")
         for rule, source in explanation.rules:
-            where = f"{source.location}:{source.line}" if source.line is not None else source.location
-            print(f"  {rule.to_line()}    ({where})")
+            print(f"  {rule.to_line()}    ({describe_source(source)})")
     return 0 if explanation.allowed else 1
+
+
+KUBEFLOW_KINDS = {"kubeflow-profile": "Kubeflow Profile", "kubeflow-rolebinding": "Kubeflow RoleBinding"}
+
+
+def describe_source(source: Source) -> str:
+    """`policy.csv:3`, `kubeflow/notebook-gateway-policies:3`, `Kubeflow RoleBinding alice/x`, ..."""
+    if source.line is not None:
+        return f"{source.location}:{source.line}"
+    if source.kind in KUBEFLOW_KINDS:
+        return f"{KUBEFLOW_KINDS[source.kind]} {source.location}"
+    return source.location
+
+
+class _Unreadable(Exception):
+    """A source of rules could not be read: the answer would be a guess."""
+
+
+async def read_policy(settings: config.Settings, file: Path | None) -> _Policy:
+    """The policy document from the store the settings name (or `file`), and Kubeflow's rules."""
+    doc: PolicyDoc
+    kind: Literal["file", "configmap", "memory"]
+    if file is not None or settings.policy_store == "file":
+        path = file or settings.policy_file
+        if path is None:
+            doc, kind, location = EMPTY, "memory", "memory"
+        else:
+            try:
+                doc = parse_policy(await asyncio.to_thread(path.read_bytes))
+            except (OSError, PolicyError) as exc:
+                raise _Unreadable(f"{path}: {exc}") from None
+            kind, location = "file", str(path)
+    else:
+        store = ConfigMapPolicyStore(
+            settings.policy_configmap,
+            settings.policy_namespace or own_namespace(),
+            kubeconfig=settings.kubeconfig,
+            context=settings.kube_context,
+        )
+        try:
+            found = await store.read()
+        except (PolicyStoreUnavailable, PolicyError) as exc:
+            raise _Unreadable(f"ConfigMap {store.location}: {exc}") from None
+        finally:
+            await store.close()
+        doc, kind, location = found or EMPTY, "configmap", store.location  # none yet: the gateway starts empty
+    external: dict[Rule, Source] = {}
+    if settings.kubeflow_policies:
+        try:
+            external = await list_rules(kubeconfig=settings.kubeconfig, context=settings.kube_context)
+        except ApiError as exc:
+            message = f"GATEWAY_KUBEFLOW_POLICIES: listing Kubeflow's Profiles and RoleBindings failed: {exc}"
+            raise _Unreadable(message) from None
+    return _Policy(doc, kind, location, external)

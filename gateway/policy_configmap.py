@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError
-from .backends.watcher import Reflector, stop
+from .backends.watcher import Reflector, WatchHealth, stop, watch_health
 from .config import ConfigError
 from .errors import GatewayError
 from .policies import EMPTY, PolicyDoc, parse_policy
@@ -89,6 +89,20 @@ class ConfigMapPolicyStore:
     async def close(self) -> None:
         await stop(self._task, self._client)
         self._task, self._client = None, None
+
+    def watch_health(self) -> WatchHealth:
+        return watch_health(f"the policy ConfigMap {self.location}", [self._reflector] if self._reflector else [])
+
+    async def read(self) -> PolicyDoc | None:
+        """The policy as the ConfigMap holds it now, or None when there is none: one read, for
+        `policy check` (nothing is created or watched; `open()` is not needed, `close()` is)."""
+        if self._client is None:
+            try:
+                self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
+            except KubeConfigError as exc:
+                raise ConfigError([f"GATEWAY_POLICY_STORE=configmap: {exc}"]) from None
+        obj = await self._get()
+        return None if obj is None else await self._parse(obj)
 
     # -- the PolicyStore protocol -----------------------------------------------------------------
 

@@ -1,12 +1,18 @@
 """Profiles without Kubeflow: a namespace per team with its service accounts, RoleBindings, quota and
 NetworkPolicy (`gateway` mode, kept in shape by a reconcile loop), or a Kubeflow Profile that
 Kubeflow's profile controller fills in (`kubeflow` mode).
+
+The loop owns only what it sets: a RoleBinding's roleRef and subjects, the NetworkPolicy's spec, the
+quota's hard limits (as recorded on the namespace) and that the service accounts exist. Labels and
+annotations that others add, and every other field, are left as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import json
 import logging
 from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +38,8 @@ Mode = Literal["gateway", "kubeflow"]
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GATEWAY = "notebook-gateway"
 OWNER_ANNOTATION = "notebook-gateway.kubeflow.org/owner"
+# On the namespace: the profile's quota (the ResourceQuota's spec.hard) as JSON, which the loop restores.
+QUOTA_ANNOTATION = "notebook-gateway.kubeflow.org/quota"
 QUOTA_NAME = "notebook-quota"
 NETWORK_POLICY_NAME = "notebook-ingress"
 NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
@@ -97,20 +105,27 @@ def parse_profile(body: object) -> Profile:
 
 class Provisioner:
     """Creates, repairs and deletes profiles through `client`. Every create is idempotent: an object
-    already there is left as it is (the reconcile loop puts back only what is missing)."""
+    already there is left as it is; the reconcile loop puts back what is missing or changed."""
 
     def __init__(self, client: KubeClient, *, mode: Mode, gateway_namespace: str) -> None:
         self.client, self.mode, self.gateway_namespace = client, mode, gateway_namespace
-        self._wake = asyncio.Event()  # set when a watched object is deleted: reconcile now
-        # Watches (by name, in every namespace) of the objects that drift: a deletion wakes the loop.
+        self._wake = asyncio.Event()  # set when a watched object is deleted or edited: reconcile now
+        # Watches (by name, in every namespace) of the objects that drift: a deletion, or a change to
+        # a field the loop owns, wakes it.
         self.watches = [
-            Reflector(client, kind, None, field_selector=f"metadata.name={name}", on_change=self._changed)
+            Reflector(client, kind, None, field_selector=f"metadata.name={name}")
             for kind, name in (
+                (SERVICE_ACCOUNTS, "default-editor"),
+                (SERVICE_ACCOUNTS, "default-viewer"),
                 (PROFILE_ROLEBINDINGS, "default-editor"),
                 (PROFILE_ROLEBINDINGS, "default-viewer"),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
+                (RESOURCE_QUOTAS, QUOTA_NAME),
             )
         ]
+        self._owned: dict[tuple[str, str, str], object] = {}  # (plural, namespace, name) -> owned fields seen
+        for watch in self.watches:
+            watch.on_change = functools.partial(self._changed, watch)
 
     async def create(self, profile: Profile) -> None:
         """Raises `Conflict` when the namespace (or Profile) exists and is not this profile."""
@@ -163,22 +178,100 @@ class Provisioner:
         return made
 
     async def reconcile_once(self) -> dict[str, list[str]]:
-        """Put back the RoleBindings and NetworkPolicy of every gateway-managed namespace that lost them."""
+        """Put every gateway-managed namespace's objects back as the gateway made them: re-create what
+        is missing, and restore the owned fields of what was edited. Returns the `kind/name`s repaired."""
         selector = f"{MANAGED_BY}={GATEWAY}"
         namespaces = await self.client.list(NAMESPACES, label_selector=selector)
+        # One list per kind and name for all namespaces, rather than a get per object.
+        found = {
+            (kind.plural, name): await self._by_namespace(kind, name)
+            for kind, name in (
+                (SERVICE_ACCOUNTS, "default-editor"),
+                (SERVICE_ACCOUNTS, "default-viewer"),
+                (PROFILE_ROLEBINDINGS, "default-editor"),
+                (PROFILE_ROLEBINDINGS, "default-viewer"),
+                (NETWORK_POLICIES, NETWORK_POLICY_NAME),
+                (RESOURCE_QUOTAS, QUOTA_NAME),
+            )
+        }
         repaired = {}
         for namespace in namespaces.items:
             name = str(_metadata(namespace).get("name", ""))
             if name and not _metadata(namespace).get("deletionTimestamp"):
-                made = await self._ensure_drifting(name)
-                if made:
-                    log.warning("profile %s had drifted; recreated %s", name, ", ".join(made))
-                    repaired[name] = made
+                current = {key: objects.get(name) for key, objects in found.items()}
+                fixed = await self._repair(name, _recorded_quota(namespace), current)
+                if fixed:
+                    log.warning("profile %s had drifted; repaired %s", name, ", ".join(fixed))
+                    repaired[name] = fixed
         return repaired
 
+    async def _by_namespace(self, kind: Kind, name: str) -> dict[str, JsonObject]:
+        found = await self.client.list(kind, None, field_selector=f"metadata.name={name}")
+        return {str(_metadata(obj).get("namespace", "")): obj for obj in found.items}
+
+    async def _repair(
+        self, namespace: str, quota: dict[str, str] | None, current: Mapping[tuple[str, str], JsonObject | None]
+    ) -> list[str]:
+        """One namespace: each object as `current` shows it (None: missing) brought back to what it should be."""
+        fixed = []
+        for account in ACCOUNTS:
+            if current[SERVICE_ACCOUNTS.plural, account] is None:
+                account_body: JsonObject = {"metadata": self._meta(account)}
+                if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, account_body)):
+                    fixed.append(f"serviceaccount/{account}")
+        for account in ACCOUNTS:
+            binding = current[PROFILE_ROLEBINDINGS.plural, account]
+            if await self._repair_binding(namespace, account, binding):
+                fixed.append(f"rolebinding/{account}")
+        policy = current[NETWORK_POLICIES.plural, NETWORK_POLICY_NAME]
+        wanted = self._network_policy()
+        if policy is None:
+            if await _created(self.client.create(NETWORK_POLICIES, namespace, wanted)):
+                fixed.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        elif (patch := _owned_patch(policy.get("spec"), wanted["spec"])) is not None:
+            await self.client.patch(NETWORK_POLICIES, namespace, NETWORK_POLICY_NAME, {"spec": patch})
+            fixed.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        quota_object = current[RESOURCE_QUOTAS.plural, QUOTA_NAME]
+        if quota is not None:  # only a profile that recorded its quota has one to restore
+            if quota_object is None:
+                quota_body: JsonObject = {"metadata": self._meta(QUOTA_NAME), "spec": {"hard": dict(quota)}}
+                if await _created(self.client.create(RESOURCE_QUOTAS, namespace, quota_body)):
+                    fixed.append(f"resourcequota/{QUOTA_NAME}")
+            elif (hard := _hard_patch(quota_object, quota)) is not None:
+                await self.client.patch(RESOURCE_QUOTAS, namespace, QUOTA_NAME, {"spec": {"hard": hard}})
+                fixed.append(f"resourcequota/{QUOTA_NAME}")
+        return fixed
+
+    async def _repair_binding(self, namespace: str, account: str, binding: JsonObject | None) -> bool:
+        """Create a missing RoleBinding, or restore its subjects (a patch) or roleRef (immutable: delete
+        and create again, keeping the labels and annotations it carried). True when it changed anything."""
+        wanted = self._binding(namespace, account)
+        if binding is None:
+            return await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, wanted))
+        if binding.get("roleRef") != wanted["roleRef"]:
+            metadata = _metadata(binding)
+            labels = {**_labels(binding), MANAGED_BY: GATEWAY}
+            annotations = metadata.get("annotations")
+            meta: JsonObject = {"name": account, "labels": labels}
+            if isinstance(annotations, dict) and annotations:
+                meta["annotations"] = annotations
+            # Only the binding as listed: one made since (say by another replica) is left to the next pass.
+            uid = metadata.get("uid")
+            listed = uid if isinstance(uid, str) and uid else None
+            if not await _deleted(self.client.delete(PROFILE_ROLEBINDINGS, namespace, account, uid=listed)):
+                return False
+            await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, {**wanted, "metadata": meta}))
+            return True
+        if binding.get("subjects") != wanted["subjects"]:
+            patch: JsonObject = {"subjects": wanted["subjects"]}  # a merge patch replaces the list whole
+            await self.client.patch(PROFILE_ROLEBINDINGS, namespace, account, patch)
+            return True
+        return False
+
     async def reconcile(self, interval_s: float = RECONCILE_INTERVAL_S) -> None:
-        """Repair at once when a watch sees a RoleBinding or NetworkPolicy deleted, and relist every
-        `interval_s` anyway (a watch can miss a deletion while it reconnects); until cancelled."""
+        """Repair at once when a watch sees a profile object deleted or one of its owned fields edited,
+        and relist every `interval_s` anyway (a watch can miss a change while it reconnects); until
+        cancelled."""
         watches = asyncio.gather(*(watch.run() for watch in self.watches))
         try:
             while True:
@@ -194,9 +287,24 @@ class Provisioner:
             with contextlib.suppress(asyncio.CancelledError):
                 await watches
 
-    def _changed(self, event: WatchEvent | None) -> None:
-        if event is not None and event.type == "DELETED":
+    def _changed(self, watch: Reflector, event: WatchEvent | None) -> None:
+        """Wake the loop for a deletion, or for an edit of what it owns (not for a quota's status)."""
+        plural = watch.kind.plural
+        if event is None:  # a (re)list: remember what each object's owned fields are now
+            for namespace, objects in watch.objects.items():
+                for name, obj in objects.items():
+                    self._owned[plural, namespace, name] = _owned_fields(plural, obj)
+            return
+        metadata = _metadata(event.object)
+        key = (plural, str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        if event.type == "DELETED":
+            self._owned.pop(key, None)
             self._wake.set()
+            return
+        owned = _owned_fields(plural, event.object)
+        if event.type == "MODIFIED" and key in self._owned and self._owned[key] != owned:
+            self._wake.set()
+        self._owned[key] = owned
 
     # -- parts ------------------------------------------------------------------------------------
 
@@ -217,8 +325,11 @@ class Provisioner:
     async def _claim_namespace(self, profile: Profile) -> None:
         existing = await _found(self.client.get(NAMESPACES, "", profile.name))
         if existing is None:
+            recorded = {OWNER_ANNOTATION: profile.owner_name}
+            if profile.quota:  # what the reconcile loop restores the quota to
+                recorded[QUOTA_ANNOTATION] = json.dumps(dict(profile.quota), sort_keys=True)
             meta = self._meta(profile.name)
-            meta["annotations"] = {OWNER_ANNOTATION: profile.owner_name}
+            meta["annotations"] = recorded
             await self.client.create(NAMESPACES, "", {"metadata": meta})
             return
         annotations = _metadata(existing).get("annotations")
@@ -231,17 +342,20 @@ class Provisioner:
     async def _ensure_drifting(self, namespace: str) -> list[str]:
         """The objects a namespace's users could delete by accident: the RoleBindings and the NetworkPolicy."""
         made = []
-        for account, role in ACCOUNTS.items():
-            body = {
-                "metadata": self._meta(account),
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
-            }
-            if await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, body)):
+        for account in ACCOUNTS:
+            if await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, self._binding(namespace, account))):
                 made.append(f"rolebinding/{account}")
         if await _created(self.client.create(NETWORK_POLICIES, namespace, self._network_policy())):
             made.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
         return made
+
+    def _binding(self, namespace: str, account: str) -> JsonObject:
+        """The RoleBinding giving `account` its ClusterRole (deploy/base/notebook-roles.yaml) in `namespace`."""
+        return {
+            "metadata": self._meta(account),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ACCOUNTS[account]},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+        }
 
     def _network_policy(self) -> JsonObject:
         """Notebook pods accept traffic only from the gateway's pods (on Jupyter's port) and from
@@ -291,6 +405,81 @@ async def _created(call: Awaitable[JsonObject]) -> bool:
             return False
         raise
     return True
+
+
+async def _deleted(call: Awaitable[None]) -> bool:
+    """Await a delete; True when it is gone (404 too), False when it was replaced meanwhile (409)."""
+    try:
+        await call
+    except ApiError as exc:
+        if exc.status == 409:
+            return False
+        if exc.status != 404:
+            raise
+    return True
+
+
+def _recorded_quota(namespace: JsonObject) -> dict[str, str] | None:
+    """The quota a profile was made with (its namespace's annotation); None for one made without."""
+    annotations = _metadata(namespace).get("annotations")
+    text = annotations.get(QUOTA_ANNOTATION) if isinstance(annotations, dict) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        quota = json.loads(text)
+    except ValueError:
+        quota = None
+    if not isinstance(quota, dict) or not all(isinstance(v, str) for v in quota.values()):
+        log.warning(
+            "namespace %s: annotation %s is not a JSON object of quantities; its quota is left alone",
+            _metadata(namespace).get("name"),
+            QUOTA_ANNOTATION,
+        )
+        return None
+    return {str(key): value for key, value in quota.items()}
+
+
+def _owned_fields(plural: str, obj: JsonObject) -> object:
+    """What the loop owns in a watched object (a change to anything else does not wake it)."""
+    if plural == PROFILE_ROLEBINDINGS.plural:
+        return json.dumps([obj.get("roleRef"), obj.get("subjects")], sort_keys=True)
+    if plural == NETWORK_POLICIES.plural:
+        return json.dumps(obj.get("spec"), sort_keys=True)
+    if plural == RESOURCE_QUOTAS.plural:
+        return json.dumps(_hard(obj.get("spec")), sort_keys=True)
+    return None  # a service account: only its deletion matters
+
+
+def _owned_patch(current: object, wanted: object) -> JsonObject | None:
+    """The merge patch (RFC 7386) turning the object `current` into `wanted` exactly: keys it has
+    beyond them set to null at every depth, lists replaced whole; None when they are equal already."""
+    have = current if isinstance(current, dict) else {}
+    if not isinstance(wanted, dict) or have == wanted:
+        return None
+    patch: JsonObject = dict.fromkeys(set(have) - set(wanted))
+    for key, value in wanted.items():
+        if key not in have or have[key] != value:
+            nested = _owned_patch(have[key], value) if isinstance(have.get(key), dict) else None
+            patch[key] = nested if nested is not None and isinstance(value, dict) else value
+    return patch
+
+
+def _hard_patch(quota: JsonObject, wanted: Mapping[str, str]) -> dict[str, str | None] | None:
+    """The patch of `spec.hard` restoring `wanted` (keys someone added removed), or None when the
+    limits are the same; `1` and `1000m` are the same (the API server rewrites quantities)."""
+    spec = quota.get("spec")
+    have = spec.get("hard") if isinstance(spec, dict) else None
+    have = have if isinstance(have, dict) else {}
+    if set(have) == set(wanted) and all(_same_quantity(str(have[key]), value) for key, value in wanted.items()):
+        return None
+    return {**dict.fromkeys(set(have) - set(wanted)), **wanted}
+
+
+def _same_quantity(a: str, b: str) -> bool:
+    try:
+        return parse_quantity(a) == parse_quantity(b)
+    except ValueError:
+        return a == b
 
 
 async def _found(call: Awaitable[JsonObject]) -> JsonObject | None:

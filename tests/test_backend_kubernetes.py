@@ -4,6 +4,7 @@ writes is checked by the real CRD schema; the test controller plays Kubeflow's n
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -212,6 +213,63 @@ async def test_delete_removes_the_notebook_and_keeps_its_volumes(
     await wait_until(lambda: backend.route("alice", "nb1") is None)
     with pytest.raises(NotebookNotFound):
         await backend.delete("alice", "nb1")
+
+
+def pvc_names(kube_api: FakeKubeAPI) -> list[str]:
+    return [p["metadata"]["name"] for p in kube_api.objects("persistentvolumeclaims")]
+
+
+def add_pvc(kube_api: FakeKubeAPI, name: str) -> None:
+    """A volume the user made themselves (kubectl, the volumes web app)."""
+    spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    kube_api.create("persistentvolumeclaims", {"metadata": {"name": name}, "spec": spec}, "alice")
+
+
+async def test_delete_with_volumes_removes_those_made_with_it_and_keeps_attached_ones(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    add_pvc(kube_api, "datasets")
+    data = Volume("nb1-data", "/home/jovyan/data", size="2Gi")
+    attached = Volume("datasets", "/home/jovyan/datasets", existing=True)
+    await backend.create("alice", nb_spec(data_volumes=(data, attached)), creator=None)
+    assert pvc_names(kube_api) == ["datasets", "nb1-data", "nb1-workspace"]
+    deletion = await backend.delete("alice", "nb1", volumes=True)
+    assert (deletion.volumes, deletion.kept) == (("nb1-data", "nb1-workspace"), ())
+    assert kube_api.objects("notebooks") == []
+    assert pvc_names(kube_api) == ["datasets"]
+
+
+async def test_delete_with_volumes_keeps_one_another_notebook_mounts(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    await backend.create("alice", nb_spec(), creator=None)
+    shared = Volume("nb1-workspace", "/home/jovyan/nb1", existing=True)
+    await backend.create("alice", nb_spec("nb2", data_volumes=(shared,)), creator=None)
+    deletion = await backend.delete("alice", "nb1", volumes=True)
+    assert deletion.kept == (("nb1-workspace", "notebook server nb2 uses it too"),)
+    assert pvc_names(kube_api) == ["nb1-workspace", "nb2-workspace"]
+
+
+async def test_delete_with_volumes_spares_a_claim_made_again_under_the_same_name(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    await backend.create("alice", nb_spec(), creator=None)
+    kube_api.delete("persistentvolumeclaims", "alice", "nb1-workspace")
+    add_pvc(kube_api, "nb1-workspace")  # someone else's volume now, though it has the old name
+    deletion = await backend.delete("alice", "nb1", volumes=True)
+    assert deletion.volumes == ()
+    assert pvc_names(kube_api) == ["nb1-workspace"]
+
+
+async def test_a_refused_volume_delete_leaves_the_notebook_in_place(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    await backend.create("alice", nb_spec(), creator=None)
+    kube_api.fail_next("DELETE", "persistentvolumeclaims", 403, "Forbidden", "no", dry_run=True)
+    with pytest.raises(ServiceUnavailable, match="not allowed"):
+        await backend.delete("alice", "nb1", volumes=True)
+    assert kube_api.get("notebooks", "alice", "nb1") is not None
+    assert pvc_names(kube_api) == ["nb1-workspace"]
 
 
 async def test_stopping_a_notebook_that_is_not_there_is_not_found(backend: KubernetesBackend) -> None:
@@ -443,3 +501,33 @@ async def test_the_gateway_creates_through_its_api_and_proxies_to_the_notebook(
     assert "started" in await resp.json()
     listed = await (await client.get("/api/namespaces/alice/notebooks")).json()
     assert [(nb["name"], nb["status"]["phase"]) for nb in listed["notebooks"]] == [("nb1", "ready")]
+
+
+async def test_the_api_deletes_a_notebook_with_its_volumes_and_audits_which(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, kube_api: FakeKubeAPI
+) -> None:
+    add_pvc(kube_api, "datasets")
+    client: Client = await gateway_factory(backend="kubernetes", kubeconfig=kubeconfig)
+    form = {
+        "name": "nb1",
+        "image": IMAGE,
+        "datavols": [
+            {"mount": "/home/jovyan/datasets", "existingSource": {"persistentVolumeClaim": {"claimName": "datasets"}}}
+        ],
+    }
+    resp = await client.post("/api/namespaces/alice/notebooks", json=form)
+    assert resp.status == 200, await resp.text()
+    made = set(pvc_names(kube_api)) - {"datasets"}
+    assert made  # the workspace volume the form asked for
+    refused = await client.delete("/api/namespaces/alice/notebooks/nb1?volumes=perhaps")
+    assert (refused.status, (await refused.json())["field"]) == (400, "volumes")
+    resp = await client.delete("/api/namespaces/alice/notebooks/nb1?volumes=true")
+    assert resp.status == 200, await resp.text()
+    answer = await resp.json()
+    assert (answer["volumes_deleted"], answer["volumes_kept"]) == (sorted(made), [])
+    assert pvc_names(kube_api) == ["datasets"]
+    audit_dir = client.app[keys.SETTINGS].audit_dir
+    lines = b"".join(path.read_bytes() for path in sorted(audit_dir.glob("audit-*.jsonl"))).splitlines()
+    deletes = [event for event in map(json.loads, lines) if event["action"] == "notebook.delete"]
+    details = [(e["outcome"], e["details"].get("error"), e["details"].get("volumes_deleted")) for e in deletes]
+    assert details == [("failed", "bad_request", None), ("allowed", None, sorted(made))]

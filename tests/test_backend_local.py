@@ -153,3 +153,27 @@ async def test_an_unreadable_record_is_skipped(tmp_path: Path, caplog: pytest.Lo
         assert "skipping" in caplog.text and "broken/notebook.json" in caplog.text
     finally:
         await backend.close()
+
+
+async def test_delete_with_volumes_removes_only_the_folders_its_create_made(tmp_path: Path) -> None:
+    local = LocalBackend(tmp_path, stop_timeout_s=10)
+    await local.open()
+    try:
+        volumes = tmp_path / "alice" / "_volumes"
+        (volumes / "datasets").mkdir(parents=True)  # there before: attached, never ours to delete
+        new, attached = Volume("nb1-data", "/home/jovyan/data"), Volume("datasets", "/home/jovyan/ds", existing=True)
+        await local.create("alice", NotebookSpec(name="nb1", image="x", data_volumes=(new, attached)), creator=None)
+        shared = Volume("nb2-data", "/home/jovyan/data")
+        await local.create("alice", NotebookSpec(name="nb2", image="x", data_volumes=(shared,)), creator=None)
+        also = Volume("nb2-data", "/home/jovyan/theirs", existing=True)
+        await local.create("alice", NotebookSpec(name="nb3", image="x", data_volumes=(also,)), creator=None)
+        await local.close()  # what each create made is in its record, so it survives a restart
+        local = LocalBackend(tmp_path, stop_timeout_s=10)
+        await local.open()
+        deletion = await local.delete("alice", "nb1", volumes=True)
+        assert (deletion.volumes, deletion.kept) == (("nb1-data",), ())
+        deletion = await local.delete("alice", "nb2", volumes=True)
+        assert deletion.kept == (("nb2-data", "notebook server nb3 uses it too"),)
+        assert sorted(path.name for path in volumes.iterdir()) == ["datasets", "nb2-data"]
+    finally:
+        await local.close()

@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import health
+from tests.fakes.kube_api import FakeKubeAPI
 
 from .conftest import Client, RedisServer, wait_until
 
@@ -127,3 +128,86 @@ async def test_responses_carry_a_request_id(gateway_factory: Callable[..., Any],
     assert len(ids) == 2 and all(len(i) >= 16 for i in ids)
     offered = await gateway.get("/healthz", headers={"X-Request-Id": "trace-0123456789"})
     assert offered.headers["X-Request-Id"] == "trace-0123456789"
+
+
+# -- watches of the Kubernetes API -----------------------------------------------------------------
+
+
+async def readyz(gateway: Client) -> tuple[int, dict[str, Any]]:
+    resp = await gateway.get("/readyz")
+    body: dict[str, Any] = await resp.json()
+    return resp.status, body
+
+
+async def test_readyz_waits_for_the_first_notebook_list_then_stays_ready_through_an_api_outage(
+    gateway_factory: Callable[..., Any], kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    await kube_api.go_down("503")  # the replica starts while the API server is failing
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    gateway = await gateway_factory(user=None, backend="kubernetes", kubeconfig=kubeconfig)
+    status, body = await readyz(gateway)
+    assert status == 503  # it would route nothing yet
+    assert "first list of notebooks" in body["problems"]["notebook_watch"]
+    assert body["watches"]["notebook_watch"]["state"] == "not_synced"
+    await kube_api.come_back()
+    await wait_until(lambda: readyz_status(gateway), timeout_s=20)
+    status, body = await readyz(gateway)
+    assert (body["checks"]["notebook_watch"], body["degraded"]) == ("ok", {})
+
+    await kube_api.go_down("503")  # synced once: the last known routes keep serving
+    await wait_until(lambda: degraded(gateway, "notebook_watch"), timeout_s=20)
+    status, body = await readyz(gateway)
+    assert (status, body["ready"], body["problems"]) == (200, True, {})
+    assert "serving the last view" in body["degraded"]["notebook_watch"]
+    assert "503" in body["watches"]["notebook_watch"]["error"]
+    assert body["watches"]["notebook_watch"]["last_sync_age_s"] >= 0
+    await kube_api.come_back()
+    await wait_until(lambda: not_degraded(gateway), timeout_s=20)
+
+
+async def test_readyz_waits_for_kubeflows_roles_then_reports_their_watch_degraded(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile, kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    await kube_api.go_down("refuse")
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    path = routes_file({("alice", "nb1"): "http://127.0.0.1:9"})
+    gateway = await gateway_factory(user=None, routes_file=path, kubeflow_policies=True, kubeconfig=kubeconfig)
+    status, body = await readyz(gateway)
+    assert status == 503  # without its roles every Kubeflow user would be refused
+    assert "Kubeflow's Profiles and RoleBindings" in body["problems"]["kubeflow_watch"]
+    await kube_api.come_back()
+    await wait_until(lambda: readyz_status(gateway), timeout_s=20)
+    await kube_api.go_down("refuse")
+    await wait_until(lambda: degraded(gateway, "kubeflow_watch"), timeout_s=20)
+    status, body = await readyz(gateway)
+    assert (status, body["problems"]) == (200, {})
+
+
+async def test_readyz_reports_the_policy_configmap_watch_degraded_but_stays_ready(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile, kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    kube_api.add_namespace("kubeflow")
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    path = routes_file({("alice", "nb1"): "http://127.0.0.1:9"})
+    gateway = await gateway_factory(
+        user=None, routes_file=path, policy_store="configmap", policy_namespace="kubeflow", kubeconfig=kubeconfig
+    )
+    status, body = await readyz(gateway)
+    assert (status, body["checks"]["policy_watch"]) == (200, "ok")
+    assert "notebook_watch" not in body["watches"]  # the static backend watches nothing
+    await kube_api.go_down("refuse")
+    await wait_until(lambda: degraded(gateway, "policy_watch"), timeout_s=20)
+    status, body = await readyz(gateway)
+    assert (status, body["ready"]) == (200, True)
+    assert "the policy ConfigMap kubeflow/notebook-gateway-policies" in body["degraded"]["policy_watch"]
+    assert body["checks"]["policy_watch"].startswith("degraded: ")
+
+
+async def degraded(gateway: Client, name: str) -> bool:
+    _, body = await readyz(gateway)
+    return name in body["degraded"]
+
+
+async def not_degraded(gateway: Client) -> bool:
+    status, body = await readyz(gateway)
+    return status == 200 and body["degraded"] == {}

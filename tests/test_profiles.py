@@ -144,6 +144,113 @@ async def test_the_reconcile_loop_repairs_a_deletion_as_its_watch_sees_it(
             await task
 
 
+async def test_hand_edits_to_the_quota_and_a_role_binding_are_put_back(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    kube_api.patch("resourcequotas", "team-a", "notebook-quota", {"spec": {"hard": {"cpu": "64", "pods": "5"}}})
+    intruder = {"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}
+    kube_api.patch("rolebindings", "team-a", "default-editor", {"subjects": [intruder]})
+    # Labels and annotations someone else adds are theirs: the loop leaves them.
+    kube_api.patch("rolebindings", "team-a", "default-viewer", {"metadata": {"labels": {"team": "a"}}})
+    assert await provisioner.reconcile_once() == {
+        "team-a": ["rolebinding/default-editor", "resourcequota/notebook-quota"]
+    }
+    quota = kube_api.get("resourcequotas", "team-a", "notebook-quota")
+    assert quota is not None and quota["spec"]["hard"] == TEAM.quota  # 8 CPUs again, and no pods limit
+    editor = kube_api.get("rolebindings", "team-a", "default-editor")
+    assert editor is not None
+    assert editor["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor", "namespace": "team-a"}]
+    viewer = kube_api.get("rolebindings", "team-a", "default-viewer")
+    assert viewer is not None and viewer["metadata"]["labels"]["team"] == "a"
+    revision = kube_api.revision
+    assert await provisioner.reconcile_once() == {}  # in shape now: nothing is written
+    assert kube_api.revision == revision
+
+
+async def test_a_quota_written_in_other_units_is_not_drift(provisioner: Provisioner, kube_api: FakeKubeAPI) -> None:
+    await provisioner.create(TEAM)
+    # The API server writes quantities back canonically (8000m may come back as 8): no fight over that.
+    kube_api.patch(
+        "resourcequotas", "team-a", "notebook-quota", {"spec": {"hard": {"cpu": "8000m", "memory": "32768Mi"}}}
+    )
+    assert await provisioner.reconcile_once() == {}
+
+
+async def test_a_changed_role_ref_is_deleted_and_made_again_keeping_others_labels(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    binding = kube_api.get("rolebindings", "team-a", "default-viewer")
+    assert binding is not None
+    kube_api.delete("rolebindings", "team-a", "default-viewer")  # roleRef is immutable: this is how it changes
+    binding["metadata"] = {"name": "default-viewer", "labels": {"team": "a"}, "annotations": {"note": "kept"}}
+    kube_api.create("rolebindings", {**binding, "roleRef": {**binding["roleRef"], "name": "notebook-editor"}}, "team-a")
+    assert await provisioner.reconcile_once() == {"team-a": ["rolebinding/default-viewer"]}
+    restored = kube_api.get("rolebindings", "team-a", "default-viewer")
+    assert restored is not None
+    assert restored["roleRef"]["name"] == "notebook-viewer"
+    assert restored["metadata"]["labels"] == {"team": "a", "app.kubernetes.io/managed-by": "notebook-gateway"}
+    assert restored["metadata"]["annotations"] == {"note": "kept"}
+
+
+async def test_a_changed_network_policy_and_deleted_service_accounts_and_quota_come_back(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    wanted = kube_api.get("networkpolicies", "team-a", "notebook-ingress")
+    assert wanted is not None
+    kube_api.patch("networkpolicies", "team-a", "notebook-ingress", {"spec": {"ingress": [{}], "egress": [{}]}})
+    kube_api.delete("serviceaccounts", "team-a", "default-viewer")
+    kube_api.delete("resourcequotas", "team-a", "notebook-quota")
+    assert await provisioner.reconcile_once() == {
+        "team-a": ["serviceaccount/default-viewer", "networkpolicy/notebook-ingress", "resourcequota/notebook-quota"]
+    }
+    policy = kube_api.get("networkpolicies", "team-a", "notebook-ingress")
+    assert policy is not None and policy["spec"] == wanted["spec"]
+    assert names(kube_api, "serviceaccounts", "team-a") == ["default-editor", "default-viewer"]
+    assert names(kube_api, "resourcequotas", "team-a") == ["notebook-quota"]
+
+
+async def test_a_profile_made_without_a_quota_keeps_the_quota_an_admin_added(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(Profile("team-b", "user:bob@example.com"))
+    kube_api.create(
+        "resourcequotas", {"metadata": {"name": "notebook-quota"}, "spec": {"hard": {"cpu": "2"}}}, "team-b"
+    )
+    assert await provisioner.reconcile_once() == {}
+    assert kube_api.get("resourcequotas", "team-b", "notebook-quota")["spec"]["hard"] == {"cpu": "2"}  # type: ignore[index]
+
+
+async def test_the_reconcile_loop_repairs_an_edit_as_its_watch_sees_it(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    task = asyncio.create_task(provisioner.reconcile(interval_s=3600))  # no relist during the test
+    try:
+        await wait_until(lambda: all(watch.synced for watch in provisioner.watches))
+        kube_api.patch("resourcequotas", "team-a", "notebook-quota", {"spec": {"hard": {"cpu": "64"}}})
+        await wait_until(lambda: quota_cpu(kube_api) == "8")
+        intruder = {"kind": "User", "name": "mallory@example.com", "apiGroup": "rbac.authorization.k8s.io"}
+        kube_api.patch("rolebindings", "team-a", "default-viewer", {"subjects": [intruder]})
+        await wait_until(lambda: viewer_subjects(kube_api) == ["default-viewer"])
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def quota_cpu(kube_api: FakeKubeAPI) -> str | None:
+    quota = kube_api.get("resourcequotas", "team-a", "notebook-quota")
+    return None if quota is None else quota["spec"]["hard"].get("cpu")
+
+
+def viewer_subjects(kube_api: FakeKubeAPI) -> list[str]:
+    binding = kube_api.get("rolebindings", "team-a", "default-viewer")
+    return [] if binding is None else [subject["name"] for subject in binding["subjects"]]
+
+
 async def test_deleting_a_profile_deletes_its_namespace(provisioner: Provisioner, kube_api: FakeKubeAPI) -> None:
     await provisioner.create(TEAM)
     await provisioner.delete("team-a")

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import secrets
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 from .chain import GENESIS, Sealed, Sealer, seal
@@ -42,6 +42,9 @@ class ChainedFile:
         self.problem: str | None = "not opened yet"
         self.backlog: deque[dict[str, object]] = deque()
         self.dropped = 0
+        # For /metrics: events written, by (action, outcome), and failed attempts to write.
+        self.written: Counter[tuple[str, str]] = Counter()
+        self.failures = 0
         self.dirty = False
         self._fd: int | None = None
         self._lock_fd: int | None = None
@@ -141,8 +144,9 @@ class ChainedFile:
         while self.backlog:
             sealed = seal(self.backlog[0], self.seq + 1, self.prev, self.sealer)
             self._write(sealed)
-            self.backlog.popleft()
+            record = self.backlog.popleft()
             self.seq, self.prev = sealed.seq, sealed.hash
+            self.written[str(record.get("action")), str(record.get("outcome"))] += 1
         if self.problem is not None:
             log.warning("audit: the audit file can be written again (%s)", self.directory)
             self.problem = None
@@ -239,6 +243,7 @@ class ChainedFile:
             log.debug("audit fsync: %s", exc)
 
     def _fail(self, exc: OSError) -> None:
+        self.failures += 1
         problem = f"the audit file in {self.directory} cannot be written: {exc.strerror or exc}"
         if problem != self.problem:
             log.error("audit: %s", problem)

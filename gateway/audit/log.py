@@ -16,10 +16,11 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Literal, Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
 
 from ..errors import ServiceUnavailable
-from .events import AuditEvent
+from .events import ACTIONS, OUTCOMES, AuditEvent
 from .filesink import ChainedFile
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,31 @@ class AuditSink(Protocol):
     async def stop(self) -> None: ...
 
     def problem(self) -> str | None: ...
+
+
+@runtime_checkable
+class Spool(Protocol):
+    """A sink that ships the files elsewhere (the Redis stream): what /metrics reports about it."""
+
+    name: str
+    failures: int  # attempts to ship that failed
+
+    @property
+    def spooled(self) -> int:
+        """Events in the files that have not reached it yet."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStats:
+    """The audit log's state for /metrics, read at each scrape."""
+
+    writable: bool
+    written: dict[tuple[str, str], int]  # (action, outcome) -> events written to the file
+    failures: dict[str, int]  # sink ("file", "redis") -> failed attempts to write to it
+    waiting: int  # events in memory waiting for the file
+    dropped: int  # events dropped because too many were waiting
+    spooled: int | None  # events in the files not yet in Redis; None without Redis
 
 
 class AuditLog:
@@ -125,9 +151,40 @@ class AuditLog:
             log.warning("audit: %s %s is waiting for the audit file", event.action, event.event_id)
 
     def require_writable(self) -> None:
-        """Before a must-audit act: raise `AuditUnavailable` (fail_closed) if its event could not be written."""
-        if self.file is not None and self.mode == "fail_closed" and not self.file.retry():
+        """Before a must-audit act: raise `AuditUnavailable` (fail_closed) if its event could not be written.
+        Call it before changing anything, so that a refused act leaves nothing changed."""
+        if self.file is None or self.mode != "fail_closed":
+            return
+        self.file.check()  # a file removed or replaced behind our back counts now, not at the next tick
+        if not self.file.retry():
             raise AuditUnavailable()
+
+    @property
+    def writable(self) -> bool:
+        """Whether the last attempt to reach the file worked (no I/O: for /metrics)."""
+        return self.file is None or self.file.problem is None
+
+    def stats(self) -> AuditStats:
+        """Counts for /metrics. Every catalogued action and outcome is present, at zero until it happens."""
+        written = dict.fromkeys(((action, outcome) for action in ACTIONS for outcome in OUTCOMES), 0)
+        failures = {"file": 0}
+        spooled: int | None = None
+        if self.file is not None:
+            written.update(self.file.written)
+            failures["file"] = self.file.failures
+        for sink in self.sinks:
+            if isinstance(sink, Spool):
+                failures[sink.name] = sink.failures
+                spooled = (spooled or 0) + sink.spooled
+        file = self.file
+        return AuditStats(
+            writable=self.writable,
+            written=written,
+            failures=failures,
+            waiting=len(file.backlog) if file is not None else 0,
+            dropped=file.dropped if file is not None else 0,
+            spooled=spooled,
+        )
 
     def emit_first(self, key: Hashable, make: Callable[[], AuditEvent]) -> None:
         """Emit `make()` unless an event was emitted for `key` (e.g. a session and a notebook) in the last
@@ -156,7 +213,8 @@ class AuditLog:
 
     async def _maintain(self) -> None:
         """fsync at least every `fsync_interval_s`, notice a file removed behind our back, and keep
-        retrying a file that could not be written."""
+        retrying a file that could not be written (with nothing waiting too, so that `writable`
+        recovers without a request having to try)."""
         assert self.file is not None
         file = self.file
         while True:
@@ -164,9 +222,11 @@ class AuditLog:
             try:
                 await asyncio.to_thread(file.sync)
                 file.check()
-                if file.problem is not None and file.backlog and file.retry():
-                    for sink in self.sinks:
-                        sink.accept({})  # wake the followers: the backlog is in the file now
+                if file.problem is not None:
+                    waited = bool(file.backlog)
+                    if file.retry() and waited:
+                        for sink in self.sinks:
+                            sink.accept({})  # wake the followers: the backlog is in the file now
             except Exception:
                 log.exception("audit file maintenance failed")
 

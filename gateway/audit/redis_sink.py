@@ -156,6 +156,8 @@ class RedisAuditStore:
 class RedisSink(RedisAuditStore):
     """Follows the audit files into Redis (and, as a store, searches what is there)."""
 
+    name = "redis"  # the `sink` label of its failures on /metrics
+
     def __init__(
         self,
         client: redis.Redis,
@@ -172,7 +174,10 @@ class RedisSink(RedisAuditStore):
         self.chain_id, self.latest_seq = chain_id, latest_seq
         self.max_events, self.max_age_s = max_events, max_age_s
         self.shipped = 0  # seq of the last event known to be in Redis
+        # Until Redis has said how far it got (it may be down at start-up), `spooled` counts from here.
+        self._known_from: int | None = None
         self.down: str | None = None  # why shipping is failing, while it is
+        self.failures = 0  # attempts to ship that failed
         self._script = client.register_script(SHIP)
         self._reader = ChainReader(directory)
         self._positioned = False
@@ -182,6 +187,7 @@ class RedisSink(RedisAuditStore):
     # -- as a sink ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._known_from = self.latest_seq()
         self._task = asyncio.create_task(self._run(), name="audit-redis")
 
     def accept(self, record: dict[str, object]) -> None:
@@ -206,6 +212,14 @@ class RedisSink(RedisAuditStore):
         """Events written to the files but not yet in Redis."""
         return max(0, self.latest_seq() - self.shipped)
 
+    @property
+    def spooled(self) -> int:
+        """`backlog` for /metrics. Before Redis has first answered, only the events written since start-up
+        are counted (a lower bound): how far an earlier process got is kept in Redis."""
+        if self._known_from is not None:
+            return max(0, self.latest_seq() - self._known_from)
+        return self.backlog
+
     async def _run(self) -> None:
         delay = 0.5
         while True:
@@ -222,6 +236,7 @@ class RedisSink(RedisAuditStore):
                 if self.down is None:
                     log.warning("audit: cannot ship events to Redis (%s); they wait in %s", exc, self.directory)
                 self.down = str(exc) or type(exc).__name__
+                self.failures += 1
                 self._positioned = False  # ask Redis where it got to once it is back
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -235,7 +250,7 @@ class RedisSink(RedisAuditStore):
             else:  # a new Redis (or a new chain): refill it, but not beyond what it would keep
                 after = max(0, self.latest_seq() - self.max_events)
             await asyncio.to_thread(self._reader.seek, after)
-            self.shipped, self._positioned = after, True
+            self.shipped, self._positioned, self._known_from = after, True, None
         total = 0
         while batch := await asyncio.to_thread(self._reader.read, BATCH):
             try:

@@ -66,13 +66,24 @@ class Notebook:
     notes: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """What deleting a notebook took with it besides the notebook: with `volumes=True`, the volumes
+    the gateway made for it (`volumes`), and those it kept (`kept`: (name, why)), e.g. one that
+    another notebook server still mounts. Volumes the user attached are never touched, nor listed."""
+
+    volumes: tuple[str, ...] = ()
+    kept: tuple[tuple[str, str], ...] = ()
+
+
 class NotebookBackend(Protocol):
     """Creates, lists and routes to notebook servers.
 
     Lifecycle: `open()` once before serving (after it returns, `synced` is True and `route()`
     answers from a complete view), `close()` once at shutdown (stops what the backend owns).
     Per notebook: create -> waiting -> ready; stop -> stopped; start -> waiting -> ready;
-    delete -> terminating -> gone. Errors are `GatewayError`s: `NotebookNotFound`,
+    delete -> terminating -> gone (`volumes=True`: with the volumes made for it, see `Deletion`).
+    Errors are `GatewayError`s: `NotebookNotFound`,
     `NotebookExists`, `InvalidNotebookSpec`, `MethodNotSupported` (a read-only backend).
     """
 
@@ -101,4 +112,4 @@ class NotebookBackend(Protocol):
 
     async def start(self, namespace: str, name: str) -> Notebook: ...
 
-    async def delete(self, namespace: str, name: str) -> None: ...
+    async def delete(self, namespace: str, name: str, *, volumes: bool = False) -> Deletion: ...

@@ -161,11 +161,15 @@ class KubeClient:
         *,
         timeout_s: float,
         field_selector: str | None = None,
+        on_open: Callable[[], None] | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         """Changes after `resource_version` until the server ends the watch (after about `timeout_s`).
-        Raises `ApiError` (410 when that version is too old to resume from)."""
+        Raises `ApiError` (410 when that version is too old to resume from). `on_open` is called when
+        the server accepts the watch (200), before any event: a quiet watch is a healthy one too."""
         fn, args = self._lister(kind, namespace)
         read_timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=timeout_s + 15)
+        if on_open is not None:
+            fn = _reporting_open(fn, on_open)
         try:
             async with Watch(return_type="object") as watch:
                 stream = watch.stream(
@@ -218,18 +222,24 @@ class KubeClient:
             getattr(self._core, f"patch_namespaced_{kind.core_name}"), name, namespace, patch, **extra
         )
 
-    async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+    async def delete(
+        self, kind: Kind, namespace: str, name: str, *, dry_run: bool = False, uid: str | None = None
+    ) -> None:
+        """Delete `name`; with `uid`, only if the object by that name is still that one (409 otherwise)."""
+        extra: dict[str, object] = {"dry_run": "All"} if dry_run else {}
+        if uid is not None:
+            extra["body"] = {"preconditions": {"uid": uid}}
         if not kind.namespaced:
             if kind.group:
-                await self._call(self._custom.delete_cluster_custom_object, *_gvp(kind), name)
+                await self._call(self._custom.delete_cluster_custom_object, *_gvp(kind), name, **extra)
             else:
-                await self._call(getattr(self._core, f"delete_{kind.core_name}"), name)
+                await self._call(getattr(self._core, f"delete_{kind.core_name}"), name, **extra)
             return
         if kind.group:
             fn = self._custom.delete_namespaced_custom_object
-            await self._call(fn, kind.group, kind.version, namespace, kind.plural, name)
+            await self._call(fn, kind.group, kind.version, namespace, kind.plural, name, **extra)
         else:
-            await self._call(getattr(self._core, f"delete_namespaced_{kind.core_name}"), name, namespace)
+            await self._call(getattr(self._core, f"delete_namespaced_{kind.core_name}"), name, namespace, **extra)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -263,6 +273,19 @@ class KubeClient:
         if not isinstance(data, dict):
             raise ApiError(502, "BadResponse", "the API server's answer is not a JSON object")
         return data
+
+
+def _reporting_open(fn: Callable[..., Any], on_open: Callable[[], None]) -> Callable[..., Any]:
+    """`fn` (a generated list function, called by the watch helper with watch=True), calling `on_open`
+    once the server has accepted the watch. The helper reads a refusal's Status from the body itself."""
+
+    async def call(*args: object, **kwargs: object) -> Any:
+        response = await fn(*args, **kwargs)
+        if 200 <= int(getattr(response, "status", 0)) < 300:
+            on_open()
+        return response
+
+    return call
 
 
 def _gvp(kind: Kind) -> tuple[str, str, str]:

@@ -11,10 +11,10 @@ import asyncio
 import builtins
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from yarl import URL
 
@@ -29,16 +29,49 @@ from ..errors import (
     NotFound,
     ServiceUnavailable,
 )
-from . import Notebook, NotebookSpec
-from .kube_client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError
-from .notebook_resource import START_PATCH, new_claims, notebook_object, pvc_object, read_notebook, stop_patch
+from . import Deletion, Notebook, NotebookSpec
+from .kube_client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError, WatchEvent
+from .notebook_resource import (
+    CREATOR_ANNOTATION,
+    START_PATCH,
+    claim_names,
+    made_volumes,
+    new_claims,
+    notebook_object,
+    pvc_object,
+    read_notebook,
+    stop_patch,
+    with_made_volumes,
+)
 from .poddefaults import apply_poddefaults, selector_label
-from .watcher import WATCH_TIMEOUT_S, NotebookWatcher, RouteResolver, service_resolver, stop
+from .watcher import (
+    WATCH_TIMEOUT_S,
+    NotebookWatcher,
+    Reflector,
+    RouteResolver,
+    WatchHealth,
+    object_key,
+    service_resolver,
+    stop,
+)
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = "Kubernetes API unavailable"
 Subject = Literal["notebook", "new notebook", "volume"]
+
+
+class NotebookObserver(Protocol):
+    """Hears which Notebooks exist and which the gateway itself is creating (the audit log's
+    discovery of Notebooks made elsewhere). Called on the event loop; returns at once."""
+
+    def seen(self, namespace: str, name: str, uid: str, *, creator: str | None, created: str | None) -> None: ...
+
+    def gone(self, uid: str) -> None: ...
+
+    def creating(self, namespace: str, name: str) -> None: ...
+
+    def created(self, namespace: str, name: str, uid: str | None) -> None: ...
 
 
 class KubernetesBackend:
@@ -66,6 +99,7 @@ class KubernetesBackend:
         self._client: KubeClient | None = None
         self._watcher: NotebookWatcher | None = None
         self._task: asyncio.Task[None] | None = None
+        self.observer: NotebookObserver | None = None  # set before open() to hear of every Notebook
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -83,6 +117,9 @@ class KubernetesBackend:
         self._watcher = NotebookWatcher(
             self._client, self.namespaces, self.route_resolver, watch_timeout_s=self.watch_timeout_s
         )
+        if self.observer is not None:
+            for reflector in self._watcher.notebooks:
+                reflector.on_change = _reporting(reflector, self.observer)
         try:
             await self._watcher.sync()
         except ApiError as exc:
@@ -113,6 +150,9 @@ class KubernetesBackend:
     @property
     def synced(self) -> bool:
         return self._watcher is not None and self._watcher.synced
+
+    def watch_health(self) -> WatchHealth:
+        return self._watcher.health() if self._watcher is not None else WatchHealth("notebooks", synced=False)
 
     def set_route_resolver(self, resolver: RouteResolver) -> None:
         """Point routes elsewhere (tests: at local Jupyter servers); the table is rebuilt at once."""
@@ -155,7 +195,7 @@ class KubernetesBackend:
         for volume in new_claims(spec):
             if volume.size is None:
                 raise InvalidNotebookSpec(f"The new volume {volume.name} needs a size.", field="datavols")
-        claims = [pvc_object(namespace, volume) for volume in new_claims(spec)]
+        claims = [pvc_object(namespace, volume, notebook=spec.name) for volume in new_claims(spec)]
         body = notebook_object(namespace, spec, creator=creator)
         client = self.client
         if spec.configurations:
@@ -167,18 +207,25 @@ class KubernetesBackend:
         for claim in claims:
             with kube_errors("volume", namespace, _name(claim)):
                 await client.create(PVCS, namespace, claim, dry_run=True)
-        made: builtins.list[str] = []  # `list` is a method here
+        made: dict[str, str] = {}  # name -> uid, recorded on the Notebook for a delete with its volumes
+        observer = self.observer
+        created: JsonObject | None = None
+        if observer is not None:
+            observer.creating(namespace, spec.name)  # its watch event may arrive before the API's answer
         try:
             for claim in claims:
                 with kube_errors("volume", namespace, _name(claim)):
-                    await client.create(PVCS, namespace, claim)
-                made.append(_name(claim))
+                    pvc = await client.create(PVCS, namespace, claim)
+                made[_name(claim)] = _uid(pvc)
             with kube_errors("new notebook", namespace, spec.name):
-                created = await client.create(NOTEBOOKS, namespace, body)
+                created = await client.create(NOTEBOOKS, namespace, with_made_volumes(body, made))
         except BaseException:
             if made:  # shielded: a cancelled request must not leave its volumes behind either
-                await asyncio.shield(self._remove_claims(namespace, made))
+                await asyncio.shield(self._remove_claims(namespace, [*made]))
             raise
+        finally:
+            if observer is not None:
+                observer.created(namespace, spec.name, (_uid(created) or None) if created is not None else None)
         log.info("created notebook %s/%s (volumes: %s) for %s", namespace, spec.name, ", ".join(made) or "-", creator)
         self.watcher.observe(created)
         return read_notebook(created, [], self.clock())
@@ -242,12 +289,58 @@ class KubernetesBackend:
             patched = await self.client.patch(NOTEBOOKS, namespace, name, patch)
         return read_notebook(patched, self.watcher.warnings_in(namespace), self.clock())
 
-    async def delete(self, namespace: str, name: str) -> None:
-        """Delete the Notebook; its volumes stay (the user's data), as in the web app."""
+    async def delete(self, namespace: str, name: str, *, volumes: bool = False) -> Deletion:
+        """Delete the Notebook; its volumes stay (the user's data), as in the web app, unless `volumes`:
+        then also the claims the gateway made with it (by uid), but none another notebook still uses."""
         self._check_served(namespace)
+        doomed: dict[str, str] = {}
+        kept: builtins.list[tuple[str, str]] = []
+        if volumes:
+            obj = self.watcher.notebook(namespace, name)
+            if obj is None:
+                with kube_errors("notebook", namespace, name):
+                    obj = await self.client.get(NOTEBOOKS, namespace, name)
+            doomed, kept = self._deletable_volumes(namespace, name, obj)
+            for claim, uid in [*doomed.items()]:  # refusals (RBAC, a webhook) before anything is gone
+                try:
+                    with kube_errors("volume", namespace, claim):
+                        await self.client.delete(PVCS, namespace, claim, uid=uid, dry_run=True)
+                except (NotFound, Conflict):
+                    del doomed[claim]  # gone already, or replaced by another claim of that name: not ours
         with kube_errors("notebook", namespace, name):
             await self.client.delete(NOTEBOOKS, namespace, name)
         log.info("deleted notebook %s/%s", namespace, name)
+        deleted: builtins.list[str] = []
+        for claim, uid in doomed.items():
+            try:
+                if await _gone_is_fine(self.client.delete(PVCS, namespace, claim, uid=uid)):
+                    deleted.append(claim)
+                    log.info("deleted volume %s/%s with its notebook %s", namespace, claim, name)
+            except ApiError as exc:  # the notebook is gone already: say which volume is left, and why
+                log.error("could not delete volume %s/%s after its notebook: %s", namespace, claim, exc)
+                kept.append((claim, f"deleting it failed ({exc.reason or exc.status}); delete it by hand"))
+        return Deletion(tuple(deleted), tuple(kept))
+
+    def _deletable_volumes(
+        self, namespace: str, name: str, obj: JsonObject
+    ) -> tuple[dict[str, str], builtins.list[tuple[str, str]]]:
+        """The claims made with this notebook that it still mounts, less those another notebook mounts."""
+        made = made_volumes(obj)
+        mounted = claim_names(obj)
+        others: dict[str, str] = {}
+        for other in self.watcher.notebooks_in(namespace):
+            if _name(other) != name:
+                others.update(dict.fromkeys(claim_names(other), _name(other)))
+        doomed: dict[str, str] = {}
+        kept: builtins.list[tuple[str, str]] = []
+        for claim, uid in sorted(made.items()):
+            if claim not in mounted:
+                continue  # no longer this notebook's (someone edited the pod template): not ours to judge
+            if claim in others:
+                kept.append((claim, f"notebook server {others[claim]} uses it too"))
+            else:
+                doomed[claim] = uid
+        return doomed, kept
 
     def _check_served(self, namespace: str) -> None:
         if not self.watcher.watches(namespace):
@@ -304,7 +397,64 @@ def translate(exc: ApiError, subject: Subject, namespace: str, name: str) -> Gat
     return GatewayError(f"The Kubernetes API answered {exc.status} {exc.reason}.")
 
 
+async def _gone_is_fine(call: Awaitable[None]) -> bool:
+    """Await a delete; False when the object was already gone (404) or is another object by now (409:
+    its uid differs, so it is not the volume the gateway made)."""
+    try:
+        await call
+    except ApiError as exc:
+        if exc.status in (404, 409):
+            return False
+        raise
+    return True
+
+
+def _uid(obj: JsonObject) -> str:
+    metadata = obj.get("metadata")
+    uid = metadata.get("uid") if isinstance(metadata, dict) else None
+    return uid if isinstance(uid, str) else ""
+
+
 def _name(obj: JsonObject) -> str:
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     return name if isinstance(name, str) else ""
+
+
+def _reporting(reflector: Reflector, observer: NotebookObserver) -> Callable[[WatchEvent | None], None]:
+    """The reflector's change hook (the route table) followed by telling `observer` about every
+    Notebook listed, added or modified, and every one deleted."""
+    routes = reflector.on_change
+
+    def on_change(event: WatchEvent | None) -> None:
+        routes(event)
+        try:
+            if event is None:  # a (re)list replaced the view
+                for names in reflector.objects.values():
+                    for obj in names.values():
+                        _report(observer, obj)
+            elif event.type == "DELETED":
+                if uid := _uid(event.object):
+                    observer.gone(uid)
+            else:
+                _report(observer, event.object)
+        except Exception:  # the observer must never stop the watch that keeps the routes
+            log.exception("the notebook observer failed")
+
+    return on_change
+
+
+def _report(observer: NotebookObserver, obj: JsonObject) -> None:
+    key, uid, metadata = object_key(obj), _uid(obj), obj.get("metadata")
+    if key is None or not uid or not isinstance(metadata, dict):
+        return
+    annotations = metadata.get("annotations")
+    creator = annotations.get(CREATOR_ANNOTATION) if isinstance(annotations, dict) else None
+    created = metadata.get("creationTimestamp")
+    observer.seen(
+        key[0],
+        key[1],
+        uid,
+        creator=creator if isinstance(creator, str) else None,
+        created=created if isinstance(created, str) else None,
+    )

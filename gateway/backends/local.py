@@ -2,7 +2,8 @@
 
 A notebook lives in `<directory>/<namespace>/<name>/`: `notebook.json` (its record), `workspace/`
 (Jupyter's root), `server.log`, `server.pid` and `runtime/`. Data volumes are folders in
-`<directory>/<namespace>/_volumes/`, linked into workspaces; they outlive the notebooks using them.
+`<directory>/<namespace>/_volumes/`, linked into workspaces; they outlive the notebooks using them
+unless a delete asks for the ones its create made (`volumes=True`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from yarl import URL
 
 from ..errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
 from ..routing import is_dns_label
-from . import Notebook, NotebookSpec, Status, Volume
+from . import Deletion, Notebook, NotebookSpec, Status, Volume
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Record:
     created_at: datetime
     creator: str | None = None
     stopped: bool = False
+    made_volumes: tuple[str, ...] = ()  # data volume folders this notebook's create made (not attached ones)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -94,8 +96,9 @@ class Record:
             workspace = spec.pop("workspace", None)
             volumes = spec.pop("data_volumes", ())
             return cls(
-                **{key: value for key, value in data.items() if key != "created_at"},
+                **{key: value for key, value in data.items() if key not in ("created_at", "made_volumes")},
                 created_at=datetime.fromisoformat(data["created_at"]),
+                made_volumes=tuple(str(name) for name in data.get("made_volumes", ())),
                 spec=NotebookSpec(
                     **spec,
                     workspace=None if workspace is None else Volume(**workspace),
@@ -277,7 +280,7 @@ class LocalBackend:
         self._servers[key] = server  # claimed before the first await, so a second create sees it
         async with server.lock:
             try:
-                await asyncio.to_thread(create_files, server.paths, record, links)
+                server.record = await asyncio.to_thread(create_files, server.paths, record, links)
             except BaseException:
                 del self._servers[key]
                 raise
@@ -307,7 +310,9 @@ class LocalBackend:
                 await self._launch(server)
             return self._notebook(server)
 
-    async def delete(self, namespace: str, name: str) -> None:
+    async def delete(self, namespace: str, name: str, *, volumes: bool = False) -> Deletion:
+        """The notebook's folder (its workspace with it); with `volumes`, also the data volume folders
+        its create made, unless another notebook uses one."""
         server = self._find(namespace, name)
         async with server.lock:
             self._check_current(server)
@@ -317,6 +322,23 @@ class LocalBackend:
             await asyncio.to_thread(shutil.rmtree, server.paths.root)
             del self._servers[namespace, name]
             log.info("local backend: deleted %s/%s", namespace, name)
+            if not volumes:
+                return Deletion()
+            users = {
+                volume.name: other.record.name
+                for (ns, _), other in self._servers.items()
+                if ns == namespace
+                for volume in other.record.spec.data_volumes
+            }
+            kept = tuple(
+                (volume, f"notebook server {users[volume]} uses it too")
+                for volume in server.record.made_volumes
+                if volume in users
+            )
+            doomed = [volume for volume in server.record.made_volumes if volume not in users]
+            deleted = await asyncio.to_thread(remove_volumes, server.paths.volumes, doomed)
+            log.info("local backend: deleted the volumes of %s/%s: %s", namespace, name, ", ".join(deleted) or "-")
+            return Deletion(tuple(deleted), kept)
 
     def _check_current(self, server: Server) -> None:
         """Raise if `server` was deleted while we waited for its lock."""
@@ -461,10 +483,14 @@ def volume_links(spec: NotebookSpec) -> list[tuple[str, str]]:
     return [*links.items()]
 
 
-def create_files(paths: Paths, record: Record, links: list[tuple[str, str]]) -> None:
-    """The notebook's folder, workspace, volume folders and links, and its record (written last)."""
+def create_files(paths: Paths, record: Record, links: list[tuple[str, str]]) -> Record:
+    """The notebook's folder, workspace, volume folders and links, and its record (written last,
+    naming the new volumes' folders that did not exist before: those a delete may take with it)."""
     if paths.record.exists():
         raise NotebookExists(f"A notebook server named {record.name!r} already exists in {record.namespace}.")
+    new = {volume.name for volume in record.spec.data_volumes if not volume.existing}
+    made = tuple(volume for _, volume in links if volume in new and not (paths.volumes / volume).exists())
+    record = dataclasses.replace(record, made_volumes=made)
     paths.workspace.mkdir(parents=True, exist_ok=True)
     for link, volume in links:
         target = paths.volumes / volume
@@ -474,6 +500,18 @@ def create_files(paths: Paths, record: Record, links: list[tuple[str, str]]) -> 
             path.unlink()
         path.symlink_to(target, target_is_directory=True)
     write_atomically(paths.record, record.to_json())
+    return record
+
+
+def remove_volumes(directory: Path, names: list[str]) -> list[str]:
+    """Delete the volume folders `names` in `directory`; the ones that were there."""
+    removed = []
+    for name in names:
+        folder = directory / name
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+            removed.append(name)
+    return removed
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ Pure: plain JSON dicts in and out, no I/O. Anything malformed in an object read 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -20,6 +21,10 @@ CREATOR_ANNOTATION = "notebooks.kubeflow.org/creator"
 SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
 URI_REWRITE_ANNOTATION = "notebooks.kubeflow.org/http-rewrite-uri"
 HEADERS_ANNOTATION = "notebooks.kubeflow.org/http-headers-request-set"
+# The volumes the gateway made with a notebook, as JSON {claim name: uid}: what a delete with
+# `volumes=true` may remove (by uid, so a claim re-made under the same name by someone else is safe).
+VOLUMES_ANNOTATION = "notebook-gateway.kubeflow.org/volumes"
+MADE_FOR_LABEL = "notebook-gateway.kubeflow.org/notebook"  # on a PVC the gateway made: for which notebook
 # Kubeflow profiles bind this account to kubeflow-edit, so code in the notebook can itself create
 # Pods, Deployments, Services, Jobs, TFJobs and PyTorchJobs in its namespace.
 SERVICE_ACCOUNT = "default-editor"
@@ -93,19 +98,47 @@ def new_claims(spec: NotebookSpec) -> list[Volume]:
     return [volume for volume in volumes if not volume.existing]
 
 
-def pvc_object(namespace: str, volume: Volume) -> JsonObject:
-    """A PersistentVolumeClaim for a new volume (the cluster's default storage class)."""
+def pvc_object(namespace: str, volume: Volume, *, notebook: str) -> JsonObject:
+    """A PersistentVolumeClaim for a new volume of `notebook` (the cluster's default storage class)."""
     if volume.size is None:
         raise ValueError(f"the new volume {volume.name} has no size")
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": {"name": volume.name, "namespace": namespace},
+        "metadata": {"name": volume.name, "namespace": namespace, "labels": {MADE_FOR_LABEL: notebook}},
         "spec": {
             "accessModes": [volume.access_mode],
             "resources": {"requests": {"storage": volume.size}},
         },
     }
+
+
+def with_made_volumes(body: JsonObject, made: dict[str, str]) -> JsonObject:
+    """`body` (a Notebook) recording the claims made for it, {name: uid}."""
+    if not made:
+        return body
+    metadata = _dict(body, "metadata")
+    annotations = {**_dict(metadata, "annotations"), VOLUMES_ANNOTATION: json.dumps(made, sort_keys=True)}
+    return {**body, "metadata": {**metadata, "annotations": annotations}}
+
+
+def made_volumes(obj: JsonObject) -> dict[str, str]:
+    """The claims the gateway made with this Notebook, {name: uid}; {} when none (or unreadable)."""
+    text = _str(_dict(_dict(obj, "metadata"), "annotations"), VOLUMES_ANNOTATION)
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {name: uid for name, uid in data.items() if isinstance(name, str) and isinstance(uid, str) and uid}
+
+
+def claim_names(obj: JsonObject) -> set[str]:
+    """Every claim a Notebook's pod uses, whichever container mounts it."""
+    pod = _dict(_dict(_dict(obj, "spec"), "template"), "spec")
+    volumes = [volume for volume in _list(pod, "volumes") if isinstance(volume, dict)]
+    return {name for volume in volumes if (name := _str(_dict(volume, "persistentVolumeClaim"), "claimName"))}
 
 
 def stop_patch(now: datetime) -> JsonObject:

@@ -20,7 +20,7 @@ from yarl import URL
 
 from ..errors import MethodNotSupported, NotebookNotFound
 from ..routing import is_dns_label
-from . import Notebook, NotebookSpec, Status
+from . import Deletion, Notebook, NotebookSpec, Status
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class StaticBackend:
     async def start(self, namespace: str, name: str) -> Notebook:
         self._refuse("start")
 
-    async def delete(self, namespace: str, name: str) -> None:
+    async def delete(self, namespace: str, name: str, *, volumes: bool = False) -> Deletion:
         self._refuse("delete")
 
     def _refuse(self, verb: str) -> NoReturn:

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from yarl import URL
 
@@ -63,6 +64,10 @@ class Reflector:
         self.resource_version = ""  # "" until the first list, and again after a 410
         self.synced = False
         self.last_sync: float | None = None  # wall-clock time of the last successful list
+        # For /readyz: when the API last answered (a list, a watch it accepted, an event), and the
+        # failure it has not answered since (None while all is well).
+        self.last_ok: float | None = None
+        self.error: str | None = None
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests may record the backoff
         self._answered = False  # the current watch delivered an event
 
@@ -71,7 +76,11 @@ class Reflector:
         return f"{self.kind.plural} in {self.namespace or 'every namespace'}"
 
     async def sync(self) -> None:
-        listed = await self.client.list(self.kind, self.namespace, field_selector=self.field_selector)
+        try:
+            listed = await self.client.list(self.kind, self.namespace, field_selector=self.field_selector)
+        except ApiError as exc:
+            self.error = str(exc)
+            raise
         objects: dict[str, dict[str, JsonObject]] = {}
         for obj in listed.items:
             key = object_key(obj)
@@ -79,6 +88,7 @@ class Reflector:
                 objects.setdefault(key[0], {})[key[1]] = obj
         self.objects, self.resource_version = objects, listed.resource_version  # one swap: never half a view
         self.synced, self.last_sync = True, time.time()
+        self._answered_now()
         log.info("listed %d %s at resourceVersion %s", len(listed.items), self.scope, listed.resource_version)
         self.on_change(None)
 
@@ -103,9 +113,11 @@ class Reflector:
                     self.resource_version = ""
                     continue
                 delay = MIN_BACKOFF_S if self._answered else delay  # up until just now: back off afresh
+                self.error = str(exc)
                 log.warning("watching %s failed (%s); retrying in %.1fs", self.scope, exc, delay)
-            except Exception:  # a bug, or something unforeseen from the client: keep the last view, retry
+            except Exception as exc:  # a bug, or something unforeseen from the client: keep the last view, retry
                 delay = MIN_BACKOFF_S if self._answered else delay
+                self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 log.exception("watching %s failed; retrying in %.1fs", self.scope, delay)
             await self.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
@@ -118,11 +130,16 @@ class Reflector:
             self.resource_version,
             timeout_s=self.watch_timeout_s,
             field_selector=self.field_selector,
+            on_open=self._answered_now,
         )
         async with contextlib.aclosing(events):
             async for event in events:
                 self._answered = True
+                self._answered_now()
                 self._apply(event)
+
+    def _answered_now(self) -> None:
+        self.last_ok, self.error = time.time(), None
 
     def _apply(self, event: WatchEvent) -> None:
         key = object_key(event.object)
@@ -137,6 +154,29 @@ class Reflector:
             self.resource_version = event.resource_version  # a BOOKMARK only moves this forward
         if event.type != "BOOKMARK":
             self.on_change(event)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchHealth:
+    """Where some watches stand, for /readyz. `synced`: every first list came back (until then the view
+    is empty or partial). `error`: one of them cannot reach the API now (the last view keeps serving).
+    `last_ok`: wall-clock time the API last answered the one that has gone longest without."""
+
+    subject: str
+    synced: bool
+    error: str | None = None
+    last_ok: float | None = None
+
+
+def watch_health(subject: str, reflectors: Iterable[Reflector]) -> WatchHealth:
+    """The health of `reflectors` together: synced when all are, failing when one is."""
+    reflectors = list(reflectors)
+    failing = [reflector for reflector in reflectors if reflector.error is not None]
+    stamps = [reflector.last_ok for reflector in failing or reflectors]
+    answered = [stamp for stamp in stamps if stamp is not None]
+    last_ok = min(answered) if answered and len(answered) == len(stamps) else None  # None: one never answered
+    synced = bool(reflectors) and all(reflector.synced for reflector in reflectors)
+    return WatchHealth(subject, synced, failing[0].error if failing else None, last_ok)
 
 
 class NotebookWatcher:
@@ -174,6 +214,9 @@ class NotebookWatcher:
     @property
     def synced(self) -> bool:
         return all(reflector.synced for reflector in self.reflectors)
+
+    def health(self) -> WatchHealth:
+        return watch_health("notebooks", self.reflectors)
 
     def watches(self, namespace: str) -> bool:
         return not self.namespaces or namespace in self.namespaces

@@ -92,11 +92,23 @@ async def patch_notebook(request: web.Request) -> web.Response:
 
 @routes.delete("/api/namespaces/{namespace}/notebooks/{name}", name="api_delete_notebook")
 async def delete_notebook(request: web.Request) -> web.Response:
+    """`?volumes=true` also deletes the volumes the gateway made with the notebook (never attached ones)."""
     namespace, name = _namespace(request), _name(request)
-    with _audited(request, "notebook.delete", namespace, name):
+    with _audited(request, "notebook.delete", namespace, name) as audit:
+        volumes = _flag(request, "volumes")
+        audit.details.update(delete_volumes=volumes)
         _authorize(request, namespace, "delete", name)
-        await request.app[keys.BACKEND].delete(namespace, name)
-    return _success(request, message=f"Notebook {name} successfully deleted.")
+        deletion = await request.app[keys.BACKEND].delete(namespace, name, volumes=volumes)
+        kept = [{"name": volume, "reason": why} for volume, why in deletion.kept]
+        if volumes:
+            audit.details.update(volumes_deleted=list(deletion.volumes), volumes_kept=kept)
+    message = f"Notebook {name} successfully deleted."
+    if not volumes:
+        return _success(request, message=message)
+    if deletion.volumes:
+        message += f" Volumes deleted: {', '.join(deletion.volumes)}."
+    message += "".join(f" Volume {volume} kept: {why}." for volume, why in deletion.kept)
+    return _success(request, message=message, volumes_deleted=list(deletion.volumes), volumes_kept=kept)
 
 
 # -- response shapes ---------------------------------------------------------------------------
@@ -197,6 +209,14 @@ def _authorize(request: web.Request, namespace: str, action: Action, name: str |
     request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, action, name)
 
 
+def _flag(request: web.Request, key: str) -> bool:
+    """A boolean query parameter: absent, `false` or `true` (anything else is refused, not guessed)."""
+    value = request.query.get(key, "false").lower()
+    if value not in ("true", "false"):
+        raise BadRequest(f"{key} must be true or false.", field=key)
+    return value == "true"
+
+
 def _stopped(body: object) -> bool:
     """A PATCH body is exactly `{"stopped": true}` or `{"stopped": false}`."""
     if isinstance(body, dict):
@@ -233,7 +253,7 @@ def _audited(request: web.Request, action: str, namespace: str, notebook: str | 
     except Exception:  # a bug: still on record, then error_pages logs it and answers 500
         _emit(request, action, "failed", namespace, note, reason="internal error", error="internal_error")
         raise
-    _emit(request, action, "allowed", namespace, note)
+    _emit(request, action, "allowed", namespace, note, done=True)
 
 
 def _emit(
@@ -245,9 +265,15 @@ def _emit(
     *,
     reason: str = "",
     error: str | None = None,
+    done: bool = False,
 ) -> None:
+    """`done`: the act succeeded (the log was writable before it), so if the file broke meanwhile the
+    event waits for it rather than answering 503 for a change that stands."""
     details = {**note.details, **({"error": error} if error else {})}
     event = audit_request.event(
         request, action, outcome, namespace=namespace, notebook=note.notebook, reason=reason, details=details
     )
-    request.app[keys.AUDIT].emit(event)
+    if done:
+        request.app[keys.AUDIT].emit_after(event)
+    else:
+        request.app[keys.AUDIT].emit(event)

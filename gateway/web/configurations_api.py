@@ -49,7 +49,7 @@ async def create_poddefault(request: web.Request) -> web.Response:
     except GatewayError as exc:
         _emit(request, "configuration.create", _outcome(exc), namespace, details, exc)
         raise
-    _emit(request, "configuration.create", "allowed", namespace, details)
+    _emit(request, "configuration.create", "allowed", namespace, details, done=True)
     return _success(request, message="Configuration created.", poddefault=configuration_item(created))
 
 
@@ -64,7 +64,7 @@ async def delete_poddefault(request: web.Request) -> web.Response:
     except GatewayError as exc:
         _emit(request, "configuration.delete", _outcome(exc), namespace, details, exc)
         raise
-    _emit(request, "configuration.delete", "allowed", namespace, details)
+    _emit(request, "configuration.delete", "allowed", namespace, details, done=True)
     return _success(request, message=f"Configuration {name} deleted.")
 
 
@@ -93,10 +93,14 @@ def _emit(
     namespace: str,
     details: dict[str, object],
     exc: GatewayError | None = None,
+    *,
+    done: bool = False,
 ) -> None:
     extra = {"error": exc.code} if exc is not None else {}
     reason = exc.message if exc is not None else ""
-    audit_request.emit(request, action, outcome, namespace=namespace, reason=reason, details={**details, **extra})
+    audit_request.emit(
+        request, action, outcome, namespace=namespace, reason=reason, details={**details, **extra}, done=done
+    )
 
 
 def _success(request: web.Request, **payload: object) -> web.Response:

@@ -72,6 +72,7 @@ async def list_policies(request: web.Request) -> web.Response:
 async def grant(request: web.Request) -> web.Response:
     rule = _rule(await read_json(request, RULE_BODY_MAX_BYTES))
     _authorize_change(request, rule)
+    request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
     with _store_errors():
         change = await request.app[keys.POLICIES].grant(rule, if_match(request))
     _audit(request, change)
@@ -82,6 +83,7 @@ async def grant(request: web.Request) -> web.Response:
 async def revoke(request: web.Request) -> web.Response:
     rule = _rule(await read_json(request, RULE_BODY_MAX_BYTES))
     _authorize_change(request, rule)
+    request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
     with _store_errors():
         change = await request.app[keys.POLICIES].revoke(rule, if_match(request))
     _audit(request, change)
@@ -100,6 +102,7 @@ async def replace(request: web.Request) -> web.Response:
         except PolicyError as exc:
             raise BadRequest(f"rules[{index}]: {exc.message}", field=f"rules[{index}].{exc.field or ''}") from None
     _require_manage(request, EVERY_NAMESPACE, CLUSTER_ONLY)
+    request.app[keys.AUDIT].require_writable()
     with _store_errors():
         before, after, changes = await request.app[keys.POLICIES].replace_rules(rules, if_match(request))
     for change in changes:
@@ -225,9 +228,11 @@ def _store_errors() -> Iterator[None]:
 
 def _audit(request: web.Request, change: Change) -> None:
     """`policy.grant` / `policy.revoke`, with the rule, the store version before and after, and
-    whether anything changed (a grant of a rule already there changes nothing)."""
+    whether anything changed (a grant of a rule already there changes nothing). The change is made by
+    now, so an audit file that broke since `require_writable` keeps the event waiting rather than
+    answering 503 for a change that stands."""
     rule = change.rule
-    request.app[keys.AUDIT].emit(
+    request.app[keys.AUDIT].emit_after(
         AuditEvent(
             action=change.action,
             outcome="allowed",

@@ -36,6 +36,7 @@ async def create(request: web.Request) -> web.Response:
     _require_cluster_admin(request)
     profile = parse_profile(await read_json(request, PROFILE_BODY_MAX_BYTES))
     provisioner = _provisioner(request)
+    request.app[keys.AUDIT].require_writable()  # 503 before anything is made, never after
     await provisioner.create(profile)
     if provisioner.mode == "gateway":  # in Kubeflow the Profile's owner comes in through GATEWAY_KUBEFLOW_POLICIES
         await request.app[keys.POLICIES].grant(Rule(profile.owner, profile.name, "admin"))
@@ -53,6 +54,7 @@ async def delete(request: web.Request) -> web.Response:
     if request.query.get("confirm") != name:
         raise BadRequest(f"Add ?confirm={name} to delete profile {name} and everything in it.", field="confirm")
     provisioner = _provisioner(request)
+    request.app[keys.AUDIT].require_writable()
     await provisioner.delete(name)
     revoked = []
     if provisioner.mode == "gateway":
@@ -80,7 +82,8 @@ def _provisioner(request: web.Request) -> Provisioner:
 
 
 def _audit(request: web.Request, action: str, namespace: str, details: dict[str, object]) -> None:
-    request.app[keys.AUDIT].emit(
+    """After the act (checked writable before it): a file that broke meanwhile keeps the event waiting."""
+    request.app[keys.AUDIT].emit_after(
         AuditEvent.by(
             request[keys.IDENTITY],
             action,
