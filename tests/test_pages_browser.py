@@ -318,6 +318,37 @@ async def test_a_namespace_admin_adds_a_configuration_and_a_new_server_uses_it(
     assert "/etc/store" in [mount["mountPath"] for mount in mounts]
 
 
+async def test_deleting_a_server_can_take_the_volumes_made_with_it(
+    page: Page, kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    with dev_gateway_running(tmp_path, backend="kubernetes", kubeconfig=str(kubeconfig), profiles="gateway") as gateway:
+        await page.goto(gateway.url("/notebooks/new?ns=alice"))
+        await sign_in(page, "alice@example.com")
+        for name in ("kept", "scrapped"):
+            await page.goto(gateway.url("/notebooks/new?ns=alice"))
+            await form_ready(page)
+            await page.get_by_label("Name", exact=True).fill(name)
+            await page.get_by_role("button", name="LAUNCH").click()
+            await expect(server_row(page, name)).to_be_visible()
+        claims = {claim["metadata"]["name"] for claim in kube_api.objects("persistentvolumeclaims", "alice")}
+        assert {claim for claim in claims if claim.startswith(("kept", "scrapped"))} == {
+            "kept-workspace", "scrapped-workspace"
+        }  # fmt: skip
+        dialog = page.get_by_role("dialog")
+        for name, with_volumes in (("kept", False), ("scrapped", True)):
+            await server_row(page, name).get_by_role("button", name="DELETE").click()
+            volumes = dialog.get_by_label("Also delete the volumes created with this server", exact=False)
+            await expect(volumes).not_to_be_checked()  # never ticked for you
+            if with_volumes:
+                await volumes.check()
+            await dialog.get_by_role("button", name="DELETE").click()
+            await expect(server_row(page, name)).to_be_hidden()
+        await expect(page.locator("#banner")).to_contain_text("Volumes deleted: scrapped-workspace")
+    claims = {claim["metadata"]["name"] for claim in kube_api.objects("persistentvolumeclaims", "alice")}
+    assert "kept-workspace" in claims and "scrapped-workspace" not in claims
+
+
 async def test_a_cluster_admin_creates_and_deletes_a_profile(page: Page, kube_api: FakeKubeAPI, tmp_path: Path) -> None:
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
     with dev_gateway_running(tmp_path, backend="kubernetes", kubeconfig=str(kubeconfig), profiles="gateway") as gateway:

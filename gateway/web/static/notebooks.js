@@ -162,13 +162,14 @@
     if (!document.hidden) schedule(0);
   });
 
-  async function act(row, label, method, url, body) {
+  // `report`: show the gateway's message when done (e.g. which volumes went and which were kept).
+  async function act(row, label, method, url, body, { report = false } = {}) {
     const name = row.dataset.name;
     busy.set(name, label);
     update(row, row.notebook);
     try {
-      await Gateway.call(method, url, body);
-      Gateway.banner("");
+      const payload = await Gateway.call(method, url, body);
+      Gateway.banner(report && payload ? payload.message : "", "info");
     } catch (err) {
       if (err.status !== 401) Gateway.banner(`${name}: ${err.message}`);
     } finally {
@@ -177,11 +178,18 @@
     if (await refresh()) schedule();
   }
 
+  // Resolves to null (cancelled) or { volumes } (whether to delete the volumes made with the server).
   function confirmDelete(name) {
     return new Promise((resolve) => {
+      const volumes = dialog.querySelector("[data-volumes]");
       dialog.querySelector("[data-name]").textContent = name;
+      volumes.checked = false; // never carried over from the last server
       dialog.returnValue = "";
-      dialog.addEventListener("close", () => resolve(dialog.returnValue === "delete"), { once: true });
+      dialog.addEventListener(
+        "close",
+        () => resolve(dialog.returnValue === "delete" ? { volumes: volumes.checked } : null),
+        { once: true },
+      );
       dialog.showModal();
     });
   }
@@ -199,7 +207,10 @@
       const stop = !notebook.stopped;
       await act(row, stop ? "Stopping" : "Starting", "PATCH", url, { stopped: stop });
     } else if (action === "delete") {
-      if (await confirmDelete(notebook.name)) {
+      const choice = await confirmDelete(notebook.name);
+      if (choice && choice.volumes) {
+        await act(row, "Deleting", "DELETE", `${url}?volumes=true`, undefined, { report: true });
+      } else if (choice) {
         await act(row, "Deleting", "DELETE", url);
       }
       button.isConnected ? button.focus() : document.getElementById("servers-title").focus();
