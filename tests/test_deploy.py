@@ -22,7 +22,7 @@ from gateway.config import ENV_PREFIX, Settings
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 KUBECTL = shutil.which("kubectl")
-KUSTOMIZATIONS = ["base", "overlays/standalone", "overlays/kubeflow", "notebook-namespace"]
+KUSTOMIZATIONS = ["base", "overlays/standalone", "overlays/kubeflow", "notebook-namespace", "notebook-namespace-istio"]
 OVERLAYS = ["overlays/standalone", "overlays/kubeflow"]
 # What a cluster (with Istio, for Kubeflow) knows: nothing here needs a CRD the install lacks.
 KNOWN_KINDS = {
@@ -38,6 +38,7 @@ KNOWN_KINDS = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
     ("networking.istio.io/v1beta1", "VirtualService"),
+    ("security.istio.io/v1beta1", "AuthorizationPolicy"),
 }
 # KubeClient method -> the RBAC verb its request needs (a dry-run create is still a create).
 VERB_OF_METHOD = {"get": "get", "list": "list", "watch": "watch", "create": "create", "patch": "patch"}
@@ -349,6 +350,20 @@ def test_notebook_pods_admit_only_the_gateway_and_their_namespace(rendered: dict
     assert peer["podSelector"]["matchLabels"].items() <= gateway["spec"]["template"]["metadata"]["labels"].items()
     assert gateway_rule["ports"] == [{"protocol": "TCP", "port": 8888}]
     assert namespace_rule == {"from": [{"podSelector": {}}]}
+
+
+def test_with_istio_the_gateways_identity_is_admitted_to_profile_namespaces(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    objects = by_kind(rendered["notebook-namespace-istio"])
+    assert objects["NetworkPolicy"] == by_kind(rendered["notebook-namespace"])["NetworkPolicy"]
+    policy = objects["AuthorizationPolicy"]
+    assert "namespace" not in policy["metadata"] and policy["spec"]["action"] == "ALLOW"
+    [rule] = policy["spec"]["rules"]
+    [source] = rule["from"]
+    gateway = by_kind(rendered["overlays/kubeflow"])["Deployment"]
+    account = gateway["spec"]["template"]["spec"]["serviceAccountName"]
+    assert source["source"]["principals"] == [f"cluster.local/ns/{gateway['metadata']['namespace']}/sa/{account}"]
 
 
 def test_notebook_image_starts_jupyter_as_kubeflow_expects() -> None:
