@@ -1,5 +1,6 @@
-"""`notebook-gateway audit verify DIR` (is the hash chain whole?) and `notebook-gateway audit query`
-(the API's filters, for the terminal: JSON lines or CSV, newest first)."""
+"""`notebook-gateway audit verify DIR` (is the hash chain whole, and does it hold what was kept of it
+elsewhere: anchors, the Redis stream?) and `notebook-gateway audit query` (the API's filters, for the
+terminal: JSON lines or CSV, newest first)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 from pathlib import Path
 
 import redis.asyncio as redis
+from redis.exceptions import RedisError
 
 from . import config
 from .audit.index import FileIndex
 from .audit.query import MAX_LIMIT, AuditStore, BadQuery, Filter, StoreUnavailable, make_filter, to_csv
 from .audit.redis_sink import RedisAuditStore
-from .audit.verify import verify
+from .audit.stream_copy import read_chain_id, read_stream_copy
+from .audit.verify import Anchor, Report, StreamCopy, verify
 
 FILTERS = ("user", "namespace", "notebook", "action", "outcome", "since", "until", "text")
 
@@ -26,6 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("directory", type=Path, help="the audit directory (GATEWAY_AUDIT_DIR), or a copy of it")
     check.add_argument("--key-file", type=Path, help="file holding the HMAC key (default: GATEWAY_AUDIT_HMAC_KEY)")
     check.add_argument("--complete", action="store_true", help="fail if the chain does not begin at event 1")
+    check.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        type=_anchor,
+        metavar="SEQ:HASH",
+        help="fail unless the files hold event SEQ with this hash (an `anchor:` an earlier verify printed); repeatable",
+    )
+    check.add_argument(
+        "--redis",
+        metavar="URL",
+        help="also compare with this directory's events in the Redis stream (catches events cut from the end)",
+    )
     search = commands.add_parser("query", help="search the audit log (newest first) as JSON lines or CSV")
     source = search.add_mutually_exclusive_group()
     source.add_argument("--dir", type=Path, help="an audit directory (default: GATEWAY_AUDIT_DIR)")
@@ -56,6 +72,13 @@ def _settings(args: argparse.Namespace) -> config.Settings | None:
         return None
 
 
+def _anchor(text: str) -> Anchor:
+    try:
+        return Anchor.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run_verify(args: argparse.Namespace) -> int:
     if not args.directory.is_dir():
         print(f"notebook-gateway: {args.directory} is not a directory", file=sys.stderr)
@@ -67,22 +90,63 @@ def run_verify(args: argparse.Namespace) -> int:
         if settings is None:
             return 2
         key = settings.audit_hmac_key.get_secret_value().encode() if settings.audit_hmac_key else None
-    report = verify(args.directory, key, complete=args.complete)
-    span = f" ({report.first_seq}-{report.last_seq})" if report.events else ""
-    print(f"checked {report.files} file(s), {report.events} event(s){span}" + (f", {report.alg}" if report.alg else ""))
-    for note in report.notes:
-        print(note)
+    copy: StreamCopy | None = None
+    if args.redis is not None:
+        # Redis first, then the files: the shipper reads the files, so whatever the stream holds now was
+        # in the files before; read the other way round, events shipped meanwhile would look cut.
+        chain_id = read_chain_id(args.directory)
+        if chain_id is None:
+            print(
+                f"notebook-gateway: cannot check against Redis: {args.directory} has no chain-id file", file=sys.stderr
+            )
+            return 2
+        try:
+            copy = asyncio.run(_read_copy(args.redis, chain_id))
+        except (RedisError, OSError, ValueError) as exc:
+            print(f"notebook-gateway: cannot check against Redis: {exc}", file=sys.stderr)
+            return 2
+    report = verify(args.directory, key, complete=args.complete, anchors=args.anchor, copy=copy)
+    _print_report(report, copy)
     if report.problem is not None:
         print(report.problem)
         if report.problem.kind == "missing_key":
             print("give the key with --key-file or GATEWAY_AUDIT_HMAC_KEY", file=sys.stderr)
             return 2
+        if report.problem.kind == "unchecked":
+            print("CANNOT CHECK: nothing in Redis to compare with", file=sys.stderr)
+            return 2
         print("FAILED: the audit log was tampered with (the first problem is shown)", file=sys.stderr)
         return 1
     if report.events:
         print(f"OK: the chain is whole. Last event: {report.last_seq} at {report.last_time}, hash {report.last_hash}")
-        print("(to see that nothing was cut from the end, compare that hash with a copy kept elsewhere)")
+        print(f"anchor: {report.anchor}")
+        if copy is None and not args.anchor:
+            print("(keep that anchor elsewhere; `verify --anchor` with it later catches events cut from the end)")
     return 0
+
+
+async def _read_copy(url: str, chain_id: str) -> StreamCopy:
+    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        return await read_stream_copy(client, chain_id)
+    finally:
+        await client.aclose()
+
+
+def _print_report(report: Report, copy: StreamCopy | None) -> None:
+    span = f" ({report.first_seq}-{report.last_seq})" if report.events else ""
+    print(f"checked {report.files} file(s), {report.events} event(s){span}" + (f", {report.alg}" if report.alg else ""))
+    for note in report.notes:
+        print(note)
+    for anchor in report.anchors:
+        print(f"anchor {anchor.seq} matches")
+    if copy is not None and report.problem is None:
+        compared, others = report.compared, report.events - len(report.compared)
+        span = f" ({min(compared)}-{max(compared)})" if compared else ""
+        print(
+            f"compared {len(compared)} of {report.events} event(s){span} with the Redis stream (chain {copy.chain_id})"
+            + (f"; the other {others} are not in it (trimmed, or not shipped yet)" if others else "")
+        )
 
 
 async def run_query(args: argparse.Namespace) -> int:

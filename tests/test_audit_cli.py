@@ -95,3 +95,100 @@ def test_query_reads_the_cluster_wide_stream_from_redis(
     assert main(["audit", "query", "--redis", own_redis_server.url, "--user", "alice", "--format", "csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [(row["actor"], row["seq"]) for row in rows] == [("alice", "3"), ("alice", "1")]
+
+
+def ship(directory: Path, url: str, count: int) -> None:
+    """`count` events through the real AuditLog and RedisSink into the stream `ngw:audit` at `url`."""
+
+    async def run() -> None:
+        client = redis.Redis.from_url(url)
+        file = ChainedFile(directory, Sealer(), 1 << 20)
+        audit = AuditLog(file, stdout=False)
+        audit.add_sink(RedisSink(client, directory, chain_id=lambda: file.chain_id, latest_seq=lambda: file.seq))
+        await audit.open()
+        for n in range(count):
+            audit.emit(AuditEvent(action="notebook.access", outcome="allowed", actor="alice", details={"n": n}))
+        await audit.close()  # ships what is left before it returns
+        await client.aclose()
+
+    asyncio.run(run())
+
+
+def cut_last(path: Path, count: int) -> None:
+    path.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[:-count]))
+
+
+def test_verify_prints_an_anchor_that_a_later_verify_holds_the_files_to(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, 10)
+    assert main(["audit", "verify", str(tmp_path)]) == 0
+    [anchor] = [
+        line.removeprefix("anchor: ") for line in capsys.readouterr().out.splitlines() if line.startswith("anchor: ")
+    ]
+    assert anchor.startswith("10:")
+    assert main(["audit", "verify", str(tmp_path), "--anchor", anchor]) == 0
+    assert "anchor 10 matches" in capsys.readouterr().out
+    cut_last(path, 2)
+    assert main(["audit", "verify", str(tmp_path)]) == 0  # the files alone cannot show it
+    capsys.readouterr()
+    assert main(["audit", "verify", str(tmp_path), "--anchor", anchor]) == 1
+    captured = capsys.readouterr()
+    assert f"TRUNCATED: anchor {anchor}" in captured.out and "9-10" in captured.out and "tampered" in captured.err
+
+
+def test_verify_refuses_a_malformed_anchor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write(tmp_path, 3)
+    with pytest.raises(SystemExit) as exit:
+        main(["audit", "verify", str(tmp_path), "--anchor", "3:not-a-hash"])
+    assert exit.value.code == 2 and "SEQ:HASH" in capsys.readouterr().err
+
+
+def test_verify_against_redis_counts_what_it_compared_and_catches_a_cut(
+    tmp_path: Path, own_redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ship(tmp_path, own_redis_server.url, 12)
+    assert main(["audit", "verify", str(tmp_path), "--redis", own_redis_server.url]) == 0
+    out = capsys.readouterr().out
+    assert "compared 12 of 12 event(s) (1-12) with the Redis stream" in out and "OK: the chain is whole" in out
+    cut_last(tmp_path / "audit-00000001.jsonl", 3)
+    assert main(["audit", "verify", str(tmp_path), "--redis", own_redis_server.url]) == 1
+    captured = capsys.readouterr()
+    assert "TRUNCATED: the files end at event 9" in captured.out and "3 event(s) (10-12)" in captured.out
+    assert "tampered" in captured.err
+
+
+def test_verify_against_a_trimmed_stream_compares_what_is_left(
+    tmp_path: Path, own_redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ship(tmp_path, own_redis_server.url, 300)
+
+    async def trim() -> None:
+        client = redis.Redis.from_url(own_redis_server.url)
+        await client.xtrim("ngw:audit", maxlen=50, approximate=False)  # as retention does, oldest first
+        await client.aclose()
+
+    asyncio.run(trim())
+    assert main(["audit", "verify", str(tmp_path), "--redis", own_redis_server.url]) == 0
+    out = capsys.readouterr().out
+    assert "compared 50 of 300 event(s) (251-300)" in out and "the other 250 are not in it" in out
+
+
+def test_verify_against_redis_that_does_not_answer_cannot_pass(
+    tmp_path: Path, own_redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ship(tmp_path, own_redis_server.url, 5)
+    own_redis_server.stop()
+    assert main(["audit", "verify", str(tmp_path), "--redis", own_redis_server.url]) == 2
+    captured = capsys.readouterr()
+    assert "cannot check against Redis" in captured.err and "OK" not in captured.out
+
+
+def test_verify_against_redis_cannot_pass_a_chain_redis_never_saw(
+    tmp_path: Path, own_redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ship(tmp_path, own_redis_server.url, 5)
+    (tmp_path / "chain-id").write_text("feedfacefeedface\n")
+    assert main(["audit", "verify", str(tmp_path), "--redis", own_redis_server.url]) == 2
+    captured = capsys.readouterr()
+    assert "UNCHECKED: Redis holds nothing of chain feedfacefeedface" in captured.out and "OK" not in captured.out

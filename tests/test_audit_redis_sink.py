@@ -3,6 +3,7 @@ files while Redis is down (or the gateway is), and are searched through the per-
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
@@ -143,3 +144,17 @@ async def test_search_without_an_index_walks_the_stream_with_every_filter(tmp_pa
     page = await sink.search(Filter(text="CAROL", action="notebook.*"))
     await audit.close()
     assert [e["actor"] for e in page.events] == ["carol"] and page.next_cursor is None
+
+
+async def test_stop_returns_even_when_its_cancel_lands_in_a_redis_command(tmp_path: Path, client: redis.Redis) -> None:
+    """On Python 3.11 a cancel that arrives as redis-py finishes sending a command is lost (asyncio.wait_for);
+    stop() must end the shipper all the same, or the gateway never finishes shutting down."""
+    prefix = new_prefix()
+    for run in range(3):  # from the second run on the client's connection is warm: the cancel lands mid-command
+        audit, sink = await open_log(tmp_path / str(run), client, prefix)
+        for n in range(5):
+            emit(audit, n)
+        closing = asyncio.create_task(audit.close())
+        done, _ = await asyncio.wait({closing}, timeout=30)  # a guard against hanging, not a timing assertion
+        assert closing in done, "stop() did not return: the shipper went on after its cancel"
+        assert sink.shipped == 5

@@ -5,7 +5,8 @@ The local audit files are the spool: the shipper reads events from them in order
 the same atomic Lua call, how far this directory's chain has been shipped. When Redis is down
 nothing is lost or reordered; when it returns (or after a crash) shipping resumes where it stopped.
 
-Keys (prefix `ngw:audit`): the stream `ngw:audit` (field `e`: the stored line), sorted sets
+Keys (prefix `ngw:audit`): the stream `ngw:audit` (field `e`: the stored line; `c`: the chain id of
+the directory it came from, since every replica's chain numbers its events from 1), sorted sets
 `ngw:audit:u:<user>`, `ngw:audit:ns:<namespace>`, `ngw:audit:nb:<namespace>/<notebook>` of stream
 ids scored by time, and `ngw:audit:shipped:<chain id>`. Not for Redis Cluster (the script writes
 keys it is not given).
@@ -35,17 +36,17 @@ BATCH = 500  # events per script call (stream ids within one millisecond must st
 UNTIL_SLACK_MS = 3_600_000  # replayed events reach the stream after their time; look this far past `until`
 
 # KEYS: the stream, this chain's shipped position. ARGV: MAXLEN ("0": none), MINID ms ("0": none),
-# the batch's last seq, the rank bound that trims an index to MAXLEN, the index TTL (seconds), then
-# four values per event: the line and its user, namespace and notebook index keys ("" for none).
+# the batch's last seq, the rank bound that trims an index to MAXLEN, the index TTL (seconds), the
+# chain id, then four values per event: the line and its user, namespace and notebook index keys ("" for none).
 SHIP = """
-local n = (#ARGV - 5) / 4
+local n = (#ARGV - 6) / 4
 for i = 0, n - 1 do
-  local base = 6 + i * 4
+  local base = 7 + i * 4
   local id
   if ARGV[1] ~= '0' then
-    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[base])
+    id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[base], 'c', ARGV[6])
   else
-    id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[base])
+    id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[base], 'c', ARGV[6])
   end
   local dash = string.find(id, '-', 1, true)
   local seq = tonumber(string.sub(id, dash + 1))
@@ -183,6 +184,9 @@ class RedisSink(RedisAuditStore):
         self._positioned = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set by stop(): cancel() alone can be lost. On Python 3.11, asyncio.wait_for (which redis-py uses
+        # to send a command) drops a cancellation that lands as the send completes; the loop would run on.
+        self._stopping = False
 
     # -- as a sink ---------------------------------------------------------------------------------
 
@@ -196,9 +200,11 @@ class RedisSink(RedisAuditStore):
     async def stop(self, timeout_s: float = 3.0) -> None:
         """Ship what is left if Redis answers quickly; otherwise it goes on the next start."""
         if self._task is not None:
+            self._stopping = True
+            self._wake.set()
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Wait for the shipper to end without swallowing a cancel aimed at whoever is stopping us.
+            await asyncio.wait({self._task})
         if self.down is None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(timeout_s):
@@ -222,7 +228,7 @@ class RedisSink(RedisAuditStore):
 
     async def _run(self) -> None:
         delay = 0.5
-        while True:
+        while not self._stopping:
             try:
                 await self.ship()
                 if self.down is not None:
@@ -238,7 +244,8 @@ class RedisSink(RedisAuditStore):
                 self.down = str(exc) or type(exc).__name__
                 self.failures += 1
                 self._positioned = False  # ask Redis where it got to once it is back
-                await asyncio.sleep(delay)
+                if not self._stopping:
+                    await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
     async def ship(self) -> int:
@@ -263,13 +270,13 @@ class RedisSink(RedisAuditStore):
         return total
 
     def _position_key(self) -> str:
-        return f"{self.prefix}:shipped:{self.chain_id()}"
+        return position_key(self.prefix, self.chain_id())
 
     def _arguments(self, batch: list[Stored]) -> list[str | bytes]:
         min_ms = int((time.time() - self.max_age_s) * 1000) if self.max_age_s else 0
         index_ttl_s = int(self.max_age_s) + 60 if self.max_age_s else 0
         args: list[str | bytes] = [str(self.max_events), str(min_ms), str(batch[-1].seq), f"-{self.max_events + 1}"]
-        args.append(str(index_ttl_s))
+        args += [str(index_ttl_s), self.chain_id()]
         for stored in batch:
             record = stored.record
             actor, namespace, notebook = record.get("actor"), record.get("namespace"), record.get("notebook")
@@ -278,6 +285,11 @@ class RedisSink(RedisAuditStore):
             args.append(f"{self.prefix}:ns:{namespace}" if isinstance(namespace, str) else "")
             args.append(f"{self.prefix}:nb:{namespace}/{notebook}" if isinstance(notebook, str) and namespace else "")
         return args
+
+
+def position_key(prefix: str, chain_id: str) -> str:
+    """Where Redis keeps the seq of the last event of a chain that reached the stream."""
+    return f"{prefix}:shipped:{chain_id}"
 
 
 def _parse_cursor(cursor: str | None) -> str | None:
