@@ -31,7 +31,7 @@ class Change:
     """What one write or reload did to the policy, for the audit log and the API's answer."""
 
     action: str  # policy.grant | policy.revoke | policy.reload
-    via: str  # api | replace | auto-profile | first-user | reload
+    via: str  # api | replace | auto-profile | first-user | profile | reload
     version_before: str
     version_after: str
     rule: Rule | None = None  # the rule a grant or revoke named (even when it changed nothing)
@@ -150,18 +150,18 @@ class PolicyManager:
 
     # -- changes ----------------------------------------------------------------------------------
 
-    async def grant(self, rule: Rule, if_match: str | None = None) -> Change:
-        """Add `rule` (idempotent)."""
+    async def grant(self, rule: Rule, if_match: str | None = None, *, via: str = "api") -> Change:
+        """Add `rule` (idempotent). `via` says what asked, for the audit log."""
         before, after = await self._update(lambda doc: doc.with_rule(rule), if_match)
-        return Change("policy.grant", "api", before.version, after.version, rule=rule)
+        return Change("policy.grant", via, before.version, after.version, rule=rule)
 
-    async def revoke(self, rule: Rule, if_match: str | None = None) -> Change:
+    async def revoke(self, rule: Rule, if_match: str | None = None, *, via: str = "api") -> Change:
         """Remove every line holding `rule` (idempotent). A rule that only Kubeflow gives is refused."""
         source = self._external.get(rule)
         if source is not None and rule not in self._doc:
             raise Conflict(MANAGED_ELSEWHERE.format(rule=rule.describe(), kind=source.kind, where=source.location))
         before, after = await self._update(lambda doc: doc.without_rule(rule), if_match)
-        return Change("policy.revoke", "api", before.version, after.version, rule=rule)
+        return Change("policy.revoke", via, before.version, after.version, rule=rule)
 
     async def replace_rules(self, rules: Iterable[Rule], if_match: str | None) -> tuple[str, str, list[Change]]:
         """Replace the whole rule set (If-Match required); (version before, after, one change per rule)."""

@@ -49,7 +49,16 @@ async def test_a_cluster_admin_creates_and_deletes_a_profile_audited(gateways: F
     assert kube_api.get("namespaces", "", "team-a") is None
     assert not [rule for rule in client.app[keys.POLICIES].doc.rules if rule.namespace == "team-a"]
     events = [(e.action, e.actor, e.namespace) for e in audit.events if e.namespace == "team-a"]
-    assert events == [("profile.create", ROOT, "team-a"), ("profile.delete", ROOT, "team-a")]
+    # The owner's role is a policy change of its own, granted and revoked as through the policy API.
+    assert events == [
+        ("profile.create", ROOT, "team-a"),
+        ("policy.grant", ROOT, "team-a"),
+        ("profile.delete", ROOT, "team-a"),
+        ("policy.revoke", ROOT, "team-a"),
+    ]
+    grant, revoke = (e for e in audit.events if e.action.startswith("policy.") and e.namespace == "team-a")
+    assert grant.details["via"] == revoke.details["via"] == "profile"
+    assert grant.details["rule"] == revoke.details["rule"]
 
 
 async def test_only_a_cluster_admin_may_create_or_delete_profiles(gateways: Factory, kube_api: FakeKubeAPI) -> None:

@@ -75,7 +75,7 @@ async def grant(request: web.Request) -> web.Response:
     request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
     with _store_errors():
         change = await request.app[keys.POLICIES].grant(rule, if_match(request))
-    _audit(request, change)
+    audit_change(request, change)
     return _changed(change)
 
 
@@ -86,7 +86,7 @@ async def revoke(request: web.Request) -> web.Response:
     request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
     with _store_errors():
         change = await request.app[keys.POLICIES].revoke(rule, if_match(request))
-    _audit(request, change)
+    audit_change(request, change)
     return _changed(change)
 
 
@@ -106,7 +106,7 @@ async def replace(request: web.Request) -> web.Response:
     with _store_errors():
         before, after, changes = await request.app[keys.POLICIES].replace_rules(rules, if_match(request))
     for change in changes:
-        _audit(request, change)
+        audit_change(request, change)
     added = sum(change.action == "policy.grant" for change in changes)
     body = {"version": after, "previous_version": before, "added": added, "removed": len(changes) - added}
     return web.json_response(body, headers=_etag(after))
@@ -226,7 +226,7 @@ def _store_errors() -> Iterator[None]:
 # -- audit ---------------------------------------------------------------------------------------
 
 
-def _audit(request: web.Request, change: Change) -> None:
+def audit_change(request: web.Request, change: Change) -> None:
     """`policy.grant` / `policy.revoke`, with the rule, the store version before and after, and
     whether anything changed (a grant of a rule already there changes nothing). The change is made by
     now, so an audit file that broke since `require_writable` keeps the event waiting rather than

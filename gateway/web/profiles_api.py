@@ -15,6 +15,7 @@ from ..errors import BadRequest, Forbidden, ServiceUnavailable
 from ..policies import EVERY_NAMESPACE, Rule, is_dns_label
 from ..profiles import Provisioner, describe, parse_profile
 from .bodies import read_json
+from .policies_api import audit_change
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ async def create(request: web.Request) -> web.Response:
     provisioner = _provisioner(request)
     request.app[keys.AUDIT].require_writable()  # 503 before anything is made, never after
     await provisioner.create(profile)
-    if provisioner.mode == "gateway":  # in Kubeflow the Profile's owner comes in through GATEWAY_KUBEFLOW_POLICIES
-        await request.app[keys.POLICIES].grant(Rule(profile.owner, profile.name, "admin"))
     _audit(request, "profile.create", profile.name, {**describe(profile), "mode": provisioner.mode})
+    if provisioner.mode == "gateway":  # in Kubeflow the Profile's owner comes in through GATEWAY_KUBEFLOW_POLICIES
+        owner = Rule(profile.owner, profile.name, "admin")
+        audit_change(request, await request.app[keys.POLICIES].grant(owner, via="profile"))
     return web.json_response({**describe(profile), "mode": provisioner.mode}, status=201)
 
 
@@ -56,14 +58,16 @@ async def delete(request: web.Request) -> web.Response:
     provisioner = _provisioner(request)
     request.app[keys.AUDIT].require_writable()
     await provisioner.delete(name)
-    revoked = []
+    changes = []
     if provisioner.mode == "gateway":
         # Roles in a namespace that is gone would pass to whoever gets a namespace of that name next.
         manager = request.app[keys.POLICIES]
         for rule in [rule for rule in manager.doc.rules if rule.namespace == name]:
-            await manager.revoke(rule)
-            revoked.append(rule.to_json())
+            changes.append(await manager.revoke(rule, via="profile"))
+    revoked = [change.rule.to_json() for change in changes if change.rule is not None]
     _audit(request, "profile.delete", name, {"mode": provisioner.mode, "revoked": revoked})
+    for change in changes:  # each revoked rule is a policy change of its own, as through the policy API
+        audit_change(request, change)
     return web.json_response({"name": name, "deleted": True, "mode": provisioner.mode, "revoked": revoked})
 
 
