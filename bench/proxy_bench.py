@@ -264,6 +264,8 @@ def start_gateway(
         "GATEWAY_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
         # Authorization is on: the bench user may connect to /notebook/bench/nb/ (a cached decision per request).
         "GATEWAY_BOOTSTRAP_ADMINS": "bench@example.com",
+        # The run's own audit log: not the tree's .dev/audit, which a dev gateway there may be writing.
+        "GATEWAY_AUDIT_DIR": str(workdir / "audit"),
     }
     args = [sys.executable, "-m", "gateway", "serve"]
     if profile is not None:  # cProfile writes its stats when SIGTERM ends the server

@@ -51,12 +51,20 @@ class Metrics:
         )
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        # The children `observe_request` updates, found once per label set rather than through
+        # `labels()` (a lock and label validation) on every request. As bounded as the label sets:
+        # four route classes, KNOWN_METHODS + OTHER, the status codes seen.
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, route_class: str, method: str, status: int, duration_s: float) -> None:
         """Count one finished request and its latency."""
         label = method if method in KNOWN_METHODS else "OTHER"
-        self.requests.labels(route_class, label, str(status)).inc()
-        self.latency.labels(route_class).observe(duration_s)
+        children = self._request_children.get((route_class, label, status))
+        if children is None:
+            children = (self.requests.labels(route_class, label, str(status)), self.latency.labels(route_class))
+            self._request_children[route_class, label, status] = children
+        children[0].inc()
+        children[1].observe(duration_s)
 
     def watch_audit(self, stats: Callable[[], AuditStats]) -> None:
         """Export the audit log's counts, read from `stats()` at each scrape (the audit log keeps them)."""

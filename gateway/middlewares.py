@@ -202,12 +202,19 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request with the request id and the query string scrubbed of secrets."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        # The record is made here rather than by `logger.info`, which would first walk the stack to
+        # find its caller (always this method, and no format prints it): one line per request, so it counts.
+        record = logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            __file__,
+            0,
             "%s %s %s %.1fms",
-            request.method,
-            scrub(request.path_qs),
-            response.status,
-            time * 1000,
+            (request.method, scrub(request.path_qs), response.status, time * 1000),
+            None,
             extra={
                 "request_id": request.get(keys.REQUEST_ID, "-"),
                 "remote": request.remote,
@@ -216,3 +223,4 @@ class AccessLogger(AbstractAccessLogger):
                 "bytes": response.body_length,
             },
         )
+        logger.handle(record)

@@ -63,7 +63,10 @@ def check_path(raw_path: str) -> None:
     for index, segment in enumerate(segments):
         if segment == "" and index != len(segments) - 1:
             raise InvalidPath("The path contains an empty segment ('//').")
-        _check_segment(segment)
+        # After the _RAW_PATH match a segment has no raw '/', '\\' or control character, so one with
+        # neither '%' nor '.' passes _check_segment as it is: skip it (every request checks every segment).
+        if "%" in segment or "." in segment:
+            _check_segment(segment)
 
 
 def _check_segment(segment: str) -> None:

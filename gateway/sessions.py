@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -155,6 +156,7 @@ class RedisSessionStore:
 
     def __init__(self, client: redis.Redis, expiry: Expiry, clock: Clock = time.time, prefix: str = "ngw:") -> None:
         self.client, self.expiry, self.clock, self.prefix = client, expiry, clock, prefix
+        self._reads = _ReadBatcher(client)
 
     async def save(self, session: Session) -> None:
         ttl_ms = int(self.expiry.remaining_s(session, self.clock()) * 1000)
@@ -171,10 +173,10 @@ class RedisSessionStore:
 
     async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
         async with _available():
-            raw = await self.client.get(self._key(session_id))
+            raw = await self._reads.get(self._key(session_id))
         if raw is None:
             return None
-        session = Session.from_json(raw)
+        session = self._reads.parse(raw)
         now = self.clock()
         if self.expiry.remaining_s(session, now) <= 0:
             await self.delete(session_id)
@@ -224,6 +226,74 @@ class RedisSessionStore:
         if session.provider_sid:
             indexes.append(self.prefix + f"sid:{session.provider_sid}")
         return indexes
+
+
+_Answer = asyncio.Future[bytes | str | None]  # one read's value, None for a missing key
+_Batch = dict[str, list[_Answer]]  # key -> the reads waiting for it
+
+
+class _ReadBatcher:
+    """Session reads that start in the same turn of the event loop go to Redis as one MGET: one round
+    trip, one command to pack and parse, for all the requests that arrived together.
+
+    This is not a cache: every read is sent after its request arrived, so a sign-out on any replica
+    is seen by the next request, and a failed MGET fails every read in it (a 503 each, as a GET's
+    failure would). `parse` only skips decoding JSON it has decoded before: the bytes still come
+    from Redis each time, and a changed or deleted session never matches an old entry.
+    """
+
+    PARSED_MAX = 1024  # distinct session values kept decoded; cleared when full
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._pending: _Batch | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the pending batch will be flushed on
+        self._flushes: set[asyncio.Task[None]] = set()  # the loop keeps only weak references to tasks
+        self._parsed: dict[bytes, Session] = {}
+
+    async def get(self, key: str) -> bytes | str | None:
+        loop = asyncio.get_running_loop()
+        if self._pending is None or self._loop is not loop:
+            # The flush runs in the next turn of the loop, after every request handler ready in this one.
+            self._pending, self._loop = {}, loop
+            flush = loop.create_task(self._flush(self._pending))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        waiter: _Answer = loop.create_future()
+        self._pending.setdefault(key, []).append(waiter)
+        return await waiter
+
+    async def _flush(self, pending: _Batch) -> None:
+        if self._pending is pending:
+            self._pending = None  # reads from here on make the next batch
+        keys = list(pending)
+        try:
+            values = await self.client.mget(keys) if len(keys) > 1 else [await self.client.get(keys[0])]
+        except asyncio.CancelledError:  # the loop is shutting down: so are the requests waiting
+            for waiter in _waiting(pending.values()):
+                waiter.cancel()
+            raise
+        except Exception as exc:
+            for waiter in _waiting(pending.values()):
+                waiter.set_exception(exc)
+            return
+        for value, waiters in zip(values, pending.values(), strict=True):
+            for waiter in _waiting([waiters]):
+                waiter.set_result(value)
+
+    def parse(self, raw: bytes | str) -> Session:
+        key = raw.encode() if isinstance(raw, str) else raw
+        session = self._parsed.get(key)
+        if session is None:
+            if len(self._parsed) >= self.PARSED_MAX:
+                self._parsed.clear()
+            session = self._parsed[key] = Session.from_json(key)
+        return session
+
+
+def _waiting(batches: Iterable[list[_Answer]]) -> Iterator[_Answer]:
+    """The futures still waiting for an answer (a done one's request was cancelled meanwhile)."""
+    return (waiter for waiters in batches for waiter in waiters if not waiter.done())
 
 
 class _available:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -181,4 +182,77 @@ async def test_a_stopped_redis_is_unavailable_not_signed_out(own_redis_server: R
         await store.load(session.id)
     own_redis_server.start()  # the same data comes back; the client reconnects by itself
     assert await store.load(session.id) == session
+    await client.aclose()
+
+
+async def test_loads_that_arrive_together_each_get_their_own_session(store: SessionStore, clock: Clock) -> None:
+    alice, bob = make_session(clock), make_session(clock, "bob@example.com")
+    await store.save(alice)
+    await store.save(bob)
+    loads = [store.load(alice.id), store.load(bob.id), store.load(new_session_id()), store.load(alice.id)]
+    assert await asyncio.gather(*loads) == [alice, bob, None, alice]
+
+
+async def test_a_load_cancelled_while_waiting_leaves_the_others_alone(redis_server: RedisServer, clock: Clock) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    store = RedisSessionStore(client, EXPIRY, clock=clock, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    alice, bob = make_session(clock), make_session(clock, "bob@example.com")
+    await store.save(alice)
+    await store.save(bob)
+    leaving = asyncio.create_task(store.load(alice.id))
+    staying = asyncio.create_task(store.load(bob.id))
+    await asyncio.sleep(0)  # both are waiting for Redis's answer now (a client that left, and one that stays)
+    leaving.cancel()
+    assert await staying == bob
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    assert await store.load(alice.id) == alice
+    await client.aclose()
+
+
+async def test_a_sign_out_on_another_replica_ends_the_session_at_once(redis_server: RedisServer, clock: Clock) -> None:
+    """Replicas share nothing but Redis: what one changes or deletes, the next load on another sees."""
+    clients = [redis.Redis.from_url(redis_server.url) for _ in range(2)]
+    here, there = (RedisSessionStore(client, EXPIRY, clock=clock, prefix="replicas:") for client in clients)
+    session = make_session(clock)
+    await here.save(session)
+    assert await here.load(session.id) == session
+    renamed = Session(session.id, Identity("alice@example.com", groups=("admins",)), clock.now, clock.now)
+    await there.save(renamed)
+    assert await here.load(session.id) == renamed
+    await there.delete(session.id)
+    assert await here.load(session.id) is None
+    for client in clients:
+        await client.aclose()
+
+
+async def test_loads_that_arrive_together_all_fail_while_redis_is_down(
+    own_redis_server: RedisServer, clock: Clock
+) -> None:
+    client = redis.Redis.from_url(own_redis_server.url)
+    store = RedisSessionStore(client, EXPIRY, clock=clock)
+    sessions = [make_session(clock), make_session(clock, "bob@example.com")]
+    for session in sessions:
+        await store.save(session)
+    own_redis_server.stop()
+    outcomes = await asyncio.gather(*(store.load(s.id) for s in sessions), return_exceptions=True)
+    assert [type(outcome) for outcome in outcomes] == [ServiceUnavailable, ServiceUnavailable]
+    own_redis_server.start()
+    assert await asyncio.gather(*(store.load(s.id) for s in sessions)) == sessions
+    await client.aclose()
+
+
+async def test_loads_that_arrive_together_cost_redis_one_command(own_redis_server: RedisServer, clock: Clock) -> None:
+    """What keeps a busy gateway's session checks cheap: one MGET for all the requests of a loop turn."""
+    client = redis.Redis.from_url(own_redis_server.url)
+    store = RedisSessionStore(client, EXPIRY, clock=clock)
+    sessions = [make_session(clock, f"user{index}@example.com") for index in range(5)]
+    for session in sessions:
+        await store.save(session)
+    await client.config_resetstat()
+    assert await asyncio.gather(*(store.load(s.id) for s in sessions * 2)) == sessions * 2
+    stats = await client.info("commandstats")
+    assert {name: stats[name]["calls"] for name in ("cmdstat_get", "cmdstat_mget") if name in stats} == {
+        "cmdstat_mget": 1
+    }
     await client.aclose()
