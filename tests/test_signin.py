@@ -264,6 +264,17 @@ async def test_failed_sign_ins_are_rate_limited_per_client(fake: FakeIdP, start_
     assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
 
 
+async def test_a_provider_outage_is_not_counted_as_the_users_failure(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    client = await start_gateway(unused_port(), login_failures_max=2, **fake_settings(fake))
+    fake.token_down = True
+    for _ in range(3):
+        assert (await sign_in_fake(client, fake)).status == 502
+    fake.token_down = False
+    assert (await sign_in_fake(client, fake)).status == 302 and has_session(client)
+
+
 async def test_a_provider_outage_keeps_sessions_but_sign_in_says_why(
     fake: FakeIdP, start_gateway: StartGateway
 ) -> None:

@@ -47,12 +47,14 @@ async def check(request: web.Request, username: str | None = None) -> None:
 
 async def failed(request: web.Request, exc: GatewayError, *, audit: bool, reason: str | None = None) -> None:
     """Count a failed sign-in against the client's IP and, when vouched for, its user; `reason` is for
-    the audit log, when it should say more than the message the user sees."""
+    the audit log, when it should say more than the message the user sees. Our own outage (the
+    provider or Redis unreachable, a 5xx) is not the client's failure and is not counted."""
     counter = request.app[keys.FAILURES]
     username = vouched_username(exc)
-    await counter.fail(f"ip:{request[keys.CLIENT_IP]}")
-    if username:
-        await counter.fail(f"user:{username}")
+    if exc.status < 500:
+        await counter.fail(f"ip:{request[keys.CLIENT_IP]}")
+        if username:
+            await counter.fail(f"user:{username}")
     if audit:
         _emit(request, username, "auth.login", "failed", reason=reason or exc.message)
 

@@ -144,6 +144,7 @@ class FakeIdP:
         self.id_token_ttl_s = 3600
         self.access_token_ttl_s = 3600
         self.discovery_overrides: dict[str, Any] = {}
+        self.token_down = False  # True: /token answers 503, as a provider in trouble
         self.jwks_bearer: str | None = None  # set: /jwks answers only to this bearer token (as a Kubernetes API does)
         # State and records.
         self.keys: list[SigningKey] = [SigningKey.generate()]  # all served in the JWKS; the last one signs
@@ -364,6 +365,8 @@ class FakeIdP:
 
     async def _token(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
+        if self.token_down:
+            return oauth_error("temporarily_unavailable", status=503)
         if not self._client_authenticated(request, {k: str(v) for k, v in form.items()}):
             return oauth_error("invalid_client", status=401)
         if form.get("grant_type") == "authorization_code":
