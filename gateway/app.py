@@ -202,7 +202,7 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         BearerIssuer(
             TokenVerifier(
                 idp_http,
-                issuer=str(extra.issuer),
+                issuer=extra.issuer,
                 jwks_url=str(extra.jwks_url) if extra.jwks_url else None,
                 ca_file=extra.ca_file,
                 token_file=extra.token_file,

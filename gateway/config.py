@@ -40,7 +40,8 @@ class BearerIssuer(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    issuer: AnyHttpUrl
+    # Kept exactly as written: a token's `iss` must equal it (a URL type would add a trailing slash).
+    issuer: str = Field(pattern=r"^https?://[^\s/]+")
     audiences: tuple[str, ...] = Field(min_length=1)  # a token for someone else must not open the gateway
     # Required, so that choosing "" (the issuer's users share names with the provider's) is deliberate.
     username_prefix: str

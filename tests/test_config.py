@@ -50,6 +50,7 @@ def test_other_bearer_issuers_come_from_json_in_the_environment_or_tables_in_the
     )
     [cluster] = config.load(file).bearer_issuers
     assert (str(cluster.jwks_url), cluster.username_claim) == ("https://kubernetes.default.svc/openid/v1/jwks", "sub")
+    assert cluster.issuer == "https://kubernetes.default.svc.cluster.local"  # exactly: tokens' iss must equal it
     monkeypatch.setenv(
         "GATEWAY_BEARER_ISSUERS", '[{"issuer": "https://ci.example", "audiences": ["gw"], "username_prefix": "ci:"}]'
     )

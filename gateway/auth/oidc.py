@@ -138,7 +138,8 @@ class TokenVerifier:
         timeout_s: float = 10.0,
     ) -> None:
         self.http = http
-        self.issuer = issuer.rstrip("/")
+        self.issuer = issuer.rstrip("/")  # for finding the verifier of a token; `trust()` pins it exactly
+        self._exact_issuer = issuer
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._jwks_url, self._token_file = jwks_url, token_file
         self._ssl: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_file) if ca_file else True
@@ -161,7 +162,7 @@ class TokenVerifier:
 
     async def trust(self) -> Trust:
         if self._jwks_url is not None:  # no discovery: the key types in the set bound the algorithms
-            return Trust(self.issuer, self._jwks_url, ASYMMETRIC_ALGORITHMS)
+            return Trust(self._exact_issuer, self._jwks_url, ASYMMETRIC_ALGORITHMS)
         provider = await self.provider()
         return Trust(provider.issuer, provider.jwks_uri, provider.algorithms)
 
