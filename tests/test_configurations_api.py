@@ -159,3 +159,48 @@ async def test_the_configurations_page_needs_manage_and_says_when_the_backend_ha
     local: Client = await gateway_factory(backend="local", local_dir=tmp_path / "local")
     page = await local.get("/configurations?ns=alice")
     assert (page.status, "need the Kubernetes backend" in await page.text()) == (200, True)
+
+
+async def test_starting_a_server_again_gives_it_the_configuration_as_it_is_now_and_audits_it(
+    build: Callable[..., Any], kube_api: FakeKubeAPI
+) -> None:
+    client, audit = await build()
+    assert (await client.post(PODDEFAULTS, json=FORM)).status == 200
+    body = {"name": "nb1", "image": IMAGE, "configurations": ["object-store"]}
+    assert (await client.post("/api/namespaces/alice/notebooks", json=body)).status == 200
+    env = [{"name": "STORE_URL", "value": "https://new-store.example.com"}]
+    kube_api.patch(
+        "poddefaults", "alice", "object-store", {"spec": {"env": env, "volumes": None, "volumeMounts": None}}
+    )
+    assert (await client.patch("/api/namespaces/alice/notebooks/nb1", json={"stopped": True})).status == 200
+    resp = await client.patch("/api/namespaces/alice/notebooks/nb1", json={"stopped": False})
+    assert resp.status == 200, await resp.text()
+    notebook = kube_api.get("notebooks", "alice", "nb1")
+    assert notebook is not None and "kubeflow-resource-stopped" not in notebook["metadata"]["annotations"]
+    pod = notebook["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["env"] == env
+    assert "/etc/store" not in [mount["mountPath"] for mount in container["volumeMounts"]]
+    assert not any("secret" in volume for volume in pod["volumes"])
+    [start] = [e for e in audit.events if e.action == "notebook.start"]
+    assert (start.outcome, start.details) == ("allowed", {"configurations": ["object-store"]})
+    assert "https://new-store.example.com" not in json.dumps(start.to_record())
+
+
+async def test_starting_a_server_whose_configuration_was_deleted_succeeds_without_it(
+    build: Callable[..., Any], kube_api: FakeKubeAPI
+) -> None:
+    client, audit = await build()
+    assert (await client.post(PODDEFAULTS, json=FORM)).status == 200
+    body = {"name": "nb1", "image": IMAGE, "configurations": ["object-store"]}
+    assert (await client.post("/api/namespaces/alice/notebooks", json=body)).status == 200
+    assert (await client.patch("/api/namespaces/alice/notebooks/nb1", json={"stopped": True})).status == 200
+    assert (await client.delete(f"{PODDEFAULTS}/object-store")).status == 200
+    resp = await client.patch("/api/namespaces/alice/notebooks/nb1", json={"stopped": False})
+    assert resp.status == 200, await resp.text()
+    notebook = kube_api.get("notebooks", "alice", "nb1")
+    assert notebook is not None
+    [container] = notebook["spec"]["template"]["spec"]["containers"]
+    assert container["env"] == [] and "/etc/store" not in [m["mountPath"] for m in container["volumeMounts"]]
+    [start] = [e for e in audit.events if e.action == "notebook.start"]
+    assert (start.outcome, start.details) == ("allowed", {})

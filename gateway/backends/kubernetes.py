@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -35,15 +36,25 @@ from .notebook_resource import (
     CREATOR_ANNOTATION,
     START_PATCH,
     claim_names,
+    injected_configurations,
+    is_stopped,
     made_volumes,
     new_claims,
     notebook_object,
     pvc_object,
     read_notebook,
+    reconfiguring_start_patch,
     stop_patch,
+    with_injected,
     with_made_volumes,
 )
-from .poddefaults import apply_poddefaults, selector_label
+from .poddefaults import (
+    apply_poddefaults,
+    chosen_poddefaults,
+    configuration_labels,
+    remove_injected,
+    selector_label,
+)
 from .watcher import (
     WATCH_TIMEOUT_S,
     NotebookWatcher,
@@ -58,6 +69,7 @@ from .watcher import (
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = "Kubernetes API unavailable"
+START_ATTEMPTS = 3  # a start that re-applies configurations retries when the Notebook changed under it
 Subject = Literal["notebook", "new notebook", "volume"]
 
 
@@ -198,10 +210,9 @@ class KubernetesBackend:
         claims = [pvc_object(namespace, volume, notebook=spec.name) for volume in new_claims(spec)]
         body = notebook_object(namespace, spec, creator=creator)
         client = self.client
-        if spec.configurations:
-            chosen = await self._chosen_poddefaults(namespace, spec.configurations)
-            if self.apply_poddefaults:
-                body = apply_poddefaults(body, chosen)
+        chosen = await self._chosen_poddefaults(namespace, spec.configurations) if spec.configurations else []
+        if self.apply_poddefaults:  # recorded even when empty: a start then knows the template is all the user's
+            body = with_injected(body, apply_poddefaults(body, chosen))
         with kube_errors("new notebook", namespace, spec.name):
             await client.create(NOTEBOOKS, namespace, body, dry_run=True)
         for claim in claims:
@@ -232,8 +243,7 @@ class KubernetesBackend:
 
     async def _chosen_poddefaults(self, namespace: str, labels: tuple[str, ...]) -> builtins.list[JsonObject]:
         """The namespace's PodDefaults selecting `labels`; a label none selects is refused."""
-        available = await self.poddefaults(namespace)
-        chosen = [obj for obj in available if selector_label(obj) in labels]
+        chosen = chosen_poddefaults(await self.poddefaults(namespace), labels)
         missing = sorted(set(labels) - {selector_label(obj) for obj in chosen})
         if missing:
             raise InvalidNotebookSpec(
@@ -280,8 +290,48 @@ class KubernetesBackend:
         return await self._patch(namespace, name, stop_patch(self.clock()))
 
     async def start(self, namespace: str, name: str) -> Notebook:
-        """Remove `kubeflow-resource-stopped`; the controller starts the server again."""
-        return await self._patch(namespace, name, START_PATCH)
+        """Remove `kubeflow-resource-stopped`; the controller starts the server again. Where the gateway
+        applies configurations (no webhook), the same patch re-applies them as they are now, as the
+        webhook would to the new pod: see `_start_patch`."""
+        if not self.apply_poddefaults:
+            return await self._patch(namespace, name, START_PATCH)
+        self._check_served(namespace)
+        attempts = START_ATTEMPTS
+        while True:
+            with kube_errors("notebook", namespace, name):
+                current = await self.client.get(NOTEBOOKS, namespace, name)
+            patch = await self._start_patch(namespace, current)
+            try:
+                return await self._patch(namespace, name, patch)
+            except Conflict:  # edited between our read and our patch: read it again
+                attempts -= 1
+                if not attempts:
+                    raise
+                log.info("notebook %s/%s changed while starting; retrying", namespace, name)
+
+    async def _start_patch(self, namespace: str, current: JsonObject) -> JsonObject:
+        """START_PATCH, plus, for a stopped Notebook with the gateway's record of what it injected: that
+        taken out and the PodDefaults selecting the Notebook's labels now applied (as at creation, what
+        the user set wins). A running Notebook gets no new pod, so its template is left as it is."""
+        injected = injected_configurations(current)
+        if injected is None or not is_stopped(current):
+            return START_PATCH
+        metadata = current.get("metadata")
+        labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        wanted = configuration_labels(labels) if isinstance(labels, dict) else []
+        chosen = chosen_poddefaults(await self.poddefaults(namespace), wanted) if wanted else []
+        updated = copy.deepcopy(current)
+        remove_injected(updated, injected)
+        reapplied = apply_poddefaults(updated, chosen)
+        gone = sorted(set(injected) - set(reapplied))
+        log.info(
+            "starting notebook %s/%s with configurations %s (no longer there: %s)",
+            namespace,
+            _name(current),
+            ", ".join(reapplied) or "-",
+            ", ".join(gone) or "-",
+        )
+        return reconfiguring_start_patch(current, updated, reapplied)
 
     async def _patch(self, namespace: str, name: str, patch: JsonObject) -> Notebook:
         self._check_served(namespace)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from . import Notebook, NotebookSpec, Status, Volume
+from .poddefaults import Injected, injected_record, read_injected
 
 JsonObject = dict[str, object]
 
@@ -25,6 +26,10 @@ HEADERS_ANNOTATION = "notebooks.kubeflow.org/http-headers-request-set"
 # `volumes=true` may remove (by uid, so a claim re-made under the same name by someone else is safe).
 VOLUMES_ANNOTATION = "notebook-gateway.kubeflow.org/volumes"
 MADE_FOR_LABEL = "notebook-gateway.kubeflow.org/notebook"  # on a PVC the gateway made: for which notebook
+# Where the gateway applies configurations itself (no PodDefault webhook): what it put into the pod
+# template, by configuration label (`poddefaults.injected_record`). A start takes exactly that out
+# again before it applies the configurations as they are then; a Notebook without it is left alone.
+INJECTED_ANNOTATION = "notebook-gateway.kubeflow.org/poddefaults"
 # Kubeflow profiles bind this account to kubeflow-edit, so code in the notebook can itself create
 # Pods, Deployments, Services, Jobs, TFJobs and PyTorchJobs in its namespace.
 SERVICE_ACCOUNT = "default-editor"
@@ -134,6 +139,20 @@ def made_volumes(obj: JsonObject) -> dict[str, str]:
     return {name: uid for name, uid in data.items() if isinstance(name, str) and isinstance(uid, str) and uid}
 
 
+def with_injected(body: JsonObject, injected: Injected) -> JsonObject:
+    """`body` (a Notebook) recording what applying its configurations put into its pod."""
+    metadata = _dict(body, "metadata")
+    annotations = {**_dict(metadata, "annotations"), INJECTED_ANNOTATION: injected_record(injected)}
+    return {**body, "metadata": {**metadata, "annotations": annotations}}
+
+
+def injected_configurations(obj: JsonObject) -> Injected | None:
+    """What the gateway put into this Notebook's pod from configurations; None when it has no record
+    (made elsewhere, or before the gateway kept one) or an unreadable one."""
+    text = _dict(_dict(obj, "metadata"), "annotations").get(INJECTED_ANNOTATION)
+    return read_injected(text) if isinstance(text, str) else None
+
+
 def claim_names(obj: JsonObject) -> set[str]:
     """Every claim a Notebook's pod uses, whichever container mounts it."""
     pod = _dict(_dict(_dict(obj, "spec"), "template"), "spec")
@@ -146,6 +165,23 @@ def stop_patch(now: datetime) -> JsonObject:
 
 
 START_PATCH: JsonObject = {"metadata": {"annotations": {STOP_ANNOTATION: None}}}  # merge patch: null removes
+
+
+def reconfiguring_start_patch(current: JsonObject, updated: JsonObject, injected: Injected) -> JsonObject:
+    """START_PATCH that also gives the pod `updated`'s containers and volumes (`current` with its
+    configurations re-applied: they were `injected`), so the pod the controller starts has them.
+    A merge patch replaces lists whole, so it names `current`'s resourceVersion: a Notebook edited
+    meanwhile is refused (409) rather than overwritten with the old template."""
+    metadata = _dict(current, "metadata")
+    pod = _dict(_dict(_dict(updated, "spec"), "template"), "spec")
+    template = {field: pod[field] for field in ("containers", "volumes") if field in pod}
+    return {
+        "metadata": {
+            "resourceVersion": metadata.get("resourceVersion"),
+            "annotations": {STOP_ANNOTATION: None, INJECTED_ANNOTATION: injected_record(injected)},
+        },
+        "spec": {"template": {"spec": template}},
+    }
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -189,6 +225,7 @@ def read_spec(obj: JsonObject) -> NotebookSpec:
             workspace = volume
         else:
             data.append(volume)
+    injected = injected_configurations(obj)
     return NotebookSpec(
         name=name,
         image=_str(container, "image"),
@@ -200,7 +237,13 @@ def read_spec(obj: JsonObject) -> NotebookSpec:
         data_volumes=tuple(data),
         server_type=_str(_dict(metadata, "annotations"), SERVER_TYPE_ANNOTATION) or "jupyter",
         image_pull_policy=_str(container, "imagePullPolicy") or "IfNotPresent",
+        # The configurations the gateway applied to the pod template (none known where a webhook applies them).
+        configurations=tuple(injected or ()),
     )
+
+
+def is_stopped(obj: JsonObject) -> bool:
+    return STOP_ANNOTATION in _dict(_dict(obj, "metadata"), "annotations")
 
 
 def is_routable(obj: JsonObject) -> bool:

@@ -1,5 +1,6 @@
 """PodDefaults (kubeflow.org/v1alpha1), the web app's "configurations": read for the NEW SERVER form,
-built from the Configurations page's form, and applied to a Notebook where no admission webhook runs.
+built from the Configurations page's form, and applied to a Notebook where no admission webhook runs
+(at creation, and again at each start with what an earlier application added taken out first).
 
 Pure: plain JSON dicts in and out, no I/O. Secrets are named, never read: a PodDefault refers to a
 Secret by name, so no secret value ever passes through the gateway.
@@ -7,9 +8,11 @@ Secret by name, so no secret value ever passes through the gateway.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from ..errors import BadRequest
 
@@ -153,34 +156,147 @@ def _path(value: object, field: str) -> str:
 # -- applying --------------------------------------------------------------------------------------
 
 
-def apply_poddefaults(notebook: JsonObject, poddefaults: Iterable[JsonObject]) -> JsonObject:
-    """`notebook` with each PodDefault's env, envFrom, volumes and volumeMounts added to its pod, as
-    Kubeflow's admission webhook would add them to the pod; what the notebook already has wins."""
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """What applying one configuration put into a notebook's pod, by the key each item is merged by:
+    env names, envFrom sources (canonical JSON), volume names and mount paths. Names only, no values:
+    it is recorded on the Notebook so that a later start can take exactly these items out again."""
+
+    env: tuple[str, ...] = ()
+    env_from: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    mounts: tuple[str, ...] = ()
+
+    def __add__(self, other: Injection) -> Injection:
+        return Injection(
+            self.env + other.env,
+            self.env_from + other.env_from,
+            self.volumes + other.volumes,
+            self.mounts + other.mounts,
+        )
+
+
+Injected = dict[str, Injection]  # by configuration (selector) label
+
+
+def chosen_poddefaults(poddefaults: Iterable[JsonObject], labels: Iterable[str]) -> list[JsonObject]:
+    """The PodDefaults a notebook with these configuration labels gets: those selecting one of them."""
+    wanted = set(labels)
+    return [obj for obj in poddefaults if selector_label(obj) in wanted]
+
+
+def configuration_labels(labels: Mapping[str, object]) -> list[str]:
+    """A Notebook's labels that choose configurations: `<label>: "true"`, as the form sets them."""
+    return [key for key, value in labels.items() if value == "true"]
+
+
+def apply_poddefaults(notebook: JsonObject, poddefaults: Iterable[JsonObject]) -> Injected:
+    """Add each PodDefault's env, envFrom, volumes and volumeMounts to `notebook`'s pod (in place), as
+    Kubeflow's admission webhook would add them to the pod, and say what was added. What the notebook
+    already has wins, and so does an earlier PodDefault (they come sorted by name)."""
     pod = _dict(_dict(_dict(notebook, "spec"), "template"), "spec")
     containers = _dicts(pod, "containers")
     if not containers:
-        return notebook
+        return {}
     container = containers[0]
+    injected: Injected = {}
     for poddefault in poddefaults:
         spec = _dict(poddefault, "spec")
-        _merge(container, "env", _dicts(spec, "env"), key="name")
-        _merge(container, "envFrom", _dicts(spec, "envFrom"), key=None)
-        _merge(container, "volumeMounts", _dicts(spec, "volumeMounts"), key="mountPath")
-        _merge(pod, "volumes", _dicts(spec, "volumes"), key="name")
-    return notebook
+        added = Injection(
+            env=_merge(container, "env", _dicts(spec, "env"), key="name"),
+            env_from=_merge(container, "envFrom", _dicts(spec, "envFrom"), key=None),
+            volumes=_merge(pod, "volumes", _dicts(spec, "volumes"), key="name"),
+            mounts=_merge(container, "volumeMounts", _dicts(spec, "volumeMounts"), key="mountPath"),
+        )
+        label = selector_label(poddefault)
+        injected[label] = injected.get(label, Injection()) + added
+    return injected
 
 
-def _merge(target: JsonObject, field: str, additions: list[JsonObject], *, key: str | None) -> None:
+def remove_injected(notebook: JsonObject, injected: Mapping[str, Injection]) -> None:
+    """Take out of `notebook`'s pod (in place) what `apply_poddefaults` put in. The merge never added
+    an item whose key the pod already had, so these keys name the gateway's items, not the user's."""
+    pod = _dict(_dict(_dict(notebook, "spec"), "template"), "spec")
+    containers = _dicts(pod, "containers")
+    if not containers:
+        return
+    container, items = containers[0], Injection()
+    for injection in injected.values():
+        items += injection
+    _remove(container, "env", set(items.env), key="name")
+    _remove(container, "envFrom", set(items.env_from), key=None)
+    _remove(container, "volumeMounts", set(items.mounts), key="mountPath")
+    _remove(pod, "volumes", set(items.volumes), key="name")
+
+
+def injected_record(injected: Mapping[str, Injection]) -> str:
+    """`injected` as the Notebook's annotation: JSON {label: {"env": [names], "envFrom": [sources],
+    "volumes": [names], "volumeMounts": [paths]}}, empty lists left out."""
+    record: JsonObject = {}
+    for label, injection in injected.items():
+        fields = (
+            ("env", list(injection.env)),
+            ("envFrom", [json.loads(source) for source in injection.env_from]),
+            ("volumes", list(injection.volumes)),
+            ("volumeMounts", list(injection.mounts)),
+        )
+        record[label] = {field: values for field, values in fields if values}
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def read_injected(text: str) -> Injected | None:
+    """The annotation `injected_record` wrote; None when it is not that shape (nothing is then known
+    to be the gateway's). Items of the wrong type are skipped."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    injected: Injected = {}
+    for label, entry in record.items():
+        if not isinstance(entry, dict):
+            return None
+        injected[label] = Injection(
+            env=tuple(_strs(entry, "env")),
+            env_from=tuple(_canonical(source) for source in _dicts(entry, "envFrom")),
+            volumes=tuple(_strs(entry, "volumes")),
+            mounts=tuple(_strs(entry, "volumeMounts")),
+        )
+    return injected
+
+
+def _merge(target: JsonObject, field: str, additions: list[JsonObject], *, key: str | None) -> tuple[str, ...]:
+    """Append the additions whose key `target[field]` lacks; their keys."""
     current = target.get(field)
     items: list[object] = current if isinstance(current, list) else []
-    seen = {item.get(key) if key else repr(item) for item in items if isinstance(item, dict)}
+    seen = {_key(item, key) for item in items if isinstance(item, dict)}
+    added: list[str] = []
     for addition in additions:
-        marker = addition.get(key) if key else repr(addition)
+        marker = _key(addition, key)
         if marker not in seen:
             items.append(dict(addition))
             seen.add(marker)
+            added.append(marker)
     if items:
         target[field] = items
+    return tuple(added)
+
+
+def _remove(target: JsonObject, field: str, keys: set[str], *, key: str | None) -> None:
+    current = target.get(field)
+    if keys and isinstance(current, list):
+        target[field] = [item for item in current if not (isinstance(item, dict) and _key(item, key) in keys)]
+
+
+def _key(item: JsonObject, key: str | None) -> str:
+    """What an item is merged by: a field (env name, mount path, volume name) or, for an envFrom
+    source, the whole item."""
+    return _str(item, key) if key else _canonical(item)
+
+
+def _canonical(item: JsonObject) -> str:
+    return json.dumps(item, sort_keys=True, separators=(",", ":"))
 
 
 # -- JSON access: anything of the wrong type reads as empty -----------------------------------------
@@ -199,3 +315,8 @@ def _dicts(obj: JsonObject, key: str) -> list[JsonObject]:
 def _str(obj: JsonObject, key: str) -> str:
     value = obj.get(key)
     return value if isinstance(value, str) else ""
+
+
+def _strs(obj: JsonObject, key: str) -> list[str]:
+    value = obj.get(key)
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []

@@ -82,10 +82,12 @@ async def patch_notebook(request: web.Request) -> web.Response:
     namespace, name = _namespace(request), _name(request)
     stopped = _stopped(await read_json(request, MAX_BODY_BYTES))
     action: Action = "stop" if stopped else "start"
-    with _audited(request, f"notebook.{action}", namespace, name):
+    with _audited(request, f"notebook.{action}", namespace, name) as audit:
         _authorize(request, namespace, action, name)
         backend = request.app[keys.BACKEND]
         notebook = await (backend.stop(namespace, name) if stopped else backend.start(namespace, name))
+        if not stopped and notebook.spec.configurations:  # re-applied by the gateway (no PodDefault webhook)
+            audit.details.update(configurations=list(notebook.spec.configurations))
     verb = "stopped" if stopped else "started"
     return _success(request, message=f"Notebook {name} {verb} successfully.", notebook=notebook_item(notebook))
 
