@@ -203,6 +203,17 @@ async def test_stop_and_start_toggle_the_stop_annotation(
     await wait_until(lambda: backend.route("alice", "nb1") is not None)
 
 
+async def test_stop_right_after_start_is_not_skipped(backend: KubernetesBackend, kube_api: FakeKubeAPI) -> None:
+    later(backend)
+    await backend.create("alice", nb_spec(), creator=None)
+    await backend.stop("alice", "nb1")
+    await wait_until(async_phase(backend, "nb1", "stopped"))
+    await backend.start("alice", "nb1")  # the watch has not seen this yet: it still says "stopped"
+    stopped = await backend.stop("alice", "nb1")
+    assert stopped.stopped
+    assert "kubeflow-resource-stopped" in kube_api.get("notebooks", "alice", "nb1")["metadata"]["annotations"]  # type: ignore[index]
+
+
 async def test_delete_removes_the_notebook_and_keeps_its_volumes(
     backend: KubernetesBackend, kube_api: FakeKubeAPI
 ) -> None:

@@ -283,10 +283,15 @@ class KubernetesBackend:
                     log.error("could not remove volume %s/%s after a failed create: %s", namespace, name, exc)
 
     async def stop(self, namespace: str, name: str) -> Notebook:
-        """Set `kubeflow-resource-stopped` (the time); the controller scales the server to zero."""
-        current = await self.get(namespace, name)
-        if current.stopped:
-            return current  # keep the original stop time
+        """Set `kubeflow-resource-stopped` (the time); the controller scales the server to zero.
+
+        Read from the API, not the watch: just after a start the watch may still say "stopped", and
+        a STOP pressed then must not be skipped."""
+        self._check_served(namespace)
+        with kube_errors("notebook", namespace, name):
+            current = await self.client.get(NOTEBOOKS, namespace, name)
+        if is_stopped(current):
+            return read_notebook(current, self.watcher.warnings_in(namespace), self.clock())  # keep its stop time
         return await self._patch(namespace, name, stop_patch(self.clock()))
 
     async def start(self, namespace: str, name: str) -> Notebook:
