@@ -147,6 +147,8 @@ class Provisioner:
                 raise NotFound(f"There is no profile {name}.")
             if _labels(namespace).get(MANAGED_BY) != GATEWAY:
                 raise Conflict(f"Namespace {name} is not a profile made by the gateway; it was left alone.")
+            if _metadata(namespace).get("deletionTimestamp"):
+                return  # Terminating already (the API server would answer a second delete with 409)
             await self.client.delete(NAMESPACES, "", name)
 
     async def list_profiles(self) -> list[Profile]:
@@ -336,6 +338,8 @@ class Provisioner:
         owner = annotations.get(OWNER_ANNOTATION) if isinstance(annotations, dict) else None
         if _labels(existing).get(MANAGED_BY) != GATEWAY:
             raise Conflict(f"Namespace {profile.name} already exists and was not made by the gateway.")
+        if _metadata(existing).get("deletionTimestamp"):  # nothing can be created in it until it is gone
+            raise Conflict(f"Profile {profile.name} is still being deleted; create it again once it is gone.")
         if owner != profile.owner_name:
             raise Conflict(f"Profile {profile.name} already exists, owned by {owner}.")
 

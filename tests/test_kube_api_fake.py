@@ -13,7 +13,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.watch import Watch
 
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_api import FakeKubeAPI, service_account_identity
 
 GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "notebooks"
 # The generated client sends a dict as a JSON Patch unless told (its stubs do not list `_content_type`).
@@ -38,6 +38,14 @@ async def api(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[client.Cus
     )
     async with client.ApiClient(configuration) as api_client:
         yield client.CustomObjectsApi(api_client)
+
+
+@pytest.fixture
+async def api_client(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[client.ApiClient]:
+    configuration = client.Configuration()
+    await config.load_kube_config(str(kube_api.write_kubeconfig(tmp_path / "k")), client_configuration=configuration)
+    async with client.ApiClient(configuration) as api_client:
+        yield api_client
 
 
 def text(exc: ApiException) -> str:
@@ -250,3 +258,292 @@ async def test_an_injected_failure_spares_the_dry_run(api: client.CustomObjectsA
         await create(api, notebook("nb1"))
     assert "denied the request" in text(caught.value)
     assert kube_api.objects(PLURAL) == []
+
+
+# -- RBAC: SubjectAccessReviews ------------------------------------------------------------------
+
+RBAC = "rbac.authorization.k8s.io"
+NOTEBOOKS = {"group": GROUP, "resource": PLURAL}
+
+
+def rule(
+    resources: list[str], verbs: list[str], group: str = "", names: list[str] | None = None
+) -> client.V1PolicyRule:
+    return client.V1PolicyRule(api_groups=[group], resources=resources, verbs=verbs, resource_names=names)
+
+
+def cluster_role(name: str, *rules: client.V1PolicyRule, **labels: str) -> client.V1ClusterRole:
+    return client.V1ClusterRole(metadata=client.V1ObjectMeta(name=name, labels=labels or None), rules=list(rules))
+
+
+def subject(kind: str, name: str, namespace: str | None = None) -> client.RbacV1Subject:
+    return client.RbacV1Subject(
+        kind=kind, name=name, namespace=namespace, api_group=None if kind == "ServiceAccount" else RBAC
+    )
+
+
+def role_ref(role: str, kind: str = "ClusterRole") -> client.V1RoleRef:
+    return client.V1RoleRef(api_group=RBAC, kind=kind, name=role)
+
+
+def role_binding(name: str, role: str, who: client.RbacV1Subject, kind: str = "ClusterRole") -> client.V1RoleBinding:
+    return client.V1RoleBinding(metadata=client.V1ObjectMeta(name=name), role_ref=role_ref(role, kind), subjects=[who])
+
+
+def cluster_role_binding(
+    name: str, role: str, who: client.RbacV1Subject, kind: str = "ClusterRole"
+) -> client.V1ClusterRoleBinding:
+    ref = role_ref(role, kind)
+    return client.V1ClusterRoleBinding(metadata=client.V1ObjectMeta(name=name), role_ref=ref, subjects=[who])
+
+
+async def review(
+    api_client: client.ApiClient,
+    user: str,
+    groups: list[str] | None = None,
+    *,
+    resource: dict[str, str] | None = None,
+    non_resource: dict[str, str] | None = None,
+) -> client.V1SubjectAccessReviewStatus:
+    """A SubjectAccessReview through the client, answered with its status (`allowed`, `reason`)."""
+    attributes = None
+    if resource is not None:
+        attributes = client.V1ResourceAttributes(
+            verb=resource.get("verb"),
+            group=resource.get("group"),
+            resource=resource.get("resource"),
+            namespace=resource.get("namespace"),
+            name=resource.get("name"),
+        )
+    non_resource_attributes = client.V1NonResourceAttributes(**non_resource) if non_resource is not None else None
+    spec = client.V1SubjectAccessReviewSpec(
+        user=user, groups=groups, resource_attributes=attributes, non_resource_attributes=non_resource_attributes
+    )
+    answer = await client.AuthorizationV1Api(api_client).create_subject_access_review(
+        client.V1SubjectAccessReview(spec=spec)
+    )
+    status: client.V1SubjectAccessReviewStatus = answer.status
+    return status
+
+
+async def allowed(
+    api_client: client.ApiClient, user: str, attributes: dict[str, str], groups: list[str] | None = None
+) -> bool:
+    return bool((await review(api_client, user, groups, resource=attributes)).allowed)
+
+
+async def test_a_cluster_role_binding_grants_in_every_namespace_and_a_role_binding_in_its_own(
+    api_client: client.ApiClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.add_namespace("team-b")
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_cluster_role(cluster_role("notebook-reader", rule([PLURAL], ["get", "list"], GROUP)))
+    await rbac.create_cluster_role_binding(
+        cluster_role_binding("read-notebooks", "notebook-reader", subject("User", "bob"))
+    )
+    await rbac.create_namespaced_role_binding(
+        "alice", role_binding("carol-reads", "notebook-reader", subject("User", "carol"))
+    )
+    for namespace in ("alice", "team-b", ""):  # "": across all namespaces
+        answer = await review(api_client, "bob", resource={**NOTEBOOKS, "verb": "list", "namespace": namespace})
+        assert answer.allowed, namespace
+        assert (
+            answer.reason
+            == 'RBAC: allowed by ClusterRoleBinding "read-notebooks" of ClusterRole "notebook-reader" to User "bob"'
+        )
+    assert await allowed(api_client, "carol", {**NOTEBOOKS, "verb": "list", "namespace": "alice"})
+    assert not await allowed(api_client, "carol", {**NOTEBOOKS, "verb": "list", "namespace": "team-b"})
+    assert not await allowed(api_client, "carol", {**NOTEBOOKS, "verb": "list", "namespace": ""})
+    assert not await allowed(api_client, "bob", {**NOTEBOOKS, "verb": "delete", "namespace": "alice"})
+
+
+async def test_an_aggregated_cluster_role_holds_the_rules_of_the_roles_it_selects(api_client: client.ApiClient) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    label = {"rbac.example.com/aggregate-to-monitoring": "true"}
+    monitoring = cluster_role("monitoring")
+    monitoring.aggregation_rule = client.V1AggregationRule(
+        cluster_role_selectors=[client.V1LabelSelector(match_labels=label)]
+    )
+    await rbac.create_cluster_role(monitoring)
+    await rbac.create_cluster_role(cluster_role("monitoring-pods", rule(["pods"], ["get"]), **label))
+    await rbac.create_cluster_role(cluster_role("monitoring-services", rule(["services"], ["list"]), **label))
+    await rbac.create_cluster_role(cluster_role("secrets", rule(["secrets"], ["get"])))
+    await rbac.create_namespaced_role_binding(
+        "alice", role_binding("dave-monitors", "monitoring", subject("User", "dave"))
+    )
+    # As the aggregation controller does, the union is written into the aggregated role's rules.
+    role = await rbac.read_cluster_role("monitoring")
+    assert [(r.resources, r.verbs) for r in role.rules] == [(["pods"], ["get"]), (["services"], ["list"])]
+    assert await allowed(api_client, "dave", {"verb": "get", "resource": "pods", "namespace": "alice"})
+    assert await allowed(api_client, "dave", {"verb": "list", "resource": "services", "namespace": "alice"})
+    assert not await allowed(api_client, "dave", {"verb": "get", "resource": "secrets", "namespace": "alice"})
+    await rbac.delete_cluster_role("monitoring-services")  # a role that leaves takes its rules along
+    assert not await allowed(api_client, "dave", {"verb": "list", "resource": "services", "namespace": "alice"})
+
+
+async def test_group_subjects_match_the_groups_a_review_names(
+    api_client: client.ApiClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.add_namespace("team-b")
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_cluster_role(cluster_role("notebook-reader", rule([PLURAL], ["get"], GROUP)))
+    await rbac.create_namespaced_role_binding(
+        "alice", role_binding("data-team", "notebook-reader", subject("Group", "data-team"))
+    )
+    await rbac.create_cluster_role_binding(
+        cluster_role_binding("everyone", "notebook-reader", subject("Group", "system:authenticated"))
+    )
+    in_alice, in_team_b = (
+        {**NOTEBOOKS, "verb": "get", "namespace": "alice"},
+        {**NOTEBOOKS, "verb": "get", "namespace": "team-b"},
+    )
+    assert await allowed(api_client, "erin", in_alice, ["data-team"])
+    assert not await allowed(api_client, "erin", in_alice)
+    assert not await allowed(api_client, "erin", in_team_b, ["data-team"])
+    assert await allowed(api_client, "erin", in_team_b, ["system:authenticated"])
+
+
+async def test_service_accounts_match_by_name_and_by_their_groups(
+    api_client: client.ApiClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.add_namespace("team-b")
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_cluster_role(cluster_role("job-runner", rule(["jobs"], ["create"], "batch")))
+    # A ServiceAccount subject without a namespace is one of the RoleBinding's own namespace.
+    await rbac.create_namespaced_role_binding(
+        "alice", role_binding("runner", "job-runner", subject("ServiceAccount", "runner"))
+    )
+    in_alice = {"verb": "create", "group": "batch", "resource": "jobs", "namespace": "alice"}
+    in_team_b = {**in_alice, "namespace": "team-b"}
+    assert await allowed(api_client, "system:serviceaccount:alice:runner", in_alice)
+    assert not await allowed(api_client, "system:serviceaccount:team-b:runner", in_alice)
+    # Every service account of team-b, through the group its tokens carry, in team-b only.
+    group = subject("Group", "system:serviceaccounts:team-b")
+    await rbac.create_namespaced_role_binding("team-b", role_binding("team-b-accounts", "job-runner", group))
+    user, groups = service_account_identity("team-b", "builder")
+    assert groups == ["system:serviceaccounts", "system:serviceaccounts:team-b", "system:authenticated"]
+    assert await allowed(api_client, user, in_team_b, groups)
+    assert not await allowed(api_client, user, in_alice, groups)
+    # A SubjectAccessReview is of the groups it names: the server adds none, even for a service account.
+    assert not await allowed(api_client, user, in_team_b)
+    other, its_groups = service_account_identity("alice", "builder")
+    assert not await allowed(api_client, other, in_team_b, its_groups)
+
+
+async def test_resource_names_limit_a_rule_to_the_objects_it_names(api_client: client.ApiClient) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    only = rule(["configmaps"], ["get", "update", "list", "create"], names=["gateway-policy"])
+    await rbac.create_namespaced_role(
+        "alice", client.V1Role(metadata=client.V1ObjectMeta(name="policy-editor"), rules=[only])
+    )
+    await rbac.create_namespaced_role_binding(
+        "alice", role_binding("frank", "policy-editor", subject("User", "frank"), "Role")
+    )
+    configmaps = {"resource": "configmaps", "namespace": "alice"}
+    assert await allowed(api_client, "frank", {**configmaps, "verb": "update", "name": "gateway-policy"})
+    assert not await allowed(api_client, "frank", {**configmaps, "verb": "update", "name": "other"})
+    # A list or a create names no object, so a rule with resourceNames never matches one.
+    assert not await allowed(api_client, "frank", {**configmaps, "verb": "list"})
+    assert not await allowed(api_client, "frank", {**configmaps, "verb": "create"})
+
+
+async def test_non_resource_urls_are_granted_by_cluster_role_bindings_only(api_client: client.ApiClient) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    probes = client.V1PolicyRule(non_resource_urls=["/healthz", "/metrics/*"], verbs=["get"])
+    await rbac.create_cluster_role(cluster_role("probes", probes))
+    await rbac.create_cluster_role_binding(cluster_role_binding("grace-probes", "probes", subject("User", "grace")))
+    await rbac.create_namespaced_role_binding("alice", role_binding("heidi-probes", "probes", subject("User", "heidi")))
+
+    async def may_get(user: str, path: str, verb: str = "get") -> bool:
+        return bool((await review(api_client, user, non_resource={"path": path, "verb": verb})).allowed)
+
+    assert await may_get("grace", "/healthz")
+    assert await may_get("grace", "/metrics/cadvisor")  # `*` at the end is a prefix match
+    assert not await may_get("grace", "/metrics")
+    assert not await may_get("grace", "/healthz", "post")
+    assert not await may_get("heidi", "/healthz")  # a RoleBinding grants in a namespace; a URL is in none
+
+
+async def test_a_review_or_binding_the_server_would_refuse_is_422(api_client: client.ApiClient) -> None:
+    authorization = client.AuthorizationV1Api(api_client)
+    reviews = [
+        (client.V1SubjectAccessReviewSpec(user="bob"), "exactly one of nonResourceAttributes or resourceAttributes"),
+        (
+            client.V1SubjectAccessReviewSpec(resource_attributes=client.V1ResourceAttributes(verb="get")),
+            "at least one of user or group must be specified",
+        ),
+    ]
+    for spec, message in reviews:
+        with pytest.raises(ApiException) as caught:
+            await authorization.create_subject_access_review(client.V1SubjectAccessReview(spec=spec))
+        assert caught.value.status == 422
+        assert message in text(caught.value)
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    with pytest.raises(ApiException) as caught:  # a ClusterRoleBinding grants a ClusterRole, never a Role
+        await rbac.create_cluster_role_binding(cluster_role_binding("x", "pod-reader", subject("User", "bob"), "Role"))
+    assert 'roleRef.kind: Unsupported value: \\"Role\\"' in text(caught.value)
+    with pytest.raises(ApiException) as caught:  # and has no namespace to give a service account
+        await rbac.create_cluster_role_binding(cluster_role_binding("x", "view", subject("ServiceAccount", "runner")))
+    assert "subjects[0].namespace: Required value" in text(caught.value)
+
+
+# -- namespace deletion ----------------------------------------------------------------------------
+
+
+async def test_deleting_a_namespace_deletes_its_notebooks_and_a_watch_sees_each_go(
+    api: client.CustomObjectsApi, api_client: client.ApiClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.add_namespace("team-b")
+    for name in ("nb1", "nb2"):
+        await api.create_namespaced_custom_object(GROUP, VERSION, "team-b", PLURAL, notebook(name))
+    await create(api, notebook("nb3"))  # in alice
+    kube_api.create("configmaps", {"metadata": {"name": "settings"}}, "team-b")
+    since = str(kube_api.revision)
+    core = client.CoreV1Api(api_client)
+    await core.delete_namespace("team-b")
+    seen = []
+    async with Watch() as watch:
+        stream = watch.stream(
+            api.list_cluster_custom_object, GROUP, VERSION, PLURAL, resource_version=since, timeout_seconds=1
+        )
+        async for event in stream:
+            seen.append((event["type"], event["object"]["metadata"]["namespace"], event["object"]["metadata"]["name"]))
+    assert seen == [("DELETED", "team-b", "nb1"), ("DELETED", "team-b", "nb2")]
+    phases = []
+    async with Watch() as watch:  # the namespace was Terminating first, as the API server answers a DELETE
+        async for event in watch.stream(core.list_namespace, resource_version=since, timeout_seconds=1):
+            phases.append((event["type"], event["object"].metadata.name, event["object"].status.phase))
+    assert phases == [("MODIFIED", "team-b", "Terminating"), ("DELETED", "team-b", "Terminating")]
+    with pytest.raises(ApiException) as caught:
+        await core.read_namespace("team-b")
+    assert caught.value.status == 404
+    assert kube_api.objects("configmaps", "team-b") == []
+    assert [nb["metadata"]["name"] for nb in kube_api.objects(PLURAL)] == ["nb3"]
+
+
+async def test_a_terminating_namespace_refuses_new_content_and_waits_for_finalizers(
+    api: client.CustomObjectsApi, api_client: client.ApiClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.hold_namespaces = True  # the namespace controller has not got to it yet
+    core = client.CoreV1Api(api_client)
+    guarded = {**notebook("nb1"), "metadata": {"name": "nb1", "finalizers": ["example.com/backup"]}}
+    await create(api, guarded)
+    await core.delete_namespace("alice")
+    assert (await core.read_namespace("alice")).status.phase == "Terminating"
+    with pytest.raises(ApiException) as caught:
+        await create(api, notebook("nb2"))
+    assert caught.value.status == 403
+    assert "unable to create new content in namespace alice because it is being terminated" in text(caught.value)
+    with pytest.raises(ApiException) as caught:
+        await core.delete_namespace("alice")
+    assert caught.value.status == 409
+    kube_api.hold_namespaces = False
+    kube_api.collect_namespaces()
+    # The notebook's own finalizer holds it, and it holds the namespace.
+    assert kube_api.get(PLURAL, "alice", "nb1")["metadata"]["deletionTimestamp"]  # type: ignore[index]
+    assert kube_api.get("namespaces", "", "alice") is not None
+    await api.patch_namespaced_custom_object(
+        GROUP, VERSION, "alice", PLURAL, "nb1", {"metadata": {"finalizers": None}}, **MERGE
+    )
+    assert kube_api.get(PLURAL, "alice", "nb1") is None
+    assert kube_api.get("namespaces", "", "alice") is None

@@ -257,6 +257,21 @@ async def test_deleting_a_profile_deletes_its_namespace(provisioner: Provisioner
     assert kube_api.get("namespaces", "", "team-a") is None
 
 
+async def test_a_profile_still_being_deleted_is_left_to_go(provisioner: Provisioner, kube_api: FakeKubeAPI) -> None:
+    await provisioner.create(TEAM)
+    kube_api.hold_namespaces = True  # Terminating, as a namespace is while the controller empties it
+    await provisioner.delete("team-a")
+    kube_api.delete("rolebindings", "team-a", "default-editor")  # the namespace controller at work
+    assert await provisioner.reconcile_once() == {}  # nothing is put back in a namespace on its way out
+    with pytest.raises(Conflict, match="still being deleted"):
+        await provisioner.create(TEAM)
+    await provisioner.delete("team-a")  # again: it is going already, which is what was asked
+    kube_api.collect_namespaces()
+    assert kube_api.get("namespaces", "", "team-a") is None
+    await provisioner.create(TEAM)  # once it is gone, the name is free again
+    assert names(kube_api, "rolebindings", "team-a") == ["default-editor", "default-viewer"]
+
+
 @pytest.mark.parametrize(("group", "resource"), JOB_KINDS)
 async def test_default_editor_may_create_jobs_in_its_namespace_only(
     provisioner: Provisioner, kube_api: FakeKubeAPI, group: str, resource: str

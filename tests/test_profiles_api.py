@@ -8,13 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from gateway import keys
+from gateway.backends.kubernetes import KubernetesBackend
+from gateway.backends.watcher import service_resolver
 from gateway.policies import Rule
 from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_controller import KubeController
+from tests.fakes.upstream import FakeUpstream
 from tests.test_api import RecordingAudit
 
-from .conftest import Client
+from .conftest import Client, wait_until
 
 Factory = Callable[..., Any]
 ROOT = "root@example.com"
@@ -59,6 +64,31 @@ async def test_a_cluster_admin_creates_and_deletes_a_profile_audited(gateways: F
     grant, revoke = (e for e in audit.events if e.action.startswith("policy.") and e.namespace == "team-a")
     assert grant.details["via"] == revoke.details["via"] == "profile"
     assert grant.details["rule"] == revoke.details["rule"]
+
+
+async def test_deleting_a_profile_takes_its_notebooks_off_the_gateway(
+    gateways: Factory, kube_api: FakeKubeAPI, aiohttp_server: Any
+) -> None:
+    upstream = await FakeUpstream.start(aiohttp_server)
+    client: Client = await gateways(user=ROOT)
+    assert (await client.post("/api/profiles", json={"name": "team-a", "owner": "alice@example.com"})).status == 201
+    for name in ("nb1", "nb2"):
+        resp = await client.post("/api/namespaces/team-a/notebooks", json={"name": name, "image": "jupyter/base:1"})
+        assert resp.status == 200, await resp.text()
+    backend = client.app[keys.BACKEND]
+    assert isinstance(backend, KubernetesBackend)
+    controller = KubeController(kube_api)  # nb1's pod is the fake upstream, and it is ready
+    backend.set_route_resolver(controller.resolver(service_resolver("cluster.local")))
+    controller.serve("team-a", "nb1", upstream.url)
+    await wait_until(lambda: backend.route("team-a", "nb1") == URL(upstream.url))
+    assert (await client.get("/notebook/team-a/nb1/echo")).status == 200
+    assert (await client.delete("/api/profiles/team-a?confirm=team-a")).status == 200
+    # The namespace took its notebooks with it, and the gateway's watch saw each go.
+    assert kube_api.objects("notebooks", "team-a") == []
+    await wait_until(lambda: backend.route("team-a", "nb1") is None)
+    assert (await client.get("/notebook/team-a/nb1/echo")).status == 404
+    listed = await client.get("/api/namespaces/team-a/notebooks")
+    assert (listed.status, (await listed.json())["notebooks"]) == (200, [])
 
 
 async def test_only_a_cluster_admin_may_create_or_delete_profiles(gateways: Factory, kube_api: FakeKubeAPI) -> None:

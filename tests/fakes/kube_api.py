@@ -5,8 +5,10 @@ It follows the real conventions the gateway relies on: lists with a resourceVers
 error bodies (404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid), merge / strategic-merge /
 JSON patches, label and field selectors, a status subresource, namespaced and cluster-scoped kinds.
 Notebooks, Profiles and PodDefaults are pruned, defaulted and validated against the real CRD schemas in
-`../shared/kubeflow/crds/`. Test hooks: `go_down()` / `come_back()`, `compact()`, `fail_next()`,
-`requests`.
+`../shared/kubeflow/crds/`. Deleting a namespace deletes everything in it (the namespace controller's
+work, done at once); SubjectAccessReviews are answered by RBAC's rules (Role/ClusterRole bindings,
+aggregated ClusterRoles, resourceNames, non-resource URLs). Test hooks: `go_down()` / `come_back()`,
+`compact()`, `fail_next()`, `hold_namespaces` / `collect_namespaces()`, `requests`.
 """
 
 from __future__ import annotations
@@ -95,9 +97,13 @@ RESOURCES = {
         Resource("networking.k8s.io", ("v1",), "networkpolicies", "NetworkPolicy", True),
         Resource("rbac.authorization.k8s.io", ("v1",), "roles", "Role", True),
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "ClusterRole", False),
+        Resource("rbac.authorization.k8s.io", ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
     )
 }
 SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+SUBJECT_ACCESS_REVIEW = Resource("authorization.k8s.io", ("v1",), "subjectaccessreviews", "SubjectAccessReview", False)
+SUBJECT_KINDS = ("User", "Group", "ServiceAccount")
+NAMESPACE_FINALIZER = "kubernetes"  # the namespace controller's: on every namespace, off once it is empty
 
 
 class KubeError(Exception):
@@ -244,9 +250,30 @@ def core_causes(resource: Resource, obj: Obj) -> list[Obj]:
         data = obj.get("data") or {}
         bad = [key for key, value in data.items() if not isinstance(value, str)]
         return [cause("FieldValueTypeInvalid", f"data.{key}", "Invalid value: must be a string") for key in bad]
-    if resource.plural == "rolebindings" and not (obj.get("roleRef") or {}).get("name"):
-        return [cause("FieldValueRequired", "roleRef.name", "Required value")]
+    if resource.plural in ("rolebindings", "clusterrolebindings"):
+        return binding_causes(obj, cluster=resource.plural == "clusterrolebindings")
     return []
+
+
+def binding_causes(binding: Obj, *, cluster: bool) -> list[Obj]:
+    """RBAC's validation of what a binding grants and to whom: a ClusterRoleBinding grants only a
+    ClusterRole, and names each ServiceAccount's namespace (it has none of its own to default to)."""
+    ref, causes = binding.get("roleRef") or {}, []
+    kinds = ("ClusterRole",) if cluster else ("Role", "ClusterRole")
+    if ref.get("kind") not in kinds:
+        supported = ", ".join(f'"{kind}"' for kind in kinds)
+        message = f"Unsupported value: {json.dumps(ref.get('kind'))}: supported values: {supported}"
+        causes.append(cause("FieldValueNotSupported", "roleRef.kind", message))
+    if not ref.get("name"):
+        causes.append(cause("FieldValueRequired", "roleRef.name", "Required value"))
+    for i, subject in enumerate(binding.get("subjects") or []):
+        kind = subject.get("kind")
+        if kind not in SUBJECT_KINDS:
+            message = f'Unsupported value: {json.dumps(kind)}: supported values: "ServiceAccount", "User", "Group"'
+            causes.append(cause("FieldValueNotSupported", f"subjects[{i}].kind", message))
+        elif kind == "ServiceAccount" and cluster and not subject.get("namespace"):
+            causes.append(cause("FieldValueRequired", f"subjects[{i}].namespace", "Required value"))
+    return causes
 
 
 # -- patches -------------------------------------------------------------------------------------
@@ -336,6 +363,31 @@ def label_matcher(selector: str) -> Any:
     return matches
 
 
+def selector_matcher(selector: Obj) -> Any:
+    """A predicate over labels for a LabelSelector object (`matchLabels`, `matchExpressions`), as
+    `metav1.LabelSelectorAsSelector` reads it: the empty selector matches everything."""
+    wanted = selector.get("matchLabels") or {}
+    expressions = selector.get("matchExpressions") or []
+
+    def matches(labels: dict[str, str]) -> bool:
+        if any(labels.get(key) != value for key, value in wanted.items()):
+            return False
+        for expression in expressions:
+            key, values = expression.get("key"), set(expression.get("values") or [])
+            present = key in labels
+            ok = {
+                "In": present and labels.get(key) in values,
+                "NotIn": not present or labels.get(key) not in values,
+                "Exists": present,
+                "DoesNotExist": not present,
+            }.get(expression.get("operator"), False)  # an unknown operator is an error: nothing matches
+            if not ok:
+                return False
+        return True
+
+    return matches
+
+
 def field_matcher(resource: Resource, selector: str) -> Any:
     """A predicate over objects for `metadata.name=x,involvedObject.kind=Notebook,type!=Normal`."""
     requirements = []
@@ -410,6 +462,9 @@ class FakeKubeAPI:
         self._failures: list[InjectedFailure] = []
         self._runner: web.AppRunner | None = None
         self._mode: Literal["up", "503", "refuse"] = "up"
+        # Set to leave deleted namespaces Terminating (content and all) until `collect_namespaces()`.
+        self.hold_namespaces = False
+        self._aggregating = False  # the ClusterRole aggregation controller is at work (no re-entry)
 
     # -- lifecycle and test hooks -----------------------------------------------------------------
 
@@ -509,6 +564,13 @@ class FakeKubeAPI:
             raise not_found(resource, name)
         self._delete(resource, resource.versions[0], current, {}, dry_run=False)
 
+    def collect_namespaces(self) -> None:
+        """Run the namespace controller over every Terminating namespace (for a test that set
+        `hold_namespaces`): what is in it is deleted, and each namespace left empty goes."""
+        for (_, name), namespace in sorted(self._objects["namespaces"].items()):
+            if namespace["metadata"].get("deletionTimestamp"):
+                self._collect_namespace(name)
+
     def get(self, plural: str, namespace: str, name: str) -> Obj | None:
         obj = self._objects[plural].get((namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
@@ -522,33 +584,42 @@ class FakeKubeAPI:
         return self._revision
 
     def review_access(self, review: Obj) -> Obj:
-        """A SubjectAccessReview answered by a small RBAC evaluator over the RoleBindings, Roles and
-        ClusterRoles held here (no ClusterRoleBindings, no aggregation, no non-resource URLs)."""
+        """A SubjectAccessReview, decided as the RBAC authorizer decides: the ClusterRoleBindings first
+        (they grant in every namespace, and cluster-wide), then the RoleBindings of the namespace asked
+        about. It is a review of exactly the user and groups it names: the API server adds no groups to
+        a SubjectAccessReview (`service_account_identity()` gives those a service account's token has)."""
         spec = (review or {}).get("spec") or {}
-        attrs = spec.get("resourceAttributes") or {}
-        user, groups = spec.get("user", ""), set(spec.get("groups") or [])
-        namespace = attrs.get("namespace", "")
-        resource = attrs.get("resource", "") + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
-        allowed_by = next(
-            (
-                binding["metadata"]["name"]
-                for binding in self.objects("rolebindings", namespace)
-                if namespace
-                and any(_subject_matches(s, namespace, user, groups) for s in binding.get("subjects") or [])
-                and any(_rule_allows(rule, attrs, resource) for rule in self._bound_rules(binding, namespace))
-            ),
-            None,
-        )
-        status: Obj = {"allowed": allowed_by is not None}
-        if allowed_by is not None:
-            status["reason"] = f'RBAC: allowed by RoleBinding "{allowed_by}/{namespace}"'
+        _check_review(spec)
+        user, groups = spec.get("user") or "", list(spec.get("groups") or [])
+        attrs = spec.get("resourceAttributes")
+        if attrs is not None:
+            namespace = attrs.get("namespace") or ""
+            allows = functools.partial(_rule_allows, attrs)
+        else:
+            namespace, allows = "", functools.partial(_non_resource_rule_allows, spec["nonResourceAttributes"])
+        bindings = [("ClusterRoleBinding", binding, "") for binding in self.objects("clusterrolebindings")]
+        if namespace:
+            bindings += [("RoleBinding", binding, namespace) for binding in self.objects("rolebindings", namespace)]
+        reason = None
+        for kind, binding, where in bindings:
+            subject = next((s for s in binding.get("subjects") or [] if _applies_to(s, where, user, groups)), None)
+            if subject is not None and any(allows(rule) for rule in self._role_rules(binding, where)):
+                reason = f"RBAC: allowed by {_describe(kind, binding, subject, where)}"
+                break
+        status: Obj = {"allowed": reason is not None}
+        if reason is not None:
+            status["reason"] = reason
         return {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec, "status": status}
 
-    def _bound_rules(self, binding: Obj, namespace: str) -> list[Obj]:
+    def _role_rules(self, binding: Obj, namespace: str) -> list[Obj]:
+        """What a binding's roleRef grants: a Role of the binding's namespace, or a ClusterRole (an
+        aggregated one holds the rules the aggregation controller wrote into it)."""
         ref = binding.get("roleRef") or {}
-        role = self.get("roles", namespace, ref.get("name", "")) if ref.get("kind") == "Role" else None
-        if ref.get("kind") == "ClusterRole":
-            role = self.get("clusterroles", "", ref.get("name", ""))
+        role = None
+        if ref.get("kind") == "Role" and namespace:
+            role = self._objects["roles"].get((namespace, ref.get("name", "")))
+        elif ref.get("kind") == "ClusterRole":
+            role = self._objects["clusterroles"].get(("", ref.get("name", "")))
         return list((role or {}).get("rules") or [])
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -694,6 +765,8 @@ class FakeKubeAPI:
             )
         if namespace and ("", namespace) not in self._objects["namespaces"]:
             raise not_found(RESOURCES["namespaces"], namespace)
+        if namespace and self._objects["namespaces"]["", namespace]["metadata"].get("deletionTimestamp"):
+            raise terminating(resource, name, namespace)  # the NamespaceLifecycle admission plugin
         if resource.crd is not None:
             body.pop("status", None)  # the status subresource owns it
         obj, dropped = self._admit(resource, version, body, name, strict)
@@ -706,6 +779,11 @@ class FakeKubeAPI:
             meta["namespace"] = namespace
         if resource.plural == "namespaces":
             obj["status"] = {"phase": "Active"}
+            # The server adds the namespace controller's finalizer to every namespace it creates.
+            finalizers = list((obj.get("spec") or {}).get("finalizers") or [])
+            if NAMESPACE_FINALIZER not in finalizers:
+                finalizers.append(NAMESPACE_FINALIZER)
+            obj["spec"] = {**(obj.get("spec") or {}), "finalizers": finalizers}
         if dry_run:
             return self._render(resource, version, obj), dropped
         self._commit(resource, "ADDED", obj, None)
@@ -762,12 +840,17 @@ class FakeKubeAPI:
         for key in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"):
             if key in current["metadata"]:
                 meta[key] = current["metadata"][key]
+        if resource.plural == "namespaces":  # an update changes neither (only .../status and .../finalize do)
+            obj["status"] = copy.deepcopy(current.get("status"))
+            obj["spec"] = {**(obj.get("spec") or {}), "finalizers": list(_spec_finalizers(current))}
         if obj.get("spec") != current.get("spec"):
             meta["generation"] = int(current["metadata"].get("generation", 1)) + 1
         if dry_run:
             return self._render(resource, version, obj)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+        if meta.get("deletionTimestamp") and not meta.get("finalizers") and not _spec_finalizers(obj):
             self._commit(resource, "DELETED", obj, current)  # the last finalizer is gone
+            if meta.get("namespace") and not self.hold_namespaces:
+                self._finish_namespace(meta["namespace"])  # a Terminating namespace may have waited for it
         else:
             self._commit(resource, "MODIFIED", obj, current)
         return self._render(resource, version, obj)
@@ -804,6 +887,8 @@ class FakeKubeAPI:
         details = {"name": meta["name"], "group": resource.group, "kind": resource.plural, "uid": meta["uid"]}
         if dry_run:
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+        if resource.plural == "namespaces":
+            return self._delete_namespace(version, current)
         if meta.get("finalizers"):
             if not meta.get("deletionTimestamp"):
                 obj = copy.deepcopy(current)
@@ -812,6 +897,88 @@ class FakeKubeAPI:
             return self._render(resource, version, self._objects[resource.plural][_key(current)])
         self._commit(resource, "DELETED", copy.deepcopy(current), current)
         return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}
+
+    def _delete_namespace(self, version: str, current: Obj) -> Obj:
+        """The API server's answer to deleting a namespace: it turns Terminating (deletionTimestamp,
+        status.phase) and that is what the DELETE returns; a second DELETE meanwhile is 409. The
+        namespace controller then empties it and takes its finalizer off: done here at once, unless
+        `hold_namespaces` (then `collect_namespaces()` does it)."""
+        resource, name = RESOURCES["namespaces"], current["metadata"]["name"]
+        if current["metadata"].get("deletionTimestamp"):
+            message = (
+                f'Operation cannot be fulfilled on namespaces "{name}": The system is ensuring all content is '
+                "removed from this namespace.  Upon completion, this namespace will automatically be purged by "
+                "the system."
+            )
+            raise KubeError(409, "Conflict", message, {"name": name, "kind": "namespaces"})
+        terminating = copy.deepcopy(current)
+        terminating["metadata"].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0)
+        terminating["status"] = {**(terminating.get("status") or {}), "phase": "Terminating"}
+        self._commit(resource, "MODIFIED", terminating, current)
+        answer = self._render(resource, version, terminating)
+        if not self.hold_namespaces:
+            self._collect_namespace(name)
+        return answer
+
+    def _collect_namespace(self, name: str) -> None:
+        """The namespace controller's pass over a Terminating namespace: every object in it is deleted
+        (one DELETED event each to watchers; one with finalizers is only marked, and the namespace waits
+        for it), then the namespace is finalized if nothing is left."""
+        for resource in RESOURCES.values():
+            if not resource.namespaced:
+                continue
+            for (namespace, _), obj in sorted(self._objects[resource.plural].items()):
+                if namespace == name and not obj["metadata"].get("deletionTimestamp"):
+                    self._delete(resource, resource.versions[0], obj, {}, dry_run=False)
+        self._finish_namespace(name)
+
+    def _finish_namespace(self, name: str) -> None:
+        """Take the `kubernetes` finalizer off a Terminating namespace that holds nothing any more (the
+        controller's PUT to .../finalize); with no finalizer left, that update deletes it."""
+        current = self._objects["namespaces"].get(("", name))
+        if current is None or not current["metadata"].get("deletionTimestamp"):
+            return
+        if any(key[0] == name for r in RESOURCES.values() if r.namespaced for key in self._objects[r.plural]):
+            return  # an object's finalizers have yet to run
+        finalized = copy.deepcopy(current)
+        finalized["spec"] = {
+            **(finalized.get("spec") or {}),
+            "finalizers": [f for f in _spec_finalizers(current) if f != NAMESPACE_FINALIZER],
+        }
+        if finalized["spec"]["finalizers"] == list(_spec_finalizers(current)):
+            return  # finalized already; another finalizer's owner finishes it
+        done = not finalized["spec"]["finalizers"] and not finalized["metadata"].get("finalizers")
+        self._commit(RESOURCES["namespaces"], "DELETED" if done else "MODIFIED", finalized, current)
+
+    def _aggregate_cluster_roles(self) -> None:
+        """The ClusterRole aggregation controller: a ClusterRole with an aggregationRule gets as its rules
+        the union of the rules of the other ClusterRoles its selectors match (in name order, each rule
+        once), written into `.rules`; repeated until nothing changes, so that one aggregating an
+        aggregated ClusterRole gets that one's rules too."""
+        self._aggregating = True
+        try:
+            roles = self._objects["clusterroles"]
+            for _ in range(len(roles) + 1):
+                changed = False
+                for key, role in sorted(roles.items()):
+                    aggregation = role.get("aggregationRule")
+                    if not isinstance(aggregation, dict):
+                        continue
+                    rules: list[Obj] = []
+                    for selector in aggregation.get("clusterRoleSelectors") or []:
+                        matches = selector_matcher(selector or {})
+                        for (_, other), source in sorted(roles.items()):
+                            if other != key[1] and matches((source.get("metadata") or {}).get("labels") or {}):
+                                rules += [r for r in source.get("rules") or [] if r not in rules]
+                    if rules != (role.get("rules") or []):
+                        self._commit(
+                            RESOURCES["clusterroles"], "MODIFIED", {**copy.deepcopy(role), "rules": rules}, role
+                        )
+                        changed = True
+                if not changed:
+                    return
+        finally:
+            self._aggregating = False
 
     def _check_kind(self, resource: Resource, version: str, body: Obj) -> None:
         kind, api_version = body.get("kind"), body.get("apiVersion")
@@ -869,6 +1036,8 @@ class FakeKubeAPI:
         self.committed_at[self._revision] = time.perf_counter()
         for watcher in self._watchers:
             watcher.queue.put_nowait(change)
+        if resource.plural == "clusterroles" and not self._aggregating:
+            self._aggregate_cluster_roles()
 
     def _render(self, resource: Resource, version: str, obj: Obj, *, in_list: bool = False) -> Obj:
         """The object as a client of `version` sees it (no conversion webhook: only apiVersion differs)."""
@@ -972,25 +1141,101 @@ def _events(change: Change, in_scope: Any) -> Iterator[tuple[str, Obj]]:
         yield "DELETED", change.obj
 
 
-def _subject_matches(subject: Obj, namespace: str, user: str, groups: set[str]) -> bool:
+def service_account_identity(namespace: str, name: str) -> tuple[str, list[str]]:
+    """The user and groups a ServiceAccount's token authenticates as (what a SubjectAccessReview about a
+    request made with that token carries): its username, the groups of every service account and of
+    those in its namespace, and system:authenticated."""
+    groups = ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"]
+    return f"system:serviceaccount:{namespace}:{name}", groups
+
+
+def _check_review(spec: Obj) -> None:
+    """The API server's validation of a SubjectAccessReview's spec (422 when it fails)."""
+    causes = []
+    has_resource = spec.get("resourceAttributes") is not None
+    has_non_resource = spec.get("nonResourceAttributes") is not None
+    if has_resource and has_non_resource:
+        message = "Invalid value: cannot be specified in combination with resourceAttributes"
+        causes.append(cause("FieldValueInvalid", "spec.nonResourceAttributes", message))
+    if not has_resource and not has_non_resource:
+        message = "Invalid value: exactly one of nonResourceAttributes or resourceAttributes must be specified"
+        causes.append(cause("FieldValueInvalid", "spec.resourceAttributes", message))
+    if not spec.get("user") and not spec.get("groups"):
+        message = 'Invalid value: "": at least one of user or group must be specified'
+        causes.append(cause("FieldValueInvalid", "spec.user", message))
+    if causes:
+        raise invalid(SUBJECT_ACCESS_REVIEW, "", causes)
+
+
+def _applies_to(subject: Obj, namespace: str, user: str, groups: list[str]) -> bool:
+    """RBAC's appliesToUser: a ServiceAccount subject without a namespace is one of the binding's own
+    namespace (`namespace`, empty for a ClusterRoleBinding, where it then matches nobody)."""
     kind, name = subject.get("kind"), subject.get("name")
+    if kind == "User":
+        return user == name
+    if kind == "Group":
+        return name in groups
     if kind == "ServiceAccount":
-        return user == f"system:serviceaccount:{subject.get('namespace') or namespace}:{name}"
-    return (kind == "User" and user == name) or (kind == "Group" and name in groups)
+        account_namespace = subject.get("namespace") or namespace
+        return bool(account_namespace) and user == f"system:serviceaccount:{account_namespace}:{name}"
+    return False
 
 
-def _rule_allows(rule: Obj, attrs: Obj, resource: str) -> bool:
-    def has(key: str, value: str) -> bool:
-        values = rule.get(key) or []
-        return "*" in values or value in values
+def _describe(kind: str, binding: Obj, subject: Obj, namespace: str) -> str:
+    """How the RBAC authorizer names what allowed a request, in its `reason`."""
+    name = binding["metadata"]["name"] + (f"/{namespace}" if namespace else "")
+    ref = binding.get("roleRef") or {}
+    who = subject.get("name", "")
+    if subject.get("kind") == "ServiceAccount":
+        who += "/" + (subject.get("namespace") or namespace)
+    return f'{kind} "{name}" of {ref.get("kind")} "{ref.get("name")}" to {subject.get("kind")} "{who}"'
 
+
+def _matches(rule: Obj, key: str, value: str) -> bool:
+    return any(item in ("*", value) for item in rule.get(key) or [])
+
+
+def _rule_allows(attrs: Obj, rule: Obj) -> bool:
+    """RBAC's RuleAllows for a resource request: verb, API group, resource (`pods/log`, or `*/log` for
+    any resource's log) and resourceNames, which only a request naming its object can match (so never
+    a create, list or watch)."""
+    sub = attrs.get("subresource") or ""
+    resource = (attrs.get("resource") or "") + (f"/{sub}" if sub else "")
     names = rule.get("resourceNames") or []
     return (
-        has("apiGroups", attrs.get("group", ""))
-        and has("resources", resource)
-        and has("verbs", attrs.get("verb", ""))
-        and (not names or attrs.get("name") in names)
+        _matches(rule, "verbs", attrs.get("verb") or "")
+        and _matches(rule, "apiGroups", attrs.get("group") or "")
+        and any(item in ("*", resource) or (sub and item == f"*/{sub}") for item in rule.get("resources") or [])
+        and (not names or (attrs.get("name") or "") in names)
     )
+
+
+def _non_resource_rule_allows(attrs: Obj, rule: Obj) -> bool:
+    """RBAC's RuleAllows for a non-resource URL: the verb, and the path exactly or under a `prefix*`."""
+    path = attrs.get("path") or ""
+    return _matches(rule, "verbs", attrs.get("verb") or "") and any(
+        url in ("*", path) or (url.endswith("*") and path.startswith(url.rstrip("*")))
+        for url in rule.get("nonResourceURLs") or []
+    )
+
+
+def terminating(resource: Resource, name: str, namespace: str) -> KubeError:
+    """403: a create in a namespace that is being deleted, worded as the NamespaceLifecycle plugin does."""
+    message = (
+        f'{resource.qualified} "{name}" is forbidden: unable to create new content in namespace {namespace} '
+        "because it is being terminated"
+    )
+    why = cause("NamespaceTerminating", "metadata.namespace", f"namespace {namespace} is being terminated")
+    return KubeError(
+        403, "Forbidden", message, {"name": name, "group": resource.group, "kind": resource.plural, "causes": [why]}
+    )
+
+
+def _spec_finalizers(obj: Obj) -> list[str]:
+    """A namespace's `spec.finalizers` (other kinds have none)."""
+    spec = obj.get("spec")
+    finalizers = spec.get("finalizers") if isinstance(spec, dict) else None
+    return list(finalizers) if isinstance(finalizers, list) and obj.get("kind") == "Namespace" else []
 
 
 def _key(obj: Obj) -> tuple[str, str]:
