@@ -34,6 +34,7 @@ from .backends.kube_client import KubeClient, KubeConfigError
 from .backends.kubernetes import KubernetesBackend
 from .backends.local import LocalBackend
 from .backends.static import StaticBackend
+from .backends.watcher import stop as stop_task
 from .config import ConfigError, Settings
 from .cookies import CookieSigner
 from .kubeflow_policies import KubeflowPolicies
@@ -271,9 +272,7 @@ async def policy_engine(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await stop_task(watcher, None)
         await manager.close()
 
 
@@ -375,10 +374,7 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await backend.close()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task, None)
 
 
 def notebook_discovery(app: web.Application) -> NotebookDiscovery:
@@ -408,11 +404,7 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await client.close()
+        await stop_task(task, client)
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -282,8 +282,11 @@ class Provisioner:
                     await self.reconcile_once()
                 except ApiError as exc:
                     log.warning("reconciling profiles failed (%s); retrying in %.0fs", exc, interval_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as
+                # the wait ends (a watch woke us), and this loop would then outlive its shutdown.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), interval_s)
+                    async with asyncio.timeout(interval_s):
+                        await self._wake.wait()
         finally:
             watches.cancel()
             with contextlib.suppress(asyncio.CancelledError):

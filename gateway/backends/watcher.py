@@ -309,10 +309,15 @@ def object_key(obj: JsonObject) -> tuple[str, str] | None:
 
 
 async def stop(task: asyncio.Task[None] | None, client: KubeClient | None) -> None:
-    """Cancel a watch task and close its client: the shutdown every watching component shares."""
+    """Cancel a background task (a watch, a reconcile loop) and close its client, if it has one: the
+    shutdown every such component shares."""
     if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Cancel until it is done: a library may drop one cancel (Python 3.11's wait_for does when the
+        # awaited thing finishes at the same moment), and a shutdown must not wait forever on that.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a watch ended with an error at shutdown", exc_info=task.exception())
     if client is not None:
         await client.close()
