@@ -232,12 +232,7 @@ def build_policy_manager(settings: Settings) -> PolicyManager:
     """The authorizer and what keeps it current; the policy itself is read in `policy_engine`."""
     store: PolicyStore
     if settings.policy_store == "configmap":
-        store = ConfigMapPolicyStore(
-            settings.policy_configmap,
-            settings.policy_namespace or own_namespace(),
-            kubeconfig=settings.kubeconfig,
-            context=settings.kube_context,
-        )
+        store = ConfigMapPolicyStore.from_settings(settings)
     else:
         if settings.policy_file is None and not settings.dev_provider:
             log.warning("GATEWAY_POLICY_FILE is not set: policies live in this process's memory and die with it")

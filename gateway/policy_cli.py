@@ -21,7 +21,7 @@ from .authz import PolicyAuthorizer, Source, build_snapshot
 from .backends.kube_client import ApiError
 from .kubeflow_policies import list_rules
 from .policies import ACTIONS, EMPTY, PolicyDoc, PolicyError, Rule, normalise_subject, parse_policy
-from .policy_configmap import ConfigMapPolicyStore, PolicyStoreUnavailable, own_namespace
+from .policy_configmap import ConfigMapPolicyStore, PolicyStoreUnavailable
 from .policy_lint import lint
 from .policy_manager import PolicyManager
 from .policy_store import MemoryPolicyStore
@@ -141,12 +141,7 @@ async def read_policy(settings: config.Settings, file: Path | None) -> _Policy:
                 raise _Unreadable(f"{path}: {exc}") from None
             kind, location = "file", str(path)
     else:
-        store = ConfigMapPolicyStore(
-            settings.policy_configmap,
-            settings.policy_namespace or own_namespace(),
-            kubeconfig=settings.kubeconfig,
-            context=settings.kube_context,
-        )
+        store = ConfigMapPolicyStore.from_settings(settings)
         try:
             found = await store.read()
         except (PolicyStoreUnavailable, PolicyError) as exc:

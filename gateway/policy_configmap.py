@@ -14,7 +14,7 @@ from typing import Literal
 
 from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError
 from .backends.watcher import Reflector, WatchHealth, stop, watch_health
-from .config import ConfigError
+from .config import ConfigError, Settings
 from .errors import GatewayError
 from .policies import EMPTY, PolicyDoc, parse_policy
 from .policy_store import Edit, PreconditionFailed
@@ -68,6 +68,16 @@ class ConfigMapPolicyStore:
         self._lock = asyncio.Lock()  # this process's writes, one at a time (other replicas: the 409)
         self._seen = ""  # the resourceVersion last loaded, written or reported by changed()
         self._doc = EMPTY
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConfigMapPolicyStore:
+        """The ConfigMap GATEWAY_POLICY_CONFIGMAP in GATEWAY_POLICY_NAMESPACE (default: the pod's own)."""
+        return cls(
+            settings.policy_configmap,
+            settings.policy_namespace or own_namespace(),
+            kubeconfig=settings.kubeconfig,
+            context=settings.kube_context,
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
