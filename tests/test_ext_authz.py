@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -10,7 +14,8 @@ import jwt
 import pytest
 from yarl import URL
 
-from tests.conftest import RedisServer, session_headers
+from tests.conftest import RedisServer, session_headers, unused_port, wait_for_port
+from tests.fakes.upstream import FakeUpstream
 
 Factory = Callable[..., Any]
 BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
@@ -85,3 +90,85 @@ async def test_with_redis_down_the_check_fails_closed(gateway: Factory, own_redi
     assert down.status == 503 and "X-Auth-Request-User" not in down.headers
     own_redis_server.start()
     assert (await client.get("/oauth2/auth/", headers=headers)).status == 200
+
+
+# -- behind a real nginx, as `auth_request` uses it ------------------------------------------------
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /_check {{
+            internal;
+            proxy_pass http://127.0.0.1:{gateway_port}/oauth2/auth;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }}
+        location / {{
+            auth_request /_check;
+            auth_request_set $user $upstream_http_x_auth_request_user;
+            auth_request_set $groups $upstream_http_x_auth_request_groups;
+            proxy_set_header kubeflow-userid $user;
+            proxy_set_header kubeflow-groups $groups;
+            proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+    }}
+}}
+"""
+
+NginxFactory = Callable[[int, int], int]
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator[NginxFactory]:
+    """Starts nginx with `auth_request` against a gateway, in front of an upstream; returns its port."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(binary, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail("nginx is missing (scripts/setup-system installs it)")
+        pytest.skip("nginx is missing: apt-get install nginx")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(gateway_port: int, upstream_port: int) -> int:
+        port, conf_dir = unused_port(), tmp_path / "nginx"
+        conf_dir.mkdir()
+        conf = conf_dir / "nginx.conf"
+        conf.write_text(
+            NGINX_CONF.format(dir=conf_dir, port=port, gateway_port=gateway_port, upstream_port=upstream_port)
+        )
+        args = [binary, "-p", str(conf_dir), "-c", str(conf), "-e", str(conf_dir / "error.log")]
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for_port(port, timeout_s=20, proc=procs[-1])
+        return port
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_nginx_auth_request_lets_a_signed_in_user_through_with_their_name(
+    gateway: Factory, nginx: NginxFactory, aiohttp_server: Any
+) -> None:
+    upstream = await FakeUpstream.start(aiohttp_server)
+    client = await gateway(groups="ml-team")
+    assert client.port is not None
+    port = nginx(client.port, URL(upstream.url).port or 80)
+    through = URL(f"http://127.0.0.1:{port}/apps/pipeline/ui/echo")  # another app behind nginx
+    async with aiohttp.ClientSession() as anonymous:
+        assert (await anonymous.get(through, headers={"kubeflow-userid": "root"})).status == 401
+    signed_in = await client.session.get(through, headers={"kubeflow-userid": "root"})  # our cookie, and a lie
+    assert signed_in.status == 200
+    echoed = {name.lower(): value for name, value in (await signed_in.json())["headers"]}
+    assert (echoed["kubeflow-userid"], echoed["kubeflow-groups"]) == ("alice@example.com", "ml-team")
