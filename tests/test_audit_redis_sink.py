@@ -29,8 +29,11 @@ async def client(redis_server: RedisServer) -> AsyncIterator[redis.Redis]:
     await connection.aclose()
 
 
-async def open_log(directory: Path, client: redis.Redis, prefix: str, **options: object) -> tuple[AuditLog, RedisSink]:
-    file = ChainedFile(directory, Sealer(), 1 << 20)
+async def open_log(
+    directory: Path, client: redis.Redis, prefix: str, *, rotate_bytes: int = 1 << 20, **options: object
+) -> tuple[AuditLog, RedisSink]:
+    """The real AuditLog with its chained files and a RedisSink, opened; `options` go to the sink."""
+    file = ChainedFile(directory, Sealer(), rotate_bytes)
     sink = RedisSink(
         client,
         directory,

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis
 
-from gateway.audit import AuditEvent, AuditLog
+from gateway.audit import AuditEvent
 from gateway.audit.chain import CHAIN_FIELDS, Sealer, canonical, seal
 from gateway.audit.filesink import ChainedFile
-from gateway.audit.redis_sink import RedisSink
 from gateway.audit.stream_copy import read_chain_id, read_stream_copy
 from gateway.audit.verify import Anchor, StreamCopy, verify
 
 from .conftest import RedisServer
+from .test_audit_redis_sink import open_log
 
 
 def write_log(directory: Path, count: int, *, key: bytes | None = None, rotate_bytes: int = 1 << 20) -> list[Path]:
@@ -138,22 +138,11 @@ async def ship_log(
     rotate_bytes: int = 1 << 20,
 ) -> None:
     """`count` events through the real AuditLog, its file and the RedisSink, shipped before this returns."""
-    file = ChainedFile(directory, Sealer(), rotate_bytes)
-    sink = RedisSink(
-        client,
-        directory,
-        chain_id=lambda: file.chain_id,
-        latest_seq=lambda: file.seq,
-        prefix=prefix,
-        max_events=max_events,
-    )
-    audit = AuditLog(file, stdout=False)
-    audit.add_sink(sink)
-    await audit.open()
+    audit, sink = await open_log(directory, client, prefix, rotate_bytes=rotate_bytes, max_events=max_events)
     for n in range(count):
         audit.emit(AuditEvent(action="notebook.access", outcome="allowed", actor="alice", details={"n": n}))
     await audit.close()  # ships what is left before it returns
-    assert sink.shipped == file.seq
+    assert audit.file is not None and sink.shipped == audit.file.seq
 
 
 async def stream_copy(client: redis.Redis, directory: Path, prefix: str) -> StreamCopy:
