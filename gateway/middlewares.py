@@ -26,8 +26,7 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_request import BaseRequest
 
 from . import audit_request, keys, routing
-from .auth.attempts import bearer_identity
-from .cookies import SESSION_COOKIE
+from .auth.attempts import identify
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
 from .logs import REQUEST_ID, scrub
@@ -149,20 +148,16 @@ def authenticate(*, public: frozenset[str], public_prefixes: tuple[str, ...] = (
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.route.name in public or request.path.startswith(public_prefixes):
             return await handler(request)
-        authenticator = request.app[keys.AUTHENTICATOR]
-        authorization = request.headers.get("Authorization", "")
-        if authorization[:7].lower() == "bearer ":
-            request[keys.IDENTITY] = await bearer_identity(request, authorization[7:].strip())
-            return await handler(request)
-        touch = BACKGROUND_HEADER not in request.headers
-        session = await authenticator.from_cookie(request.cookies.get(SESSION_COOKIE), touch=touch)
-        if session is None:
+        identity, session = await identify(request, touch=BACKGROUND_HEADER not in request.headers)
+        if identity is None:
             raise LoginRequired()
+        request[keys.IDENTITY] = identity
+        if session is None:  # a bearer token: no cookie, so no cross-site request to fear
+            return await handler(request)
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
         reason = cross_origin_reason(request.method, request.headers, request.app[keys.SETTINGS].base_url, websocket)
         if reason is not None:
             raise Forbidden(reason)
-        request[keys.IDENTITY] = session.identity
         request[keys.SESSION] = session
         return await handler(request)
 

@@ -5,6 +5,8 @@ a username is counted against only when its issuer vouches for it, that is, when
 signature checked out and it was refused for another reason (expired, another audience, a stale
 nonce, a user outside the allowed domains or groups). A forged token counts against the client's IP
 alone, so nobody can lock someone else out by writing their name into a token.
+
+`identify` is where every request that needs a user (the middleware, `/oauth2/auth`) gets one.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from aiohttp import web
 
 from .. import audit_request, keys
 from ..audit import Outcome
+from ..cookies import SESSION_COOKIE
 from ..errors import GatewayError, TooManyRequests
 from ..identity import Identity
+from ..sessions import Session
 from .authenticator import NotAllowed
 from .oidc import InvalidToken
 
@@ -59,6 +63,22 @@ async def failed(request: web.Request, exc: GatewayError, *, audit: bool, reason
         _emit(request, username, "auth.login", "failed", reason=reason or exc.message)
 
 
+def bearer_token(request: web.Request) -> str | None:
+    """The token of an `Authorization: Bearer` header, if the request has one."""
+    authorization = request.headers.get("Authorization", "")
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else None
+
+
+async def identify(request: web.Request, *, touch: bool = True) -> tuple[Identity | None, Session | None]:
+    """Who the request is: by its bearer token (with the limits applied), else by its session cookie;
+    (None, None) when neither names anyone. `touch`: whether a cookie's use counts as activity."""
+    token = bearer_token(request)
+    if token is not None:
+        return await bearer_identity(request, token), None
+    session = await request.app[keys.AUTHENTICATOR].from_cookie(request.cookies.get(SESSION_COOKIE), touch=touch)
+    return (session.identity, session) if session is not None else (None, None)
+
+
 async def bearer_identity(request: web.Request, token: str) -> Identity:
     """An API client's identity from its bearer token, with failures counted and the limits applied.
 
@@ -82,9 +102,6 @@ async def bearer_identity(request: web.Request, token: str) -> Identity:
 def _emit(request: web.Request, username: str | None, action: str, outcome: Outcome, reason: str) -> None:
     # The actor of a refused sign-in is the user the issuer named, when it named one: "who tried to
     # sign in as bob" is the question a security team asks.
-    identity = Identity(subject=username, method="bearer" if _is_bearer(request) else "session") if username else None
+    method = "bearer" if bearer_token(request) is not None else "session"
+    identity = Identity(subject=username, method=method) if username else None
     request.app[keys.AUDIT].emit(audit_request.event(request, action, outcome, identity=identity, reason=reason))
-
-
-def _is_bearer(request: web.Request) -> bool:
-    return request.headers.get("Authorization", "")[:7].lower() == "bearer "

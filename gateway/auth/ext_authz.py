@@ -22,12 +22,11 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .. import keys
-from ..cookies import SESSION_COOKIE
 from ..errors import Forbidden, LoginRequired
 from ..identity import Identity
 from ..middlewares import is_navigation, render_error
 from ..sessions import Session
-from .attempts import bearer_identity
+from .attempts import identify
 from .routes import safe_return_path
 
 routes = web.RouteTableDef()
@@ -39,7 +38,7 @@ PUBLIC = frozenset({"oauth2_auth", "oauth2_auth_prefix"})
 @routes.get("/oauth2/auth", name="oauth2_auth")
 async def auth_request(request: web.Request) -> web.StreamResponse:
     """nginx `auth_request` / Traefik `forwardAuth`: 202, 401 or 403, never a redirect."""
-    identity, session = await _authenticate(request)
+    identity, session = await identify(request)
     if identity is None:
         return render_error(request, LoginRequired())
     refusal = _outside(identity, request.query.get("allowed_groups", ""))
@@ -52,7 +51,7 @@ async def auth_request(request: web.Request) -> web.StreamResponse:
 async def ext_authz(request: web.Request) -> web.StreamResponse:
     """Envoy ext_authz: the original request's path follows the prefix."""
     original = request.raw_path.removeprefix("/oauth2/auth")
-    identity, session = await _authenticate(request)
+    identity, session = await identify(request)
     if identity is None:
         if request.method in ("GET", "HEAD") and is_navigation(request.headers, original):
             # Envoy passes this redirect to the browser when `location` is in headersToDownstreamOnDeny.
@@ -62,15 +61,6 @@ async def ext_authz(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         return render_error(request, refusal)
     return web.Response(status=200, headers=_identity_headers(request, identity, session))
-
-
-async def _authenticate(request: web.Request) -> tuple[Identity | None, Session | None]:
-    """The original request's user, by bearer token or session cookie, with the same checks as any request."""
-    authorization = request.headers.get("Authorization", "")
-    if authorization[:7].lower() == "bearer ":
-        return await bearer_identity(request, authorization[7:].strip()), None
-    session = await request.app[keys.AUTHENTICATOR].from_cookie(request.cookies.get(SESSION_COOKIE))
-    return (session.identity, session) if session is not None else (None, None)
 
 
 def _outside(identity: Identity, allowed_groups: str) -> Forbidden | None:
