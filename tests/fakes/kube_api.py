@@ -5,7 +5,7 @@ It follows the real conventions the gateway relies on: lists with a resourceVers
 error bodies (404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid), merge / strategic-merge /
 JSON patches, label and field selectors, a status subresource, namespaced and cluster-scoped kinds.
 Notebooks, Profiles and PodDefaults are pruned, defaulted and validated against the real CRD schemas in
-`../shared/kubeflow/crds/`. Deleting a namespace deletes everything in it (the namespace controller's
+`tests/kubeflow/crds/` (copied from Kubeflow, sources in `tests/kubeflow/SOURCES.md`). Deleting a namespace deletes everything in it (the namespace controller's
 work, done at once); SubjectAccessReviews are answered by RBAC's rules (Role/ClusterRole bindings,
 aggregated ClusterRoles, resourceNames, non-resource URLs). Test hooks: `go_down()` / `come_back()`,
 `compact()`, `fail_next()`, `hold_namespaces` / `collect_namespaces()`, `requests`.
@@ -32,8 +32,8 @@ import pytest
 import yaml
 from aiohttp import web
 
-# The CRDs sit beside the repository (`<parent>/shared/kubeflow/crds`), in CI's fresh clone as here.
-CRD_DIR = Path(__file__).parents[2].parent / "shared" / "kubeflow" / "crds"
+# Kubeflow's CRDs, kept in the repository (tests/kubeflow/SOURCES.md says where each came from).
+CRD_DIR = Path(__file__).parents[1] / "kubeflow" / "crds"
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 QUANTITY = re.compile(
@@ -133,7 +133,7 @@ def not_found(resource: Resource, name: str) -> KubeError:
 def crd_schemas() -> dict[tuple[str, str], Obj]:
     """(plural, version) -> openAPIV3Schema, with notebook-validation-patch.yaml applied as kustomize would."""
     if not (CRD_DIR / "notebook.yaml").is_file():
-        pytest.fail(f"the Kubeflow CRDs are missing: expected {CRD_DIR}/notebook.yaml (shared/ beside the repo)")
+        pytest.fail(f"the Kubeflow CRDs are missing: expected {CRD_DIR}/notebook.yaml")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # notebook.yaml is 9,500 lines
     schemas: dict[tuple[str, str], Obj] = {}
     for name in ("notebook", "profile", "poddefault"):
