@@ -25,12 +25,12 @@ import casbin  # type: ignore[import-untyped]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.authz import PolicyAuthorizer, build_snapshot
-from gateway.casbin_enforcer import MODEL_TEXT
+from gateway.authz.authorizer import PolicyAuthorizer, build_snapshot
+from gateway.authz.enforcer import MODEL_TEXT
+from gateway.authz.manager import PolicyManager
+from gateway.authz.rules import ACTIONS, ROLE_ACTIONS, Action, PolicyDoc, Rule
+from gateway.authz.stores import FilePolicyStore
 from gateway.identity import Identity
-from gateway.policies import ACTIONS, ROLE_ACTIONS, Action, PolicyDoc, Rule
-from gateway.policy_manager import PolicyManager
-from gateway.policy_store import FilePolicyStore
 
 RESULTS = Path(__file__).resolve().parent / "authz_results.md"
 

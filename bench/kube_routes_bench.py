@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.backends.kubernetes import KubernetesBackend
-from gateway.backends.watcher import NotebookWatcher
+from gateway.backends.notebook_watcher import NotebookWatcher
 from tests.fakes.kube_api import FakeKubeAPI
 
 IMAGE = "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0"

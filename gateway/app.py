@@ -24,32 +24,31 @@ from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery,
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
-from .auth import ext_authz
-from .auth import routes as auth_routes
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient, TokenVerifier
+from .authz.configmap import ConfigMapPolicyStore, own_namespace
+from .authz.kubeflow import KubeflowPolicies
+from .authz.manager import PolicyManager
+from .authz.rules import PolicyError
+from .authz.stores import FilePolicyStore, MemoryPolicyStore, PolicyStore
 from .backends import NotebookBackend
-from .backends.kube_client import KubeClient, KubeConfigError
 from .backends.kubernetes import KubernetesBackend
 from .backends.local import LocalBackend
 from .backends.static import StaticBackend
-from .backends.watcher import stop as stop_task
 from .config import ConfigError, Settings
 from .cookies import CookieSigner
-from .kubeflow_policies import KubeflowPolicies
+from .kube.client import KubeClient, KubeConfigError
+from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
-from .policies import PolicyError
-from .policy_configmap import ConfigMapPolicyStore, own_namespace
-from .policy_manager import PolicyManager
-from .policy_store import FilePolicyStore, MemoryPolicyStore, PolicyStore
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
-from .web import api, audit_api, configurations_api, pages, policies_api, profiles_api
+from .web import api, audit_api, configurations_api, ext_authz, pages, policies_api, profiles_api
+from .web import oauth as auth_routes
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import keys
+from .authz.configmap import ConfigMapPolicyStore
+from .authz.kubeflow import KubeflowPolicies
 from .backends.kubernetes import KubernetesBackend
-from .backends.watcher import WatchHealth
 from .errors import ServiceUnavailable
-from .kubeflow_policies import KubeflowPolicies
-from .policy_configmap import ConfigMapPolicyStore
+from .kube.reflector import WatchHealth
 
 log = logging.getLogger(__name__)
 

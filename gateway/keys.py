@@ -10,12 +10,12 @@ from aiohttp import web
 from .audit import AuditLog
 from .audit.query import AuditStore
 from .auth.authenticator import Authenticator
-from .authz import Authorizer
+from .authz.authorizer import Authorizer
+from .authz.manager import PolicyManager
 from .backends import NotebookBackend
 from .config import Settings
 from .identity import Identity
 from .metrics import Metrics
-from .policy_manager import PolicyManager
 from .profiles import Provisioner
 from .ratelimit import FailureCounter
 from .routing import NotebookPath

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
-from .backends.watcher import Reflector
+from .authz.rules import PolicyError, is_dns_label, make_rule, normalise_subject
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
-from .policies import PolicyError, is_dns_label, make_rule, normalise_subject
+from .kube.client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
+from .kube.reflector import Reflector
 from .quantities import parse_quantity
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,11 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from . import audit_request, keys, proxy_headers, proxy_ws, routing
+from . import keys, proxy_headers, proxy_ws, routing
 from .errors import BadRequest, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
+from .web import audit_request
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from . import audit_request, keys
+from . import keys
 from .routing import NotebookPath
+from .web import audit_request
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.audit import AuditEvent, AuditLog
-from gateway.authz import Action
+from gateway.authz.rules import Action
 from gateway.backends import NotebookSpec
 from gateway.backends.local import Paths, Record, create_files
 from gateway.errors import Forbidden

@@ -15,7 +15,7 @@ from gateway.audit import AuditEvent, AuditLog
 from gateway.audit.chain import Sealer
 from gateway.audit.filesink import ChainedFile
 from gateway.audit.redis_sink import RedisSink
-from gateway.cli import main
+from gateway.cli.main import main
 
 from .conftest import RedisServer
 

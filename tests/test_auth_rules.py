@@ -9,8 +9,8 @@ import redis.asyncio as redis
 
 from gateway.auth.authenticator import ClaimRules, NotAllowed
 from gateway.auth.oidc import InvalidToken
-from gateway.auth.routes import safe_return_path
 from gateway.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
+from gateway.web.oauth import safe_return_path
 from tests.conftest import RedisServer
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.authz import PolicyAuthorizer, build_snapshot
-from gateway.casbin_enforcer import MODEL_TEXT
+from gateway.authz.authorizer import PolicyAuthorizer, build_snapshot
+from gateway.authz.enforcer import MODEL_TEXT
+from gateway.authz.rules import ACTIONS, Action, PolicyDoc, Role, make_rule
 from gateway.errors import Forbidden
 from gateway.identity import Identity
-from gateway.policies import ACTIONS, Action, PolicyDoc, Role, make_rule
 
 ALICE = Identity("alice@example.com")
 # What each role may do where it applies, written out (not derived from the code under test).

@@ -16,16 +16,10 @@ from yarl import URL
 from gateway import keys
 from gateway.backends import NotebookSpec, Volume
 from gateway.backends.kubernetes import KubernetesBackend
-from gateway.backends.watcher import MAX_BACKOFF_S, service_resolver
+from gateway.backends.notebook_watcher import service_resolver
 from gateway.config import ConfigError
-from gateway.errors import (
-    Conflict,
-    InvalidNotebookSpec,
-    NotebookExists,
-    NotebookNotFound,
-    NotFound,
-    ServiceUnavailable,
-)
+from gateway.errors import Conflict, InvalidNotebookSpec, NotebookExists, NotebookNotFound, NotFound, ServiceUnavailable
+from gateway.kube.reflector import MAX_BACKOFF_S
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.kube_controller import KubeController
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.policies import PolicyDoc, PolicyError, Rule, make_rule, parse_policy, rule_from_json, scan_policy
+from gateway.authz.rules import PolicyDoc, PolicyError, Rule, make_rule, parse_policy, rule_from_json, scan_policy
 
 GOOD = {"subject": "user:bob@example.com", "namespace": "team-a", "role": "edit"}
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.authz.manager import Change, PolicyManager
+from gateway.authz.rules import PolicyDoc, PolicyError, make_rule
+from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore
 from gateway.identity import Identity
-from gateway.policies import PolicyDoc, PolicyError, make_rule
-from gateway.policy_manager import Change, PolicyManager
-from gateway.policy_store import FilePolicyStore, MemoryPolicyStore
 from tests.conftest import wait_until
 
 ALICE = Identity("alice@example.com")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.policies import EMPTY, PolicyDoc, PolicyError, Rule, make_rule, parse_policy
-from gateway.policy_store import FilePolicyStore, MemoryPolicyStore, PreconditionFailed
+from gateway.authz.rules import EMPTY, PolicyDoc, PolicyError, Rule, make_rule, parse_policy
+from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore, PreconditionFailed
 
 BOB = make_rule("user:bob@example.com", "team-a", "edit")
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway import keys
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.identity import Identity
 from tests.fakes.kube_api import FakeKubeAPI
 

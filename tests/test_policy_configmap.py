@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from gateway import keys
-from gateway.policies import PolicyDoc, Rule
-from gateway.policy_configmap import DATA_KEY, ConfigMapPolicyStore, own_namespace
-from gateway.policy_store import PreconditionFailed
+from gateway.authz.configmap import DATA_KEY, ConfigMapPolicyStore, own_namespace
+from gateway.authz.rules import PolicyDoc, Rule
+from gateway.authz.stores import PreconditionFailed
 from tests.conftest import Client, wait_until
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.upstream import FakeUpstream
@@ -145,7 +145,7 @@ async def test_a_malformed_edit_keeps_the_last_good_policy_and_says_why(
     gateway: Client = await gateways()
     assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
     good = gateway.app[keys.POLICIES].authorizer.version
-    with caplog.at_level(logging.ERROR, logger="gateway.policy_manager"):
+    with caplog.at_level(logging.ERROR, logger="gateway.authz.manager"):
         bad = policy_text(kube_api) + "p, user:eve, alice, *, superuser, allow\n"
         kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: bad}})
         await wait_until(lambda: "rejected" in caplog.text)

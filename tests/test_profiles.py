@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 import yaml
 
-from gateway.backends.kube_client import KubeClient
 from gateway.errors import BadRequest, Conflict
+from gateway.kube.client import KubeClient
 from gateway.profiles import Mode, Profile, Provisioner, parse_profile
 from tests.fakes.kube_api import FakeKubeAPI
 

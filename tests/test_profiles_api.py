@@ -11,9 +11,9 @@ import pytest
 from yarl import URL
 
 from gateway import keys
+from gateway.authz.rules import Rule
 from gateway.backends.kubernetes import KubernetesBackend
-from gateway.backends.watcher import service_resolver
-from gateway.policies import Rule
+from gateway.backends.notebook_watcher import service_resolver
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.kube_controller import KubeController
 from tests.fakes.upstream import FakeUpstream

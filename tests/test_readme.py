@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.cli import config_reference
+from gateway.cli.main import config_reference
 
 README = Path(__file__).parent.parent / "README.md"
 

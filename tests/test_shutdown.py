@@ -16,7 +16,7 @@ import pytest
 from aiohttp import WSMsgType
 from yarl import URL
 
-from gateway.backends.watcher import stop as stop_task
+from gateway.kube.reflector import stop as stop_task
 from tests.conftest import unused_port, wait_until
 from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import FakeUpstream, WsClose

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import audit_request, keys
+from .. import keys
 from ..audit import Outcome
 from ..cookies import SESSION_COOKIE
 from ..errors import GatewayError, TooManyRequests
 from ..identity import Identity
 from ..sessions import Session
+from ..web import audit_request
 from .authenticator import NotAllowed
 from .oidc import InvalidToken
 

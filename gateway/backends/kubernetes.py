@@ -30,8 +30,9 @@ from ..errors import (
     NotFound,
     ServiceUnavailable,
 )
+from ..kube.client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError, WatchEvent
+from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, WatchHealth, object_key, stop
 from . import Deletion, Notebook, NotebookSpec
-from .kube_client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError, WatchEvent
 from .notebook_resource import (
     CREATOR_ANNOTATION,
     START_PATCH,
@@ -48,23 +49,8 @@ from .notebook_resource import (
     with_injected,
     with_made_volumes,
 )
-from .poddefaults import (
-    apply_poddefaults,
-    chosen_poddefaults,
-    configuration_labels,
-    remove_injected,
-    selector_label,
-)
-from .watcher import (
-    WATCH_TIMEOUT_S,
-    NotebookWatcher,
-    Reflector,
-    RouteResolver,
-    WatchHealth,
-    object_key,
-    service_resolver,
-    stop,
-)
+from .notebook_watcher import NotebookWatcher, RouteResolver, service_resolver
+from .poddefaults import apply_poddefaults, chosen_poddefaults, configuration_labels, remove_injected, selector_label
 
 log = logging.getLogger(__name__)
 

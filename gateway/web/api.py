@@ -14,14 +14,15 @@ from datetime import UTC
 
 from aiohttp import web
 
-from .. import audit_request, keys
+from .. import keys
 from ..audit import Outcome
-from ..authz import Action
+from ..authz.rules import Action
 from ..backends import Notebook
 from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from ..notebook_form import parse_notebook_form
 from ..routing import NOTEBOOK_ROOT, is_dns_label
 from ..spawner import SpawnerConfig
+from . import audit_request
 from .bodies import read_json
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import audit_request, keys
+from .. import keys
 from ..audit.query import BadQuery, StoreUnavailable, make_filter, parse_limit, to_csv
 from ..errors import BadRequest, ServiceUnavailable
+from . import audit_request
 
 routes = web.RouteTableDef()
 

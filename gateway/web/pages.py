@@ -13,7 +13,8 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import keys
-from ..authz import Action, personal_namespace
+from ..authz.authorizer import personal_namespace
+from ..authz.rules import Action
 from ..backends.kubernetes import KubernetesBackend
 from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound

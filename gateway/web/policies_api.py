@@ -15,8 +15,8 @@ from aiohttp import web
 
 from .. import keys
 from ..audit import AuditEvent
-from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, ServiceUnavailable
-from ..policies import (
+from ..authz.manager import Change
+from ..authz.rules import (
     ACTIONS,
     CLUSTER_ROLES,
     EVERY_NAMESPACE,
@@ -27,7 +27,7 @@ from ..policies import (
     normalise_subject,
     rule_from_json,
 )
-from ..policy_manager import Change
+from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, ServiceUnavailable
 from .bodies import read_json
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,10 @@ It follows the real conventions the gateway relies on: lists with a resourceVers
 error bodies (404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid), merge / strategic-merge /
 JSON patches, label and field selectors, a status subresource, namespaced and cluster-scoped kinds.
 Notebooks, Profiles and PodDefaults are pruned, defaulted and validated against the real CRD schemas in
-`tests/kubeflow/crds/` (copied from Kubeflow, sources in `tests/kubeflow/SOURCES.md`). Deleting a namespace deletes everything in it (the namespace controller's
-work, done at once); SubjectAccessReviews are answered by RBAC's rules (Role/ClusterRole bindings,
-aggregated ClusterRoles, resourceNames, non-resource URLs). Test hooks: `go_down()` / `come_back()`,
+`tests/kubeflow/crds/` (copied from Kubeflow; `tests/kubeflow/SOURCES.md` says from where). Deleting a
+namespace deletes everything in it (the namespace controller's work, done at once); SubjectAccessReviews are
+answered by RBAC's rules (Role/ClusterRole bindings, aggregated ClusterRoles, resourceNames, non-resource
+URLs). Test hooks: `go_down()` / `come_back()`,
 `compact()`, `fail_next()`, `hold_namespaces` / `collect_namespaces()`, `requests`.
 """
 

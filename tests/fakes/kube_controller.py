@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from yarl import URL
 
-from gateway.backends.watcher import RouteResolver
+from gateway.backends.notebook_watcher import RouteResolver
 from tests.fakes.kube_api import FakeKubeAPI, Obj
 
 STOP_ANNOTATION = "kubeflow-resource-stopped"

@@ -7,12 +7,12 @@ import logging
 
 from aiohttp import web
 
-from . import keys
-from .audit import AuditEvent, Outcome, session_hash
-from .errors import GatewayError
-from .identity import Identity
-from .routing import NOTEBOOK_ROOT
-from .sessions import Session
+from .. import keys
+from ..audit import AuditEvent, Outcome, session_hash
+from ..errors import GatewayError
+from ..identity import Identity
+from ..routing import NOTEBOOK_ROOT
+from ..sessions import Session
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from .casbin_enforcer import CasbinPolicy, Verdict
-from .errors import Forbidden
-from .identity import Identity
-from .policies import EVERY_NAMESPACE, ROLE_ACTIONS, ROLE_RANK, PolicyDoc, Role, Rule
-from .policies import Action as Action  # re-exported: handlers name actions by it
+from ..errors import Forbidden
+from ..identity import Identity
+from .enforcer import CasbinPolicy, Verdict
+from .rules import (
+    EVERY_NAMESPACE,
+    ROLE_ACTIONS,
+    ROLE_RANK,
+    Action,
+    PolicyDoc,
+    Role,
+    Rule,
+)
 
 log = logging.getLogger(__name__)
 

@@ -8,17 +8,18 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from .. import audit_request, keys
+from .. import keys
 from ..audit import Outcome
+from ..auth import attempts
+from ..auth.oidc import InvalidToken
+from ..authz.manager import Change
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
 from ..errors import Forbidden, GatewayError
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
-from ..policy_manager import Change
 from ..profiles import Profile
 from ..sessions import Session
-from . import attempts
-from .oidc import InvalidToken
+from . import audit_request
 
 log = logging.getLogger(__name__)
 

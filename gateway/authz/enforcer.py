@@ -13,11 +13,11 @@ from typing import Any, Literal
 
 import casbin  # type: ignore[import-untyped]  # no stubs: its Any stops at this module
 
-from .policies import EVERY_NAMESPACE, ROLE_ACTIONS, Action, Rule
+from .rules import EVERY_NAMESPACE, ROLE_ACTIONS, Action, Rule
 
 # Kept equal to policies/model.conf by a test; the package carries it as text so that an installed
 # gateway needs no file beside it.
-MODEL_TEXT = """# The Casbin model the gateway enforces (gateway/casbin_enforcer.py holds the same text; a test
+MODEL_TEXT = """# The Casbin model the gateway enforces (gateway/authz/enforcer.py holds the same text; a test
 # keeps the two equal). RBAC with domains: a domain is a namespace, "*" every namespace.
 #
 # r.sub  the caller's subjects: ("user:<name>", "group:<g1>", "group:<g2>", ...) from the identity,

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .authz import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
-from .errors import BadRequest, Conflict
-from .identity import Identity
-from .policies import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
-from .policy_store import PolicyStore, PreconditionRequired
+from ..errors import BadRequest, Conflict
+from ..identity import Identity
+from .authorizer import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
+from .rules import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
+from .stores import PolicyStore, PreconditionRequired
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from . import config
-from .audit.index import FileIndex
-from .audit.query import MAX_LIMIT, AuditStore, BadQuery, Filter, StoreUnavailable, make_filter, to_csv
-from .audit.redis_sink import RedisAuditStore
-from .audit.stream_copy import read_chain_id, read_stream_copy
-from .audit.verify import Anchor, Report, StreamCopy, verify
+from .. import config
+from ..audit.index import FileIndex
+from ..audit.query import MAX_LIMIT, AuditStore, BadQuery, Filter, StoreUnavailable, make_filter, to_csv
+from ..audit.redis_sink import RedisAuditStore
+from ..audit.stream_copy import read_chain_id, read_stream_copy
+from ..audit.verify import Anchor, Report, StreamCopy, verify
 
 FILTERS = ("user", "namespace", "notebook", "action", "outcome", "since", "until", "text")
 

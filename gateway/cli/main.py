@@ -9,10 +9,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from . import audit_cli, config, logs, policy_cli
-from .app import create_app
-from .audit.log import send_to_stdout
-from .middlewares import AccessLogger
+from .. import config, logs
+from ..app import create_app
+from ..audit.log import send_to_stdout
+from ..middlewares import AccessLogger
+from . import audit as audit_cli
+from . import policy as policy_cli
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .policies import EVERY_NAMESPACE, Entry, PolicyError, scan_policy
+from .rules import EVERY_NAMESPACE, Entry, PolicyError, scan_policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from . import config
-from .authz import PolicyAuthorizer, Source, build_snapshot
-from .backends.kube_client import ApiError
-from .kubeflow_policies import list_rules
-from .policies import ACTIONS, EMPTY, PolicyDoc, PolicyError, Rule, normalise_subject, parse_policy
-from .policy_configmap import ConfigMapPolicyStore, PolicyStoreUnavailable
-from .policy_lint import lint
-from .policy_manager import PolicyManager
-from .policy_store import MemoryPolicyStore
+from .. import config
+from ..authz.authorizer import PolicyAuthorizer, Source, build_snapshot
+from ..authz.configmap import ConfigMapPolicyStore, PolicyStoreUnavailable
+from ..authz.kubeflow import list_rules
+from ..authz.lint import lint
+from ..authz.manager import PolicyManager
+from ..authz.rules import ACTIONS, EMPTY, PolicyDoc, PolicyError, Rule, normalise_subject, parse_policy
+from ..authz.stores import MemoryPolicyStore
+from ..kube.client import ApiError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

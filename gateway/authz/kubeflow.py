@@ -11,11 +11,11 @@ import asyncio
 import logging
 from pathlib import Path
 
-from .authz import Source
-from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
-from .backends.watcher import Reflector, WatchHealth, stop, watch_health
-from .config import ConfigError
-from .policies import PolicyError, Role, Rule, make_rule
+from ..config import ConfigError
+from ..kube.client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
+from ..kube.reflector import Reflector, WatchHealth, stop, watch_health
+from .authorizer import Source
+from .rules import PolicyError, Role, Rule, make_rule
 
 log = logging.getLogger(__name__)
 

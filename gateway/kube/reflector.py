@@ -1,9 +1,8 @@
-"""`NotebookWatcher`: list-then-watch of Notebooks (and the Warning events about them) across the
-watched namespaces, and the route table the proxy reads, kept in step with them.
+"""`Reflector`: list-then-watch of one kind of object in one namespace (or all), kept as a local view.
 
-Each (kind, namespace) pair is one `Reflector`: list once, then watch from the list's
-resourceVersion; when a watch ends, watch again from the last version seen; relist on 410 Gone;
-back off exponentially while the API is down. Meanwhile the last known view keeps serving.
+List once, then watch from the list's resourceVersion; when a watch ends, watch again from the last version
+seen; relist on 410 Gone; back off exponentially while the API is down. Meanwhile the last known view keeps
+serving. `watch_health()` sums up several reflectors for /readyz; `stop()` is the shutdown they share.
 """
 
 from __future__ import annotations
@@ -12,31 +11,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from yarl import URL
-
-from .kube_client import EVENTS, NOTEBOOKS, ApiError, JsonObject, Kind, KubeClient, WatchEvent
-from .notebook_resource import is_routable
+from .client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
 
 log = logging.getLogger(__name__)
 
-RouteResolver = Callable[[str, str], URL]  # (namespace, name) -> the notebook's upstream origin
 WATCH_TIMEOUT_S = 300.0  # the server ends a watch after about this long; we then resume it
 MIN_BACKOFF_S, MAX_BACKOFF_S = 0.1, 30.0
 QUICK_END_S = 1.0  # a watch that ends sooner than this with no events counts as a failure
-# The Notebook controller re-emits its Pod's and StatefulSet's events onto the Notebook.
-WARNINGS_SELECTOR = "involvedObject.kind=Notebook,type=Warning"
-
-
-def service_resolver(cluster_domain: str) -> RouteResolver:
-    """Kubeflow's Service for a notebook: `<name>.<namespace>.svc.<domain>`, port 80 (-> 8888)."""
-
-    def resolve(namespace: str, name: str) -> URL:
-        return URL(f"http://{name}.{namespace}.svc.{cluster_domain}:80")
-
-    return resolve
 
 
 class Reflector:
@@ -177,124 +161,6 @@ def watch_health(subject: str, reflectors: Iterable[Reflector]) -> WatchHealth:
     last_ok = min(answered) if answered and len(answered) == len(stamps) else None  # None: one never answered
     synced = bool(reflectors) and all(reflector.synced for reflector in reflectors)
     return WatchHealth(subject, synced, failing[0].error if failing else None, last_ok)
-
-
-class NotebookWatcher:
-    """Notebooks and their Warning events in `namespaces` (empty: cluster-wide), and the routes.
-
-    `routes` maps (namespace, name) to the upstream origin of every notebook that is neither stopped
-    nor being deleted; it is rebuilt by one assignment after a list and updated in place per event.
-    """
-
-    def __init__(
-        self,
-        client: KubeClient,
-        namespaces: tuple[str, ...],
-        resolver: RouteResolver,
-        *,
-        watch_timeout_s: float = WATCH_TIMEOUT_S,
-    ) -> None:
-        self.namespaces = namespaces
-        self._resolver = resolver
-        scopes = namespaces or (None,)
-        self.notebooks = [
-            Reflector(client, NOTEBOOKS, ns, on_change=self._notebook_changed, watch_timeout_s=watch_timeout_s)
-            for ns in scopes
-        ]
-        self.warnings = [
-            Reflector(client, EVENTS, ns, field_selector=WARNINGS_SELECTOR, watch_timeout_s=watch_timeout_s)
-            for ns in scopes
-        ]
-        self.routes: dict[tuple[str, str], URL] = {}
-
-    @property
-    def reflectors(self) -> list[Reflector]:
-        return [*self.notebooks, *self.warnings]
-
-    @property
-    def synced(self) -> bool:
-        return all(reflector.synced for reflector in self.reflectors)
-
-    def health(self) -> WatchHealth:
-        return watch_health("notebooks", self.reflectors)
-
-    def watches(self, namespace: str) -> bool:
-        return not self.namespaces or namespace in self.namespaces
-
-    async def sync(self) -> None:
-        """The first list of everything, before the gateway serves. Every list finishes (or fails)
-        before this returns, so none is still running when `run()` starts its own."""
-        results = await asyncio.gather(*(reflector.sync() for reflector in self.reflectors), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-
-    async def run(self) -> None:
-        """Every reflector's watch loop, until cancelled."""
-        await asyncio.gather(*(reflector.run() for reflector in self.reflectors))
-
-    # -- the view ---------------------------------------------------------------------------------
-
-    def notebook(self, namespace: str, name: str) -> JsonObject | None:
-        return self._objects(self.notebooks, namespace).get(name)
-
-    def notebooks_in(self, namespace: str) -> list[JsonObject]:
-        return [obj for _, obj in sorted(self._objects(self.notebooks, namespace).items())]
-
-    def warnings_in(self, namespace: str) -> list[JsonObject]:
-        return list(self._objects(self.warnings, namespace).values())
-
-    def observe(self, obj: JsonObject) -> None:
-        """A notebook the gateway just created: shown (and routed) before its ADDED event arrives.
-        Only when the view has no such notebook yet, so a newer object from the watch always wins."""
-        key = object_key(obj)
-        if key is None or not self.watches(key[0]) or self.notebook(*key) is not None:
-            return
-        reflector = self._reflector_for(self.notebooks, key[0])
-        reflector.objects.setdefault(key[0], {})[key[1]] = obj
-        self._notebook_changed(WatchEvent("ADDED", obj))
-
-    def route(self, namespace: str, name: str) -> URL | None:
-        return self.routes.get((namespace, name))
-
-    @property
-    def resolver(self) -> RouteResolver:
-        return self._resolver
-
-    @resolver.setter
-    def resolver(self, resolver: RouteResolver) -> None:
-        self._resolver = resolver
-        self._rebuild_routes()
-
-    def _objects(self, reflectors: list[Reflector], namespace: str) -> dict[str, JsonObject]:
-        if not self.watches(namespace):
-            return {}
-        return self._reflector_for(reflectors, namespace).objects.get(namespace, {})
-
-    def _reflector_for(self, reflectors: list[Reflector], namespace: str) -> Reflector:
-        return reflectors[self.namespaces.index(namespace)] if self.namespaces else reflectors[0]
-
-    def _notebook_changed(self, event: WatchEvent | None) -> None:
-        key = object_key(event.object) if event is not None else None
-        if event is None or key is None:
-            self._rebuild_routes()
-        elif event.type != "DELETED" and is_routable(event.object):
-            self.routes[key] = self._resolver(*key)
-        else:
-            self.routes.pop(key, None)
-
-    def _rebuild_routes(self) -> None:
-        self.routes = {
-            (namespace, name): self._resolver(namespace, name)
-            for namespace, name, obj in self._all_notebooks()
-            if is_routable(obj)
-        }
-
-    def _all_notebooks(self) -> Iterator[tuple[str, str, JsonObject]]:
-        for reflector in self.notebooks:
-            for namespace, names in reflector.objects.items():
-                for name, obj in names.items():
-                    yield namespace, name, obj
 
 
 def object_key(obj: JsonObject) -> tuple[str, str] | None:

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal, Protocol
 
-from .errors import GatewayError
-from .policies import EMPTY, PolicyDoc, PolicyError, parse_policy, version_of
+from ..errors import GatewayError
+from .rules import EMPTY, PolicyDoc, PolicyError, parse_policy, version_of
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from .backends.kube_client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError
-from .backends.watcher import Reflector, WatchHealth, stop, watch_health
-from .config import ConfigError, Settings
-from .errors import GatewayError
-from .policies import EMPTY, PolicyDoc, parse_policy
-from .policy_store import Edit, PreconditionFailed
+from ..config import ConfigError, Settings
+from ..errors import GatewayError
+from ..kube.client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError
+from ..kube.reflector import Reflector, WatchHealth, stop, watch_health
+from .rules import EMPTY, PolicyDoc, parse_policy
+from .stores import Edit, PreconditionFailed
 
 log = logging.getLogger(__name__)
 
