@@ -42,8 +42,32 @@ paths = st.builds(
 )
 
 
+def readme_refuses(raw_path: str) -> bool:
+    """The README's promise, written without the parser: a path is refused when any layer of %-decoding of one of
+    its segments is a dot segment ('.' or '..', path parameters aside), holds a '/', a '\\' or a control character,
+    or when the path has an empty segment ('//') before its end."""
+    segments = raw_path[1:].split("/")
+    if any(segment == "" for segment in segments[:-1]):
+        return True
+    for segment in segments:
+        layer, layers = segment, [segment]
+        for _ in range(8):
+            layer = unquote(layer)
+            layers.append(layer)
+        if any(text.split(";")[0] in (".", "..") for text in layers):
+            return True
+        if any("\\" in text or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text) for text in layers):
+            return True
+        if any("/" in text for text in layers[1:]):
+            return True
+    return False
+
+
 @given(paths)
 @settings(max_examples=3000, deadline=None)
+@example("/notebook/alice/nb1/./x")
+@example("/notebook/alice/nb1/%2e/x")
+@example("/notebook/alice/nb1/%252E;x/y")
 @example("/notebook/alice/nb1/%2e%2e/%2e%2e/bob/nb2/")
 @example("/notebook/alice/nb1/..%5c..%5cbob/nb2/")
 @example("/notebook/alice/nb1/%252e%252e/x")
@@ -52,6 +76,7 @@ def test_an_accepted_path_reaches_exactly_the_routed_notebook(path: str) -> None
         target = parse(path)
     except InvalidPath:
         return
+    assert not readme_refuses(path.split("?")[0]), "the README says this path is refused"
     if target is None:
         assert not path.split("?")[0].startswith("/notebook/")
         return
@@ -92,6 +117,13 @@ def test_paths_outside_notebook_are_not_notebook_paths() -> None:
         ("/notebook/alice/nb1/%2e%2e/bob", "'.' or '..'"),
         ("/notebook/alice/nb1/%252e%252e/bob", "'.' or '..'"),
         ("/notebook/alice/nb1/..;jsessionid=1/bob", "'.' or '..'"),
+        ("/notebook/alice/nb1/./x", "'.' or '..'"),
+        ("/notebook/alice/nb1/.", "'.' or '..'"),
+        ("/notebook/alice/nb1/%2e/x", "'.' or '..'"),
+        ("/notebook/alice/nb1/%2E", "'.' or '..'"),
+        ("/notebook/alice/nb1/%252e/x", "'.' or '..'"),
+        ("/notebook/alice/nb1/.;x/y", "'.' or '..'"),
+        ("/api/./policies", "'.' or '..'"),
         ("/notebook/alice/nb1/a%2fb", "encoded '/'"),
         ("/notebook/alice/nb1/a%5Cb", "encoded '/'"),
         ("/notebook/alice/nb1/a%252Fb", "encoded '/'"),
