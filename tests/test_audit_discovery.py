@@ -13,7 +13,7 @@ import redis.asyncio as redis
 
 from gateway.audit import AuditLog, discovery
 from gateway.audit.chain import Sealer
-from gateway.audit.discovery import FileLedger, NotebookDiscovery
+from gateway.audit.discovery import FileLedger, NotebookDiscovery, RedisLedger
 from gateway.audit.filesink import ChainedFile
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.test_audit_request import events
@@ -160,3 +160,49 @@ async def test_a_watch_event_that_overtakes_the_gateways_own_create_is_not_disco
     await audit.close()
     assert discovered(tmp_path / "audit") == [("nb2", "uid-2")]
     assert await FileLedger(ledger.path).claim(["uid-1", "uid-2"], "discovered") == set()  # both settled for good
+
+
+class Clock:
+    """A monotonic clock the test moves by hand, so the replicas' grace window is walked through, not skipped."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_two_replicas_the_window_lets_the_creator_claim_its_notebook_first(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Replica B sees a Notebook on its watch before replica A, which is creating it, has its API answer. Inside
+    the window B records nothing; A's claim lands; when B's window ends the ledger says "created", not
+    discovered. A Notebook nobody claims is recorded once the window ends, and not a moment before."""
+    clock, client = Clock(), redis.Redis.from_url(redis_server.url)
+    window_s = 10.0  # the production window (the autouse fixture shortens the module constant for the others)
+    ledger = RedisLedger(client, prefix=f"test:window:{tmp_path.name}")  # shared by both replicas, as in a cluster
+    logs, replicas = [], []
+    for name in ("a", "b"):
+        log = AuditLog(ChainedFile(tmp_path / name, Sealer(), 1 << 20), stdout=False)
+        await log.open()
+        logs.append(log)
+        replicas.append(NotebookDiscovery(log, ledger, grace_s=window_s, clock=clock))
+    a, b = replicas
+    try:
+        a.creating("alice", "nb1")
+        b.seen("alice", "nb1", "uid-1", creator="alice@example.com", created=None)  # B's watch: A's Notebook
+        b.seen("alice", "kubectl", "uid-2", creator=None, created=None)  # made outside the gateway
+        clock.now += window_s / 2
+        assert await b.settle() == pytest.approx(window_s / 2)  # nothing due yet: wait out the rest
+        a.created("alice", "nb1", "uid-1")  # A's API answer arrives inside B's window
+        await a.settle()
+        clock.now += window_s / 2 - 0.01
+        await b.settle()
+        assert discovered(tmp_path / "b") == []  # still inside the window
+        clock.now += 0.01
+        await b.settle()
+    finally:
+        for log in logs:
+            await log.close()
+        await client.aclose()
+    assert discovered(tmp_path / "a", tmp_path / "b") == [("kubectl", "uid-2")]

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -98,7 +99,7 @@ class _Sighting:
     uid: str
     creator: str | None
     created: str | None
-    due: float  # time.monotonic() after which it may be settled
+    due: float  # the clock (time.monotonic) after which it may be settled
 
 
 class NotebookDiscovery:
@@ -106,9 +107,17 @@ class NotebookDiscovery:
     heard in `run()`. A Notebook the gateway is creating is never reported as discovered: its uid is
     claimed as "created" when the API server answers (its watch event may come first, and waits)."""
 
-    def __init__(self, audit: AuditLog, ledger: Ledger, *, grace_s: float | None = None) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        ledger: Ledger,
+        *,
+        grace_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,  # injected by tests that walk through the window
+    ) -> None:
         self.audit, self.ledger = audit, ledger
         self.grace_s = GRACE_S if grace_s is None else grace_s
+        self._clock = clock
         self._pending: dict[str, _Sighting] = {}  # by uid, in the order seen
         self._settled: set[str] = set()  # uids of existing Notebooks that need nothing more
         self._ours: list[str] = []  # uids the gateway created, to claim in the ledger
@@ -121,7 +130,7 @@ class NotebookDiscovery:
         """A Notebook exists (listed, added or modified)."""
         if uid in self._settled or uid in self._pending:
             return
-        due = time.monotonic() + self.grace_s
+        due = self._clock() + self.grace_s
         self._pending[uid] = _Sighting(namespace, name, uid, creator, created, due)
         self._wake.set()
 
@@ -173,7 +182,7 @@ class NotebookDiscovery:
             ours = list(self._ours)
             await self.ledger.claim(ours, "created")
             del self._ours[: len(ours)]
-        now = time.monotonic()
+        now = self._clock()
         due = [s for s in self._pending.values() if s.due <= now and (s.namespace, s.name) not in self._creating]
         # Only while the audit file can be written: a uid claimed but not recorded would never be again.
         if due and self.audit.writable:
@@ -185,7 +194,7 @@ class NotebookDiscovery:
                     self._record(sighting)
         if not self._pending:
             return IDLE_S
-        return max(min(s.due for s in self._pending.values()) - time.monotonic(), MIN_WAIT_S)
+        return max(min(s.due for s in self._pending.values()) - self._clock(), MIN_WAIT_S)
 
     def _record(self, sighting: _Sighting) -> None:
         log.info(
