@@ -26,17 +26,21 @@ def test_safe_methods_pass_from_anywhere(method: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "headers",
+    ("headers", "reason"),
     [
-        {"Origin": "https://evil.example"},
-        {"Origin": "https://nb.example.com.evil.example"},
-        {"Referer": "https://evil.example/page"},
-        {},
-        {"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"},
+        ({"Origin": "https://evil.example"}, "came from https://evil.example, not from this site"),
+        (
+            {"Origin": "https://nb.example.com.evil.example"},
+            "came from https://nb.example.com.evil.example, not from this site",
+        ),
+        ({"Referer": "https://evil.example/page"}, "came from https://evil.example, not from this site"),
+        ({}, "carries no Origin or Referer"),
+        ({"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"}, "came from another site"),
     ],
 )
-def test_a_cross_site_change_is_refused(headers: dict[str, str]) -> None:
-    assert cross_origin_reason("POST", headers, ORIGIN, websocket=False) is not None
+def test_a_cross_site_change_is_refused_with_its_reason(headers: dict[str, str], reason: str) -> None:
+    refusal = cross_origin_reason("POST", headers, ORIGIN, websocket=False)
+    assert refusal is not None and reason in refusal
 
 
 def test_a_change_from_our_own_pages_passes() -> None:
@@ -45,6 +49,9 @@ def test_a_change_from_our_own_pages_passes() -> None:
 
 
 def test_a_websocket_needs_our_origin_even_for_get() -> None:
-    assert cross_origin_reason("GET", {"Origin": "https://evil.example"}, ORIGIN, websocket=True) is not None
-    assert cross_origin_reason("GET", {"Referer": f"{ORIGIN}/"}, ORIGIN, websocket=True) is not None
+    assert "came from https://evil.example" in str(
+        cross_origin_reason("GET", {"Origin": "https://evil.example"}, ORIGIN, websocket=True)
+    )
+    # A WebSocket's Referer is not enough: browsers always send Origin with one.
+    assert "carries no Origin" in str(cross_origin_reason("GET", {"Referer": f"{ORIGIN}/"}, ORIGIN, websocket=True))
     assert cross_origin_reason("GET", {"Origin": ORIGIN}, ORIGIN, websocket=True) is None

@@ -95,3 +95,6 @@ async def test_jupyter_refuses_a_post_without_its_xsrf_token_through_the_gateway
     await gateway.get(jupyter.prefix, headers={"Accept": "text/html"})
     refused = await gateway.post(jupyter.prefix + "api/kernels", json={"name": "python3"})
     assert refused.status == 403  # the check is on: the token in the other test really passed
+    # ... and it is Jupyter's refusal, naming its XSRF check, not one of the gateway's (`{"error": "forbidden", ...}`).
+    body = await refused.text()
+    assert "_xsrf" in body and '"error"' not in body, body
