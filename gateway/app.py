@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -156,14 +157,15 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     expiry = Expiry(idle_s=settings.session_idle_timeout_s, max_age_s=settings.session_max_age_s)
     kind = settings.session_store or ("memory" if settings.dev_provider else "redis")
+    clock = app.get(keys.CLOCK, time.time)
     if kind == "memory":
-        app[keys.SESSIONS] = MemorySessionStore(expiry)
+        app[keys.SESSIONS] = MemorySessionStore(expiry, clock)
         app[keys.FAILURES] = MemoryFailureCounter(settings.login_failures_max, settings.login_failures_window_s)
         yield
         return
     client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
     app[keys.REDIS] = client  # shared: the audit stream lives in the same Redis
-    app[keys.SESSIONS] = RedisSessionStore(client, expiry)
+    app[keys.SESSIONS] = RedisSessionStore(client, expiry, clock)
     app[keys.FAILURES] = RedisFailureCounter(client, settings.login_failures_max, settings.login_failures_window_s)
     try:
         await client.ping()
@@ -220,6 +222,7 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         bearer_audiences=frozenset(settings.bearer_audiences),
         on_refresh_failed=refresh_failed_audit(app),
         extra_issuers=extra_issuers,
+        clock=app.get(keys.CLOCK, time.time),
     )
     try:
         yield

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 import jinja2
 import redis.asyncio as redis
@@ -37,6 +39,8 @@ SPAWNER = web.AppKey("spawner", SpawnerConfig)
 SESSIONS = web.AppKey("sessions", SessionStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client IP / username
+# The wall clock sessions are timed by (time.time); set before start-up only by tests that walk through timeouts.
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
 

@@ -142,17 +142,20 @@ async def test_an_ended_session_signs_in_again_and_returns_to_the_list(page: Pag
     await expect(page.get_by_role("heading", name="Servers in alice")).to_be_visible()
 
 
-async def test_an_unattended_page_lets_the_session_idle_out(page: Page, tmp_path: Path) -> None:
-    with dev_gateway_running(tmp_path, session_idle_timeout_s="4") as gateway:
-        await page.goto(gateway.url("/notebooks"))
-        await sign_in(page, "alice@example.com")
-        heading = page.get_by_role("heading", name="Servers in alice")
-        for _ in range(5):  # someone at work: a reload every 1.5 s, for longer than the 4 s timeout
-            await page.wait_for_timeout(1500)
-            await page.reload()
-            await expect(heading).to_be_visible()
-        # Then nobody: the list goes on polling every 2 s on its own, and yet the session ends.
-        await expect(page.get_by_label("Username")).to_be_visible(timeout=15_000)
+async def test_the_pages_own_polling_is_marked_as_background_and_a_reload_is_not(
+    page: Page, dev_gateway: DevGateway
+) -> None:
+    """The wiring of idle timeouts: the list's polling says it is nobody's doing (tests/test_session_idle.py shows
+    what the gateway makes of that, on a clock it moves), a person's reload does not."""
+    await page.goto(dev_gateway.url("/notebooks"))
+    await sign_in(page, "alice@example.com")
+    await expect(page.get_by_role("heading", name="Servers in alice")).to_be_visible()
+    async with page.expect_request(lambda r: "/api/namespaces/alice/notebooks" in r.url) as polled:
+        pass  # the list polls every 2 s on its own
+    assert (await polled.value).headers.get("x-gateway-background") == "1"
+    async with page.expect_request(lambda r: r.url.endswith("/notebooks") and r.is_navigation_request()) as reload:
+        await page.reload()
+    assert "x-gateway-background" not in (await reload.value).headers
 
 
 async def test_the_form_survives_signing_in_again(page: Page, dev_gateway: DevGateway) -> None:

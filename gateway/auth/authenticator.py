@@ -137,8 +137,10 @@ class Authenticator:
         bearer_audiences: frozenset[str],
         on_refresh_failed: Callable[[Session, str, bool], None] | None = None,
         extra_issuers: Sequence[BearerIssuer] = (),
+        clock: Callable[[], float] = time.time,  # stamps new sessions; the session store times them by the same
     ) -> None:
         self.oidc, self.sessions, self.signer, self.rules = oidc, sessions, signer, rules
+        self.clock = clock
         own = BearerIssuer(oidc, bearer_audiences | {oidc.client_id}, rules)
         # Bearer tokens are checked by the issuer they claim, and then that issuer pins `iss` exactly.
         self.bearer_issuers = {source.verifier.issuer: source for source in (own, *extra_issuers)}
@@ -258,7 +260,7 @@ class Authenticator:
         return Verified(identity, tokens, claims, pending["return_to"])
 
     async def open_session(self, verified: Verified) -> Session:
-        now, claims, tokens = time.time(), verified.claims, verified.tokens
+        now, claims, tokens = self.clock(), verified.claims, verified.tokens
         session = Session(
             id=new_session_id(),
             identity=verified.identity,
