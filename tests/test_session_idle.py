@@ -37,7 +37,8 @@ async def gateway(
     gateway_factory: Callable[..., Any], routes_file: Callable[[dict[tuple[str, str], str]], Path], clock: Clock
 ) -> Client:
     def set_clock(app: web.Application) -> None:
-        app[keys.CLOCK] = clock
+        now: Callable[[], float] = clock
+        app[keys.CLOCK] = now
 
     client: Client = await gateway_factory(
         routes_file=routes_file({}), session_idle_timeout_s=IDLE_S, configure=set_clock
