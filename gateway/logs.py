@@ -19,17 +19,20 @@ REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Query keys whose values are secrets or single-use credentials: never written to a log.
 SECRET_QUERY_KEYS = frozenset(
-    {"code", "state", "token", "key", "access_token", "id_token", "refresh_token", "_xsrf", "password", "secret"}
+    {"code", "state", "nonce", "code_verifier", "assertion", "client_assertion", "ticket", "_xsrf"}
+    | {"sig", "signature", "x-amz-signature", "x-goog-signature", "session", "sid"}
 )
-# Keys that merely end like a secret (`api_key`, `session_token`, `client_secret`) are scrubbed too.
-_SECRET_SUFFIXES = ("token", "key", "secret", "password")
+# Any key that names a token, a secret or a password anywhere (`id_token_hint`, `logout_token`, `client_secret`,
+# `passwd`), and any that ends in `key` (`api_key`), is scrubbed too.
+_SECRET_PARTS = ("token", "secret", "password", "passwd", "credential")
+_SECRET_SUFFIXES = ("key",)
 SCRUBBED = "***"
 
 
 def is_secret_key(key: str) -> bool:
     """True for a query key whose value must never be logged."""
     name = key.lower()
-    return name in SECRET_QUERY_KEYS or name.endswith(_SECRET_SUFFIXES)
+    return name in SECRET_QUERY_KEYS or name.endswith(_SECRET_SUFFIXES) or any(p in name for p in _SECRET_PARTS)
 
 
 def scrub(path_qs: str) -> str:

@@ -19,6 +19,7 @@ from gateway.app import create_app
 from gateway.middlewares import AccessLogger
 
 from .conftest import make_settings, unused_port, wait_until
+from .fakes.node_idp import sign_in
 
 
 def test_scrub_hides_secret_query_values() -> None:
@@ -26,6 +27,10 @@ def test_scrub_hides_secret_query_values() -> None:
     assert scrubbed == "/oauth2/callback?code=***&state=***&next=%2Fnotebook%2Fa%2F"
     assert logs.scrub("/api?Token=t0p&api_key=k&KEY=v&page=2") == "/api?Token=***&api_key=***&KEY=***&page=2"
     assert logs.scrub("/x?%74oken=secret") == "/x?%74oken=***"  # an encoded key is still a secret key
+    hints = "/logout?id_token_hint=eyJ&logout_token=eyJ&client_assertion=eyJ&code_verifier=v&next=/"
+    assert (
+        logs.scrub(hints) == "/logout?id_token_hint=***&logout_token=***&client_assertion=***&code_verifier=***&next=/"
+    )
 
 
 def test_scrub_leaves_plain_paths_and_odd_queries_alone() -> None:
@@ -90,3 +95,28 @@ async def test_every_line_of_a_request_carries_its_id(
     access_line = next(line for line in mine if line["logger"] == "gateway.access")
     assert access_line["status"] == 400
     assert "token=***&x=1" in access_line["message"] and "s3cret" not in gateway_log.getvalue()
+
+
+async def test_a_sign_out_through_the_provider_writes_no_token_to_any_log_line(
+    aiohttp_server: Callable[..., Any],
+    routes_file: Callable[..., Path],
+    gateway_log: io.StringIO,
+) -> None:
+    """Sign-out sends the browser to the provider with `id_token_hint=<the ID token>`; in dev the provider is the
+    gateway itself, so that URL is one of our own requests, and its access line must not carry the token."""
+    port = unused_port()
+    settings = make_settings(
+        public_url=f"http://127.0.0.1:{port}", dev_provider=True, routes_file=routes_file({}), log_format="json"
+    )
+    access = {"access_log_class": AccessLogger, "access_log": logging.getLogger("gateway.access")}
+    server = await aiohttp_server(create_app(settings), port=port, **access)
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies from 127.0.0.1
+    async with aiohttp.ClientSession(headers={"Origin": f"http://127.0.0.1:{port}"}, cookie_jar=jar) as http:
+        callback = await sign_in(http, server.make_url("/oauth2/start"), "alice@example.com", "any password")
+        async with http.get(callback, headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 200
+        async with http.post(server.make_url("/oauth2/sign_out"), allow_redirects=True) as resp:
+            hops = [str(hop.url) for hop in resp.history]  # ... -> the provider's logout -> back to the gateway
+    assert any("id_token_hint=eyJ" in hop for hop in hops)  # the token really went by, as a query value
+    await wait_until(lambda: "/logout?" in gateway_log.getvalue())
+    assert "eyJ" not in gateway_log.getvalue()  # no JWT (header `{"...`, base64url) in any line
