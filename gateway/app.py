@@ -46,6 +46,7 @@ from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
+from .redis_connection import open_redis
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
 from .web import api, audit_api, configurations_api, ext_authz, pages, policies_api, profiles_api
@@ -163,9 +164,9 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
         app[keys.FAILURES] = MemoryFailureCounter(settings.login_failures_max, settings.login_failures_window_s)
         yield
         return
-    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=5)
+    client = open_redis(settings)
     app[keys.REDIS] = client  # shared: the audit stream lives in the same Redis
-    app[keys.SESSIONS] = RedisSessionStore(client, expiry, clock)
+    app[keys.SESSIONS] = RedisSessionStore(client, expiry, clock, outage_grace_s=settings.session_outage_grace_s)
     app[keys.FAILURES] = RedisFailureCounter(client, settings.login_failures_max, settings.login_failures_window_s)
     try:
         await client.ping()

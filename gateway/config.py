@@ -52,6 +52,20 @@ class BearerIssuer(BaseModel):
     token_file: Path | None = None  # sent as a bearer token when fetching keys (a Kubernetes API server wants one)
 
 
+class RedisAddress(BaseModel, frozen=True):
+    """`host:port` of a Redis Sentinel (`[v6:addr]:port` for IPv6)."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+
+    @classmethod
+    def parse(cls, text: str) -> RedisAddress:
+        host, sep, port = text.strip().rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"{text.strip()!r} is not host:port")
+        return cls(host=host.strip("[]"), port=int(port))
+
+
 class Settings(BaseSettings):
     """The gateway's configuration. Field docs are the configuration reference (see `describe()`)."""
 
@@ -267,6 +281,37 @@ class Settings(BaseSettings):
         "(WebSockets are always recorded), or `all` requests.",
     )
     audit_stdout: bool = Field(True, description="Also write each audit event as a JSON line to stdout.")
+    # -- Redis: credentials and Sentinel (gateway/redis_connection.py; docs/operators.md, "Redis") --
+    redis_username: str | None = Field(None, description="ACL user for Redis (instead of one in GATEWAY_REDIS_URL).")
+    redis_password: SecretStr | None = Field(
+        None, description="Password for Redis (instead of one in GATEWAY_REDIS_URL; never logged)."
+    )
+    redis_sentinels: Annotated[tuple[RedisAddress, ...], NoDecode] = Field(
+        (),
+        description="Redis Sentinels (host:port, comma-separated). Set: the gateway asks them for the master of "
+        "GATEWAY_REDIS_SENTINEL_MASTER and follows failovers; GATEWAY_REDIS_URL then gives only the database, "
+        "TLS (rediss://) and the servers' credentials.",
+    )
+    session_outage_grace_s: float = Field(
+        0.0,
+        ge=0,
+        le=300,
+        description="While Redis cannot be reached, keep honouring a session this replica checked in Redis at most "
+        "this many seconds ago (0: off, every request needs Redis). Trades revocation delay for availability: "
+        "see docs/operators.md.",
+    )
+    redis_sentinel_master: str = Field("mymaster", min_length=1, description="The master name the sentinels monitor.")
+    redis_sentinel_username: str | None = Field(None, description="ACL user for the sentinels themselves.")
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="Password for the sentinels themselves (never logged)."
+    )
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _sentinel_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(RedisAddress.parse(part) for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

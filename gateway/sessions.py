@@ -146,6 +146,9 @@ def _matches(session: Session, provider_sub: str | None, provider_sid: str | Non
     )
 
 
+VALIDATED_MAX = 100_000  # sessions remembered for the outage grace, per replica
+
+
 class RedisSessionStore:
     """Sessions in Redis, so every replica sees a sign-in and a sign-out at once.
 
@@ -154,9 +157,22 @@ class RedisSessionStore:
     `<prefix>login:<state>` (a pending sign-in, read once with GETDEL).
     """
 
-    def __init__(self, client: redis.Redis, expiry: Expiry, clock: Clock = time.time, prefix: str = "ngw:") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        expiry: Expiry,
+        clock: Clock = time.time,
+        prefix: str = "ngw:",
+        *,
+        outage_grace_s: float = 0.0,
+    ) -> None:
         self.client, self.expiry, self.clock, self.prefix = client, expiry, clock, prefix
         self._reads = _ReadBatcher(client)
+        # Off (0) by default: while Redis cannot be reached, a session this replica read from Redis at most
+        # this long ago is still honoured. The price: a sign-out made on another replica in the last
+        # `outage_grace_s` before the outage is seen here only once Redis answers again (docs/operators.md).
+        self.outage_grace_s = outage_grace_s
+        self._validated: dict[str, tuple[float, Session]] = {}  # id -> (when Redis last vouched, session)
 
     async def save(self, session: Session) -> None:
         ttl_ms = int(self.expiry.remaining_s(session, self.clock()) * 1000)
@@ -172,21 +188,34 @@ class RedisSessionStore:
             await pipe.execute()
 
     async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
-        async with _available():
-            raw = await self._reads.get(self._key(session_id))
+        try:
+            async with _available():
+                raw = await self._reads.get(self._key(session_id))
+        except ServiceUnavailable:
+            recent = self._validated.get(session_id) if self.outage_grace_s > 0 else None
+            now = self.clock()
+            if recent is None or now - recent[0] > self.outage_grace_s or self.expiry.remaining_s(recent[1], now) <= 0:
+                raise
+            return recent[1]  # not touched: nothing can be written now, and the idle timer is Redis's to keep
         if raw is None:
+            self._validated.pop(session_id, None)
             return None
         session = self._reads.parse(raw)
         now = self.clock()
         if self.expiry.remaining_s(session, now) <= 0:
             await self.delete(session_id)
             return None
+        if self.outage_grace_s > 0:
+            if len(self._validated) >= VALIDATED_MAX:
+                self._validated.clear()  # bounded memory; the cost is only a shorter grace for some sessions
+            self._validated[session_id] = (now, session)
         if touch and self.expiry.due_touch(session, now):
             session = replace(session, last_seen=now)
             await self.save(session)
         return session
 
     async def delete(self, session_id: str) -> None:
+        self._validated.pop(session_id, None)
         async with _available():
             await self.client.delete(self._key(session_id))
 
@@ -199,6 +228,8 @@ class RedisSessionStore:
         async with _available():
             members = await self.client.sinter(indexes) if len(indexes) > 1 else await self.client.smembers(indexes[0])
             ids = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
+            for session_id in ids:
+                self._validated.pop(session_id, None)
             if not ids:
                 return 0
             deleted = await self.client.delete(*(self._key(i) for i in ids))
