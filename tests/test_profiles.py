@@ -13,9 +13,8 @@ import pytest
 import yaml
 
 from gateway.errors import BadRequest, Conflict
-from gateway.kube.client import KubeClient
 from gateway.profiles import Mode, Profile, Provisioner, parse_profile
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_api import FakeKubeAPI, kube_client
 
 from .conftest import wait_until
 
@@ -28,11 +27,8 @@ JOB_KINDS += [("kubeflow.org", "tfjobs"), ("kubeflow.org", "pytorchjobs")]
 
 
 async def provisioner_for(kube_api: FakeKubeAPI, tmp_path: Path, mode: Mode = "gateway") -> AsyncIterator[Provisioner]:
-    client = await KubeClient.connect(kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"))
-    try:
+    async with kube_client(kube_api, tmp_path) as client:
         yield Provisioner(client, mode=mode, gateway_namespace="notebook-gateway")
-    finally:
-        await client.close()
 
 
 @pytest.fixture
