@@ -22,6 +22,7 @@ from gateway.authz.kubeflow import KubeflowPolicies
 from gateway.backends import NotebookSpec, Volume
 from gateway.backends.kubernetes import KubernetesBackend
 from gateway.backends.notebook_watcher import service_resolver
+from gateway.backoff import Uniform
 from gateway.config import ConfigError
 from gateway.errors import Conflict, InvalidNotebookSpec, NotebookExists, NotebookNotFound, NotFound, ServiceUnavailable
 from gateway.kube.client import KubeClient
@@ -438,9 +439,11 @@ async def test_while_the_api_is_down_routes_keep_serving_and_the_watch_resumes(
     assert api_calls(kube_api, watch=True)[-1]["resourceVersion"] != ""
 
 
-async def test_the_watch_backs_off_exponentially_while_the_api_fails(
-    backend: KubernetesBackend, kube_api: FakeKubeAPI
-) -> None:
+async def waits_while_down(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI, uniform: Uniform, count: int
+) -> list[float]:
+    """The first `count` waits of the notebook watch while the API answers 503, with its jitter
+    drawn by `uniform` (no time passes: the waits are recorded, not slept)."""
     delays: list[float] = []
 
     async def record(delay: float) -> None:
@@ -448,25 +451,23 @@ async def test_the_watch_backs_off_exponentially_while_the_api_fails(
 
     reflector = backend.watcher.notebooks[0]
     reflector.sleep = record
-    reflector.backoff.uniform = lambda low, high: high  # the jitter's top: each wait is the ceiling
+    reflector.backoff.uniform = uniform
     await kube_api.go_down("503")
-    await wait_until(lambda: len(delays) >= 12)
+    await wait_until(lambda: len(delays) >= count)
+    return delays[:count]
+
+
+async def test_the_watch_backs_off_exponentially_while_the_api_fails(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    delays = await waits_while_down(backend, kube_api, lambda low, high: high, 12)  # the jitter's top: the ceiling
     assert delays[:12] == pytest.approx([0.1 * 2**i for i in range(9)] + [MAX_BACKOFF_S] * 3)
 
 
 async def test_the_watchs_waits_are_jittered_so_replicas_do_not_retry_in_step(
     backend: KubernetesBackend, kube_api: FakeKubeAPI
 ) -> None:
-    delays: list[float] = []
-
-    async def record(delay: float) -> None:
-        delays.append(delay)
-
-    reflector = backend.watcher.notebooks[0]
-    reflector.sleep = record
-    reflector.backoff.uniform = lambda low, high: low + (high - low) / 4  # a replica that drew low
-    await kube_api.go_down("503")
-    await wait_until(lambda: len(delays) >= 4)
+    delays = await waits_while_down(backend, kube_api, lambda low, high: low + (high - low) / 4, 4)
     assert delays[:4] == pytest.approx([0.1, 0.125, 0.175, 0.275])  # a quarter of the way to each ceiling
 
 

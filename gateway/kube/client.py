@@ -151,13 +151,6 @@ class KubeClient:
             raise KubeConfigError(f"cannot configure the Kubernetes client from {where}: {exc}") from None
         self._api = kube.ApiClient(configuration)
 
-    @classmethod
-    async def connect(cls, *, kubeconfig: Path | None = None, context: str | None = None) -> KubeClient:
-        """A client, opened (for tests and one-off commands; the gateway opens its own in app.py)."""
-        client = cls(kubeconfig=kubeconfig, context=context)
-        await client.open()
-        return client
-
     @property
     def closed(self) -> bool:
         return self._api is None
