@@ -140,6 +140,24 @@ async def test_the_reconcile_loop_repairs_a_deletion_as_its_watch_sees_it(
             await task
 
 
+async def test_after_a_failed_pass_the_loop_tries_again_soon_not_a_whole_interval_later(
+    provisioner: Provisioner, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    await provisioner.create(TEAM)
+    await kube_api.go_down("503")
+    kube_api.delete("rolebindings", "team-a", "default-viewer")  # while the loop cannot see it: no watch event
+    task = asyncio.create_task(provisioner.reconcile(interval_s=3600))
+    try:
+        await wait_until(lambda: "reconciling profiles failed" in caplog.text)
+        await kube_api.come_back()
+        # The next pass comes after a short jittered backoff (from 1 s), not after the interval.
+        await wait_until(lambda: kube_api.get("rolebindings", "team-a", "default-viewer") is not None, timeout_s=15)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def test_hand_edits_to_the_quota_and_a_role_binding_are_put_back(
     provisioner: Provisioner, kube_api: FakeKubeAPI
 ) -> None:
