@@ -80,7 +80,10 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.METRICS] = Metrics()
     app[keys.AUDIT] = build_audit_log(settings)
     app[keys.METRICS].watch_audit(lambda: app[keys.AUDIT].stats())  # read at each scrape
-    app[keys.POLICIES] = policy_manager = build_policy_manager(settings)
+    kube = build_kube_client(settings)
+    if kube is not None:
+        app[keys.KUBE] = kube  # opened in `kubernetes`, before any of its users starts
+    app[keys.POLICIES] = policy_manager = build_policy_manager(settings, kube)
     app[keys.AUTHZ] = policy_manager.authorizer
     app[keys.WEBSOCKETS] = set()
     app[keys.TEMPLATES] = jinja2.Environment(
@@ -90,7 +93,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
     app.cleanup_ctx.extend(
-        [http_client, session_store, audit_log, authentication, policy_engine, notebook_backend, profiles]
+        [http_client, session_store, audit_log, kubernetes, authentication, policy_engine, notebook_backend, profiles]
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
@@ -231,20 +234,52 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         await idp_http.close()
 
 
-def build_policy_manager(settings: Settings) -> PolicyManager:
+def build_kube_client(settings: Settings) -> KubeClient | None:
+    """The one Kubernetes client, when something in `settings` calls the API: the kubernetes backend
+    (and its profiles), the ConfigMap policy store, Kubeflow's roles. Nothing is opened here."""
+    needed = settings.backend == "kubernetes" or settings.policy_store == "configmap" or settings.kubeflow_policies
+    return KubeClient(kubeconfig=settings.kubeconfig, context=settings.kube_context) if needed else None
+
+
+async def open_kube_client(client: KubeClient) -> None:
+    """Load the client's configuration; a bad one stops the start, naming the setting to fix."""
+    try:
+        await client.open()
+    except KubeConfigError as exc:
+        if client.kubeconfig is not None or client.context is None:
+            setting = "GATEWAY_KUBECONFIG"
+            if client.kubeconfig is None:
+                setting += " (unset, and this is not a pod in a cluster)"
+        else:
+            setting = "GATEWAY_KUBE_CONTEXT"
+        raise ConfigError([f"{setting}: {exc}"]) from None
+
+
+async def kubernetes(app: web.Application) -> AsyncIterator[None]:
+    """The one Kubernetes client: opened before the policy store, the Kubeflow roles, the backend and
+    the profiles use it, and closed once after they have all stopped (cleanup runs in reverse)."""
+    client = app.get(keys.KUBE)
+    if client is None:
+        yield
+        return
+    await open_kube_client(client)
+    try:
+        yield
+    finally:
+        await client.close()
+
+
+def build_policy_manager(settings: Settings, kube: KubeClient | None) -> PolicyManager:
     """The authorizer and what keeps it current; the policy itself is read in `policy_engine`."""
     store: PolicyStore
     if settings.policy_store == "configmap":
-        store = ConfigMapPolicyStore.from_settings(settings)
+        assert kube is not None  # build_kube_client makes one for this
+        store = ConfigMapPolicyStore.from_settings(settings, kube)
     else:
         if settings.policy_file is None and not settings.dev_provider:
             log.warning("GATEWAY_POLICY_FILE is not set: policies live in this process's memory and die with it")
         store = FilePolicyStore(settings.policy_file) if settings.policy_file else MemoryPolicyStore()
-    kubeflow = (
-        KubeflowPolicies(kubeconfig=settings.kubeconfig, context=settings.kube_context)
-        if settings.kubeflow_policies
-        else None
-    )
+    kubeflow = KubeflowPolicies(kube) if settings.kubeflow_policies and kube is not None else None
     try:
         return PolicyManager(
             store,
@@ -270,7 +305,7 @@ async def policy_engine(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await stop_task(watcher, None)
+        await stop_task(watcher)
         await manager.close()
 
 
@@ -336,17 +371,16 @@ def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool],
     return emit
 
 
-def build_backend(settings: Settings) -> NotebookBackend:
+def build_backend(settings: Settings, kube: KubeClient | None) -> NotebookBackend:
     if settings.backend == "local":
         return LocalBackend(settings.local_dir)
     if settings.backend == "static":
         if settings.routes_file is None:
             raise ConfigError(["GATEWAY_ROUTES_FILE: required when GATEWAY_BACKEND=static"])
         return StaticBackend(settings.routes_file)
-    # The client is configured in open(), inside notebook_backend: loading a kubeconfig is async.
+    assert kube is not None  # build_kube_client makes one for this backend
     return KubernetesBackend(
-        kubeconfig=settings.kubeconfig,
-        context=settings.kube_context,
+        kube,
         cluster_domain=settings.cluster_domain,
         namespaces=settings.namespaces,
         # No PodDefault webhook runs without Kubeflow: the gateway applies the chosen configurations itself.
@@ -356,7 +390,7 @@ def build_backend(settings: Settings) -> NotebookBackend:
 
 async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    backend = build_backend(settings)
+    backend = build_backend(settings, app.get(keys.KUBE))
     discovery = None
     if isinstance(backend, KubernetesBackend):
         backend.observer = discovery = notebook_discovery(app)
@@ -372,7 +406,7 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await backend.close()
-        await stop_task(task, None)
+        await stop_task(task)
 
 
 def notebook_discovery(app: web.Application) -> NotebookDiscovery:
@@ -391,10 +425,7 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
     if settings.backend != "kubernetes":
         yield
         return
-    try:
-        client = await KubeClient.connect(kubeconfig=settings.kubeconfig, context=settings.kube_context)
-    except KubeConfigError as exc:
-        raise ConfigError([f"GATEWAY_KUBECONFIG: {exc}"]) from None
+    client = app[keys.KUBE]  # the backend's: made for GATEWAY_BACKEND=kubernetes
     app[keys.PROFILES] = provisioner = Provisioner(client, mode=settings.profiles, gateway_namespace=own_namespace())
     task = None
     if settings.profiles == "gateway":
@@ -402,7 +433,7 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await stop_task(task, client)
+        await stop_task(task)
 
 
 async def close_websockets(app: web.Application) -> None:

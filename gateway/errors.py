@@ -16,6 +16,14 @@ GatewayError                 500 internal_error
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
   UpstreamTimeout            504 upstream_timeout
+  KubernetesError            500 internal_error        (a Kubernetes API call failed: raised by gateway/kube/ only;
+                                                        each subclass also derives from the class it answers as)
+    KubernetesUnavailable    503 service_unavailable   (no answer, 429 or 5xx: try again later)
+    KubernetesForbidden      503 service_unavailable   (401/403: the gateway's own RBAC is short)
+    KubernetesNotFound       404 not_found
+    KubernetesConflict       409 conflict              (`already_exists`: a create met an object of that name)
+    KubernetesInvalid        400 bad_request           (400/422: the API server refused the object)
+    KubernetesGone           500 internal_error        (410: a watch's resourceVersion expired; relist)
 """
 
 from __future__ import annotations
@@ -114,3 +122,52 @@ class NotebookNotReady(ServiceUnavailable):
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
     default_message = "The notebook server took too long to answer."
+
+
+# -- the Kubernetes API: raised by gateway/kube/, the one place its answers are translated -------------
+
+
+class KubernetesError(GatewayError):
+    """A Kubernetes API call failed. `api_status` is the API server's HTTP status (0 when no answer
+    came), `reason` its Status reason and `detail` its message: for logs and /readyz, which
+    `description` gives. `message` is what a client sees. Defines no status of its own, so a
+    subclass answers with that of its other base."""
+
+    default_message = "The Kubernetes API failed to handle the gateway's request."
+
+    def __init__(self, message: str | None = None, *, api_status: int = 0, reason: str = "", detail: str = "") -> None:
+        super().__init__(message)
+        self.api_status, self.reason, self.detail = api_status, reason, detail
+
+    @property
+    def description(self) -> str:
+        return f"{self.api_status} {self.reason}: {self.detail}"
+
+
+class KubernetesUnavailable(KubernetesError, ServiceUnavailable):
+    default_message = "Kubernetes API unavailable"
+
+
+class KubernetesForbidden(KubernetesError, ServiceUnavailable):
+    default_message = "Kubernetes API unavailable: the gateway is not allowed to do this in the cluster."
+
+
+class KubernetesNotFound(KubernetesError, NotFound):
+    default_message = "The Kubernetes object does not exist."
+
+
+class KubernetesConflict(KubernetesError, Conflict):
+    default_message = "The Kubernetes object exists already, or changed meanwhile."
+
+    @property
+    def already_exists(self) -> bool:
+        """A create met an object of that name (rather than a write meeting a newer version)."""
+        return self.reason == "AlreadyExists"
+
+
+class KubernetesInvalid(KubernetesError, BadRequest):
+    default_message = "The cluster refused the request."
+
+
+class KubernetesGone(KubernetesError):
+    default_message = "The Kubernetes watch expired."

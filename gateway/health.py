@@ -19,11 +19,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import keys
-from .authz.configmap import ConfigMapPolicyStore
-from .authz.kubeflow import KubeflowPolicies
-from .backends.kubernetes import KubernetesBackend
 from .errors import ServiceUnavailable
-from .kube.reflector import WatchHealth
+from .kube.watch_health import WatchHealth
 
 log = logging.getLogger(__name__)
 
@@ -83,21 +80,21 @@ READINESS_CHECKS: dict[str, ReadinessCheck] = {
 }
 
 
-# One per watch of the Kubernetes API: its state, or None where this gateway has no such watch.
+# One per watch of the Kubernetes API: its state, or None where this gateway has no such watch. Each
+# asks its component's protocol (`watch_health()`), so a new implementation needs no change here.
 WatchState = Callable[[web.Application], WatchHealth | None]
 
 
 def notebook_watch(app: web.Application) -> WatchHealth | None:
     """The Notebook (and event) watches behind the route table."""
     backend = app.get(keys.BACKEND)
-    return backend.watch_health() if isinstance(backend, KubernetesBackend) else None
+    return backend.watch_health() if backend is not None else None
 
 
 def policy_watch(app: web.Application) -> WatchHealth | None:
     """The policy ConfigMap's watch (GATEWAY_POLICY_STORE=configmap)."""
     manager = app.get(keys.POLICIES)
-    store = manager.store if manager is not None else None
-    return store.watch_health() if isinstance(store, ConfigMapPolicyStore) else None
+    return manager.store.watch_health() if manager is not None else None
 
 
 def kubeflow_watch(app: web.Application) -> WatchHealth | None:
@@ -105,7 +102,7 @@ def kubeflow_watch(app: web.Application) -> WatchHealth | None:
     role Kubeflow gives is missing and its users are refused."""
     manager = app.get(keys.POLICIES)
     source = manager.external if manager is not None else None
-    return source.watch_health() if isinstance(source, KubeflowPolicies) else None
+    return source.watch_health() if source is not None else None
 
 
 WATCHES: dict[str, WatchState] = {

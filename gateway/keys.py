@@ -17,6 +17,7 @@ from .authz.manager import PolicyManager
 from .backends import NotebookBackend
 from .config import Settings
 from .identity import Identity
+from .kube.client import KubeClient
 from .metrics import Metrics
 from .profiles import Provisioner
 from .ratelimit import FailureCounter
@@ -30,6 +31,8 @@ BACKEND = web.AppKey("backend", NotebookBackend)
 AUTHZ = web.AppKey("authz", Authorizer)
 POLICIES = web.AppKey("policies", PolicyManager)  # the policy store, its reload, and the authorizer it feeds
 PROFILES = web.AppKey("profiles", Provisioner)  # absent unless GATEWAY_BACKEND=kubernetes
+# The one Kubernetes client, shared by everything that calls the API (absent when nothing does).
+KUBE = web.AppKey("kube", KubeClient)
 AUDIT = web.AppKey("audit", AuditLog)
 AUDIT_STORE = web.AppKey("audit_store", AuditStore)  # where GET /api/audit reads: Redis, or the local files
 REDIS = web.AppKey("redis", redis.Redis)  # the one Redis client (absent with memory sessions)

@@ -14,14 +14,16 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
 from .authz.rules import PolicyError, is_dns_label, make_rule, normalise_subject
-from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
-from .kube.client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
+from .backoff import Backoff
+from .errors import BadRequest, Conflict, KubernetesConflict, KubernetesError, KubernetesNotFound, NotFound
+from .kube.client import JsonObject, Kind, KubeClient, WatchEvent
+from .kube.kubeflow_names import EDITOR_ACCOUNT, NOTEBOOK_NAME_LABEL, PROFILE_OWNER_FIELD, VIEWER_ACCOUNT
 from .kube.reflector import Reflector
 from .quantities import parse_quantity
 
@@ -44,7 +46,7 @@ QUOTA_NAME = "notebook-quota"
 NETWORK_POLICY_NAME = "notebook-ingress"
 NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
 # ServiceAccount -> the ClusterRole (deploy/base/notebook-roles.yaml) its RoleBinding grants.
-ACCOUNTS = {"default-editor": "notebook-editor", "default-viewer": "notebook-viewer"}
+ACCOUNTS = {EDITOR_ACCOUNT: "notebook-editor", VIEWER_ACCOUNT: "notebook-viewer"}
 # The quota keys a profile takes -> the ResourceQuota's `spec.hard` key; an extended resource such
 # as a GPU can only be limited as a request.
 QUOTA_KEYS = {
@@ -55,6 +57,7 @@ QUOTA_KEYS = {
     "requests.storage": "requests.storage",
 }
 RECONCILE_INTERVAL_S = 30.0
+RETRY_MIN_S = 1.0  # after a failed pass, retry this soon (jittered), then ever later, up to the interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +118,10 @@ class Provisioner:
         self.watches = [
             Reflector(client, kind, None, field_selector=f"metadata.name={name}")
             for kind, name in (
-                (SERVICE_ACCOUNTS, "default-editor"),
-                (SERVICE_ACCOUNTS, "default-viewer"),
-                (PROFILE_ROLEBINDINGS, "default-editor"),
-                (PROFILE_ROLEBINDINGS, "default-viewer"),
+                (SERVICE_ACCOUNTS, EDITOR_ACCOUNT),
+                (SERVICE_ACCOUNTS, VIEWER_ACCOUNT),
+                (PROFILE_ROLEBINDINGS, EDITOR_ACCOUNT),
+                (PROFILE_ROLEBINDINGS, VIEWER_ACCOUNT),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
                 (RESOURCE_QUOTAS, QUOTA_NAME),
             )
@@ -129,41 +132,38 @@ class Provisioner:
 
     async def create(self, profile: Profile) -> None:
         """Raises `Conflict` when the namespace (or Profile) exists and is not this profile."""
-        with _api_errors():
-            if self.mode == "kubeflow":
-                await self._create_kubeflow(profile)
-            else:
-                await self._claim_namespace(profile)
-                await self.ensure(profile.name, profile.quota)
+        if self.mode == "kubeflow":
+            await self._create_kubeflow(profile)
+        else:
+            await self._claim_namespace(profile)
+            await self.ensure(profile.name, profile.quota)
 
     async def delete(self, name: str) -> None:
         """Deleting the namespace deletes everything in it (notebooks, volumes, jobs)."""
-        with _api_errors():
-            if self.mode == "kubeflow":
-                await self.client.delete(KUBEFLOW_PROFILES, "", name)
-                return
-            namespace = await _found(self.client.get(NAMESPACES, "", name))
-            if namespace is None:
-                raise NotFound(f"There is no profile {name}.")
-            if _labels(namespace).get(MANAGED_BY) != GATEWAY:
-                raise Conflict(f"Namespace {name} is not a profile made by the gateway; it was left alone.")
-            if _metadata(namespace).get("deletionTimestamp"):
-                return  # Terminating already (the API server would answer a second delete with 409)
-            await self.client.delete(NAMESPACES, "", name)
+        if self.mode == "kubeflow":
+            await self.client.delete(KUBEFLOW_PROFILES, "", name)
+            return
+        namespace = await _found(self.client.get(NAMESPACES, "", name))
+        if namespace is None:
+            raise NotFound(f"There is no profile {name}.")
+        if _labels(namespace).get(MANAGED_BY) != GATEWAY:
+            raise Conflict(f"Namespace {name} is not a profile made by the gateway; it was left alone.")
+        if _metadata(namespace).get("deletionTimestamp"):
+            return  # Terminating already (the API server would answer a second delete with 409)
+        await self.client.delete(NAMESPACES, "", name)
 
     async def list_profiles(self) -> list[Profile]:
         """The profiles the gateway manages: its labelled namespaces with their owner and quota, or in
         `kubeflow` mode every Profile object; sorted by name."""
-        with _api_errors():
-            if self.mode == "kubeflow":
-                found = await self.client.list(KUBEFLOW_PROFILES)
-                profiles = [_from_kubeflow(obj) for obj in found.items]
-            else:
-                namespaces = await self.client.list(NAMESPACES, label_selector=f"{MANAGED_BY}={GATEWAY}")
-                # One list of every profile's quota rather than a get per namespace.
-                quotas = await self.client.list(RESOURCE_QUOTAS, None, field_selector=f"metadata.name={QUOTA_NAME}")
-                hard = {str(_metadata(q).get("namespace", "")): _hard(q.get("spec")) for q in quotas.items}
-                profiles = [_from_namespace(obj, hard) for obj in namespaces.items]
+        if self.mode == "kubeflow":
+            found = await self.client.list(KUBEFLOW_PROFILES)
+            profiles = [_from_kubeflow(obj) for obj in found.items]
+        else:
+            namespaces = await self.client.list(NAMESPACES, label_selector=f"{MANAGED_BY}={GATEWAY}")
+            # One list of every profile's quota rather than a get per namespace.
+            quotas = await self.client.list(RESOURCE_QUOTAS, None, field_selector=f"metadata.name={QUOTA_NAME}")
+            hard = {str(_metadata(q).get("namespace", "")): _hard(q.get("spec")) for q in quotas.items}
+            profiles = [_from_namespace(obj, hard) for obj in namespaces.items]
         return sorted((p for p in profiles if p.name), key=lambda p: p.name)
 
     async def ensure(self, namespace: str, quota: Mapping[str, str] | None = None) -> list[str]:
@@ -188,10 +188,10 @@ class Provisioner:
         found = {
             (kind.plural, name): await self._by_namespace(kind, name)
             for kind, name in (
-                (SERVICE_ACCOUNTS, "default-editor"),
-                (SERVICE_ACCOUNTS, "default-viewer"),
-                (PROFILE_ROLEBINDINGS, "default-editor"),
-                (PROFILE_ROLEBINDINGS, "default-viewer"),
+                (SERVICE_ACCOUNTS, EDITOR_ACCOUNT),
+                (SERVICE_ACCOUNTS, VIEWER_ACCOUNT),
+                (PROFILE_ROLEBINDINGS, EDITOR_ACCOUNT),
+                (PROFILE_ROLEBINDINGS, VIEWER_ACCOUNT),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
                 (RESOURCE_QUOTAS, QUOTA_NAME),
             )
@@ -272,20 +272,24 @@ class Provisioner:
 
     async def reconcile(self, interval_s: float = RECONCILE_INTERVAL_S) -> None:
         """Repair at once when a watch sees a profile object deleted or one of its owned fields edited,
-        and relist every `interval_s` anyway (a watch can miss a change while it reconnects); until
-        cancelled."""
+        and relist every `interval_s` anyway (a watch can miss a change while it reconnects); after a
+        failed pass, sooner (a jittered backoff up to `interval_s`). Until cancelled."""
         watches = asyncio.gather(*(watch.run() for watch in self.watches))
+        backoff = Backoff(min(RETRY_MIN_S, interval_s), interval_s)
         try:
             while True:
                 self._wake.clear()
                 try:
                     await self.reconcile_once()
-                except ApiError as exc:
-                    log.warning("reconciling profiles failed (%s); retrying in %.0fs", exc, interval_s)
+                    wait_s = interval_s
+                    backoff.reset()
+                except KubernetesError as exc:
+                    wait_s = backoff.next()
+                    log.warning("reconciling profiles failed (%s); retrying in %.1fs", exc.description, wait_s)
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as
                 # the wait ends (a watch woke us), and this loop would then outlive its shutdown.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(interval_s):
+                    async with asyncio.timeout(wait_s):
                         await self._wake.wait()
         finally:
             watches.cancel()
@@ -317,11 +321,11 @@ class Provisioner:
         existing = await _found(self.client.get(KUBEFLOW_PROFILES, "", profile.name))
         if existing is not None:
             spec = existing.get("spec")
-            owner = spec.get("owner") if isinstance(spec, dict) else None
+            owner = spec.get(PROFILE_OWNER_FIELD) if isinstance(spec, dict) else None
             if isinstance(owner, dict) and owner.get("name") == profile.owner_name:
                 return  # the same profile again
             raise Conflict(f"Kubeflow Profile {profile.name} exists with another owner.")
-        wanted: JsonObject = {"owner": {"kind": "User", "name": profile.owner_name}}
+        wanted: JsonObject = {PROFILE_OWNER_FIELD: {"kind": "User", "name": profile.owner_name}}
         if profile.quota:
             wanted["resourceQuotaSpec"] = {"hard": dict(profile.quota)}
         body: JsonObject = {"apiVersion": "kubeflow.org/v1", "kind": "Profile", "metadata": {"name": profile.name}}
@@ -374,7 +378,7 @@ class Provisioner:
         return {
             "metadata": self._meta(NETWORK_POLICY_NAME),
             "spec": {
-                "podSelector": {"matchExpressions": [{"key": "notebook-name", "operator": "Exists"}]},
+                "podSelector": {"matchExpressions": [{"key": NOTEBOOK_NAME_LABEL, "operator": "Exists"}]},
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {"from": [gateway], "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}]},
@@ -388,29 +392,12 @@ class Provisioner:
         return {"name": name, "labels": {MANAGED_BY: GATEWAY}}
 
 
-@contextlib.contextmanager
-def _api_errors() -> Iterator[None]:
-    """The API server's refusals as the gateway's errors: unreachable -> 503, 404 -> 404, 422 -> 400."""
-    try:
-        yield
-    except ApiError as exc:
-        if exc.unavailable:
-            raise ServiceUnavailable("The Kubernetes API is unavailable; try again.") from exc
-        if exc.status == 404:
-            raise NotFound(f"Not found: {exc.message}") from exc
-        if exc.status == 403:  # the gateway's own RBAC is short of something (deploy/base/rbac.yaml)
-            raise ServiceUnavailable(f"The gateway may not do this in Kubernetes: {exc.message}") from exc
-        raise BadRequest(f"Kubernetes refused it: {exc.message}") from exc
-
-
 async def _created(call: Awaitable[JsonObject]) -> bool:
     """Await a create; True when it made the object, False when it was already there (409)."""
     try:
         await call
-    except ApiError as exc:
-        if exc.status == 409:
-            return False
-        raise
+    except KubernetesConflict:
+        return False
     return True
 
 
@@ -418,11 +405,10 @@ async def _deleted(call: Awaitable[None]) -> bool:
     """Await a delete; True when it is gone (404 too), False when it was replaced meanwhile (409)."""
     try:
         await call
-    except ApiError as exc:
-        if exc.status == 409:
-            return False
-        if exc.status != 404:
-            raise
+    except KubernetesConflict:
+        return False
+    except KubernetesNotFound:
+        pass
     return True
 
 
@@ -493,10 +479,8 @@ async def _found(call: Awaitable[JsonObject]) -> JsonObject | None:
     """Await a get; None for a 404."""
     try:
         return await call
-    except ApiError as exc:
-        if exc.status == 404:
-            return None
-        raise
+    except KubernetesNotFound:
+        return None
 
 
 def _metadata(obj: JsonObject) -> dict[str, object]:
@@ -527,7 +511,7 @@ def _from_namespace(namespace: JsonObject, quotas: Mapping[str, dict[str, str]])
 
 def _from_kubeflow(profile: JsonObject) -> Profile:
     spec = profile.get("spec")
-    owner = spec.get("owner") if isinstance(spec, dict) else None
+    owner = spec.get(PROFILE_OWNER_FIELD) if isinstance(spec, dict) else None
     owner_name = owner.get("name") if isinstance(owner, dict) else None
     quota = spec.get("resourceQuotaSpec") if isinstance(spec, dict) else None
     return Profile(str(_metadata(profile).get("name", "")), f"user:{owner_name}" if owner_name else "", _hard(quota))

@@ -15,6 +15,7 @@ from gateway.audit import AuditLog, discovery
 from gateway.audit.chain import Sealer
 from gateway.audit.discovery import FileLedger, NotebookDiscovery, RedisLedger
 from gateway.audit.filesink import ChainedFile
+from gateway.kube.kubeflow_names import CREATOR_ANNOTATION as CREATOR
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.test_audit_request import events
 from tests.test_backend_kubernetes import IMAGE, notebook_body
@@ -22,7 +23,6 @@ from tests.test_backend_kubernetes import IMAGE, notebook_body
 from .conftest import Client, RedisServer, wait_until
 
 Factory = Callable[..., Any]
-CREATOR = "notebooks.kubeflow.org/creator"
 
 
 @pytest.fixture(autouse=True)

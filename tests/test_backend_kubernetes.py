@@ -5,25 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from gateway import keys
+from gateway.app import create_app
+from gateway.authz.configmap import ConfigMapPolicyStore
+from gateway.authz.kubeflow import KubeflowPolicies
 from gateway.backends import NotebookSpec, Volume
 from gateway.backends.kubernetes import KubernetesBackend
 from gateway.backends.notebook_watcher import service_resolver
+from gateway.backoff import Uniform
 from gateway.config import ConfigError
 from gateway.errors import Conflict, InvalidNotebookSpec, NotebookExists, NotebookNotFound, NotFound, ServiceUnavailable
+from gateway.kube.client import KubeClient
 from gateway.kube.reflector import MAX_BACKOFF_S
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_api import FakeKubeAPI, kube_client
 from tests.fakes.kube_controller import KubeController
 
-from .conftest import Client, JupyterServer, wait_until
+from .conftest import Client, JupyterServer, make_settings, wait_until
 
 IMAGE = "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0"
 
@@ -54,8 +61,14 @@ def kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def backend(kubeconfig: Path) -> AsyncIterator[KubernetesBackend]:
-    backend = KubernetesBackend(kubeconfig=kubeconfig)
+async def client(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[KubeClient]:
+    async with kube_client(kube_api, tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def backend(client: KubeClient) -> AsyncIterator[KubernetesBackend]:
+    backend = KubernetesBackend(client)
     await backend.open()
     try:
         yield backend
@@ -426,25 +439,43 @@ async def test_while_the_api_is_down_routes_keep_serving_and_the_watch_resumes(
     assert api_calls(kube_api, watch=True)[-1]["resourceVersion"] != ""
 
 
-async def test_the_watch_backs_off_exponentially_while_the_api_fails(
-    backend: KubernetesBackend, kube_api: FakeKubeAPI
-) -> None:
+async def waits_while_down(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI, uniform: Uniform, count: int
+) -> list[float]:
+    """The first `count` waits of the notebook watch while the API answers 503, with its jitter
+    drawn by `uniform` (no time passes: the waits are recorded, not slept)."""
     delays: list[float] = []
 
     async def record(delay: float) -> None:
         delays.append(delay)
 
-    backend.watcher.notebooks[0].sleep = record
+    reflector = backend.watcher.notebooks[0]
+    reflector.sleep = record
+    reflector.backoff.uniform = uniform
     await kube_api.go_down("503")
-    await wait_until(lambda: len(delays) >= 12)
+    await wait_until(lambda: len(delays) >= count)
+    return delays[:count]
+
+
+async def test_the_watch_backs_off_exponentially_while_the_api_fails(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    delays = await waits_while_down(backend, kube_api, lambda low, high: high, 12)  # the jitter's top: the ceiling
     assert delays[:12] == pytest.approx([0.1 * 2**i for i in range(9)] + [MAX_BACKOFF_S] * 3)
 
 
+async def test_the_watchs_waits_are_jittered_so_replicas_do_not_retry_in_step(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI
+) -> None:
+    delays = await waits_while_down(backend, kube_api, lambda low, high: low + (high - low) / 4, 4)
+    assert delays[:4] == pytest.approx([0.1, 0.125, 0.175, 0.275])  # a quarter of the way to each ceiling
+
+
 async def test_a_gateway_started_while_the_api_is_down_is_unready_until_it_answers(
-    kube_api: FakeKubeAPI, kubeconfig: Path
+    kube_api: FakeKubeAPI, client: KubeClient
 ) -> None:
     await kube_api.go_down("503")
-    backend = KubernetesBackend(kubeconfig=kubeconfig)
+    backend = KubernetesBackend(client)
     await backend.open()
     try:
         assert not backend.synced
@@ -457,10 +488,10 @@ async def test_a_gateway_started_while_the_api_is_down_is_unready_until_it_answe
         await backend.close()
 
 
-async def test_only_the_configured_namespaces_are_served(kube_api: FakeKubeAPI, kubeconfig: Path) -> None:
+async def test_only_the_configured_namespaces_are_served(kube_api: FakeKubeAPI, client: KubeClient) -> None:
     kube_api.add_namespace("bob")
     kube_api.create("notebooks", notebook_body("nb1"), "bob")
-    backend = KubernetesBackend(kubeconfig=kubeconfig, namespaces=("alice",))
+    backend = KubernetesBackend(client, namespaces=("alice",))
     await backend.open()
     try:
         kube_api.create("notebooks", notebook_body("nb2"), "alice")
@@ -476,12 +507,43 @@ async def test_only_the_configured_namespaces_are_served(kube_api: FakeKubeAPI, 
 async def test_a_bad_kubeconfig_stops_the_start_with_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "kubeconfig"
     path.write_text("apiVersion: v1\nkind: Config\ncontexts: []\n")
-    backend = KubernetesBackend(kubeconfig=path, context="nowhere")
-    with pytest.raises(ConfigError, match="GATEWAY_KUBECONFIG"):
-        await backend.open()
+    settings = make_settings(backend="kubernetes", kubeconfig=path, kube_context="nowhere", dev_provider=True)
+    runner = web.AppRunner(create_app(settings))
+    try:
+        with pytest.raises(ConfigError, match="GATEWAY_KUBECONFIG"):
+            await runner.setup()  # the app's start-up: its cleanup contexts, the Kubernetes client's among them
+    finally:
+        await runner.cleanup()
 
 
 # -- the whole gateway ---------------------------------------------------------------------------
+
+
+async def test_the_gateway_opens_one_kubernetes_client_for_all_its_users_and_closes_it_after_them(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    kube_api.add_namespace("kubeflow")
+    gateway: Client = await gateway_factory(
+        user=None,
+        backend="kubernetes",
+        kubeconfig=kubeconfig,
+        policy_store="configmap",
+        policy_namespace="kubeflow",
+        kubeflow_policies=True,
+        profiles="gateway",
+    )
+    app = gateway.app
+    kube, backend, manager = app[keys.KUBE], app[keys.BACKEND], app[keys.POLICIES]
+    assert isinstance(backend, KubernetesBackend)
+    assert isinstance(manager.store, ConfigMapPolicyStore) and isinstance(manager.external, KubeflowPolicies)
+    users = [backend.client, manager.store.client, manager.external.client, app[keys.PROFILES].client]
+    assert all(user is kube for user in users)
+    assert not kube.closed and (await gateway.get("/readyz")).status == 200
+    caplog.clear()
+    await gateway.close()
+    assert kube.closed
+    # Closed after its users had stopped: no watch or loop met a closed client on the way out.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from gateway.backends.kubernetes import KubernetesBackend
 from gateway.backends.notebook_resource import is_routable, reconfiguring_start_patch
 from gateway.backends.poddefaults import configuration_item, poddefault_object
 from gateway.errors import BadRequest, Conflict, InvalidNotebookSpec, NotFound
-from tests.fakes.kube_api import FakeKubeAPI, KubeError
+from tests.fakes.kube_api import FakeKubeAPI, KubeError, kube_client
 
 from .conftest import wait_until
 
@@ -31,18 +31,15 @@ STORE_FORM: dict[str, Any] = {
 @pytest.fixture
 async def backends(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[tuple[KubernetesBackend, KubernetesBackend]]:
     """(with a PodDefault webhook in the cluster, without one: the gateway applies them)."""
-    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
-    webhook, gateway = (
-        KubernetesBackend(kubeconfig=kubeconfig),
-        KubernetesBackend(kubeconfig=kubeconfig, apply_poddefaults=True),
-    )
-    await webhook.open()
-    await gateway.open()
-    try:
-        yield webhook, gateway
-    finally:
-        await gateway.close()
-        await webhook.close()
+    async with kube_client(kube_api, tmp_path) as client:
+        webhook, gateway = KubernetesBackend(client), KubernetesBackend(client, apply_poddefaults=True)
+        await webhook.open()
+        await gateway.open()
+        try:
+            yield webhook, gateway
+        finally:
+            await gateway.close()
+            await webhook.close()
 
 
 async def test_a_created_configuration_is_listed_as_the_web_app_lists_it(

@@ -11,7 +11,8 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import health
+from gateway import health, keys
+from gateway.kube.watch_health import WatchHealth
 from tests.fakes.kube_api import FakeKubeAPI
 
 from .conftest import Client, RedisServer, wait_until
@@ -201,6 +202,21 @@ async def test_readyz_reports_the_policy_configmap_watch_degraded_but_stays_read
     assert (status, body["ready"]) == (200, True)
     assert "the policy ConfigMap kubeflow/notebook-gateway-policies" in body["degraded"]["policy_watch"]
     assert body["checks"]["policy_watch"].startswith("degraded: ")
+
+
+async def test_readyz_asks_whichever_backend_there_is_for_its_watch(
+    gateway_factory: Callable[..., Any], routes_file: RoutesFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe asks the backend protocol (`watch_health()`), not for one class: a backend whose
+    watch has not listed yet makes the replica unready, whichever backend it is."""
+    gateway = await static_gateway(gateway_factory, routes_file)
+    assert "notebook_watch" not in (await readyz(gateway))[1]["watches"]  # the static backend: None
+    backend = gateway.app[keys.BACKEND]
+    monkeypatch.setattr(backend, "watch_health", lambda: WatchHealth("notebooks", synced=False, error="503 down"))
+    status, body = await readyz(gateway)
+    assert status == 503
+    assert "first list of notebooks" in body["problems"]["notebook_watch"]
+    assert body["watches"]["notebook_watch"] == {"state": "not_synced", "last_sync_age_s": None, "error": "503 down"}
 
 
 async def degraded(gateway: Client, name: str) -> bool:

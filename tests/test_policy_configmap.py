@@ -16,7 +16,7 @@ from gateway.authz.configmap import DATA_KEY, ConfigMapPolicyStore, own_namespac
 from gateway.authz.rules import PolicyDoc, Rule
 from gateway.authz.stores import PreconditionFailed
 from tests.conftest import Client, wait_until
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_api import FakeKubeAPI, kube_client
 from tests.fakes.upstream import FakeUpstream
 
 Factory = Callable[..., Any]
@@ -59,12 +59,13 @@ async def upstream(aiohttp_server: Any) -> FakeUpstream:
 
 @pytest.fixture
 async def store(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[ConfigMapPolicyStore]:
-    store = ConfigMapPolicyStore("policies", "alice", kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"))
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+    async with kube_client(kube_api, tmp_path) as client:
+        store = ConfigMapPolicyStore(client, "policies", "alice")
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 def policy_text(kube_api: FakeKubeAPI, namespace: str = "kubeflow", name: str = "notebook-gateway-policies") -> str:

@@ -13,9 +13,8 @@ import pytest
 import yaml
 
 from gateway.errors import BadRequest, Conflict
-from gateway.kube.client import KubeClient
 from gateway.profiles import Mode, Profile, Provisioner, parse_profile
-from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_api import FakeKubeAPI, kube_client
 
 from .conftest import wait_until
 
@@ -28,11 +27,8 @@ JOB_KINDS += [("kubeflow.org", "tfjobs"), ("kubeflow.org", "pytorchjobs")]
 
 
 async def provisioner_for(kube_api: FakeKubeAPI, tmp_path: Path, mode: Mode = "gateway") -> AsyncIterator[Provisioner]:
-    client = await KubeClient.connect(kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"))
-    try:
+    async with kube_client(kube_api, tmp_path) as client:
         yield Provisioner(client, mode=mode, gateway_namespace="notebook-gateway")
-    finally:
-        await client.close()
 
 
 @pytest.fixture
@@ -138,6 +134,24 @@ async def test_the_reconcile_loop_repairs_a_deletion_as_its_watch_sees_it(
         await wait_until(lambda: kube_api.get("rolebindings", "team-a", "default-viewer") is not None)
         kube_api.delete("networkpolicies", "team-a", "notebook-ingress")
         await wait_until(lambda: kube_api.get("networkpolicies", "team-a", "notebook-ingress") is not None)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_after_a_failed_pass_the_loop_tries_again_soon_not_a_whole_interval_later(
+    provisioner: Provisioner, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    await provisioner.create(TEAM)
+    await kube_api.go_down("503")
+    kube_api.delete("rolebindings", "team-a", "default-viewer")  # while the loop cannot see it: no watch event
+    task = asyncio.create_task(provisioner.reconcile(interval_s=3600))
+    try:
+        await wait_until(lambda: "reconciling profiles failed" in caplog.text)
+        await kube_api.come_back()
+        # The next pass comes after a short jittered backoff (from 1 s), not after the interval.
+        await wait_until(lambda: kube_api.get("rolebindings", "team-a", "default-viewer") is not None, timeout_s=15)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

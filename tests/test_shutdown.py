@@ -116,5 +116,5 @@ async def test_a_background_task_that_drops_a_cancel_still_stops() -> None:
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0)
-    await stop_task(task, None)
+    await stop_task(task)
     assert task.cancelled() and dropped == 1

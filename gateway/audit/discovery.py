@@ -22,6 +22,7 @@ from typing import Protocol
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from ..backoff import Backoff
 from .events import AuditEvent
 from .log import AuditLog
 
@@ -157,23 +158,24 @@ class NotebookDiscovery:
 
     async def run(self) -> None:
         """Settle sightings as they fall due, until cancelled; back off while the ledger fails."""
-        delay = MIN_BACKOFF_S
+        backoff = Backoff(MIN_BACKOFF_S, MAX_BACKOFF_S)
         while True:
             self._wake.clear()
             try:
                 wait_s = await self.settle()
             except (RedisError, OSError) as exc:
+                delay = backoff.next()
                 log.warning("notebook discovery: the ledger cannot be reached (%s); retrying in %.1fs", exc, delay)
             except Exception:
+                delay = backoff.next()
                 log.exception("notebook discovery failed; retrying in %.1fs", delay)
             else:
-                delay = MIN_BACKOFF_S
+                backoff.reset()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
                         await self._wake.wait()
                 continue
             await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
 
     async def settle(self) -> float:
         """Claim the gateway's own Notebooks, then record each due sighting that no replica has

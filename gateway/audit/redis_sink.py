@@ -26,6 +26,7 @@ from pathlib import Path
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
+from ..backoff import Backoff
 from .query import SCAN_BUDGET, BadQuery, Filter, Page, StoreUnavailable
 from .segments import ChainReader, Stored
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 PREFIX = "ngw:audit"
 BATCH = 500  # events per script call (stream ids within one millisecond must stay under 1000)
 UNTIL_SLACK_MS = 3_600_000  # replayed events reach the stream after their time; look this far past `until`
+MIN_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0  # between shipping attempts while Redis is down (jittered)
 
 # KEYS: the stream, this chain's shipped position. ARGV: MAXLEN ("0": none), MINID ms ("0": none),
 # the batch's last seq, the rank bound that trims an index to MAXLEN, the index TTL (seconds), the
@@ -227,13 +229,14 @@ class RedisSink(RedisAuditStore):
         return self.backlog
 
     async def _run(self) -> None:
-        delay = 0.5
+        backoff = Backoff(MIN_BACKOFF_S, MAX_BACKOFF_S)
         while not self._stopping:
             try:
                 await self.ship()
                 if self.down is not None:
                     log.warning("audit: Redis answers again; shipped the spooled events (up to %d)", self.shipped)
-                self.down, delay = None, 0.5
+                self.down = None
+                backoff.reset()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
                         await self._wake.wait()
@@ -245,8 +248,7 @@ class RedisSink(RedisAuditStore):
                 self.failures += 1
                 self._positioned = False  # ask Redis where it got to once it is back
                 if not self._stopping:
-                    await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                    await asyncio.sleep(backoff.next())
 
     async def ship(self) -> int:
         """Send every event written since the last call; returns how many."""

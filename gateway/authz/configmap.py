@@ -12,10 +12,11 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from ..config import ConfigError, Settings
-from ..errors import GatewayError
-from ..kube.client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError
-from ..kube.reflector import Reflector, WatchHealth, stop, watch_health
+from ..config import Settings
+from ..errors import GatewayError, KubernetesConflict, KubernetesError, KubernetesNotFound
+from ..kube.client import JsonObject, Kind, KubeClient
+from ..kube.reflector import Reflector, stop, watch_health
+from ..kube.watch_health import WatchHealth
 from .rules import EMPTY, PolicyDoc, parse_policy
 from .stores import Edit, PreconditionFailed
 
@@ -51,18 +52,16 @@ def own_namespace(path: Path = SERVICE_ACCOUNT_NAMESPACE) -> str:
 
 
 class ConfigMapPolicyStore:
-    """The policy in ConfigMap `namespace/name`. `open()` connects, reads it (creating it, with the
-    header only, when there is none) and starts the watch; `close()` stops both."""
+    """The policy in ConfigMap `namespace/name`, through the gateway's one `client` (opened before
+    `open()`, closed after `close()`). `open()` reads it (creating it, with the header only, when there
+    is none) and starts the watch; `close()` stops the watch."""
 
     kind: Literal["file", "configmap", "memory"] = "configmap"
 
-    def __init__(
-        self, name: str, namespace: str, *, kubeconfig: Path | None = None, context: str | None = None
-    ) -> None:
+    def __init__(self, client: KubeClient, name: str, namespace: str) -> None:
+        self.client = client
         self.name, self.namespace = name, namespace
         self.location = f"{namespace}/{name}"
-        self.kubeconfig, self.context = kubeconfig, context
-        self._client: KubeClient | None = None
         self._reflector: Reflector | None = None
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # this process's writes, one at a time (other replicas: the 409)
@@ -70,47 +69,33 @@ class ConfigMapPolicyStore:
         self._doc = EMPTY
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ConfigMapPolicyStore:
+    def from_settings(cls, settings: Settings, client: KubeClient) -> ConfigMapPolicyStore:
         """The ConfigMap GATEWAY_POLICY_CONFIGMAP in GATEWAY_POLICY_NAMESPACE (default: the pod's own)."""
-        return cls(
-            settings.policy_configmap,
-            settings.policy_namespace or own_namespace(),
-            kubeconfig=settings.kubeconfig,
-            context=settings.kube_context,
-        )
+        return cls(client, settings.policy_configmap, settings.policy_namespace or own_namespace())
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        try:
-            self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
-        except KubeConfigError as exc:
-            raise ConfigError([f"GATEWAY_POLICY_STORE=configmap: {exc}"]) from None
         self._reflector = Reflector(
-            self._client, CONFIGMAPS, self.namespace, field_selector=f"metadata.name={self.name}"
+            self.client, CONFIGMAPS, self.namespace, field_selector=f"metadata.name={self.name}"
         )
         try:
             await self._reflector.sync()
-        except ApiError as exc:
+        except KubernetesError as exc:
             await self.close()
-            raise PolicyStoreUnavailable(f"listing ConfigMap {self.location} failed: {exc}") from None
+            raise PolicyStoreUnavailable(f"listing ConfigMap {self.location} failed: {exc.description}") from None
         self._task = asyncio.create_task(self._reflector.run(), name="policy-configmap-watcher")
 
     async def close(self) -> None:
-        await stop(self._task, self._client)
-        self._task, self._client = None, None
+        await stop(self._task)
+        self._task = None
 
     def watch_health(self) -> WatchHealth:
         return watch_health(f"the policy ConfigMap {self.location}", [self._reflector] if self._reflector else [])
 
     async def read(self) -> PolicyDoc | None:
         """The policy as the ConfigMap holds it now, or None when there is none: one read, for
-        `policy check` (nothing is created or watched; `open()` is not needed, `close()` is)."""
-        if self._client is None:
-            try:
-                self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
-            except KubeConfigError as exc:
-                raise ConfigError([f"GATEWAY_POLICY_STORE=configmap: {exc}"]) from None
+        `policy check` (nothing is created or watched; `open()` is not needed)."""
         obj = await self._get()
         return None if obj is None else await self._parse(obj)
 
@@ -171,11 +156,11 @@ class ConfigMapPolicyStore:
 
     async def _get(self) -> JsonObject | None:
         try:
-            return await self._api().get(CONFIGMAPS, self.namespace, self.name)
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise PolicyStoreUnavailable(f"reading ConfigMap {self.location} failed: {exc}") from None
+            return await self.client.get(CONFIGMAPS, self.namespace, self.name)
+        except KubernetesNotFound:
+            return None
+        except KubernetesError as exc:
+            raise PolicyStoreUnavailable(f"reading ConfigMap {self.location} failed: {exc.description}") from None
 
     async def _create(self, doc: PolicyDoc) -> JsonObject | None:
         """The new ConfigMap, or None when one by that name appeared meanwhile (409 AlreadyExists)."""
@@ -184,11 +169,11 @@ class ConfigMapPolicyStore:
             "data": {DATA_KEY: doc.text},
         }
         try:
-            created = await self._api().create(CONFIGMAPS, self.namespace, body)
-        except ApiError as exc:
-            if exc.status == 409:
-                return None
-            raise PolicyStoreUnavailable(f"creating ConfigMap {self.location} failed: {exc}") from None
+            created = await self.client.create(CONFIGMAPS, self.namespace, body)
+        except KubernetesConflict:
+            return None
+        except KubernetesError as exc:
+            raise PolicyStoreUnavailable(f"creating ConfigMap {self.location} failed: {exc.description}") from None
         log.info("created the policy ConfigMap %s", self.location)
         return created
 
@@ -197,16 +182,11 @@ class ConfigMapPolicyStore:
         # A merge patch that names the resourceVersion is applied only to that version (as a PUT would be).
         patch: JsonObject = {"metadata": {"resourceVersion": _version(current)}, "data": {DATA_KEY: doc.text}}
         try:
-            return await self._api().patch(CONFIGMAPS, self.namespace, self.name, patch)
-        except ApiError as exc:
-            if exc.status in (404, 409):  # deleted or changed meanwhile: both are "read again"
-                return None
-            raise PolicyStoreUnavailable(f"writing ConfigMap {self.location} failed: {exc}") from None
-
-    def _api(self) -> KubeClient:
-        if self._client is None:
-            raise PolicyStoreUnavailable(f"the policy ConfigMap {self.location} is not open")
-        return self._client
+            return await self.client.patch(CONFIGMAPS, self.namespace, self.name, patch)
+        except (KubernetesNotFound, KubernetesConflict):  # deleted or changed meanwhile: both are "read again"
+            return None
+        except KubernetesError as exc:
+            raise PolicyStoreUnavailable(f"writing ConfigMap {self.location} failed: {exc.description}") from None
 
     # -- helpers ----------------------------------------------------------------------------------
 

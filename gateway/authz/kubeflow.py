@@ -9,11 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
-from ..config import ConfigError
-from ..kube.client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
-from ..kube.reflector import Reflector, WatchHealth, stop, watch_health
+from ..errors import KubernetesError
+from ..kube.client import JsonObject, Kind, KubeClient, WatchEvent
+from ..kube.kubeflow_names import (
+    KFAM_ROLE_ANNOTATION,
+    KFAM_USER_ANNOTATION,
+    KUBEFLOW_ADMIN,
+    KUBEFLOW_EDIT,
+    KUBEFLOW_VIEW,
+    PROFILE_OWNER_FIELD,
+)
+from ..kube.reflector import Reflector, stop, watch_health
+from ..kube.watch_health import WatchHealth
 from .authorizer import Source
 from .rules import PolicyError, Role, Rule, make_rule
 
@@ -22,17 +30,16 @@ log = logging.getLogger(__name__)
 PROFILES = Kind("kubeflow.org", "v1", "profiles")
 ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "rolebindings")
 # The ClusterRoles that KFAM binds contributors to, and the gateway role each one means.
-KFAM_ROLES: dict[str, Role] = {"kubeflow-admin": "admin", "kubeflow-edit": "edit", "kubeflow-view": "view"}
+KFAM_ROLES: dict[str, Role] = {KUBEFLOW_ADMIN: "admin", KUBEFLOW_EDIT: "edit", KUBEFLOW_VIEW: "view"}
 
 
 class KubeflowPolicies:
     """Profiles (cluster-wide) and RoleBindings (every namespace), listed then watched. `generation`
     goes up with every change, so the policy manager knows when to compile again."""
 
-    def __init__(self, *, kubeconfig: Path | None = None, context: str | None = None) -> None:
-        self.kubeconfig, self.context = kubeconfig, context
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client  # the gateway's one client: opened before open(), closed after close()
         self.generation = 0
-        self._client: KubeClient | None = None
         self._reflectors: list[Reflector] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -46,25 +53,23 @@ class KubeflowPolicies:
     async def open(self) -> None:
         """List both kinds before serving; if the API does not answer, start without Kubeflow's roles
         (refusing is the safe side) and keep trying in the background."""
-        try:
-            self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
-        except KubeConfigError as exc:
-            raise ConfigError([f"GATEWAY_KUBEFLOW_POLICIES: {exc}"]) from None
         self._reflectors = [
-            Reflector(self._client, kind, None, on_change=self._changed) for kind in (PROFILES, ROLEBINDINGS)
+            Reflector(self.client, kind, None, on_change=self._changed) for kind in (PROFILES, ROLEBINDINGS)
         ]
         results = await asyncio.gather(*(r.sync() for r in self._reflectors), return_exceptions=True)
         for result in results:
-            if isinstance(result, ApiError):
-                log.warning("Kubeflow roles: the first list failed (%s); retrying in the background", result)
+            if isinstance(result, KubernetesError):
+                log.warning(
+                    "Kubeflow roles: the first list failed (%s); retrying in the background", result.description
+                )
             elif isinstance(result, BaseException):
                 await self.close()
                 raise result
         self._task = asyncio.create_task(self._run(), name="kubeflow-policy-watcher")
 
     async def close(self) -> None:
-        await stop(self._task, self._client)
-        self._task, self._client = None, None
+        await stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         await asyncio.gather(*(reflector.run() for reflector in self._reflectors))
@@ -80,21 +85,14 @@ class KubeflowPolicies:
         return rules_from(profiles, bindings)
 
 
-async def list_rules(*, kubeconfig: Path | None = None, context: str | None = None) -> dict[Rule, Source]:
+async def list_rules(client: KubeClient) -> dict[Rule, Source]:
     """The rules Kubeflow's objects give now, from one list of each (no watch): for `policy check`.
-    Raises `ApiError` when the API does not answer (a check without them could say "denied" wrongly)."""
-    try:
-        client = await KubeClient.connect(kubeconfig=kubeconfig, context=context)
-    except KubeConfigError as exc:
-        raise ConfigError([f"GATEWAY_KUBEFLOW_POLICIES: {exc}"]) from None
-    try:
-        reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS)]
-        for reflector in reflectors:
-            await reflector.sync()  # the same view the watch would hold after its first list
-        profiles, bindings = (reflector.objects for reflector in reflectors)
-        return rules_from(profiles, bindings)
-    finally:
-        await client.close()
+    Raises `KubernetesError` when the API does not answer (a check without them could say "denied" wrongly)."""
+    reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS)]
+    for reflector in reflectors:
+        await reflector.sync()  # the same view the watch would hold after its first list
+    profiles, bindings = (reflector.objects for reflector in reflectors)
+    return rules_from(profiles, bindings)
 
 
 def rules_from(
@@ -120,7 +118,7 @@ def rules_from(
 def profile_rule(name: str, profile: JsonObject) -> Rule | None:
     """`admin` of namespace `name` for the Profile's owner, if it names a User."""
     spec = profile.get("spec")
-    owner = spec.get("owner") if isinstance(spec, dict) else None
+    owner = spec.get(PROFILE_OWNER_FIELD) if isinstance(spec, dict) else None
     if not isinstance(owner, dict) or owner.get("kind") != "User" or not isinstance(owner.get("name"), str):
         return None
     return _rule(owner["name"], name, "admin", f"Profile {name}")
@@ -132,13 +130,14 @@ def rolebinding_rule(namespace: str, binding: JsonObject) -> Rule | None:
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if not isinstance(annotations, dict) or not isinstance(ref, dict) or ref.get("kind") != "ClusterRole":
         return None
-    user, role = annotations.get("user"), KFAM_ROLES.get(str(ref.get("name")))
-    if not isinstance(user, str) or role is None or "role" not in annotations:
+    user, role = annotations.get(KFAM_USER_ANNOTATION), KFAM_ROLES.get(str(ref.get("name")))
+    if not isinstance(user, str) or role is None or KFAM_ROLE_ANNOTATION not in annotations:
         return None
     name = metadata.get("name") if isinstance(metadata, dict) else "?"
-    if annotations["role"] != role:
+    if annotations[KFAM_ROLE_ANNOTATION] != role:
         # Kubernetes grants what roleRef names, so that is the role the gateway gives too.
-        log.warning("RoleBinding %s/%s: annotation role=%s but roleRef %s", namespace, name, annotations["role"], role)
+        meant = annotations[KFAM_ROLE_ANNOTATION]
+        log.warning("RoleBinding %s/%s: annotation role=%s but roleRef %s", namespace, name, meant, role)
     return _rule(user, namespace, role, f"RoleBinding {namespace}/{name}")
 
 

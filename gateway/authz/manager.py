@@ -16,6 +16,7 @@ from typing import Protocol
 
 from ..errors import BadRequest, Conflict
 from ..identity import Identity
+from ..kube.watch_health import WatchHealth
 from .authorizer import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
 from .rules import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
 from .stores import PolicyStore, PreconditionRequired
@@ -77,6 +78,10 @@ class RuleSource(Protocol):
     async def close(self) -> None: ...
 
     def rules(self) -> dict[Rule, Source]: ...
+
+    def watch_health(self) -> WatchHealth | None:
+        """Its watches of the Kubernetes API, for /readyz (until they have listed, its rules are missing)."""
+        ...
 
 
 MANAGED_ELSEWHERE = (

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from ..errors import GatewayError
+from ..kube.watch_health import WatchHealth
 from .rules import EMPTY, PolicyDoc, PolicyError, parse_policy, version_of
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class PolicyStore(Protocol):
     """Holds the policy document. `update()` applies an edit atomically and returns (before, after);
     `changed()` returns the document when someone else changed it since this store last saw it
     (None otherwise) and raises `PolicyError` for a malformed one, once per change. `open()` comes
-    first and `close()` last (both no-ops but for the ConfigMap store's API client and watch)."""
+    first and `close()` last (both no-ops but for the ConfigMap store's watch)."""
 
     kind: Literal["file", "configmap", "memory"]
     location: str
@@ -47,6 +48,10 @@ class PolicyStore(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def watch_health(self) -> WatchHealth | None:
+        """Its watch of the Kubernetes API, for /readyz; None when it has none (a file, memory)."""
+        ...
 
     async def load(self) -> PolicyDoc: ...
 
@@ -77,6 +82,9 @@ class MemoryPolicyStore:
 
     async def close(self) -> None:
         pass
+
+    def watch_health(self) -> WatchHealth | None:
+        return None  # nothing watched
 
     async def load(self) -> PolicyDoc:
         return self._doc
@@ -113,6 +121,9 @@ class FilePolicyStore:
 
     async def close(self) -> None:
         pass
+
+    def watch_health(self) -> WatchHealth | None:
+        return None  # nothing watched
 
     async def load(self) -> PolicyDoc:
         """The file's policy, creating the file (with its header) when there is none yet."""

@@ -1,19 +1,26 @@
 """Where notebook servers live: the `NotebookBackend` protocol and the values it trades in.
 
 Implementations: `local` (real Jupyter processes, dev mode), `static` (fixed routes from a file)
-and `kubernetes` (Kubeflow Notebook resources).
+and `kubernetes` (Kubeflow Notebook resources). The first two take what they lack (configurations,
+a watch of the Kubernetes API) from `WithoutKubernetes`, so callers ask the protocol, never the class.
 """
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
 from yarl import URL
 
+from ..errors import MethodNotSupported
+from ..kube.watch_health import WatchHealth
+
 # The Jupyter web app's phases, so its front end and ours read the same words.
 Phase = Literal["ready", "waiting", "stopped", "warning", "terminating", "unavailable"]
+JsonObject = dict[str, object]  # a Kubernetes object (a PodDefault) as the API server sends it
+NO_CONFIGURATIONS = "Configurations (PodDefaults) need the Kubernetes backend (GATEWAY_BACKEND=kubernetes)."
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +92,13 @@ class NotebookBackend(Protocol):
     delete -> terminating -> gone (`volumes=True`: with the volumes made for it, see `Deletion`).
     Errors are `GatewayError`s: `NotebookNotFound`,
     `NotebookExists`, `InvalidNotebookSpec`, `MethodNotSupported` (a read-only backend).
+
+    Configurations (Kubeflow PodDefaults) exist where `has_configurations` is True; elsewhere the
+    list is empty and creating or deleting one is `MethodNotSupported`.
     """
 
     name: str
+    has_configurations: bool
 
     async def open(self) -> None: ...
 
@@ -113,3 +124,34 @@ class NotebookBackend(Protocol):
     async def start(self, namespace: str, name: str) -> Notebook: ...
 
     async def delete(self, namespace: str, name: str, *, volumes: bool = False) -> Deletion: ...
+
+    async def poddefaults(self, namespace: str) -> builtins.list[JsonObject]:  # `list` is a method here
+        """The namespace's configurations (PodDefaults), by name."""
+        ...
+
+    async def create_poddefault(self, namespace: str, body: JsonObject) -> JsonObject: ...
+
+    async def delete_poddefault(self, namespace: str, name: str) -> None: ...
+
+    def watch_health(self) -> WatchHealth | None:
+        """Its watches of the Kubernetes API, for /readyz; None when it watches nothing."""
+        ...
+
+
+class WithoutKubernetes:
+    """What a backend that does not run on Kubernetes (local, static) answers for the parts of the
+    protocol that need it: no configurations to list, none to make or delete (405), no watch."""
+
+    has_configurations = False
+
+    async def poddefaults(self, namespace: str) -> list[JsonObject]:
+        return []
+
+    async def create_poddefault(self, namespace: str, body: JsonObject) -> JsonObject:
+        raise MethodNotSupported(NO_CONFIGURATIONS)
+
+    async def delete_poddefault(self, namespace: str, name: str) -> None:
+        raise MethodNotSupported(NO_CONFIGURATIONS)
+
+    def watch_health(self) -> WatchHealth | None:
+        return None

@@ -1,8 +1,8 @@
 """`KubernetesBackend`: notebook servers as Kubeflow Notebook resources, routed to their Services.
 
 Writes go to the API server (Notebooks and their PVCs, as the Jupyter web app makes them); reads
-and routes come from the `NotebookWatcher`'s view, so a page load costs no API call. API errors
-become the gateway's own errors in one place, `kube_errors()`.
+and routes come from the `NotebookWatcher`'s view, so a page load costs no API call. The client
+raises the gateway's `KubernetesError`s; `kube_errors()` words them for notebooks and volumes.
 """
 
 from __future__ import annotations
@@ -14,27 +14,31 @@ import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal, Protocol
 
 from yarl import URL
 
-from ..config import ConfigError
 from ..errors import (
     BadRequest,
     Conflict,
     GatewayError,
     InvalidNotebookSpec,
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesInvalid,
+    KubernetesNotFound,
+    KubernetesUnavailable,
     NotebookExists,
     NotebookNotFound,
     NotFound,
     ServiceUnavailable,
 )
-from ..kube.client import NOTEBOOKS, PODDEFAULTS, PVCS, ApiError, JsonObject, KubeClient, KubeConfigError, WatchEvent
-from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, WatchHealth, object_key, stop
+from ..kube.client import NOTEBOOKS, PODDEFAULTS, PVCS, JsonObject, KubeClient, WatchEvent
+from ..kube.kubeflow_names import CREATOR_ANNOTATION
+from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, stop
+from ..kube.watch_health import WatchHealth
 from . import Deletion, Notebook, NotebookSpec
 from .notebook_resource import (
-    CREATOR_ANNOTATION,
     START_PATCH,
     claim_names,
     injected_configurations,
@@ -76,12 +80,12 @@ class KubernetesBackend:
     """Creates, stops, starts and deletes Kubeflow Notebooks, and routes to the ones that run."""
 
     name = "kubernetes"
+    has_configurations = True
 
     def __init__(
         self,
+        client: KubeClient,  # the gateway's one client: opened before open(), closed after close()
         *,
-        kubeconfig: Path | None = None,
-        context: str | None = None,
         cluster_domain: str = "cluster.local",
         namespaces: tuple[str, ...] = (),
         route_resolver: RouteResolver | None = None,  # tests point routes at local servers
@@ -89,12 +93,11 @@ class KubernetesBackend:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # status depends on a notebook's age
         apply_poddefaults: bool = False,  # no PodDefault webhook in the cluster: the gateway applies them
     ) -> None:
-        self.kubeconfig, self.context, self.namespaces = kubeconfig, context, namespaces
+        self.client, self.namespaces = client, namespaces
         self.apply_poddefaults = apply_poddefaults
         self.clock = clock
         self.route_resolver = route_resolver or service_resolver(cluster_domain)
         self.watch_timeout_s = watch_timeout_s
-        self._client: KubeClient | None = None
         self._watcher: NotebookWatcher | None = None
         self._task: asyncio.Task[None] | None = None
         self.observer: NotebookObserver | None = None  # set before open() to hear of every Notebook
@@ -102,48 +105,38 @@ class KubernetesBackend:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Configure the client and list every notebook before serving; if the API does not answer,
-        start anyway (unready, /readyz says why) and keep trying in the background."""
-        try:
-            self._client = await KubeClient.connect(kubeconfig=self.kubeconfig, context=self.context)
-        except KubeConfigError as exc:
-            if self.kubeconfig is not None or self.context is not None:
-                setting = "GATEWAY_KUBECONFIG" if self.kubeconfig is not None else "GATEWAY_KUBE_CONTEXT"
-            else:
-                setting = "GATEWAY_KUBECONFIG (unset, and this is not a pod in a cluster)"
-            raise ConfigError([f"{setting}: {exc}"]) from None
+        """List every notebook before serving; if the API does not answer, start anyway (unready,
+        /readyz says why) and keep trying in the background."""
         self._watcher = NotebookWatcher(
-            self._client, self.namespaces, self.route_resolver, watch_timeout_s=self.watch_timeout_s
+            self.client, self.namespaces, self.route_resolver, watch_timeout_s=self.watch_timeout_s
         )
         if self.observer is not None:
             for reflector in self._watcher.notebooks:
                 reflector.on_change = _reporting(reflector, self.observer)
         try:
             await self._watcher.sync()
-        except ApiError as exc:
-            log.warning("the Kubernetes API at %s did not answer the first list (%s); retrying", self._client.host, exc)
+        except KubernetesError as exc:
+            log.warning(
+                "the Kubernetes API at %s did not answer the first list (%s); retrying",
+                self.client.host,
+                exc.description,
+            )
         except BaseException:
             await self.close()  # close() is not called for a resource whose start failed
             raise
         scope = ", ".join(self.namespaces) or "every namespace"
-        log.info("kubernetes backend: watching notebooks in %s at %s", scope, self._client.host)
+        log.info("kubernetes backend: watching notebooks in %s at %s", scope, self.client.host)
         self._task = asyncio.create_task(self._watcher.run(), name="notebook-watcher")
 
     async def close(self) -> None:
-        await stop(self._task, self._client)
-        self._task, self._client = None, None
+        await stop(self._task)
+        self._task = None
 
     @property
     def watcher(self) -> NotebookWatcher:
         if self._watcher is None:
             raise ServiceUnavailable("The Kubernetes backend has not started.")
         return self._watcher
-
-    @property
-    def client(self) -> KubeClient:
-        if self._client is None:
-            raise ServiceUnavailable("The Kubernetes backend has not started.")
-        return self._client
 
     @property
     def synced(self) -> bool:
@@ -264,9 +257,10 @@ class KubernetesBackend:
             try:
                 await self.client.delete(PVCS, namespace, name)
                 log.info("removed volume %s/%s: its notebook could not be created", namespace, name)
-            except ApiError as exc:
-                if exc.status != 404:
-                    log.error("could not remove volume %s/%s after a failed create: %s", namespace, name, exc)
+            except KubernetesNotFound:
+                pass  # gone already
+            except KubernetesError as exc:
+                log.error("could not remove volume %s/%s after a failed create: %s", namespace, name, exc.description)
 
     async def stop(self, namespace: str, name: str) -> Notebook:
         """Set `kubeflow-resource-stopped` (the time); the controller scales the server to zero.
@@ -357,9 +351,9 @@ class KubernetesBackend:
                 if await _gone_is_fine(self.client.delete(PVCS, namespace, claim, uid=uid)):
                     deleted.append(claim)
                     log.info("deleted volume %s/%s with its notebook %s", namespace, claim, name)
-            except ApiError as exc:  # the notebook is gone already: say which volume is left, and why
-                log.error("could not delete volume %s/%s after its notebook: %s", namespace, claim, exc)
-                kept.append((claim, f"deleting it failed ({exc.reason or exc.status}); delete it by hand"))
+            except KubernetesError as exc:  # the notebook is gone already: say which volume is left, and why
+                log.error("could not delete volume %s/%s after its notebook: %s", namespace, claim, exc.description)
+                kept.append((claim, f"deleting it failed ({exc.reason or exc.api_status}); delete it by hand"))
         return Deletion(tuple(deleted), tuple(kept))
 
     def _deletable_volumes(
@@ -390,38 +384,41 @@ class KubernetesBackend:
 
 @contextlib.contextmanager
 def kube_errors(subject: Subject, namespace: str, name: str) -> Iterator[None]:
-    """The one place where an API server's answer becomes a gateway error."""
+    """The client's errors, worded for the notebook server (or volume) they were about."""
     try:
         yield
-    except ApiError as exc:
-        raise translate(exc, subject, namespace, name) from None
+    except KubernetesError as exc:
+        raise notebook_error(exc, subject, namespace, name) from None
 
 
 @contextlib.contextmanager
 def configuration_errors(namespace: str, name: str) -> Iterator[None]:
-    """An API server's answer about a PodDefault as a gateway error."""
+    """The client's errors about a PodDefault, worded for a configuration."""
     try:
         yield
-    except ApiError as exc:
-        if exc.status == 404 and name:
-            raise NotFound(f"There is no configuration {namespace}/{name}.") from None
-        if exc.status == 409:
-            raise Conflict(f"A configuration named {name} already exists in {namespace}.", field="name") from None
-        if exc.status in (400, 422):
-            raise BadRequest(exc.message or "The cluster refused the configuration.") from None
-        raise translate(exc, "new notebook", namespace, name) from None
+    except KubernetesNotFound as exc:
+        if not name:
+            raise notebook_error(exc, "new notebook", namespace, name) from None
+        raise NotFound(f"There is no configuration {namespace}/{name}.") from None
+    except KubernetesConflict:
+        raise Conflict(f"A configuration named {name} already exists in {namespace}.", field="name") from None
+    except KubernetesInvalid as exc:
+        raise BadRequest(exc.detail or "The cluster refused the configuration.") from None
+    except KubernetesError as exc:
+        raise notebook_error(exc, "new notebook", namespace, name) from None
 
 
-def translate(exc: ApiError, subject: Subject, namespace: str, name: str) -> GatewayError:
-    if exc.unavailable:
-        log.warning("Kubernetes API unavailable: %s", exc)
-        return ServiceUnavailable(UNAVAILABLE)
-    if exc.status == 404:
+def notebook_error(exc: KubernetesError, subject: Subject, namespace: str, name: str) -> GatewayError:
+    """What a user is told about `subject`; the client's own error where there is nothing to add
+    (unavailable, the gateway's RBAC short, an unexpected answer)."""
+    if isinstance(exc, KubernetesUnavailable):
+        log.warning("Kubernetes API unavailable: %s", exc.description)
+    elif isinstance(exc, KubernetesNotFound):
         if subject == "notebook":
             return NotebookNotFound(f"There is no notebook server {namespace}/{name}.")
         return NotFound(f"Namespace {namespace} does not exist in the cluster.")  # creating into nothing
-    if exc.status == 409:
-        if exc.reason != "AlreadyExists":
+    elif isinstance(exc, KubernetesConflict):
+        if not exc.already_exists:
             return Conflict(f"Notebook server {namespace}/{name} changed meanwhile; try again.")
         if subject == "volume":
             return Conflict(
@@ -429,13 +426,9 @@ def translate(exc: ApiError, subject: Subject, namespace: str, name: str) -> Gat
                 "as an existing volume."
             )
         return NotebookExists(f"A notebook server named {name} already exists in {namespace}.", field="name")
-    if exc.status in (400, 422):
-        return InvalidNotebookSpec(exc.message or "The cluster refused the notebook server's settings.")
-    if exc.status in (401, 403):
-        log.error("the Kubernetes API refused the gateway (%s): check its service account's RBAC", exc)
-        return ServiceUnavailable(f"{UNAVAILABLE}: the gateway is not allowed to do this in the cluster.")
-    log.error("unexpected answer from the Kubernetes API: %s", exc)
-    return GatewayError(f"The Kubernetes API answered {exc.status} {exc.reason}.")
+    elif isinstance(exc, KubernetesInvalid):
+        return InvalidNotebookSpec(exc.detail or "The cluster refused the notebook server's settings.")
+    return exc
 
 
 async def _gone_is_fine(call: Awaitable[None]) -> bool:
@@ -443,10 +436,8 @@ async def _gone_is_fine(call: Awaitable[None]) -> bool:
     its uid differs, so it is not the volume the gateway made)."""
     try:
         await call
-    except ApiError as exc:
-        if exc.status in (404, 409):
-            return False
-        raise
+    except (KubernetesNotFound, KubernetesConflict):
+        return False
     return True
 
 

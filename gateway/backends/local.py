@@ -31,7 +31,7 @@ from yarl import URL
 
 from ..errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
 from ..routing import is_dns_label
-from . import Deletion, Notebook, NotebookSpec, Status, Volume
+from . import Deletion, Notebook, NotebookSpec, Status, Volume, WithoutKubernetes
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class Server:
         return f"/notebook/{self.record.namespace}/{self.record.name}/"
 
 
-class LocalBackend:
+class LocalBackend(WithoutKubernetes):
     """Starts, stops and routes to Jupyter servers running as children of the gateway."""
 
     name = "local"

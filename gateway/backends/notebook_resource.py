@@ -11,17 +11,21 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from ..kube.kubeflow_names import (
+    APP_LABEL,
+    CREATOR_ANNOTATION,
+    EDITOR_ACCOUNT,
+    HEADERS_ANNOTATION,
+    SERVER_TYPE_ANNOTATION,
+    STOP_ANNOTATION,
+    URI_REWRITE_ANNOTATION,
+)
 from . import Notebook, NotebookSpec, Status, Volume
 from .poddefaults import Injected, injected_record, read_injected
 
 JsonObject = dict[str, object]
 
 API_VERSION = "kubeflow.org/v1"
-STOP_ANNOTATION = "kubeflow-resource-stopped"  # present (an RFC 3339 time): the controller scales to 0
-CREATOR_ANNOTATION = "notebooks.kubeflow.org/creator"
-SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
-URI_REWRITE_ANNOTATION = "notebooks.kubeflow.org/http-rewrite-uri"
-HEADERS_ANNOTATION = "notebooks.kubeflow.org/http-headers-request-set"
 # The volumes the gateway made with a notebook, as JSON {claim name: uid}: what a delete with
 # `volumes=true` may remove (by uid, so a claim re-made under the same name by someone else is safe).
 VOLUMES_ANNOTATION = "notebook-gateway.kubeflow.org/volumes"
@@ -32,7 +36,7 @@ MADE_FOR_LABEL = "notebook-gateway.kubeflow.org/notebook"  # on a PVC the gatewa
 INJECTED_ANNOTATION = "notebook-gateway.kubeflow.org/poddefaults"
 # Kubeflow profiles bind this account to kubeflow-edit, so code in the notebook can itself create
 # Pods, Deployments, Services, Jobs, TFJobs and PyTorchJobs in its namespace.
-SERVICE_ACCOUNT = "default-editor"
+SERVICE_ACCOUNT = EDITOR_ACCOUNT
 WORKSPACE_MOUNT = "/home/jovyan"
 # The web app's grace period for a Notebook the controller has not reported on yet.
 NEW_NOTEBOOK_GRACE_S = 10
@@ -81,7 +85,7 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None) 
             "namespace": namespace,
             # The controller copies the Notebook's labels to its pod, where PodDefaults select by them
             # (the CRD's pod template has no metadata of its own).
-            "labels": {"app": spec.name, **dict.fromkeys(spec.configurations, "true")},
+            "labels": {APP_LABEL: spec.name, **dict.fromkeys(spec.configurations, "true")},
             "annotations": annotations,
         },
         "spec": {

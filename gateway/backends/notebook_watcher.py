@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from yarl import URL
 
 from ..kube.client import EVENTS, NOTEBOOKS, JsonObject, KubeClient, WatchEvent
-from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, WatchHealth, object_key, watch_health
+from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, watch_health
+from ..kube.watch_health import WatchHealth
 from .notebook_resource import is_routable
 
 RouteResolver = Callable[[str, str], URL]  # (namespace, name) -> the notebook's upstream origin

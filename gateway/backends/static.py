@@ -20,7 +20,7 @@ from yarl import URL
 
 from ..errors import MethodNotSupported, NotebookNotFound
 from ..routing import is_dns_label
-from . import Deletion, Notebook, NotebookSpec, Status
+from . import Deletion, Notebook, NotebookSpec, Status, WithoutKubernetes
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def stamp(path: Path) -> Stamp | None:
     return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
-class StaticBackend:
+class StaticBackend(WithoutKubernetes):
     """Routes to fixed upstreams listed in a file; it cannot create or stop notebook servers."""
 
     name = "static"

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from .. import config
+from ..app import build_kube_client, open_kube_client
 from ..authz.authorizer import PolicyAuthorizer, Source, build_snapshot
 from ..authz.configmap import ConfigMapPolicyStore, PolicyStoreUnavailable
 from ..authz.kubeflow import list_rules
@@ -24,7 +25,8 @@ from ..authz.lint import lint
 from ..authz.manager import PolicyManager
 from ..authz.rules import ACTIONS, EMPTY, PolicyDoc, PolicyError, Rule, normalise_subject, parse_policy
 from ..authz.stores import MemoryPolicyStore
-from ..kube.client import ApiError
+from ..errors import KubernetesError
+from ..kube.client import KubeClient
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,9 +130,21 @@ class _Unreadable(Exception):
 
 async def read_policy(settings: config.Settings, file: Path | None) -> _Policy:
     """The policy document from the store the settings name (or `file`), and Kubeflow's rules."""
+    from_configmap = file is None and settings.policy_store == "configmap"
+    kube = build_kube_client(settings) if from_configmap or settings.kubeflow_policies else None
+    if kube is not None:
+        await open_kube_client(kube)
+    try:
+        return await _read_policy(settings, file, kube)
+    finally:
+        if kube is not None:
+            await kube.close()
+
+
+async def _read_policy(settings: config.Settings, file: Path | None, kube: KubeClient | None) -> _Policy:
     doc: PolicyDoc
     kind: Literal["file", "configmap", "memory"]
-    if file is not None or settings.policy_store == "file":
+    if kube is None or file is not None or settings.policy_store == "file":
         path = file or settings.policy_file
         if path is None:
             doc, kind, location = EMPTY, "memory", "memory"
@@ -141,19 +155,19 @@ async def read_policy(settings: config.Settings, file: Path | None) -> _Policy:
                 raise _Unreadable(f"{path}: {exc}") from None
             kind, location = "file", str(path)
     else:
-        store = ConfigMapPolicyStore.from_settings(settings)
+        store = ConfigMapPolicyStore.from_settings(settings, kube)
         try:
             found = await store.read()
         except (PolicyStoreUnavailable, PolicyError) as exc:
             raise _Unreadable(f"ConfigMap {store.location}: {exc}") from None
-        finally:
-            await store.close()
         doc, kind, location = found or EMPTY, "configmap", store.location  # none yet: the gateway starts empty
     external: dict[Rule, Source] = {}
-    if settings.kubeflow_policies:
+    if settings.kubeflow_policies and kube is not None:
         try:
-            external = await list_rules(kubeconfig=settings.kubeconfig, context=settings.kube_context)
-        except ApiError as exc:
-            message = f"GATEWAY_KUBEFLOW_POLICIES: listing Kubeflow's Profiles and RoleBindings failed: {exc}"
+            external = await list_rules(kube)
+        except KubernetesError as exc:
+            message = (
+                f"GATEWAY_KUBEFLOW_POLICIES: listing Kubeflow's Profiles and RoleBindings failed: {exc.description}"
+            )
             raise _Unreadable(message) from None
     return _Policy(doc, kind, location, external)

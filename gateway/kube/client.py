@@ -1,7 +1,7 @@
 """`KubeClient`: the one module that touches `kubernetes_asyncio` (untyped), so its `Any` stops here.
 
-Objects travel as plain JSON dicts, exactly as the API server sent them; failures are one typed
-`ApiError` (status 0 when no answer came), which callers translate into the gateway's own errors.
+Objects travel as plain JSON dicts, exactly as the API server sent them. Failures become the gateway's
+own `KubernetesError`s here, in `api_error()`, so nothing beyond this module sees the library's.
 """
 
 from __future__ import annotations
@@ -18,6 +18,16 @@ from kubernetes_asyncio import client as kube
 from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.watch import Watch
+
+from ..errors import (
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesForbidden,
+    KubernetesGone,
+    KubernetesInvalid,
+    KubernetesNotFound,
+    KubernetesUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +64,7 @@ class ObjectList:
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    type: str  # ADDED, MODIFIED, DELETED or BOOKMARK (ERROR arrives as an ApiError)
+    type: str  # ADDED, MODIFIED, DELETED or BOOKMARK (ERROR arrives as a KubernetesError)
     object: JsonObject
 
     @property
@@ -64,30 +74,41 @@ class WatchEvent:
         return version if isinstance(version, str) and version else None
 
 
-class ApiError(Exception):
-    """The API server refused a call (`status` is its HTTP status, `reason` its Status reason) or
-    did not answer at all (`status` 0)."""
+def api_error(status: int, reason: str, message: str) -> KubernetesError:
+    """The gateway's error for an API server's answer (`status` 0: none came). The client-facing
+    message says only what a user can act on; the server's own words stay in `detail` for the log,
+    but for a refused object (400/422), whose message names the field at fault."""
+    error: type[KubernetesError] = KubernetesError
+    shown: str | None = None  # the class's default message
+    if status == 0 or status == 429 or status >= 500:  # none, or overloaded or failing: try again later
+        error = KubernetesUnavailable
+    elif status in (401, 403):
+        log.error("the Kubernetes API refused the gateway (%s %s: %s): check its RBAC", status, reason, message)
+        error = KubernetesForbidden
+    elif status == 404:
+        error, shown = KubernetesNotFound, f"Not found: {message}" if message else None
+    elif status == 409:
+        error = KubernetesConflict
+    elif status == 410:
+        error = KubernetesGone
+    elif status in (400, 422):
+        error, shown = KubernetesInvalid, message or None
+    else:
+        log.error("unexpected answer from the Kubernetes API: %s %s: %s", status, reason, message)
+        shown = f"The Kubernetes API answered {status} {reason}."
+    return error(shown, api_status=status, reason=reason, detail=message)
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status, self.reason, self.message = status, reason, message
 
-    @property
-    def unavailable(self) -> bool:
-        """No answer, or the server (or something before it) is overloaded or failing: try again later."""
-        return self.status == 0 or self.status == 429 or self.status >= 500
-
-    @classmethod
-    def from_body(cls, status: int, body: bytes | str) -> ApiError:
-        """From a response's `Status` body, or whatever else came (a proxy's HTML page)."""
-        try:
-            data = json.loads(body)
-        except ValueError:
-            data = None
-        if isinstance(data, dict) and data.get("kind") == "Status":
-            return cls(status, str(data.get("reason") or ""), str(data.get("message") or ""))
-        text = body.decode(errors="replace") if isinstance(body, bytes) else body
-        return cls(status, "", text[:200])
+def error_from_body(status: int, body: bytes | str) -> KubernetesError:
+    """From a response's `Status` body, or whatever else came (a proxy's HTML page)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and data.get("kind") == "Status":
+        return api_error(status, str(data.get("reason") or ""), str(data.get("message") or ""))
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    return api_error(status, "", text[:200])
 
 
 class KubeConfigError(Exception):
@@ -95,43 +116,66 @@ class KubeConfigError(Exception):
 
 
 class KubeClient:
-    """The calls the gateway makes, on raw JSON objects. Build one with `connect()`; `close()` it."""
+    """The calls the gateway makes, on raw JSON objects. Built without I/O (`create_app` makes the one
+    the gateway has); `open()` loads the configuration, `close()` ends it. A call before `open()`, or
+    after `close()`, fails as the API being unavailable."""
 
-    def __init__(self, api: Any) -> None:
-        self._api = api
-        self._custom = kube.CustomObjectsApi(api)
-        self._core = kube.CoreV1Api(api)
+    def __init__(self, *, kubeconfig: Path | None = None, context: str | None = None) -> None:
+        self.kubeconfig, self.context = kubeconfig, context
+        self._api: Any = None
         self._timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
 
-    @classmethod
-    async def connect(cls, *, kubeconfig: Path | None = None, context: str | None = None) -> KubeClient:
+    async def open(self) -> None:
         """The pod's service account when in a cluster and no kubeconfig is named; otherwise the
-        kubeconfig (`kubeconfig`, else the default location) and its `context` or current context."""
+        kubeconfig (`kubeconfig`, else the default location) and its `context` or current context.
+        Raises `KubeConfigError` when neither gives a usable configuration."""
+        if self._api is not None:
+            raise RuntimeError("the Kubernetes client is open already")
         configuration = kube.Configuration()
         try:
-            if kubeconfig is None and context is None:
+            if self.kubeconfig is None and self.context is None:
                 try:
                     kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                    return cls(kube.ApiClient(configuration))
+                    self._api = kube.ApiClient(configuration)
+                    return
                 except kube_config.ConfigException:
                     pass  # not in a cluster: the default kubeconfig, as kubectl would
             await kube_config.load_kube_config(
-                config_file=None if kubeconfig is None else str(kubeconfig),
-                context=context,
+                config_file=None if self.kubeconfig is None else str(self.kubeconfig),
+                context=self.context,
                 client_configuration=configuration,
                 persist_config=False,  # never write refreshed credentials back into the operator's file
             )
         except (kube_config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
-            where = f"kubeconfig {kubeconfig}" if kubeconfig is not None else "the default kubeconfig"
+            where = f"kubeconfig {self.kubeconfig}" if self.kubeconfig is not None else "the default kubeconfig"
             raise KubeConfigError(f"cannot configure the Kubernetes client from {where}: {exc}") from None
-        return cls(kube.ApiClient(configuration))
+        self._api = kube.ApiClient(configuration)
+
+    @property
+    def closed(self) -> bool:
+        return self._api is None
 
     @property
     def host(self) -> str:
-        return str(self._api.configuration.host)
+        return "(not open)" if self._api is None else str(self._api.configuration.host)
 
     async def close(self) -> None:
-        await self._api.close()
+        api, self._api = self._api, None
+        if api is not None:
+            await api.close()
+
+    @property
+    def _custom(self) -> Any:
+        return kube.CustomObjectsApi(self._opened())
+
+    @property
+    def _core(self) -> Any:
+        return kube.CoreV1Api(self._opened())
+
+    def _opened(self) -> Any:
+        if self._api is None:
+            raise KubernetesUnavailable(api_status=0, reason="NotOpen", detail="the Kubernetes client is not open")
+        return self._api
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -164,8 +208,8 @@ class KubeClient:
         on_open: Callable[[], None] | None = None,
     ) -> AsyncGenerator[WatchEvent, None]:
         """Changes after `resource_version` until the server ends the watch (after about `timeout_s`).
-        Raises `ApiError` (410 when that version is too old to resume from). `on_open` is called when
-        the server accepts the watch (200), before any event: a quiet watch is a healthy one too."""
+        Raises `KubernetesError` (`KubernetesGone` when that version is too old to resume from). `on_open`
+        is called when the server accepts the watch (200), before any event: a quiet watch is healthy too."""
         fn, args = self._lister(kind, namespace)
         read_timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=timeout_s + 15)
         if on_open is not None:
@@ -186,9 +230,9 @@ class KubeClient:
         except ApiException as exc:
             # The watch helper puts "<reason>: <message>" in `reason` for an ERROR event.
             reason, _, message = str(exc.reason or "").partition(": ")
-            raise ApiError(int(exc.status or 0), reason, message or reason) from None
+            raise api_error(int(exc.status or 0), reason, message or reason) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ApiError(0, "Unavailable", _describe(exc)) from None
+            raise api_error(0, "Unavailable", _describe(exc)) from None
 
     async def get(self, kind: Kind, namespace: str, name: str) -> JsonObject:
         if not kind.namespaced:
@@ -256,22 +300,22 @@ class KubeClient:
         return getattr(self._core, f"list_namespaced_{kind.core_name}"), (namespace,)
 
     async def _call(self, fn: Callable[..., Any], *args: object, **kwargs: object) -> JsonObject:
-        """One request; the raw JSON answer, or `ApiError`. `_preload_content=False` keeps the body
+        """One request; the raw JSON answer, or a `KubernetesError`. `_preload_content=False` keeps the body
         ours to parse, so objects stay plain dicts and every status is handled here."""
         try:
             response = await fn(*args, _preload_content=False, _request_timeout=self._timeout, **kwargs)
             async with response:
                 status, body = response.status, await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise ApiError(0, "Unavailable", _describe(exc)) from None
+            raise api_error(0, "Unavailable", _describe(exc)) from None
         if not 200 <= status < 300:
-            raise ApiError.from_body(status, body)
+            raise error_from_body(status, body)
         try:
             data = json.loads(body)
         except ValueError:
-            raise ApiError(502, "BadResponse", "the API server's answer is not JSON") from None
+            raise api_error(502, "BadResponse", "the API server's answer is not JSON") from None
         if not isinstance(data, dict):
-            raise ApiError(502, "BadResponse", "the API server's answer is not a JSON object")
+            raise api_error(502, "BadResponse", "the API server's answer is not a JSON object")
         return data
 
 
@@ -302,7 +346,7 @@ def _watch_event(raw: object) -> WatchEvent:
         kind, obj = raw.get("type"), raw.get("raw_object")
         if isinstance(kind, str) and isinstance(obj, dict):
             return WatchEvent(kind, obj)
-    raise ApiError(502, "BadResponse", "the API server sent a watch line that is not an event")
+    raise api_error(502, "BadResponse", "the API server sent a watch line that is not an event")
 
 
 def _describe(exc: BaseException) -> str:

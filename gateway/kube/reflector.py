@@ -1,8 +1,9 @@
 """`Reflector`: list-then-watch of one kind of object in one namespace (or all), kept as a local view.
 
 List once, then watch from the list's resourceVersion; when a watch ends, watch again from the last version
-seen; relist on 410 Gone; back off exponentially while the API is down. Meanwhile the last known view keeps
-serving. `watch_health()` sums up several reflectors for /readyz; `stop()` is the shutdown they share.
+seen; relist on 410 Gone; back off (exponentially, with jitter: `gateway.backoff`) while the API is down.
+Meanwhile the last known view keeps serving. `watch_health()` sums up several reflectors for /readyz;
+`stop()` is the shutdown they share.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 
-from .client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
+from ..backoff import Backoff
+from ..errors import KubernetesError, KubernetesGone
+from .client import JsonObject, Kind, KubeClient, WatchEvent
+from .watch_health import WatchHealth
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class Reflector:
         self.last_ok: float | None = None
         self.error: str | None = None
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests may record the backoff
+        self.backoff = Backoff(MIN_BACKOFF_S, MAX_BACKOFF_S)  # jittered: replicas do not retry in step
         self._answered = False  # the current watch delivered an event
 
     @property
@@ -62,8 +66,8 @@ class Reflector:
     async def sync(self) -> None:
         try:
             listed = await self.client.list(self.kind, self.namespace, field_selector=self.field_selector)
-        except ApiError as exc:
-            self.error = str(exc)
+        except KubernetesError as exc:
+            self.error = exc.description
             raise
         objects: dict[str, dict[str, JsonObject]] = {}
         for obj in listed.items:
@@ -78,7 +82,6 @@ class Reflector:
 
     async def run(self) -> None:
         """Watch until cancelled: resume after each watch, relist on 410, back off while the API fails."""
-        delay = MIN_BACKOFF_S
         while True:
             self._answered = False
             started = time.monotonic()
@@ -87,24 +90,29 @@ class Reflector:
                     await self.sync()
                 await self._watch()
                 if self._answered or time.monotonic() - started >= QUICK_END_S:
-                    delay = MIN_BACKOFF_S
+                    self.backoff.reset()
                     continue
                 # A watch that ends at once with nothing in it (a proxy cutting streams?): do not spin.
+                delay = self.backoff.next()
                 log.warning("the watch of %s ended at once; retrying in %.1fs", self.scope, delay)
-            except ApiError as exc:
-                if exc.status == 410:
-                    log.info("%s: resourceVersion %s expired; relisting", self.scope, self.resource_version)
-                    self.resource_version = ""
-                    continue
-                delay = MIN_BACKOFF_S if self._answered else delay  # up until just now: back off afresh
-                self.error = str(exc)
-                log.warning("watching %s failed (%s); retrying in %.1fs", self.scope, exc, delay)
+            except KubernetesGone:
+                log.info("%s: resourceVersion %s expired; relisting", self.scope, self.resource_version)
+                self.resource_version = ""
+                continue
+            except KubernetesError as exc:
+                delay = self._failed(exc.description)
+                log.warning("watching %s failed (%s); retrying in %.1fs", self.scope, exc.description, delay)
             except Exception as exc:  # a bug, or something unforeseen from the client: keep the last view, retry
-                delay = MIN_BACKOFF_S if self._answered else delay
-                self.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                delay = self._failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
                 log.exception("watching %s failed; retrying in %.1fs", self.scope, delay)
             await self.sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _failed(self, error: str) -> float:
+        """Record a failure; the wait before the next try (afresh if the API answered until just now)."""
+        if self._answered:
+            self.backoff.reset()
+        self.error = error
+        return self.backoff.next()
 
     async def _watch(self) -> None:
         """One watch from `resource_version`, applying its events until the server ends it."""
@@ -140,18 +148,6 @@ class Reflector:
             self.on_change(event)
 
 
-@dataclass(frozen=True, slots=True)
-class WatchHealth:
-    """Where some watches stand, for /readyz. `synced`: every first list came back (until then the view
-    is empty or partial). `error`: one of them cannot reach the API now (the last view keeps serving).
-    `last_ok`: wall-clock time the API last answered the one that has gone longest without."""
-
-    subject: str
-    synced: bool
-    error: str | None = None
-    last_ok: float | None = None
-
-
 def watch_health(subject: str, reflectors: Iterable[Reflector]) -> WatchHealth:
     """The health of `reflectors` together: synced when all are, failing when one is."""
     reflectors = list(reflectors)
@@ -174,16 +170,15 @@ def object_key(obj: JsonObject) -> tuple[str, str] | None:
     return namespace, name
 
 
-async def stop(task: asyncio.Task[None] | None, client: KubeClient | None) -> None:
-    """Cancel a background task (a watch, a reconcile loop) and close its client, if it has one: the
-    shutdown every such component shares."""
-    if task is not None:
-        # Cancel until it is done: a library may drop one cancel (Python 3.11's wait_for does when the
-        # awaited thing finishes at the same moment), and a shutdown must not wait forever on that.
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=1.0)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a watch ended with an error at shutdown", exc_info=task.exception())
-    if client is not None:
-        await client.close()
+async def stop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background task (a watch, a reconcile loop) and wait for it: the shutdown every such
+    component shares. The client it used is not its to close (app.py closes the one client last)."""
+    if task is None:
+        return
+    # Cancel until it is done: a library may drop one cancel (Python 3.11's wait_for does when the
+    # awaited thing finishes at the same moment), and a shutdown must not wait forever on that.
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a watch ended with an error at shutdown", exc_info=task.exception())

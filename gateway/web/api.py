@@ -19,6 +19,7 @@ from ..audit import Outcome
 from ..authz.rules import Action
 from ..backends import Notebook
 from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
+from ..kube.kubeflow_names import CREATOR_ANNOTATION, SERVER_TYPE_ANNOTATION, STOP_ANNOTATION
 from ..notebook_form import parse_notebook_form
 from ..routing import NOTEBOOK_ROOT, is_dns_label
 from ..spawner import SpawnerConfig
@@ -31,11 +32,6 @@ routes = web.RouteTableDef()
 
 # Bodies are tiny forms; the app itself sets no size cap (uploads are streamed to notebooks).
 MAX_BODY_BYTES = 64 * 1024
-# Annotations the Jupyter web app reads and writes on Notebook resources.
-SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
-CREATOR_ANNOTATION = "notebooks.kubeflow.org/creator"
-STOP_ANNOTATION = "kubeflow-resource-stopped"
-
 
 # -- routes ----------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Configurations (Kubeflow PodDefaults) JSON API: the web app's list route for the NEW SERVER form, and
-create / delete for namespace admins, audited. Only the kubernetes backend has PodDefaults; the
-others list none and refuse changes with 405.
+create / delete for namespace admins, audited. Only a backend with `has_configurations` (kubernetes)
+has PodDefaults; the others list none and refuse changes with 405.
 
 Secrets are referred to by name only: no handler reads a Secret, and the audit records names, never values.
 """
@@ -13,9 +13,8 @@ from aiohttp import web
 
 from .. import keys
 from ..audit import Outcome
-from ..backends.kubernetes import KubernetesBackend
 from ..backends.poddefaults import audit_details, configuration_item, poddefault_object
-from ..errors import Forbidden, GatewayError, InvalidPath, MethodNotSupported
+from ..errors import Forbidden, GatewayError, InvalidPath
 from ..routing import is_dns_label
 from . import audit_request
 from .bodies import read_json
@@ -25,15 +24,13 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 MAX_BODY_BYTES = 64 * 1024
-NEEDS_KUBERNETES = "Configurations (PodDefaults) need the Kubernetes backend (GATEWAY_BACKEND=kubernetes)."
 
 
 @routes.get("/api/namespaces/{namespace}/poddefaults", name="api_poddefaults")
 async def list_poddefaults(request: web.Request) -> web.Response:
     namespace = _part(request, "namespace")
     request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, "view")
-    backend = request.app[keys.BACKEND]
-    found = await backend.poddefaults(namespace) if isinstance(backend, KubernetesBackend) else []
+    found = await request.app[keys.BACKEND].poddefaults(namespace)
     return _success(request, poddefaults=[configuration_item(obj) for obj in found])
 
 
@@ -46,7 +43,7 @@ async def create_poddefault(request: web.Request) -> web.Response:
         request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, "manage")
         body = poddefault_object(namespace, await read_json(request, MAX_BODY_BYTES))
         details.update(audit_details(body))
-        created = await _backend(request).create_poddefault(namespace, body)
+        created = await request.app[keys.BACKEND].create_poddefault(namespace, body)
     except GatewayError as exc:
         _emit(request, "configuration.create", _outcome(exc), namespace, details, exc)
         raise
@@ -61,19 +58,12 @@ async def delete_poddefault(request: web.Request) -> web.Response:
     try:
         request.app[keys.AUDIT].require_writable()
         request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, "manage")
-        await _backend(request).delete_poddefault(namespace, name)
+        await request.app[keys.BACKEND].delete_poddefault(namespace, name)
     except GatewayError as exc:
         _emit(request, "configuration.delete", _outcome(exc), namespace, details, exc)
         raise
     _emit(request, "configuration.delete", "allowed", namespace, details, done=True)
     return _success(request, message=f"Configuration {name} deleted.")
-
-
-def _backend(request: web.Request) -> KubernetesBackend:
-    backend = request.app[keys.BACKEND]
-    if not isinstance(backend, KubernetesBackend):
-        raise MethodNotSupported(NEEDS_KUBERNETES)
-    return backend
 
 
 def _part(request: web.Request, key: str) -> str:

@@ -15,7 +15,6 @@ from aiohttp import web
 from .. import keys
 from ..authz.authorizer import personal_namespace
 from ..authz.rules import Action
-from ..backends.kubernetes import KubernetesBackend
 from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
 from ..profiles import describe
@@ -111,8 +110,7 @@ async def new_notebook(request: web.Request) -> web.Response:
     if namespace is None:
         raise Forbidden("You have no namespace to create a notebook server in; ask an administrator for access.")
     request.app[keys.AUTHZ].require(identity, namespace, "create")
-    backend = request.app[keys.BACKEND]
-    found = await backend.poddefaults(namespace) if isinstance(backend, KubernetesBackend) else []
+    found = await request.app[keys.BACKEND].poddefaults(namespace)  # none where the backend has none
     return render(
         request,
         "new_notebook.html",
@@ -158,15 +156,14 @@ async def configurations(request: web.Request) -> web.Response:
         raise BadRequest(f"{namespace[:63]!r} is not a namespace name (a DNS-1123 label).", field="ns")
     request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, "manage")
     backend = request.app[keys.BACKEND]
-    kubernetes = isinstance(backend, KubernetesBackend)
-    found = await backend.poddefaults(namespace) if isinstance(backend, KubernetesBackend) else []
+    found = await backend.poddefaults(namespace)
     return render(
         request,
         "configurations.html",
         current="configurations",
         namespace=namespace,
         managed=managed,
-        kubernetes=kubernetes,
+        kubernetes=backend.has_configurations,
         configurations=[configuration_item(obj) for obj in found],
     )
 
@@ -293,7 +290,7 @@ def navigation(request: web.Request) -> list[dict[str, str]]:
     cluster_admin = may(request, EVERY_NAMESPACE, "manage")
     if has_api(app, ACCESS_API) and (cluster_admin or managed_namespaces(request)):
         links.append({"name": "access", "label": "Access", "href": "/access"})
-    if isinstance(app[keys.BACKEND], KubernetesBackend) and managed_namespaces(request):
+    if app[keys.BACKEND].has_configurations and managed_namespaces(request):
         links.append({"name": "configurations", "label": "Configurations", "href": "/configurations"})
     if keys.PROFILES in app and cluster_admin:
         links.append({"name": "profiles", "label": "Profiles", "href": "/profiles"})

@@ -15,6 +15,7 @@ URLs). Test hooks: `go_down()` / `come_back()`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -32,6 +33,8 @@ import jsonschema
 import pytest
 import yaml
 from aiohttp import web
+
+from gateway.kube.client import KubeClient
 
 # Kubeflow's CRDs, kept in the repository (tests/kubeflow/SOURCES.md says where each came from).
 CRD_DIR = Path(__file__).parents[1] / "kubeflow" / "crds"
@@ -1261,3 +1264,15 @@ async def kube_api() -> AsyncIterator[FakeKubeAPI]:
         yield api
     finally:
         await api.stop()
+
+
+@contextlib.asynccontextmanager
+async def kube_client(api: FakeKubeAPI, directory: Path) -> AsyncIterator[KubeClient]:
+    """A gateway `KubeClient` on `api` (a kubeconfig written into `directory`), opened as app.py opens
+    the gateway's one, and closed after its users: for tests that build a component by hand."""
+    client = KubeClient(kubeconfig=api.write_kubeconfig(directory / "kubeconfig"))
+    await client.open()
+    try:
+        yield client
+    finally:
+        await client.close()

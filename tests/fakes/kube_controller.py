@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from yarl import URL
 
 from gateway.backends.notebook_watcher import RouteResolver
+from gateway.kube.kubeflow_names import STOP_ANNOTATION
 from tests.fakes.kube_api import FakeKubeAPI, Obj
-
-STOP_ANNOTATION = "kubeflow-resource-stopped"
 
 
 def _now() -> str:
