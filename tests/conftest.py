@@ -28,6 +28,7 @@ from tests.fakes.node_idp import (
     node_idp,  # noqa: F401  (a fixture for every module)
     sign_in,
 )
+from tests.fakes.upstream import FakeUpstream
 
 Client = TestClient[web.Request, web.Application]
 
@@ -60,6 +61,12 @@ def make_settings(**overrides: Any) -> Settings:
     audit_dir = Path(tempfile.mkdtemp(dir=_AUDIT_ROOT))
     values: dict[str, Any] = {"backend": "static", "log_format": "text", "audit_dir": audit_dir, **overrides}
     return Settings(**values)
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> FakeUpstream:
+    """The fake notebook server (echoes requests, streams, relays WebSocket frames) on loopback."""
+    return await FakeUpstream.start(aiohttp_server)
 
 
 @pytest.fixture
