@@ -145,6 +145,17 @@ def test_every_module_has_a_row_and_every_row_names_real_modules() -> None:
     assert not missing, f"ROWS names modules that do not exist: {missing}"
 
 
+def test_the_readme_code_map_names_every_module_and_package() -> None:
+    readme = (GATEWAY.parent / "README.md").read_text()
+    code_map = readme[readme.index("## Code map") :].split("\n## ", 1)[0]
+    paths = [path.relative_to(GATEWAY) for path in GATEWAY.rglob("*.py")]
+    # A package by its folder (`web/`), a top-level module by its file (`app.py`).
+    names = {f"`{path.parts[0]}/`" if len(path.parts) > 1 else f"`{path.name}`" for path in paths}
+    names.discard("`__init__.py`")
+    missing = sorted(name for name in names if name not in code_map)
+    assert not missing, f"README.md's code map does not mention {missing}"
+
+
 def test_imports_flow_down_the_table() -> None:
     new = all_violations(import_graph()) - KNOWN_VIOLATIONS
     assert not new, "imports against the layering (STYLE.md section 1):\n" + describe(new)
