@@ -1,5 +1,5 @@
-"""The file policy store: atomic writes that survive a crash, two writers on one file losing nothing
-and refusing nothing, a deleted file. What every store does is in test_policy_stores.py."""
+"""The policy stores: atomic writes that survive a crash, versions checked on write, concurrent
+writers on one file losing nothing, and noticing edits made on disk."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.authz.rules import EMPTY, PolicyDoc, PolicyError, Rule, make_rule, parse_policy
-from gateway.authz.stores import FilePolicyStore
+from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore, PreconditionFailed
 
 BOB = make_rule("user:bob@example.com", "team-a", "edit")
 
@@ -37,6 +37,18 @@ async def test_an_update_writes_the_file_and_leaves_no_temporary_files(tmp_path:
     assert before.version != after.version
     assert parse_policy((tmp_path / "policy.csv").read_bytes()).rules == (BOB,)
     assert sorted(os.listdir(tmp_path)) == [".policy.csv.lock", "policy.csv"]
+
+
+@pytest.mark.parametrize("kind", ["file", "memory"])
+async def test_a_stale_version_changes_nothing(tmp_path: Path, kind: str) -> None:
+    store = FilePolicyStore(tmp_path / "policy.csv") if kind == "file" else MemoryPolicyStore()
+    first = await store.load()
+    _, current = await store.update(grant)
+    with pytest.raises(PreconditionFailed, match=current.version):
+        await store.update(lambda doc: doc.without_rule(BOB), if_match=first.version)
+    assert (await store.load()).rules == (BOB,)
+    _, emptied = await store.update(lambda doc: doc.without_rule(BOB), if_match=current.version)
+    assert emptied.rules == ()
 
 
 async def test_a_crash_before_the_rename_leaves_the_old_file_whole(tmp_path: Path) -> None:
@@ -74,14 +86,22 @@ async def test_two_stores_on_one_file_lose_no_update(tmp_path: Path) -> None:
     assert set(parse_policy(path.read_bytes()).rules) == set(rules)
 
 
-async def test_a_deleted_file_is_reported_once(tmp_path: Path) -> None:
+async def test_an_edit_on_disk_is_noticed_once_and_a_bad_one_is_reported_once(tmp_path: Path) -> None:
     path = tmp_path / "policy.csv"
     store = FilePolicyStore(path)
     await store.load()
+    assert await store.changed() is None
+    path.write_text(BOB.to_line() + "\n")
+    changed = await store.changed()
+    assert changed is not None and changed.rules == (BOB,)
+    assert await store.changed() is None
+    path.write_text("p, user:bob@example.com, team-a\n")
+    with pytest.raises(PolicyError, match="line 1: expected 6 fields"):
+        await store.changed()
+    assert await store.changed() is None
     os.unlink(path)
     with pytest.raises(PolicyError, match="is gone"):
         await store.changed()
-    assert await store.changed() is None
 
 
 async def test_rewriting_the_same_content_is_not_a_change(tmp_path: Path) -> None:
