@@ -29,6 +29,7 @@ from tests.fakes.node_idp import (
     sign_in,
 )
 from tests.fakes.upstream import FakeUpstream
+from tests.processes import end_process
 
 Client = TestClient[web.Request, web.Application]
 
@@ -150,12 +151,7 @@ class JupyterServer:
         wait_for_port(self.port, timeout_s=60, proc=self.proc)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
 
 
 @pytest.fixture(scope="session")
@@ -211,8 +207,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+            end_process(self.proc)
             self.proc = None
 
 
