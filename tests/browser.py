@@ -19,6 +19,7 @@ import pytest
 from playwright.async_api import Locator, Page, async_playwright, expect
 
 from .conftest import unused_port, wait_for_port
+from .processes import end_process
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -84,12 +85,7 @@ class DevGateway:
 
     def stop(self) -> None:
         """SIGTERM, as Ctrl+C would: the gateway stops its Jupyter servers before it exits."""
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc, timeout_s=30)
 
 
 @contextlib.contextmanager

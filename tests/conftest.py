@@ -28,6 +28,8 @@ from tests.fakes.node_idp import (
     node_idp,  # noqa: F401  (a fixture for every module)
     sign_in,
 )
+from tests.fakes.upstream import FakeUpstream
+from tests.processes import end_process
 
 Client = TestClient[web.Request, web.Application]
 
@@ -60,6 +62,12 @@ def make_settings(**overrides: Any) -> Settings:
     audit_dir = Path(tempfile.mkdtemp(dir=_AUDIT_ROOT))
     values: dict[str, Any] = {"backend": "static", "log_format": "text", "audit_dir": audit_dir, **overrides}
     return Settings(**values)
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Any) -> FakeUpstream:
+    """The fake notebook server (echoes requests, streams, relays WebSocket frames) on loopback."""
+    return await FakeUpstream.start(aiohttp_server)
 
 
 @pytest.fixture
@@ -143,12 +151,7 @@ class JupyterServer:
         wait_for_port(self.port, timeout_s=60, proc=self.proc)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_process(self.proc)
 
 
 @pytest.fixture(scope="session")
@@ -204,8 +207,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+            end_process(self.proc)
             self.proc = None
 
 

@@ -84,3 +84,19 @@ async def test_a_damaged_index_is_rebuilt(tmp_path: Path) -> None:
 async def test_a_cursor_from_elsewhere_is_refused(index: FileIndex) -> None:
     with pytest.raises(BadQuery):
         await index.search(Filter(), cursor="r1700000000000-0")
+
+
+async def test_a_rare_match_pages_short_with_a_cursor_once_the_scan_budget_is_spent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.audit.query.SCAN_BUDGET", 1500)
+    write(tmp_path, [sample(7), *(sample(8) for _ in range(2400))])  # the one match is the oldest event
+    index = FileIndex(tmp_path)
+    try:
+        first = await index.search(Filter(text="disk full"))
+        assert (first.events, first.scanned) == ([], 2000)  # two chunks of 1000: stopped past the budget
+        assert first.next_cursor is not None
+        second = await index.search(Filter(text="disk full"), cursor=first.next_cursor)
+        assert numbers(second.events) == [7] and second.next_cursor is None
+    finally:
+        await index.stop()

@@ -161,3 +161,25 @@ async def test_stop_returns_even_when_its_cancel_lands_in_a_redis_command(tmp_pa
         done, _ = await asyncio.wait({closing}, timeout=30)  # a guard against hanging, not a timing assertion
         assert closing in done, "stop() did not return: the shipper went on after its cancel"
         assert sink.shipped == 5
+
+
+async def test_a_rare_match_pages_short_with_a_cursor_once_the_scan_budget_is_spent(
+    tmp_path: Path, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.audit.query.SCAN_BUDGET", 1500)
+    prefix = new_prefix()
+    audit, sink = await open_log(tmp_path, client, prefix)
+    for n in range(2400):
+        emit(audit, n, user="carol" if n == 0 else "alice")  # the one carol is the oldest event
+    await wait_until(lambda: sink.shipped == 2400, timeout_s=30)
+    await audit.close()
+    # Through the stream (no user, namespace or notebook to index by): chunks of 1000.
+    first = await sink.search(Filter(text="CAROL"))
+    assert (first.events, first.scanned) == ([], 2000) and first.next_cursor is not None
+    second = await sink.search(Filter(text="CAROL"), cursor=first.next_cursor)
+    assert [e["actor"] for e in second.events] == ["carol"] and second.next_cursor is None
+    # Through alice's index, for words none of her events hold.
+    first = await sink.search(Filter(user="alice", text="no such words"))
+    assert (first.events, first.scanned) == ([], 2000) and first.next_cursor is not None
+    second = await sink.search(Filter(user="alice", text="no such words"), cursor=first.next_cursor)
+    assert (second.events, second.scanned, second.next_cursor) == ([], 399, None)

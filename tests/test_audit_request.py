@@ -30,11 +30,6 @@ def events(directory: Path, action: str | None = None) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
-
-
-@pytest.fixture
 def audit_dir(tmp_path: Path) -> Path:
     return tmp_path / "audit"
 

@@ -1,4 +1,5 @@
-"""The local backend: real Jupyter processes, records on disk, restarts, and clean shutdown."""
+"""The local backend: real Jupyter processes, records on disk, restarts, and clean shutdown. What
+every backend does (create, stop, start, delete, volumes) is in test_backends.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from gateway.backends import NotebookSpec, Phase, Volume
 from gateway.backends.local import NOTE, LocalBackend
-from gateway.errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
+from gateway.errors import InvalidNotebookSpec
 
 from .conftest import wait_until
 
@@ -64,9 +65,7 @@ async def test_create_serves_jupyter_once_ready(local: LocalBackend, http: aioht
     spec = NotebookSpec(name="nb1", image="jupyter/scipy:1", data_volumes=(Volume("data", "/home/jovyan/d1"),))
     created = await local.create("alice", spec, creator="alice@example.com")
     assert created.status.phase == "waiting" and local.route("alice", "nb1") is None
-    assert NOTE in created.notes and created.spec.image == "jupyter/scipy:1"
-    with pytest.raises(NotebookExists):
-        await local.create("alice", NotebookSpec(name="nb1", image="other"), creator=None)
+    assert NOTE in created.notes
     await wait_phase(local, "alice", "nb1", "ready")
     upstream = local.route("alice", "nb1")
     assert upstream is not None
@@ -78,22 +77,17 @@ async def test_create_serves_jupyter_once_ready(local: LocalBackend, http: aioht
     assert (local.directory / "alice" / "_volumes" / "data").is_dir()
 
 
-async def test_stop_start_and_delete(local: LocalBackend, http: aiohttp.ClientSession) -> None:
+async def test_stop_and_delete_end_the_jupyter_process_at_once(local: LocalBackend) -> None:
     await local.create("alice", NotebookSpec(name="nb1", image="x"), creator=None)
     await wait_phase(local, "alice", "nb1", "ready")
     pid = pid_of(local, "alice", "nb1")
     stopped = await local.stop("alice", "nb1")
-    assert stopped.status.phase == "stopped" and stopped.stopped
-    assert not is_running(pid) and local.route("alice", "nb1") is None
+    assert stopped.status.phase == "stopped" and not is_running(pid) and local.route("alice", "nb1") is None
     assert (await local.start("alice", "nb1")).status.phase == "waiting"
     await wait_phase(local, "alice", "nb1", "ready")
-    assert not (await local.get("alice", "nb1")).stopped
     pid = pid_of(local, "alice", "nb1")
     await local.delete("alice", "nb1")
     assert not is_running(pid) and not (local.directory / "alice" / "nb1").exists()
-    with pytest.raises(NotebookNotFound):
-        await local.get("alice", "nb1")
-    assert await local.list("alice") == []
 
 
 async def test_notebooks_survive_a_gateway_restart(tmp_path: Path) -> None:

@@ -47,11 +47,6 @@ def gateways(
     return build
 
 
-@pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
-
-
 def add_profile(kube_api: FakeKubeAPI, name: str, owner: str) -> None:
     kube_api.create("profiles", {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": owner}}})
 

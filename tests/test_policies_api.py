@@ -38,11 +38,6 @@ def gateways(gateway_factory: Factory, routes_file: Routes, upstream: FakeUpstre
     return build
 
 
-@pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
-
-
 @contextlib.asynccontextmanager
 async def signed_in(gateway: Client, username: str, groups: str = "") -> AsyncIterator[aiohttp.ClientSession]:
     """Another browser, signed in as `username` on the same gateway."""

@@ -53,11 +53,6 @@ def gateways(
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
-
-
-@pytest.fixture
 async def store(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[ConfigMapPolicyStore]:
     async with kube_client(kube_api, tmp_path) as client:
         store = ConfigMapPolicyStore(client, "policies", "alice")

@@ -28,11 +28,6 @@ GiB = 1024 * MiB
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
-
-
-@pytest.fixture
 async def gateway(gateway_factory: Callable[..., Any], routes_file: Routes, upstream: FakeUpstream) -> Client:
     client: Client = await gateway_factory(routes_file=routes_file({("alice", "nb1"): upstream.url}))
     return client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -30,15 +31,24 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SessionStore]:
+@contextlib.asynccontextmanager
+async def open_store(request: pytest.FixtureRequest, clock: Clock, expiry: Expiry) -> AsyncIterator[SessionStore]:
+    """The store the fixture's param names: memory, or Redis under a key prefix of its own."""
     if request.param == "memory":
-        yield MemorySessionStore(EXPIRY, clock=clock)
+        yield MemorySessionStore(expiry, clock=clock)
         return
     server: RedisServer = request.getfixturevalue("redis_server")
     client = redis.Redis.from_url(server.url)
-    yield RedisSessionStore(client, EXPIRY, clock=clock, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    await client.aclose()
+    try:
+        yield RedisSessionStore(client, expiry, clock=clock, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SessionStore]:
+    async with open_store(request, clock, EXPIRY) as opened:
+        yield opened
 
 
 def make_session(clock: Clock, subject: str = "alice@example.com", sid: str | None = None) -> Session:
@@ -89,14 +99,8 @@ async def test_a_page_polling_on_its_own_does_not_keep_an_idle_session(store: Se
 @pytest.fixture(params=["memory", "redis"])
 async def short_store(request: pytest.FixtureRequest, clock: Clock) -> AsyncIterator[SessionStore]:
     """A store whose sessions idle out after 20 s (shorter than the usual write-back interval)."""
-    expiry = Expiry(idle_s=20, max_age_s=3600)
-    if request.param == "memory":
-        yield MemorySessionStore(expiry, clock=clock)
-        return
-    server: RedisServer = request.getfixturevalue("redis_server")
-    client = redis.Redis.from_url(server.url)
-    yield RedisSessionStore(client, expiry, clock=clock, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    await client.aclose()
+    async with open_store(request, clock, Expiry(idle_s=20, max_age_s=3600)) as opened:
+        yield opened
 
 
 async def test_a_short_idle_timeout_still_lets_activity_keep_the_session(

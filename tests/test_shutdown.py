@@ -9,7 +9,6 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -28,11 +27,6 @@ GRACE_S = 10.0
 def accepts(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
 
 
 @pytest.fixture

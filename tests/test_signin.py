@@ -28,11 +28,6 @@ StartGateway = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-async def upstream(aiohttp_server: Any) -> FakeUpstream:
-    return await FakeUpstream.start(aiohttp_server)
-
-
-@pytest.fixture
 def start_gateway(aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream) -> StartGateway:
     """A gateway on a port chosen up front (the provider must know its callback URL), routing
     /notebook/alice/nb1/ to the fake upstream."""

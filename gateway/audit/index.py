@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from .query import SCAN_BUDGET, BadQuery, Filter, Page, StoreUnavailable
+from .query import BadQuery, Filter, Page, PageFiller, StoreUnavailable
 from .segments import ChainReader, segment_path
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,7 @@ class FileIndex:
     def _search(self, filter: Filter, before: int, limit: int) -> Page:
         where, params = _conditions(filter)
         chunk = limit if not filter.text else max(limit, 1000)
-        found: list[dict[str, object]] = []
-        scanned = 0
+        filling = PageFiller(filter, limit)
         with self._lock, _Files(self.directory) as files:
             db = self._connect()
             while True:
@@ -175,17 +174,13 @@ class FileIndex:
                     (before, *params, chunk),
                 ).fetchall()
                 for seq, segment, offset, length in rows:
-                    scanned += 1
                     before = seq
-                    record = files.read(segment, offset, length)
-                    if record is not None and filter.matches(record):
-                        found.append(record)
-                        if len(found) == limit:
-                            return Page(found, f"f{seq}", scanned)
+                    if filling.take(files.read(segment, offset, length)):
+                        return filling.page(f"f{seq}")
                 if len(rows) < chunk:
-                    return Page(found, None, scanned)
-                if scanned >= SCAN_BUDGET:
-                    return Page(found, f"f{before}", scanned)
+                    return filling.page(None)
+                if filling.over_budget:
+                    return filling.page(f"f{before}")
 
 
 def _conditions(filter: Filter) -> tuple[str, list[object]]:

@@ -13,7 +13,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -105,6 +105,33 @@ class Page:
     events: list[dict[str, object]]
     next_cursor: str | None  # None: nothing older matches
     scanned: int  # stored events examined for this page
+
+
+@dataclass(slots=True)
+class PageFiller:
+    """One page being filled, newest first, by a store that reads its events in chunks: what matched
+    so far, and how many stored events it took to find them (for `SCAN_BUDGET`)."""
+
+    filter: Filter
+    limit: int
+    found: list[dict[str, object]] = field(default_factory=list)
+    scanned: int = 0
+
+    def take(self, record: dict[str, object] | None) -> bool:
+        """Count one stored event (None: unreadable or trimmed) and keep it if it matches; True when
+        that filled the page."""
+        self.scanned += 1
+        if record is None or not self.filter.matches(record):
+            return False
+        self.found.append(record)
+        return len(self.found) == self.limit
+
+    @property
+    def over_budget(self) -> bool:
+        return self.scanned >= SCAN_BUDGET
+
+    def page(self, next_cursor: str | None) -> Page:
+        return Page(self.found, next_cursor, self.scanned)
 
 
 class AuditStore(Protocol):

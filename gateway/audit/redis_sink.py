@@ -27,7 +27,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from ..backoff import Backoff
-from .query import SCAN_BUDGET, BadQuery, Filter, Page, StoreUnavailable
+from .query import BadQuery, Filter, Page, PageFiller, StoreUnavailable
 from .segments import ChainReader, Stored
 
 log = logging.getLogger(__name__)
@@ -109,8 +109,7 @@ class RedisAuditStore:
             high = bound if high == "+inf" or int(bound) < int(high[1:]) else high
         low = _score(f"{_ms(filter.since)}-0") if filter.since is not None else "-inf"
         chunk = limit if not filter.text else max(limit, 1000)
-        found: list[dict[str, object]] = []
-        scanned = 0
+        filling = PageFiller(filter, limit)
         while True:
             members = await self.client.zrevrangebyscore(key, high, low, start=0, num=chunk)
             ids = [member.decode() if isinstance(member, bytes) else str(member) for member in members]
@@ -119,17 +118,14 @@ class RedisAuditStore:
                 pipe.xrange(self.prefix, stream_id, stream_id, count=1)
             results = await pipe.execute() if ids else []
             for stream_id, entries in zip(ids, results, strict=True):
-                scanned += 1
-                record = _record(entries[0][1]) if entries else None  # absent: trimmed from the stream
-                if record is not None and filter.matches(record):
-                    found.append(record)
-                    if len(found) == limit:
-                        return Page(found, f"r{stream_id}", scanned)
+                # An id the index still names may have been trimmed from the stream: counted, not kept.
+                if filling.take(_record(entries[0][1]) if entries else None):
+                    return filling.page(f"r{stream_id}")
             if len(ids) < chunk:
-                return Page(found, None, scanned)
+                return filling.page(None)
             high = f"({_score(ids[-1])}"
-            if scanned >= SCAN_BUDGET:
-                return Page(found, f"r{ids[-1]}", scanned)
+            if filling.over_budget:
+                return filling.page(f"r{ids[-1]}")
 
     async def _search_stream(self, filter: Filter, before: str | None, limit: int) -> Page:
         high = f"({before}" if before else "+"
@@ -137,23 +133,18 @@ class RedisAuditStore:
             high = str(_ms(filter.until) + UNTIL_SLACK_MS)
         low = str(_ms(filter.since)) if filter.since is not None else "-"
         chunk = limit if not (filter.text or filter.action or filter.outcome) else max(limit, 1000)
-        found: list[dict[str, object]] = []
-        scanned = 0
+        filling = PageFiller(filter, limit)
         while True:
             entries = await self.client.xrevrange(self.prefix, max=high, min=low, count=chunk) or []
             for raw_id, fields in entries:
                 stream_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                scanned += 1
                 high = f"({stream_id}"
-                record = _record(fields)
-                if record is not None and filter.matches(record):
-                    found.append(record)
-                    if len(found) == limit:
-                        return Page(found, f"r{stream_id}", scanned)
+                if filling.take(_record(fields)):
+                    return filling.page(f"r{stream_id}")
             if len(entries) < chunk:
-                return Page(found, None, scanned)
-            if scanned >= SCAN_BUDGET:
-                return Page(found, f"r{high[1:]}", scanned)
+                return filling.page(None)
+            if filling.over_budget:
+                return filling.page(f"r{high[1:]}")
 
 
 class RedisSink(RedisAuditStore):

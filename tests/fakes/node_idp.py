@@ -25,6 +25,8 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from tests.processes import end_process
+
 OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
 ALICE, BOB = "alice@example.com", "bob@example.com"
 PASSWORD = "password"
@@ -148,12 +150,7 @@ class NodeIdP:
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            end_process(self._proc)
             self._proc = None
         if self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
