@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from .authz.rules import PolicyError, is_dns_label, make_rule, normalise_subject
+from .authz.rules import PolicyError, make_rule, normalise_subject
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from .kube.client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
 from .kube.reflector import Reflector
+from .names import is_dns_label
 from .quantities import parse_quantity
 
 log = logging.getLogger(__name__)

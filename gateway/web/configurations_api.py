@@ -16,7 +16,7 @@ from ..audit import Outcome
 from ..backends.kubernetes import KubernetesBackend
 from ..backends.poddefaults import audit_details, configuration_item, poddefault_object
 from ..errors import Forbidden, GatewayError, InvalidPath, MethodNotSupported
-from ..routing import is_dns_label
+from ..names import is_dns_label
 from . import audit_request
 from .bodies import read_json
 

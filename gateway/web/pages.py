@@ -18,8 +18,8 @@ from ..authz.rules import Action
 from ..backends.kubernetes import KubernetesBackend
 from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
+from ..names import is_dns_label
 from ..profiles import describe
-from ..routing import is_dns_label
 from .api import notebook_item
 
 STATIC_DIR = Path(__file__).parent / "static"
