@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from gateway.auth.authenticator import ClaimRules, NotAllowed
-from gateway.auth.oidc import InvalidToken
+from gateway.auth.authenticator import ClaimRules
+from gateway.errors import InvalidToken, NotAllowed
 from gateway.ratelimit import FailureCounter, MemoryFailureCounter, RedisFailureCounter
 from gateway.web.oauth import safe_return_path
 from tests.conftest import RedisServer

@@ -16,16 +16,10 @@ from aiohttp import web
 from .. import keys
 from ..audit import Outcome
 from ..cookies import SESSION_COOKIE
-from ..errors import GatewayError, TooManyRequests
+from ..errors import GatewayError, InvalidToken, NotAllowed, SignInLimited
 from ..identity import Identity
 from ..sessions import Session
 from ..web import audit_request
-from .authenticator import NotAllowed
-from .oidc import InvalidToken
-
-
-class SignInLimited(TooManyRequests):
-    """Too many failed sign-ins from this client, or for this user."""
 
 
 def vouched_username(exc: GatewayError) -> str | None:

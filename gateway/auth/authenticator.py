@@ -11,15 +11,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cookies import CookieSigner
-from ..errors import BadRequest, Forbidden
+from ..errors import IdPUnavailable, InvalidCallback, InvalidToken, NotAllowed, RefreshRejected
 from ..identity import Identity
 from ..sessions import Session, SessionStore, new_session_id
 from .oidc import (
-    IdPUnavailable,
-    InvalidToken,
     OIDCClient,
     PendingLogin,
-    RefreshRejected,
     TokenSet,
     TokenVerifier,
     unverified_claims,
@@ -30,22 +27,6 @@ log = logging.getLogger(__name__)
 LOGIN_TTL_S = 600.0  # a sign-in must come back from the provider within ten minutes
 REFRESH_MARGIN_S = 60.0  # refresh this long before the tokens expire
 BEARER_CACHE_SIZE = 10_000
-
-
-class InvalidCallback(BadRequest):
-    code = "invalid_callback"
-    default_message = "This sign-in could not be completed; please sign in again."
-
-
-class NotAllowed(Forbidden):
-    """The provider vouched for this user, but the gateway's sign-in rules keep them out."""
-
-    code = "not_allowed"
-    default_message = "You may not sign in to this gateway."
-
-    def __init__(self, message: str, *, username: str) -> None:
-        super().__init__(message)
-        self.username = username
 
 
 @dataclass(frozen=True, slots=True)

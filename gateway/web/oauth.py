@@ -11,10 +11,9 @@ from aiohttp import web
 from .. import keys
 from ..audit import Outcome
 from ..auth import attempts
-from ..auth.oidc import InvalidToken
 from ..authz.manager import Change
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
-from ..errors import Forbidden, GatewayError
+from ..errors import Forbidden, GatewayError, InvalidToken, LoginFailed
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
 from ..profiles import Profile
@@ -139,13 +138,6 @@ async def backchannel_logout(request: web.Request) -> web.Response:
     log.info("back-channel logout ended %d session(s)", ended)
     _audit(request, None, "auth.logout", "allowed", details={"channel": "backchannel", "sessions": ended})
     return web.json_response({"sessions_ended": ended}, headers={"Cache-Control": "no-store"})
-
-
-class LoginFailed(GatewayError):
-    """Not `LoginRequired`: a failed sign-in shows a page, it does not send the browser round again."""
-
-    status, code = 401, "login_failed"
-    default_message = "Signing in failed."
 
 
 async def _provision(request: web.Request, identity: Identity, change: Change) -> None:
