@@ -24,6 +24,7 @@ from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery,
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
+from .auth.attempts import SignInLimits
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient, TokenVerifier
@@ -43,6 +44,7 @@ from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
+from .onboarding import Onboarding
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
@@ -88,7 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
     app.cleanup_ctx.extend(
-        [http_client, session_store, audit_log, authentication, policy_engine, notebook_backend, profiles]
+        [http_client, session_store, audit_log, authentication, policy_engine, notebook_backend, profiles, onboarding]
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
@@ -218,6 +220,7 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         CookieSigner(settings.cookie_secret.get_secret_value()),
         rules,
         bearer_audiences=frozenset(settings.bearer_audiences),
+        limits=SignInLimits(app[keys.FAILURES]),
         on_refresh_failed=refresh_failed_audit(app),
         extra_issuers=extra_issuers,
     )
@@ -399,6 +402,12 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await stop_task(task, client)
+
+
+async def onboarding(app: web.Application) -> AsyncIterator[None]:
+    """What a sign-in sets up, once the policies and (Kubernetes backend) the provisioner are open."""
+    app[keys.ONBOARDING] = Onboarding(app[keys.POLICIES], app.get(keys.PROFILES))
+    yield
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -31,7 +31,7 @@ GatewayError                 500 internal_error
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 
 class GatewayError(Exception):
@@ -184,7 +184,14 @@ class PreconditionRequired(GatewayError):
 
 
 class SignInLimited(TooManyRequests):
-    """Too many failed sign-ins from this client, or for this user."""
+    """Too many failed sign-ins from this client (`by` "ip"), or for this user (`by` "user")."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: int, by: Literal["ip", "user"], username: str | None = None
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.by = by
+        self.username = username  # who was signing in, when the issuer vouched for the name
 
 
 class IdPUnavailable(GatewayError):

@@ -16,6 +16,7 @@ from .backends import NotebookBackend
 from .config import Settings
 from .identity import Identity
 from .metrics import Metrics
+from .onboarding import Onboarding
 from .profiles import Provisioner
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
@@ -37,6 +38,7 @@ SPAWNER = web.AppKey("spawner", SpawnerConfig)
 SESSIONS = web.AppKey("sessions", SessionStore)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client IP / username
+ONBOARDING = web.AppKey("onboarding", Onboarding)  # what a sign-in sets up: first-user admin, self-service profile
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
 
