@@ -339,8 +339,7 @@ def build_backend(settings: Settings) -> NotebookBackend:
     if settings.backend == "local":
         return LocalBackend(settings.local_dir)
     if settings.backend == "static":
-        if settings.routes_file is None:
-            raise ConfigError(["GATEWAY_ROUTES_FILE: required when GATEWAY_BACKEND=static"])
+        assert settings.routes_file is not None  # the settings refuse a static backend without one
         return StaticBackend(settings.routes_file)
     # The client is configured in open(), inside notebook_backend: loading a kubeconfig is async.
     return KubernetesBackend(

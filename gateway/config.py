@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -68,14 +69,16 @@ class Settings(BaseSettings):
         description="Where notebook servers live: `local` Jupyter processes (dev), "
         "`static` fixed routes from GATEWAY_ROUTES_FILE, or `kubernetes` Notebook resources.",
     )
-    routes_file: Path | None = Field(
-        None, description="TOML file of [[route]] namespace/name/url entries for the static backend."
+    routes_file: FilePath | None = Field(
+        None,
+        validate_default=True,  # so that its absence is checked: the static backend needs it
+        description="TOML file of [[route]] namespace/name/url entries for the static backend.",
     )
     local_dir: Path = Field(
         Path(".dev/notebooks"),
         description="Where the local backend keeps its records, workspaces and server logs.",
     )
-    spawner_config: Path | None = Field(
+    spawner_config: FilePath | None = Field(
         None,
         description="Spawner form defaults in the shape of Kubeflow's spawner_ui_config.yaml. "
         "Default: the copy shipped with the gateway.",
@@ -264,6 +267,13 @@ class Settings(BaseSettings):
         "(WebSockets are always recorded), or `all` requests.",
     )
     audit_stdout: bool = Field(True, description="Also write each audit event as a JSON line to stdout.")
+
+    @field_validator("routes_file", mode="after")
+    @classmethod
+    def _routes_for_static(cls, value: FilePath | None, info: ValidationInfo) -> FilePath | None:
+        if value is None and info.data.get("backend") == "static":
+            raise ValueError(f"required when {ENV_PREFIX}BACKEND=static")
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
