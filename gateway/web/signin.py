@@ -7,6 +7,9 @@ request and writes the audit events, which need the request's id, address and us
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from aiohttp import web
 
 from .. import keys
@@ -30,20 +33,14 @@ def credentials(request: web.Request) -> Credentials:
 
 async def identify(request: web.Request, *, touch: bool = True) -> tuple[Identity | None, Session | None]:
     """The authenticator's `identify` for this request; a client over the limits is audited, then refused."""
-    try:
+    with _limits_audited(request):
         return await request.app[keys.AUTHENTICATOR].identify(credentials(request), touch=touch)
-    except SignInLimited as exc:
-        _emit(request, exc.username, "auth.rate_limited", "denied", reason=exc.by)
-        raise
 
 
 async def check(request: web.Request, username: str | None = None) -> None:
     """Before a browser sign-in step: refuse (429, audited) while the client, or the user, is over the limit."""
-    try:
+    with _limits_audited(request):
         await request.app[keys.AUTHENTICATOR].limits.check(request[keys.CLIENT_IP], username)
-    except SignInLimited as exc:
-        _emit(request, exc.username, "auth.rate_limited", "denied", reason=exc.by)
-        raise
 
 
 async def failed(request: web.Request, exc: GatewayError, *, reason: str | None = None) -> None:
@@ -51,6 +48,16 @@ async def failed(request: web.Request, exc: GatewayError, *, reason: str | None 
     when it should say more than the message the user sees."""
     username = await request.app[keys.AUTHENTICATOR].limits.failed(request[keys.CLIENT_IP], exc)
     _emit(request, username, "auth.login", "failed", reason=reason or exc.message)
+
+
+@contextlib.contextmanager
+def _limits_audited(request: web.Request) -> Iterator[None]:
+    """`auth.rate_limited` for a refusal by the limits, which then stands."""
+    try:
+        yield
+    except SignInLimited as exc:
+        _emit(request, exc.username, "auth.rate_limited", "denied", reason=exc.by)
+        raise
 
 
 def _emit(request: web.Request, username: str | None, action: str, outcome: Outcome, reason: str) -> None:
