@@ -25,6 +25,7 @@ from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery,
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
+from .auth.attempts import SignInLimits
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient, TokenVerifier
@@ -44,6 +45,7 @@ from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
+from .onboarding import Onboarding
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .redis_connection import open_redis
@@ -93,7 +95,17 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
     app.cleanup_ctx.extend(
-        [http_client, session_store, audit_log, kubernetes, authentication, policy_engine, notebook_backend, profiles]
+        [
+            http_client,
+            session_store,
+            audit_log,
+            kubernetes,
+            authentication,
+            policy_engine,
+            notebook_backend,
+            profiles,
+            onboarding,
+        ]
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
@@ -224,6 +236,7 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         CookieSigner(settings.cookie_secret.get_secret_value()),
         rules,
         bearer_audiences=frozenset(settings.bearer_audiences),
+        limits=SignInLimits(app[keys.FAILURES]),
         on_refresh_failed=refresh_failed_audit(app),
         extra_issuers=extra_issuers,
         clock=app.get(keys.CLOCK, time.time),
@@ -375,8 +388,7 @@ def build_backend(settings: Settings, kube: KubeClient | None) -> NotebookBacken
     if settings.backend == "local":
         return LocalBackend(settings.local_dir)
     if settings.backend == "static":
-        if settings.routes_file is None:
-            raise ConfigError(["GATEWAY_ROUTES_FILE: required when GATEWAY_BACKEND=static"])
+        assert settings.routes_file is not None  # the settings refuse a static backend without one
         return StaticBackend(settings.routes_file)
     assert kube is not None  # build_kube_client makes one for this backend
     return KubernetesBackend(
@@ -434,6 +446,12 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await stop_task(task)
+
+
+async def onboarding(app: web.Application) -> AsyncIterator[None]:
+    """What a sign-in sets up, once the policies and (Kubernetes backend) the provisioner are open."""
+    app[keys.ONBOARDING] = Onboarding(app[keys.POLICIES], app.get(keys.PROFILES))
+    yield
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -7,7 +7,6 @@ file given with `--config` (flat keys: `port = 8080`). This is the only module t
 from __future__ import annotations
 
 import ipaddress
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    FilePath,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -29,10 +29,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .names import is_dns_label, is_dns_subdomain
+
 ENV_PREFIX = "GATEWAY_"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class BearerIssuer(BaseModel):
@@ -82,14 +83,16 @@ class Settings(BaseSettings):
         description="Where notebook servers live: `local` Jupyter processes (dev), "
         "`static` fixed routes from GATEWAY_ROUTES_FILE, or `kubernetes` Notebook resources.",
     )
-    routes_file: Path | None = Field(
-        None, description="TOML file of [[route]] namespace/name/url entries for the static backend."
+    routes_file: FilePath | None = Field(
+        None,
+        validate_default=True,  # so that its absence is checked: the static backend needs it
+        description="TOML file of [[route]] namespace/name/url entries for the static backend.",
     )
     local_dir: Path = Field(
         Path(".dev/notebooks"),
         description="Where the local backend keeps its records, workspaces and server logs.",
     )
-    spawner_config: Path | None = Field(
+    spawner_config: FilePath | None = Field(
         None,
         description="Spawner form defaults in the shape of Kubeflow's spawner_ui_config.yaml. "
         "Default: the copy shipped with the gateway.",
@@ -102,7 +105,6 @@ class Settings(BaseSettings):
     kube_context: str | None = Field(None, description="Context in the kubeconfig to use. Default: its current one.")
     cluster_domain: str = Field(
         "cluster.local",
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="The cluster's DNS domain: notebooks are reached at http://<name>.<namespace>.svc.<domain>:80.",
     )
     namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -203,13 +205,11 @@ class Settings(BaseSettings):
     )
     policy_configmap: str = Field(
         "notebook-gateway-policies",
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="Name of the policy ConfigMap (GATEWAY_POLICY_STORE=configmap); the CSV is in its "
         "`policy.csv` key.",
     )
     policy_namespace: str | None = Field(
         None,
-        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
         description="Namespace of the policy ConfigMap. Default: the gateway's own namespace (from its service "
         "account), else `kubeflow`.",
     )
@@ -313,6 +313,13 @@ class Settings(BaseSettings):
             return tuple(RedisAddress.parse(part) for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("routes_file", mode="after")
+    @classmethod
+    def _routes_for_static(cls, value: FilePath | None, info: ValidationInfo) -> FilePath | None:
+        if value is None and info.data.get("backend") == "static":
+            raise ValueError(f"required when {ENV_PREFIX}BACKEND=static")
+        return value
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
@@ -337,12 +344,19 @@ class Settings(BaseSettings):
             return tuple(name for part in value.split(",") if (name := part.strip()))
         return value
 
-    @field_validator("namespaces", mode="after")
+    @field_validator("namespaces", "policy_namespace", mode="after")
     @classmethod
-    def _dns_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not _DNS_LABEL.fullmatch(name):
+    def _dns_labels(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
+        for name in (value,) if isinstance(value, str) else value or ():
+            if not is_dns_label(name):
                 raise ValueError(f"{name!r} is not a namespace name (a DNS-1123 label)")
+        return value
+
+    @field_validator("cluster_domain", "policy_configmap", mode="after")
+    @classmethod
+    def _dns_subdomain(cls, value: str) -> str:
+        if not is_dns_subdomain(value):
+            raise ValueError(f"{value!r} is not a DNS-1123 subdomain (lower-case labels joined by dots)")
         return value
 
     @field_validator("oidc_scopes", "bearer_audiences", "oidc_allowed_groups", mode="before")

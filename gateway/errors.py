@@ -1,20 +1,31 @@
-"""Errors the gateway raises on purpose; `status` and `code` are what the client sees.
+"""Every error the gateway raises on purpose; `status` and `code` are what the client sees.
 
 GatewayError                 500 internal_error
   BadRequest                 400 bad_request
     InvalidPath              400 invalid_path          (the one path parse refused it)
     InvalidNotebookSpec      400 invalid_notebook      (the create form / JSON was wrong)
+    InvalidCallback          400 invalid_callback      (a sign-in's state, binding cookie or code did not match)
   LoginRequired              401 login_required
+  LoginFailed                401 login_failed          (a page, not another round to the provider)
+  InvalidToken               401 invalid_token         (a bearer, ID or logout token did not check out)
+  RefreshRejected            401 login_required        (the provider refused the refresh token: the session ends)
   Forbidden                  403 forbidden
+    NotAllowed               403 not_allowed           (the provider vouched, the sign-in rules keep the user out)
   NotFound                   404 not_found
     NotebookNotFound         404 notebook_not_found
   MethodNotSupported         405 not_supported         (e.g. the static backend cannot create)
   Conflict                   409 conflict
     NotebookExists           409 notebook_exists
+  PreconditionFailed         412 version_mismatch      (the policies changed since the client read them)
+  PolicyTooLarge             413 policy_too_large      (over what a ConfigMap holds)
+  PreconditionRequired       428 version_required      (replacing the policies needs If-Match)
   TooManyRequests            429 too_many_requests     (with Retry-After)
+    SignInLimited            429 too_many_requests     (failed sign-ins from this client or for this user)
   UpstreamUnavailable        502 upstream_unavailable
+  IdPUnavailable             502 idp_unavailable
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
+    AuditUnavailable         503 audit_unavailable     (a must-audit act whose event cannot be written)
   UpstreamTimeout            504 upstream_timeout
   KubernetesError            500 internal_error        (a Kubernetes API call failed: raised by gateway/kube/ only;
                                                         each subclass also derives from the class it answers as)
@@ -28,7 +39,7 @@ GatewayError                 500 internal_error
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Literal
 
 
 class GatewayError(Exception):
@@ -117,6 +128,88 @@ class ServiceUnavailable(GatewayError):
 class NotebookNotReady(ServiceUnavailable):
     code = "notebook_not_ready"
     default_message = "The notebook server is not running."
+
+
+# Sign-in, tokens, policies and audit: raised by the components of those names, answered like the rest.
+
+
+class InvalidCallback(BadRequest):
+    code = "invalid_callback"
+    default_message = "This sign-in could not be completed; please sign in again."
+
+
+class LoginFailed(GatewayError):
+    """Not `LoginRequired`: a failed sign-in shows a page, it does not send the browser round again."""
+
+    status, code = 401, "login_failed"
+    default_message = "Signing in failed."
+
+
+class InvalidToken(GatewayError):
+    status, code = 401, "invalid_token"
+    default_message = "The token is not valid."
+
+    def __init__(self, message: str | None = None, *, signed_claims: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        # The claims of a token whose signature checked out but which was refused for another reason
+        # (expired, another audience, a stale nonce): the issuer vouches for them, so the user they
+        # name may be counted against. A forged token's claims never are.
+        self.signed_claims = signed_claims
+        self.username: str | None = None  # set by whoever knows how to read a username from the claims
+
+
+class RefreshRejected(GatewayError):
+    """The provider refused a refresh token (`invalid_grant`): the session must end."""
+
+    status, code = 401, "login_required"
+    default_message = "Your sign-in has ended; sign in again."
+
+
+class NotAllowed(Forbidden):
+    """The provider vouched for this user, but the gateway's sign-in rules keep them out."""
+
+    code = "not_allowed"
+    default_message = "You may not sign in to this gateway."
+
+    def __init__(self, message: str, *, username: str) -> None:
+        super().__init__(message)
+        self.username = username
+
+
+class PreconditionFailed(GatewayError):
+    status, code = 412, "version_mismatch"
+    default_message = "The policies changed since you read them; reload them and try again."
+
+
+class PolicyTooLarge(GatewayError):
+    status, code = 413, "policy_too_large"
+    default_message = "The policies would not fit in a ConfigMap (1 MiB)."
+
+
+class PreconditionRequired(GatewayError):
+    status, code = 428, "version_required"
+    default_message = "Send If-Match with the version you read (GET /api/policies) to replace the policies."
+
+
+class SignInLimited(TooManyRequests):
+    """Too many failed sign-ins from this client (`by` "ip"), or for this user (`by` "user")."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: int, by: Literal["ip", "user"], username: str | None = None
+    ) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.by = by
+        self.username = username  # who was signing in, when the issuer vouched for the name
+
+
+class IdPUnavailable(GatewayError):
+    status, code = 502, "idp_unavailable"
+    default_message = "The identity provider is unreachable; signing in is not possible right now."
+
+
+class AuditUnavailable(ServiceUnavailable):
+    code = "audit_unavailable"
+    default_message = "The audit log cannot be written, so this action is refused; try again shortly."
 
 
 class UpstreamTimeout(GatewayError):

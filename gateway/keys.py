@@ -19,6 +19,7 @@ from .config import Settings
 from .identity import Identity
 from .kube.client import KubeClient
 from .metrics import Metrics
+from .onboarding import Onboarding
 from .profiles import Provisioner
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
@@ -44,6 +45,7 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client IP / username
 # The wall clock sessions are timed by (time.time); set before start-up only by tests that walk through timeouts.
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
+ONBOARDING = web.AppKey("onboarding", Onboarding)  # what a sign-in sets up: first-user admin, self-service profile
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
 

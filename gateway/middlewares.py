@@ -26,11 +26,11 @@ from aiohttp.typedefs import Middleware
 from aiohttp.web_request import BaseRequest
 
 from . import keys, routing
-from .auth.attempts import identify
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
 from .logs import REQUEST_ID, scrub
 from .web import audit_request
+from .web.signin import identify
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from decimal import Decimal
 
 from .backends import NotebookSpec, Volume
 from .errors import InvalidNotebookSpec
+from .names import is_dns_label, is_dns_subdomain
 from .quantities import parse_quantity, scale_quantity
-from .routing import is_dns_label
 from .spawner import SpawnerConfig
 
 # What the Jupyter web app's form sends (kubeflow/notebooks, NotebookFormObject, after its
@@ -61,9 +61,6 @@ IMAGE_REFERENCE = re.compile(
     r"(?:@sha256:[a-f0-9]{64})?"
 )
 MAX_IMAGE_CHARS = 512
-# A DNS-1123 subdomain: what Kubernetes accepts as a PersistentVolumeClaim name.
-DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-MAX_SUBDOMAIN_CHARS = 253
 MAX_MOUNT_PATH_CHARS = 1024
 # A label key: an optional DNS subdomain prefix and "/", then a name of at most 63 characters.
 LABEL_KEY = re.compile(r"(?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
@@ -292,7 +289,7 @@ def _existing_claim(raw: object, field: str) -> str:
 
 def _volume_name(template: str, notebook: str | None, field: str) -> str:
     name = template.replace(NAME_PLACEHOLDER, notebook) if notebook is not None else template
-    if len(name) > MAX_SUBDOMAIN_CHARS or DNS_SUBDOMAIN.fullmatch(name) is None:
+    if not is_dns_subdomain(name):
         raise InvalidNotebookSpec(
             f"The volume name {name[:100]!r} is not a DNS-1123 subdomain "
             "(lowercase letters, digits, '-' and '.', at most 253 characters).",

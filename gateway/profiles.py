@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from .authz.rules import PolicyError, is_dns_label, make_rule, normalise_subject
+from .authz.rules import PolicyError, make_rule, normalise_subject
 from .backoff import Backoff
 from .errors import BadRequest, Conflict, KubernetesConflict, KubernetesError, KubernetesNotFound, NotFound
 from .kube.client import JsonObject, Kind, KubeClient, WatchEvent
 from .kube.kubeflow_names import EDITOR_ACCOUNT, NOTEBOOK_NAME_LABEL, PROFILE_OWNER_FIELD, VIEWER_ACCOUNT
 from .kube.reflector import Reflector
+from .names import is_dns_label
 from .quantities import parse_quantity
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from urllib.parse import unquote
 from yarl import URL
 
 from .errors import InvalidPath
+from .names import is_dns_label
 
 NOTEBOOK_ROOT = "/notebook/"
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # Characters a path may carry unencoded (RFC 3986 pchar plus "/"); everything else must be %XX.
 _RAW_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/|^\[\]{}]|%[0-9A-Fa-f]{2})*")
 # Each decoding pass can reveal another layer (%252e -> %2e -> .); after this many we give up.
@@ -41,11 +41,6 @@ class NotebookPath:
     def upstream_path_qs(self) -> str:
         """Exactly what the notebook server receives: its prefix, the untouched rest, the query."""
         return self.prefix + self.rest + (f"?{self.query}" if self.query else "")
-
-
-def is_dns_label(value: str) -> bool:
-    """True for a DNS-1123 label: what Kubernetes accepts as a namespace or Notebook name."""
-    return DNS_LABEL.fullmatch(value) is not None
 
 
 def check_path(raw_path: str) -> None:

@@ -34,7 +34,10 @@ class SpawnerConfig:
         if path is None:
             text = resources.files("gateway").joinpath(DEFAULT_FILE).read_text()
         else:
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except OSError as exc:  # e.g. unreadable: a clear line at start, not a traceback
+                raise ValueError(f"spawner config {path} cannot be read: {exc.strerror or exc}") from None
         try:
             return cls.from_mapping(yaml.safe_load(text)["spawnerFormDefaults"])
         except (KeyError, TypeError, yaml.YAMLError) as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway import config
+from tests.conftest import unused_port
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,7 +26,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_the_toml_file_sets_values_and_the_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "gateway.toml"
-    file.write_text('port = 9000\nbackend = "static"\nupstream_timeout_s = 12.5\n')
+    (routes := tmp_path / "routes.toml").write_text("")
+    file.write_text(f'port = 9000\nbackend = "static"\nroutes_file = "{routes}"\nupstream_timeout_s = 12.5\n')
     monkeypatch.setenv("GATEWAY_PORT", "9100")
     settings = config.load(file)
     assert (settings.port, settings.backend, settings.upstream_timeout_s) == (9100, "static", 12.5)
@@ -123,6 +125,38 @@ def test_serve_needs_a_real_provider_secrets_and_redis_and_never_echoes_a_secret
     result = run_cli("check-config", env={"GATEWAY_SESSION_STORE": "memory", "GATEWAY_DEV_PROVIDER": "true"})
     for variable in ("DEV_PROVIDER", "OIDC_ISSUER", "OIDC_CLIENT_SECRET", "COOKIE_SECRET", "SESSION_STORE"):
         assert f"GATEWAY_{variable}:" in result.stderr
+
+
+def serve_settings(tmp_path: Path) -> dict[str, str]:
+    """Settings `serve` starts with (up to reaching Redis): a provider, its secrets, a backend."""
+    return {
+        "GATEWAY_OIDC_ISSUER": "https://dex.example.com",
+        "GATEWAY_OIDC_CLIENT_SECRET": "client-secret-value",
+        "GATEWAY_COOKIE_SECRET": "c" * 32,
+        "GATEWAY_BACKEND": "local",
+        "GATEWAY_LOCAL_DIR": str(tmp_path / "notebooks"),
+        "GATEWAY_AUDIT_DIR": str(tmp_path / "audit"),
+        "GATEWAY_PORT": str(unused_port()),
+    }
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ({"GATEWAY_BACKEND": "static"}, "GATEWAY_ROUTES_FILE: Value error, required when GATEWAY_BACKEND=static"),
+        ({"GATEWAY_BOOTSTRAP_ADMINS": 'root@example.com, "root"'}, "GATEWAY_BOOTSTRAP_ADMINS: subject must be"),
+        ({"GATEWAY_ROUTES_FILE": "/nonexistent/routes.toml"}, "GATEWAY_ROUTES_FILE: Path does not point to a file"),
+        ({"GATEWAY_SPAWNER_CONFIG": "/nonexistent/spawner.yaml"}, "GATEWAY_SPAWNER_CONFIG: Path does not point to"),
+    ],
+)
+def test_check_config_finds_what_serve_would_refuse_at_start(bad: dict[str, str], problem: str, tmp_path: Path) -> None:
+    env = serve_settings(tmp_path) | bad
+    checked = run_cli("check-config", env=env)
+    assert checked.returncode == 2
+    assert problem in checked.stderr
+    served = run_cli("serve", env=env)  # the same settings: serve stops with the same problem
+    assert served.returncode == 2
+    assert problem in served.stderr
 
 
 def test_serve_refuses_to_start_on_invalid_settings() -> None:

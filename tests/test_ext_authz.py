@@ -14,8 +14,10 @@ import jwt
 import pytest
 from yarl import URL
 
+from gateway import keys
 from tests.conftest import RedisServer, session_headers, unused_port, wait_for_port
 from tests.fakes.upstream import FakeUpstream
+from tests.test_api import RecordingAudit
 
 Factory = Callable[..., Any]
 BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
@@ -72,6 +74,20 @@ async def test_a_bearer_token_is_checked_as_for_any_request(gateway: Factory) ->
         forged = id_token[:-4] + ("AAAA" if not id_token.endswith("AAAA") else "BBBB")
         bad = await other.get(client.make_url("/oauth2/auth/"), headers={"Authorization": f"Bearer {forged}"})
         assert bad.status == 401
+
+
+async def test_forged_tokens_at_the_check_meet_the_same_limits_and_are_audited(gateway: Factory) -> None:
+    audit = RecordingAudit()
+    client = await gateway(login_failures_max=2, configure=lambda app: app.__setitem__(keys.AUDIT, audit))
+    id_token = (await client.get("/oauth2/auth")).headers["Authorization"].removeprefix("Bearer ")
+    forged = {"Authorization": f"Bearer {id_token[:-4]}{'AAAA' if not id_token.endswith('AAAA') else 'BBBB'}"}
+    async with aiohttp.ClientSession() as other:  # no cookie: the token alone
+        for _ in range(2):
+            assert (await other.get(client.make_url("/oauth2/auth/"), headers=forged)).status == 401
+        limited = await other.get(client.make_url("/oauth2/auth"), headers=forged)
+        assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+    [refused] = [e for e in audit.events if e.action == "auth.rate_limited"]
+    assert (refused.actor, refused.reason, refused.outcome) == ("-", "ip", "denied")  # a forged name is nobody's
 
 
 async def test_an_app_can_require_groups(gateway: Factory) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.authz.rules import EMPTY, PolicyDoc, PolicyError, Rule, make_rule, parse_policy
-from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore, PreconditionFailed
+from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore
+from gateway.errors import PreconditionFailed
 
 BOB = make_rule("user:bob@example.com", "team-a", "edit")
 

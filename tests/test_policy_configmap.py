@@ -14,7 +14,7 @@ import pytest
 from gateway import keys
 from gateway.authz.configmap import DATA_KEY, ConfigMapPolicyStore, own_namespace
 from gateway.authz.rules import PolicyDoc, Rule
-from gateway.authz.stores import PreconditionFailed
+from gateway.errors import PreconditionFailed
 from tests.conftest import Client, wait_until
 from tests.fakes.kube_api import FakeKubeAPI, kube_client
 from tests.fakes.upstream import FakeUpstream

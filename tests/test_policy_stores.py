@@ -13,7 +13,8 @@ import pytest
 
 from gateway.authz.configmap import DATA_KEY, ConfigMapPolicyStore
 from gateway.authz.rules import PolicyDoc, PolicyError, Rule, make_rule
-from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore, PolicyStore, PreconditionFailed
+from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore, PolicyStore
+from gateway.errors import PreconditionFailed
 from tests.fakes.kube_api import FakeKubeAPI, kube_client
 
 BOB = make_rule("user:bob@example.com", "team-a", "edit")

@@ -13,15 +13,18 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from gateway import keys
 from gateway.app import create_app
 from gateway.cookies import SESSION_COOKIE
 from tests.conftest import Client, RedisServer, make_settings, unused_port
 from tests.fakes.idp import ALICE as FAKE_ALICE
 from tests.fakes.idp import BOB as FAKE_BOB
 from tests.fakes.idp import FakeIdP, Mint, Refresh
+from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.node_idp import ALICE, BOB, PASSWORD, NodeIdP, StartNodeIdP, sign_in
 from tests.fakes.tls import local_tls
 from tests.fakes.upstream import FakeUpstream
+from tests.test_api import RecordingAudit
 
 BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
 StartGateway = Callable[..., Awaitable[Client]]
@@ -573,3 +576,48 @@ async def test_sessions_live_in_redis_across_gateway_restarts_and_redis_outages(
     assert down.status == 503 and (await down.json())["error"] == "service_unavailable"
     own_redis_server.start()
     assert (await second.get("/notebook/alice/nb1/echo", cookies=cookies)).status == 200
+
+
+# --- what a first sign-in sets up: asked of the onboarding component, each step audited ------------
+
+ONBOARDING_ACTIONS = ("auth.login", "policy.grant", "profile.create")
+
+
+async def test_a_first_sign_in_is_set_up_in_order_and_each_step_audited(
+    gateway_factory: Callable[..., Awaitable[Client]], kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    audit = RecordingAudit()
+    client = await gateway_factory(
+        user="carol@example.com",
+        backend="kubernetes",
+        kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"),
+        auto_profile=True,
+        first_user_admin=True,
+        configure=lambda app: app.__setitem__(keys.AUDIT, audit),
+    )
+    steps = [(e.action, e.namespace, e.outcome, e.details.get("via")) for e in audit.events]
+    assert [step for step in steps if step[0] in ONBOARDING_ACTIONS] == [
+        ("auth.login", None, "allowed", None),
+        ("policy.grant", None, "allowed", "first-user"),
+        ("policy.grant", None, "allowed", "auto-profile"),
+        ("profile.create", "carol", "allowed", "auto-profile"),
+    ]
+    assert kube_api.get("namespaces", "", "carol") is not None
+    assert (await (await client.get("/oauth2/userinfo")).json())["firstUserAdmin"] is True
+
+
+async def test_a_profile_namespace_that_cannot_be_made_is_audited_and_the_sign_in_goes_on(
+    gateway_factory: Callable[..., Awaitable[Client]], kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    audit = RecordingAudit()
+    client = await gateway_factory(  # the fake cluster already has a namespace `alice`, not the gateway's
+        user="alice@example.com",
+        backend="kubernetes",
+        kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"),
+        auto_profile=True,
+        configure=lambda app: app.__setitem__(keys.AUDIT, audit),
+    )
+    [created] = [e for e in audit.events if e.action == "profile.create"]
+    assert (created.namespace, created.outcome, created.actor) == ("alice", "failed", "alice@example.com")
+    assert created.reason
+    assert (await client.get("/oauth2/userinfo")).status == 200  # signed in all the same

@@ -4,7 +4,8 @@ the local index that answer queries (`redis_sink`, `index`, `query`), `discovery
 outside the gateway, and `AuditLog`, which every part of the gateway hands its events to.
 """
 
+from ..errors import AuditUnavailable
 from .events import ACTIONS, AuditEvent, Outcome, session_hash
-from .log import AuditLog, AuditSink, AuditUnavailable
+from .log import AuditLog, AuditSink
 
 __all__ = ["ACTIONS", "AuditEvent", "AuditLog", "AuditSink", "AuditUnavailable", "Outcome", "session_hash"]

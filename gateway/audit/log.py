@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from ..errors import ServiceUnavailable
+from ..errors import AuditUnavailable
 from .events import ACTIONS, OUTCOMES, AuditEvent
 from .filesink import ChainedFile
 
@@ -32,11 +32,6 @@ AccessSampling = Literal["first", "all"]
 
 # How many (session, notebook) pairs `emit_first` remembers; the oldest are forgotten first.
 FIRST_SEEN_MAX = 100_000
-
-
-class AuditUnavailable(ServiceUnavailable):
-    code = "audit_unavailable"
-    default_message = "The audit log cannot be written, so this action is refused; try again shortly."
 
 
 class AuditSink(Protocol):

@@ -1,5 +1,6 @@
-"""`Authenticator`: who a request is, from its session cookie or bearer token; and the sign-in steps
-(start, finish, sign out) that the `/oauth2/*` routes call. No aiohttp.web here."""
+"""`Authenticator`: who a request is, from its session cookie or bearer token (`identify`, the one place
+that decides it, with the failed sign-in limits applied to tokens); and the sign-in steps (start,
+finish, sign out) that the `/oauth2/*` routes call. No aiohttp.web here: the edges hand it `Credentials`."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..cookies import CookieSigner
-from ..errors import BadRequest, Forbidden
+from ..errors import IdPUnavailable, InvalidCallback, InvalidToken, NotAllowed, RefreshRejected
 from ..identity import Identity
 from ..sessions import Session, SessionStore, new_session_id
+from .attempts import SignInLimits
 from .oidc import (
-    IdPUnavailable,
-    InvalidToken,
     OIDCClient,
     PendingLogin,
-    RefreshRejected,
     TokenSet,
     TokenVerifier,
     unverified_claims,
@@ -30,22 +29,6 @@ log = logging.getLogger(__name__)
 LOGIN_TTL_S = 600.0  # a sign-in must come back from the provider within ten minutes
 REFRESH_MARGIN_S = 60.0  # refresh this long before the tokens expire
 BEARER_CACHE_SIZE = 10_000
-
-
-class InvalidCallback(BadRequest):
-    code = "invalid_callback"
-    default_message = "This sign-in could not be completed; please sign in again."
-
-
-class NotAllowed(Forbidden):
-    """The provider vouched for this user, but the gateway's sign-in rules keep them out."""
-
-    code = "not_allowed"
-    default_message = "You may not sign in to this gateway."
-
-    def __init__(self, message: str, *, username: str) -> None:
-        super().__init__(message)
-        self.username = username
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +103,21 @@ class Verified:
 
 
 @dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a request offers to say who it is, read from it by the edge."""
+
+    cookie: str | None  # the session cookie's value
+    authorization: str | None  # the Authorization header
+    client_ip: str  # the peer, or the client behind a trusted proxy: what failed sign-ins count against
+
+    @property
+    def bearer_token(self) -> str | None:
+        """The token of an `Authorization: Bearer` header, if there is one."""
+        header = self.authorization or ""
+        return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+@dataclass(frozen=True, slots=True)
 class Started:
     """A sign-in in progress: where to send the browser, and the value for its binding cookie."""
 
@@ -135,12 +133,14 @@ class Authenticator:
         signer: CookieSigner,
         rules: ClaimRules,
         bearer_audiences: frozenset[str],
+        limits: SignInLimits,
         on_refresh_failed: Callable[[Session, str, bool], None] | None = None,
         extra_issuers: Sequence[BearerIssuer] = (),
         clock: Callable[[], float] = time.time,  # stamps new sessions; the session store times them by the same
     ) -> None:
         self.oidc, self.sessions, self.signer, self.rules = oidc, sessions, signer, rules
         self.clock = clock
+        self.limits = limits  # the browser flow's edge applies them too, around start and finish
         own = BearerIssuer(oidc, bearer_audiences | {oidc.client_id}, rules)
         # Bearer tokens are checked by the issuer they claim, and then that issuer pins `iss` exactly.
         self.bearer_issuers = {source.verifier.issuer: source for source in (own, *extra_issuers)}
@@ -148,7 +148,35 @@ class Authenticator:
         self.on_refresh_failed = on_refresh_failed
         self._bearer_cache: dict[str, tuple[float, Identity]] = {}  # token -> (exp, identity)
 
-    def cached_bearer(self, token: str) -> Identity | None:
+    async def identify(self, credentials: Credentials, *, touch: bool = True) -> tuple[Identity | None, Session | None]:
+        """Who the request is: by its bearer token (with the limits applied), else by its session cookie;
+        (None, None) when neither names anyone. `touch`: whether a cookie's use counts as activity.
+
+        Raises what refuses a token: `InvalidToken` (401), `NotAllowed` (403), `SignInLimited` (429)."""
+        token = credentials.bearer_token
+        if token is not None:
+            return await self._bearer_identity(token, credentials.client_ip), None
+        session = await self.from_cookie(credentials.cookie, touch=touch)
+        return (session.identity, session) if session is not None else (None, None)
+
+    async def _bearer_identity(self, token: str, client_ip: str) -> Identity:
+        """An API client's identity from its bearer token, with failures counted and the limits applied.
+        A token verified before costs nothing here: the counters are read only for a new token."""
+        identity = self._cached_bearer(token)
+        if identity is not None:
+            return identity
+        await self.limits.check(client_ip)
+        try:
+            identity, expires_at = await self.verify_bearer(token)
+        except (InvalidToken, NotAllowed) as exc:
+            # Not audited here: a refused call to a notebook or the API is audited as access.denied.
+            await self.limits.failed(client_ip, exc)
+            raise
+        await self.limits.check(client_ip, identity.subject)
+        self._remember_bearer(token, identity, expires_at)
+        return identity
+
+    def _cached_bearer(self, token: str) -> Identity | None:
         """A token verified before and not yet expired (a JWT stays valid until `exp` wherever it is
         checked), so a script's repeated calls cost one signature check, not one per request."""
         cached = self._bearer_cache.get(token)
@@ -170,7 +198,7 @@ class Authenticator:
                 exc.username = source.rules.username(exc.signed_claims)
             raise
 
-    def remember_bearer(self, token: str, identity: Identity, expires_at: float) -> None:
+    def _remember_bearer(self, token: str, identity: Identity, expires_at: float) -> None:
         if len(self._bearer_cache) >= BEARER_CACHE_SIZE:
             self._bearer_cache.clear()  # crude but bounded; a full cache only costs re-verification
         self._bearer_cache[token] = (expires_at, identity)

@@ -23,7 +23,7 @@ import jwt
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from yarl import URL
 
-from ..errors import GatewayError
+from ..errors import IdPUnavailable, InvalidToken, RefreshRejected
 
 log = logging.getLogger(__name__)
 
@@ -45,31 +45,6 @@ SIGNED_BUT_REFUSED = (
     jwt.InvalidIssuedAtError,
     jwt.MissingRequiredClaimError,
 )
-
-
-class IdPUnavailable(GatewayError):
-    status, code = 502, "idp_unavailable"
-    default_message = "The identity provider is unreachable; signing in is not possible right now."
-
-
-class InvalidToken(GatewayError):
-    status, code = 401, "invalid_token"
-    default_message = "The token is not valid."
-
-    def __init__(self, message: str | None = None, *, signed_claims: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        # The claims of a token whose signature checked out but which was refused for another reason
-        # (expired, another audience, a stale nonce): the issuer vouches for them, so the user they
-        # name may be counted against. A forged token's claims never are.
-        self.signed_claims = signed_claims
-        self.username: str | None = None  # set by whoever knows how to read a username from the claims
-
-
-class RefreshRejected(GatewayError):
-    """The provider refused a refresh token (`invalid_grant`): the session must end."""
-
-    status, code = 401, "login_required"
-    default_message = "Your sign-in has ended; sign in again."
 
 
 @dataclass(frozen=True, slots=True)

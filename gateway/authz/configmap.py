@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 from ..config import Settings
-from ..errors import GatewayError, KubernetesConflict, KubernetesError, KubernetesNotFound
+from ..errors import KubernetesConflict, KubernetesError, KubernetesNotFound, PolicyTooLarge, PreconditionFailed
 from ..kube.client import JsonObject, Kind, KubeClient
 from ..kube.reflector import Reflector, stop, watch_health
 from ..kube.watch_health import WatchHealth
 from .rules import EMPTY, PolicyDoc, parse_policy
-from .stores import Edit, PreconditionFailed
+from .stores import Edit
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,6 @@ SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/
 MAX_POLICY_BYTES = 1024 * 1024 - 16 * 1024
 # Writes without If-Match (a grant, a sign-in's profile) are retried on a fresh read after a 409.
 CONFLICT_RETRIES = 5
-
-
-class PolicyTooLarge(GatewayError):
-    status, code = 413, "policy_too_large"
-    default_message = "The policies would not fit in a ConfigMap (1 MiB)."
 
 
 class PolicyStoreUnavailable(OSError):

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import BadRequest, Conflict
+from ..errors import BadRequest, Conflict, PreconditionRequired
 from ..identity import Identity
 from ..kube.watch_health import WatchHealth
 from .authorizer import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
 from .rules import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
-from .stores import PolicyStore, PreconditionRequired
+from .stores import PolicyStore
 
 log = logging.getLogger(__name__)
 

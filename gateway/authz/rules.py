@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from ..names import is_dns_label
+
 # Proxied HTTP and WebSocket traffic is `connect` (it runs code); API reads are `view`.
 # `manage` is changing who has which role (namespace admins, in their namespace; cluster-admins
 # anywhere); `audit` is reading the audit log (namespace "*": auditors and cluster-admins).
@@ -39,7 +41,6 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
 ROLE_RANK: Mapping[Role, int] = {"view": 1, "auditor": 2, "edit": 3, "admin": 4, "cluster-admin": 5}
 
 MAX_SUBJECT_CHARS = 256
-_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # A name may hold spaces inside, but nothing that breaks a CSV line or reads as a comment.
 _SUBJECT = re.compile(r"(user|group):([^\s,\"#\x00-\x1f\x7f](?:[^,\"#\x00-\x1f\x7f]*[^\s,\"#\x00-\x1f\x7f])?)")
 
@@ -96,11 +97,6 @@ class Rule:
     def describe(self) -> str:
         where = f"{self.namespace}/{self.notebook}" if self.notebook else self.namespace
         return f"{self.effect} {self.subject} {self.role} in {where}"
-
-
-def is_dns_label(value: str) -> bool:
-    """A DNS-1123 label: what Kubernetes accepts as a namespace or Notebook name."""
-    return _DNS_LABEL.fullmatch(value) is not None
 
 
 def normalise_subject(subject: str) -> str:

@@ -17,23 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ..errors import GatewayError
+from ..errors import PreconditionFailed
 from ..kube.watch_health import WatchHealth
 from .rules import EMPTY, PolicyDoc, PolicyError, parse_policy, version_of
 
 log = logging.getLogger(__name__)
 
 Edit = Callable[[PolicyDoc], PolicyDoc]
-
-
-class PreconditionFailed(GatewayError):
-    status, code = 412, "version_mismatch"
-    default_message = "The policies changed since you read them; reload them and try again."
-
-
-class PreconditionRequired(GatewayError):
-    status, code = 428, "version_required"
-    default_message = "Send If-Match with the version you read (GET /api/policies) to replace the policies."
 
 
 class PolicyStore(Protocol):

@@ -15,7 +15,6 @@ import importlib.util
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -30,7 +29,7 @@ import aiohttp
 from yarl import URL
 
 from ..errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
-from ..routing import is_dns_label
+from ..names import is_dns_label, is_dns_subdomain
 from . import Deletion, Notebook, NotebookSpec, Status, Volume, WithoutKubernetes
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,6 @@ NOTE = (
 )
 VOLUMES_DIR = "_volumes"  # '_' cannot occur in a DNS label, so no notebook can have this name
 # A PersistentVolumeClaim name (DNS-1123 subdomain): never '.', '..' or anything with a '/'.
-VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def jupyter_command(*, base_url: str, port: int, root_dir: Path) -> list[str]:
@@ -465,7 +463,7 @@ def volume_links(spec: NotebookSpec) -> list[tuple[str, str]]:
     """(name in the workspace, volume name) for each data volume: the mount path's last part."""
     links: dict[str, str] = {}
     for volume in spec.data_volumes:
-        if len(volume.name) > 253 or VOLUME_NAME.fullmatch(volume.name) is None:
+        if not is_dns_subdomain(volume.name):
             raise InvalidNotebookSpec(f"Volume name {volume.name!r} is not a valid DNS-1123 name.", field="datavols")
         link = PurePosixPath(volume.mount_path).name or volume.name
         if link.startswith(".") or "\\" in link:

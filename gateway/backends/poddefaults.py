@@ -15,13 +15,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ..errors import BadRequest
+from ..names import is_dns_label, is_dns_subdomain
 
 JsonObject = dict[str, object]
 
 API_VERSION = "kubeflow.org/v1alpha1"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a C identifier, as Kubernetes wants for env names
-DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
-DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 FORM_FIELDS = frozenset({"name", "desc", "env", "secretMounts", "envFromSecrets"})
 MAX_ITEMS = 50
 MAX_TEXT = 1024
@@ -84,7 +83,7 @@ def poddefault_object(namespace: str, form: object) -> JsonObject:
     if unknown:
         raise BadRequest(f"Unknown field(s): {', '.join(unknown)}.", field=unknown[0])
     name = form.get("name")
-    if not isinstance(name, str) or DNS_LABEL.fullmatch(name) is None:
+    if not isinstance(name, str) or not is_dns_label(name):
         raise BadRequest("The name must be a DNS-1123 label (lowercase letters, digits and '-').", field="name")
     desc = _text(form.get("desc", ""), "desc") or name
     env = [_env(item, f"env[{i}]") for i, item in enumerate(_items(form, "env"))]
@@ -139,7 +138,7 @@ def _env(item: object, field: str) -> JsonObject:
 
 
 def _secret(value: object, field: str) -> str:
-    if not isinstance(value, str) or len(value) > 253 or DNS_SUBDOMAIN.fullmatch(value) is None:
+    if not isinstance(value, str) or not is_dns_subdomain(value):
         raise BadRequest(f"{field} must be the name of a Secret in this namespace.", field=field)
     return value
 

@@ -19,7 +19,7 @@ from typing import NoReturn
 from yarl import URL
 
 from ..errors import MethodNotSupported, NotebookNotFound
-from ..routing import is_dns_label
+from ..names import is_dns_label
 from . import Deletion, Notebook, NotebookSpec, Status, WithoutKubernetes
 
 log = logging.getLogger(__name__)

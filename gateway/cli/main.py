@@ -48,9 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("serve", "check-config") and (problems := settings.problems_for_serve()):
         return report(problems, "for serve ")
     if args.command == "check-config":
-        print("configuration is valid")
-        return 0
+        return check(settings)
     return run(settings, dev=args.command == "dev")
+
+
+def check(settings: config.Settings) -> int:
+    """`check-config`: the settings are valid on their own (above); here the app is built from them as
+    `serve` builds it, without opening anything, so what its parts refuse on construction (a malformed
+    bootstrap admin, an unreadable spawner config) is reported too, not found at the first start."""
+    try:
+        create_app(settings)
+    except config.ConfigError as exc:
+        return report(exc.problems, "for serve ")
+    except ValueError as exc:
+        return report([str(exc)], "for serve ")
+    print("configuration is valid")
+    return 0
 
 
 def report(problems: list[str], context: str = "") -> int:

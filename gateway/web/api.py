@@ -20,8 +20,9 @@ from ..authz.rules import Action
 from ..backends import Notebook
 from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from ..kube.kubeflow_names import CREATOR_ANNOTATION, SERVER_TYPE_ANNOTATION, STOP_ANNOTATION
+from ..names import is_dns_label
 from ..notebook_form import parse_notebook_form
-from ..routing import NOTEBOOK_ROOT, is_dns_label
+from ..routing import NOTEBOOK_ROOT
 from ..spawner import SpawnerConfig
 from . import audit_request
 from .bodies import read_json

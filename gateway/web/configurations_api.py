@@ -15,7 +15,7 @@ from .. import keys
 from ..audit import Outcome
 from ..backends.poddefaults import audit_details, configuration_item, poddefault_object
 from ..errors import Forbidden, GatewayError, InvalidPath
-from ..routing import is_dns_label
+from ..names import is_dns_label
 from . import audit_request
 from .bodies import read_json
 

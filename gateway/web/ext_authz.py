@@ -22,12 +22,12 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .. import keys
-from ..auth.attempts import identify
 from ..errors import Forbidden, LoginRequired
 from ..identity import Identity
 from ..middlewares import is_navigation, render_error
 from ..sessions import Session
 from .oauth import safe_return_path
+from .signin import identify
 
 routes = web.RouteTableDef()
 

@@ -10,16 +10,12 @@ from aiohttp import web
 
 from .. import keys
 from ..audit import Outcome
-from ..auth import attempts
-from ..auth.oidc import InvalidToken
-from ..authz.manager import Change
 from ..cookies import LOGIN_COOKIE, SESSION_COOKIE
-from ..errors import Forbidden, GatewayError
+from ..errors import Forbidden, GatewayError, InvalidToken, LoginFailed
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
-from ..profiles import Profile
 from ..sessions import Session
-from . import audit_request
+from . import audit_request, signin
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +44,7 @@ def safe_return_path(rd: str | None) -> str:
 
 @routes.get("/oauth2/start", name="oauth2_start")
 async def start(request: web.Request) -> web.StreamResponse:
-    await attempts.check(request)
+    await signin.check(request)
     started = await request.app[keys.AUTHENTICATOR].start(safe_return_path(request.query.get("rd")))
     response = web.HTTPFound(started.redirect_to)
     _set_cookie(request, response, LOGIN_COOKIE, started.browser_binding, max_age=600)
@@ -57,13 +53,13 @@ async def start(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/oauth2/callback", name="oauth2_callback")
 async def callback(request: web.Request) -> web.StreamResponse:
-    await attempts.check(request)
+    await signin.check(request)
     request.app[keys.AUDIT].require_writable()  # a sign-in that cannot be recorded is refused first
     authenticator = request.app[keys.AUTHENTICATOR]
     if "error" in request.query:
         reason = request.query.get("error", "")[:100]
         refused = LoginFailed(f"The identity provider did not sign you in ({reason}).")
-        await attempts.failed(request, refused, audit=True, reason=f"provider said {reason}")
+        await signin.failed(request, refused, reason=f"provider said {reason}")
         raise refused
     try:
         verified = await authenticator.finish(
@@ -72,15 +68,19 @@ async def callback(request: web.Request) -> web.StreamResponse:
             binding_cookie=request.cookies.get(LOGIN_COOKIE),
         )
     except GatewayError as exc:  # a bad state or token, a user kept out, the provider down: counted, audited
-        await attempts.failed(request, exc, audit=True)
+        await signin.failed(request, exc)
         raise
-    await attempts.check(request, verified.identity.subject)
+    await signin.check(request, verified.identity.subject)
     session = await authenticator.open_session(verified)
     return_to = verified.return_to
     _audit(request, session.identity, "auth.login", "allowed", session=session)
-    for change in await request.app[keys.POLICIES].sign_in(session.identity):  # self-service profile, if on
-        _audit(request, session.identity, change.action, "allowed", details=change.details())
-        await _provision(request, session.identity, change)
+    for step in await request.app[keys.ONBOARDING].welcome(session.identity):  # self-service profile, if on
+        _audit(request, session.identity, step.change.action, "allowed", details=step.change.details())
+        if step.provisioned is not None:
+            profile = step.provisioned
+            outcome: Outcome = "failed" if step.failure else "allowed"
+            details: dict[str, object] = {"owner": profile.owner, "via": "auto-profile"}
+            _audit(request, session.identity, "profile.create", outcome, step.failure, details, namespace=profile.name)
     response = web.HTTPFound(return_to)
     _set_cookie(request, response, SESSION_COOKIE, authenticator.signer.sign(session.id), max_age=None)
     response.del_cookie(LOGIN_COOKIE, path="/")
@@ -141,38 +141,6 @@ async def backchannel_logout(request: web.Request) -> web.Response:
     return web.json_response({"sessions_ended": ended}, headers={"Cache-Control": "no-store"})
 
 
-class LoginFailed(GatewayError):
-    """Not `LoginRequired`: a failed sign-in shows a page, it does not send the browser round again."""
-
-    status, code = 401, "login_failed"
-    default_message = "Signing in failed."
-
-
-async def _provision(request: web.Request, identity: Identity, change: Change) -> None:
-    """On the Kubernetes backend, an auto-profile's namespace is made too (GATEWAY_PROFILES). A
-    failure is logged and audited; the sign-in goes on, and a cluster-admin can retry by the API."""
-    provisioner, rule = request.app.get(keys.PROFILES), change.rule
-    if provisioner is None or change.via != "auto-profile" or rule is None:
-        return
-    reason = ""
-    try:
-        await provisioner.create(Profile(rule.namespace, rule.subject))
-    except GatewayError as exc:
-        log.error("could not provision profile %s for %s: %s", rule.namespace, identity.subject, exc.message)
-        reason = exc.message
-    details = {"owner": rule.subject, "via": "auto-profile"}
-    event = audit_request.event(
-        request,
-        "profile.create",
-        "failed" if reason else "allowed",
-        identity=identity,
-        namespace=rule.namespace,
-        reason=reason,
-        details=details,
-    )
-    request.app[keys.AUDIT].emit(event)
-
-
 def _audit(
     request: web.Request,
     identity: Identity | None,
@@ -181,9 +149,17 @@ def _audit(
     reason: str = "",
     details: dict[str, object] | None = None,
     session: Session | None = None,
+    namespace: str | None = None,
 ) -> None:
     event = audit_request.event(
-        request, action, outcome, identity=identity, session=session, reason=reason, details=details or {}
+        request,
+        action,
+        outcome,
+        identity=identity,
+        session=session,
+        namespace=namespace,
+        reason=reason,
+        details=details or {},
     )
     request.app[keys.AUDIT].emit(event)
 

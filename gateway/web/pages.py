@@ -17,8 +17,8 @@ from ..authz.authorizer import personal_namespace
 from ..authz.rules import Action
 from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
+from ..names import is_dns_label
 from ..profiles import describe
-from ..routing import is_dns_label
 from .api import notebook_item
 
 STATIC_DIR = Path(__file__).parent / "static"

@@ -23,11 +23,11 @@ from ..authz.rules import (
     ROLES,
     PolicyError,
     Rule,
-    is_dns_label,
     normalise_subject,
     rule_from_json,
 )
 from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, ServiceUnavailable
+from ..names import is_dns_label
 from .bodies import read_json
 
 log = logging.getLogger(__name__)

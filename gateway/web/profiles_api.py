@@ -11,8 +11,9 @@ from aiohttp import web
 
 from .. import keys
 from ..audit import AuditEvent
-from ..authz.rules import EVERY_NAMESPACE, Rule, is_dns_label
+from ..authz.rules import EVERY_NAMESPACE, Rule
 from ..errors import BadRequest, Forbidden, ServiceUnavailable
+from ..names import is_dns_label
 from ..profiles import Provisioner, describe, parse_profile
 from .bodies import read_json
 from .policies_api import audit_change
