@@ -60,8 +60,8 @@ async def test_a_crash_before_the_rename_leaves_the_old_file_whole(tmp_path: Pat
     script = f"""
         import asyncio, os, signal
         from pathlib import Path
-        from gateway.policies import make_rule
-        from gateway.policy_store import FilePolicyStore
+        from gateway.authz.rules import make_rule
+        from gateway.authz.stores import FilePolicyStore
         os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
         rule = make_rule("user:mallory@example.com", "*", "cluster-admin")
         asyncio.run(FilePolicyStore(Path({str(path)!r})).update(lambda doc: doc.with_rule(rule)))

@@ -13,15 +13,16 @@ import pytest
 
 from gateway import keys
 from gateway.authz.configmap import DATA_KEY, ConfigMapPolicyStore, own_namespace
-from gateway.authz.rules import PolicyDoc, Rule
+from gateway.authz.rules import EMPTY_MARKER, PolicyDoc, Rule
 from gateway.authz.stores import PreconditionFailed
-from tests.conftest import Client, wait_until
+from tests.conftest import Client, own_namespace_rule, wait_until
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.upstream import FakeUpstream
 
 Factory = Callable[..., Any]
 BOB_EDIT = {"subject": "user:bob@example.com", "namespace": "alice", "role": "edit"}
 CAROL = Rule("user:carol@example.com", "alice", "view")
+ALICE_OWNS = PolicyDoc.of_rules([own_namespace_rule("alice@example.com")])
 
 
 @pytest.fixture
@@ -33,8 +34,11 @@ def gateways(
     tmp_path: Path,
 ) -> Factory:
     """The real gateway on the ConfigMap kubeflow/notebook-gateway-policies, signed in as alice
-    (whose sign-in gives her namespace `alice`), with the fake notebook at /notebook/alice/nb1/."""
+    (who owns namespace `alice`), with the fake notebook at /notebook/alice/nb1/."""
     kube_api.add_namespace("kubeflow")
+    # alice owns namespace alice (as the memory and file stores of the other tests are seeded).
+    policy = {"metadata": {"name": "notebook-gateway-policies"}, "data": {DATA_KEY: ALICE_OWNS.text}}
+    kube_api.create("configmaps", policy, "kubeflow")
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
     routes = routes_file({("alice", "nb1"): upstream.url})
 
@@ -168,3 +172,24 @@ async def test_the_namespace_defaults_to_the_pods_own(tmp_path: Path) -> None:
     assert own_namespace(tmp_path / "absent") == "kubeflow"
     (tmp_path / "namespace").write_text("team-gw\n")
     assert own_namespace(tmp_path / "namespace") == "team-gw"
+
+
+async def test_an_emptied_configmap_key_keeps_the_last_good_policy_and_is_reported(
+    gateways: Factory, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway: Client = await gateways()
+    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
+    good = gateway.app[keys.POLICIES].authorizer.version
+    kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: ""}})
+    manager = gateway.app[keys.POLICIES]
+    with caplog.at_level(logging.INFO, logger="gateway.authz.manager"):
+        await wait_until(lambda: "rejected" in caplog.text or "policy reloaded" in caplog.text)
+    assert manager.authorizer.version == good
+    assert (await gateway.get("/notebook/alice/nb1/echo")).status == 200  # alice keeps her namespace
+    ready = await (await gateway.get("/readyz")).json()
+    assert ready["ready"] and "holds no rules" in ready["degraded"]["policy"]
+    assert "gateway_policy_source_refused 1.0" in await (await gateway.get("/metrics")).text()
+    meant = f"{EMPTY_MARKER}\n"
+    kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: meant}})
+    await wait_until(lambda: gateway.app[keys.POLICIES].problem is None)
+    assert (await gateway.get("/notebook/alice/nb1/echo")).status == 403

@@ -252,7 +252,12 @@ def _reason(verdict: Verdict, namespace: str, action: Action, notebook: str | No
 
 
 def personal_namespace(subject: str) -> str:
-    """A DNS-1123 label for a user's own namespace: `Alice.Smith@example.com` -> `alice-smith`."""
-    local = subject.split("@", 1)[0].lower()
-    label = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:63].strip("-")
-    return label or "user"
+    """The name a user's own namespace starts from, as Kubeflow names its profiles: `kubeflow-` and the
+    whole username with every run of other characters made `-`, so `user@example.com` is
+    `kubeflow-user-example-com` (and `ann@corp.example`, `ann@other.example` differ). Names that still
+    meet (`a.b@x`, `a-b@x`) are told apart when granted: the second gets `-2` (see `PolicyManager`)."""
+    label = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")
+    return f"{PERSONAL_PREFIX}{label or 'user'}"[:63].rstrip("-")
+
+
+PERSONAL_PREFIX = "kubeflow-"
