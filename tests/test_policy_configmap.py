@@ -85,6 +85,18 @@ def resource_version(
     return str(configmap["metadata"]["resourceVersion"])
 
 
+async def granted_bob(gateways: Factory) -> tuple[Client, str]:
+    """A gateway where alice granted BOB_EDIT, and the policy version that made."""
+    gateway: Client = await gateways()
+    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
+    return gateway, gateway.app[keys.POLICIES].authorizer.version
+
+
+def edit_policy(kube_api: FakeKubeAPI, text: str) -> None:
+    """Someone edits the policy ConfigMap by hand (kubectl edit)."""
+    kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: text}})
+
+
 async def test_grants_and_revokes_are_written_to_the_configmap_versioned_by_its_resource_version(
     gateways: Factory, kube_api: FakeKubeAPI
 ) -> None:
@@ -146,12 +158,9 @@ async def test_two_gateways_on_one_configmap_see_each_others_changes_within_a_se
 async def test_a_malformed_edit_keeps_the_last_good_policy_and_says_why(
     gateways: Factory, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway: Client = await gateways()
-    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
-    good = gateway.app[keys.POLICIES].authorizer.version
+    gateway, good = await granted_bob(gateways)
     with caplog.at_level(logging.ERROR, logger="gateway.authz.manager"):
-        bad = policy_text(kube_api) + "p, user:eve, alice, *, superuser, allow\n"
-        kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: bad}})
+        edit_policy(kube_api, policy_text(kube_api) + "p, user:eve, alice, *, superuser, allow\n")
         await wait_until(lambda: "rejected" in caplog.text)
     assert "configmap kubeflow/notebook-gateway-policies rejected" in caplog.text and "role must be" in caplog.text
     assert gateway.app[keys.POLICIES].authorizer.version == good
@@ -177,10 +186,8 @@ async def test_the_namespace_defaults_to_the_pods_own(tmp_path: Path) -> None:
 async def test_an_emptied_configmap_key_keeps_the_last_good_policy_and_is_reported(
     gateways: Factory, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway: Client = await gateways()
-    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
-    good = gateway.app[keys.POLICIES].authorizer.version
-    kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: ""}})
+    gateway, good = await granted_bob(gateways)
+    edit_policy(kube_api, "")
     manager = gateway.app[keys.POLICIES]
     with caplog.at_level(logging.INFO, logger="gateway.authz.manager"):
         await wait_until(lambda: "rejected" in caplog.text or "policy reloaded" in caplog.text)
@@ -189,7 +196,6 @@ async def test_an_emptied_configmap_key_keeps_the_last_good_policy_and_is_report
     ready = await (await gateway.get("/readyz")).json()
     assert ready["ready"] and "holds no rules" in ready["degraded"]["policy"]
     assert "gateway_policy_source_refused 1.0" in await (await gateway.get("/metrics")).text()
-    meant = f"{EMPTY_MARKER}\n"
-    kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: meant}})
+    edit_policy(kube_api, f"{EMPTY_MARKER}\n")
     await wait_until(lambda: gateway.app[keys.POLICIES].problem is None)
     assert (await gateway.get("/notebook/alice/nb1/echo")).status == 403

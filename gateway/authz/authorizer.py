@@ -222,7 +222,9 @@ class PolicyAuthorizer:
         subjects = subjects_of(identity)
         verdict = snapshot.policy.decide(subjects, namespace, notebook, action)
         matched = snapshot.policy.matching(subjects, namespace, notebook, action)
-        deciding = [rule for rule in matched if rule.effect == ("deny" if verdict == "deny" else "allow")]
+        deciding = [
+            _stored(snapshot, rule) for rule in matched if rule.effect == ("deny" if verdict == "deny" else "allow")
+        ]
         return Explanation(
             allowed=verdict == "allow",
             verdict=verdict,
@@ -237,6 +239,11 @@ class PolicyAuthorizer:
         if namespace != EVERY_NAMESPACE:
             rules += snapshot.by_namespace.get(EVERY_NAMESPACE, ())
         return [(rule, snapshot.source(rule)) for rule in rules]
+
+
+def _stored(snapshot: Snapshot, rule: Rule) -> Rule:
+    """The rule as the policy holds it: Casbin's rows leave out the guard (not part of a rule's identity)."""
+    return next((held for held in snapshot.by_subject.get(rule.subject, ()) if held == rule), rule)
 
 
 def _reason(verdict: Verdict, namespace: str, action: Action, notebook: str | None, who: str = "you") -> str:
