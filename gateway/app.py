@@ -31,7 +31,7 @@ from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient, TokenVerifier
 from .authz.configmap import ConfigMapPolicyStore, own_namespace
 from .authz.kubeflow import KubeflowPolicies
-from .authz.manager import PolicyManager
+from .authz.manager import NamespaceClaims, PolicyManager
 from .authz.rules import PolicyError
 from .authz.stores import FilePolicyStore, MemoryPolicyStore, PolicyStore
 from .backends import NotebookBackend
@@ -87,6 +87,8 @@ def create_app(settings: Settings) -> web.Application:
         app[keys.KUBE] = kube  # opened in `kubernetes`, before any of its users starts
     app[keys.POLICIES] = policy_manager = build_policy_manager(settings, kube)
     app[keys.AUTHZ] = policy_manager.authorizer
+    policy_manager.claims = namespace_claims(app)
+    app[keys.METRICS].policy_source_refused.set_function(lambda: 0 if policy_manager.problem is None else 1)
     app[keys.WEBSOCKETS] = set()
     app[keys.TEMPLATES] = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway", "web/templates"),
@@ -304,6 +306,21 @@ def build_policy_manager(settings: Settings, kube: KubeClient | None) -> PolicyM
         )
     except PolicyError as exc:
         raise ConfigError([f"GATEWAY_BOOTSTRAP_ADMINS: {exc.message}"]) from None
+
+
+def namespace_claims(app: web.Application) -> NamespaceClaims:
+    """What else holds a namespace a sign-in would take as its own: notebook servers in it (a static
+    route, a local server, a Notebook), or on Kubernetes the namespace itself or a Kubeflow Profile.
+    (The policy's own rules and Kubeflow's roles the manager checks itself.)"""
+
+    async def claimed(namespace: str, owner_name: str) -> str | None:
+        backend = app.get(keys.BACKEND)
+        if backend is not None and await backend.list(namespace):
+            return f"notebook servers are in {namespace}"
+        provisioner = app.get(keys.PROFILES)
+        return None if provisioner is None else await provisioner.claimed(namespace, owner_name)
+
+    return claimed
 
 
 async def policy_engine(app: web.Application) -> AsyncIterator[None]:

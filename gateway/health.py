@@ -165,6 +165,10 @@ async def readyz(request: web.Request) -> web.Response:
             checks[name] = f"degraded: {message}"
         else:
             checks[name] = "ok"
+    policies = request.app.get(keys.POLICIES)
+    if policies is not None and policies.problem is not None:  # ready: the last good policy serves
+        degraded["policy"] = policies.problem
+        checks["policy"] = f"degraded: {policies.problem}"
     body = {"ready": not problems, "checks": checks, "problems": problems, "degraded": degraded, "watches": watches}
     return web.json_response(body, status=503 if problems else 200)
 

@@ -51,6 +51,16 @@ class Metrics:
         )
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        self.policy_reloads_rejected = Counter(
+            "gateway_policy_reloads_rejected",
+            "Policy source contents refused (malformed, or suddenly without any rule); the last good policy stays.",
+            registry=self.registry,
+        )
+        self.policy_source_refused = Gauge(
+            "gateway_policy_source_refused",
+            "1 while the policy source's current content is refused and an older version stays in force, else 0.",
+            registry=self.registry,
+        )
         # The children `observe_request` updates, found once per label set rather than through
         # `labels()` (a lock and label validation) on every request. As bounded as the label sets:
         # four route classes, KNOWN_METHODS + OTHER, the status codes seen.

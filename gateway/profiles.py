@@ -139,6 +139,23 @@ class Provisioner:
             await self._claim_namespace(profile)
             await self.ensure(profile.name, profile.quota)
 
+    async def claimed(self, name: str, owner_name: str) -> str | None:
+        """Why `owner_name` may not take namespace `name` as a new profile (it exists, or a Kubeflow
+        Profile names it, and neither is already theirs), or None when they may. Self-service asks
+        this before it grants anything."""
+        # The client raises the gateway's own errors (503 when the API cannot be reached): nothing is granted then.
+        profile = await _found(self.client.get(KUBEFLOW_PROFILES, "", name)) if self.mode == "kubeflow" else None
+        if profile is not None:
+            return None if _from_kubeflow(profile).owner_name == owner_name else f"Kubeflow Profile {name} exists"
+        namespace = await _found(self.client.get(NAMESPACES, "", name))
+        if namespace is None:
+            return None
+        annotations = _metadata(namespace).get("annotations")
+        owner = annotations.get(OWNER_ANNOTATION) if isinstance(annotations, dict) else None
+        if _labels(namespace).get(MANAGED_BY) == GATEWAY and owner == owner_name:
+            return None  # their own profile, made before (its rule since removed): theirs again
+        return f"namespace {name} exists"
+
     async def delete(self, name: str) -> None:
         """Deleting the namespace deletes everything in it (notebooks, volumes, jobs)."""
         if self.mode == "kubeflow":

@@ -19,7 +19,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway import keys
 from gateway.app import create_app
+from gateway.authz.rules import PolicyDoc, Rule, make_rule
+from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore
 from gateway.backends.local import jupyter_command
 from gateway.config import Settings
 from gateway.cookies import SESSION_COOKIE
@@ -109,18 +112,23 @@ async def gateway_factory(
 ) -> Callable[..., Any]:
     """Builds the real app (cleanup contexts and all) for some settings and returns a client that
     has signed in (through the development provider) as `user`, or not at all with `user=None`.
-    The client sends our own Origin, as the gateway's pages would."""
+    Unless `owns_namespace=False` (or self-service is off), `user` owns the namespace named by
+    their name's first part (`alice`), where the tests' notebooks are. The client sends our own
+    Origin, as the gateway's pages would."""
 
     async def build(
         *,
         user: str | None = "alice@example.com",
         groups: str = "",
         configure: Callable[[web.Application], None] | None = None,
+        owns_namespace: bool = True,
         **overrides: Any,
     ) -> Client:
         port = unused_port()
         public = f"http://127.0.0.1:{port}"
         app = create_app(make_settings(public_url=public, dev_provider=True, **overrides))
+        if user is not None and owns_namespace and overrides.get("auto_profile") is not False:
+            give_own_namespace(app, user)  # what self-service gave the tests' users before it checked claims
         if configure is not None:
             configure(app)  # e.g. swap in a recording audit log before the app starts
         client: Client = await aiohttp_client(app, server_kwargs={"port": port}, headers={"Origin": public})
@@ -129,6 +137,23 @@ async def gateway_factory(
         return client
 
     return build
+
+
+def own_namespace_rule(user: str) -> Rule:
+    """`user` as admin of the namespace named by their name's first part (alice@example.com: `alice`),
+    where the tests' notebooks live: as if a cluster-admin had made their profile."""
+    return make_rule(f"user:{user}", user.split("@", 1)[0].lower(), "admin")
+
+
+def give_own_namespace(app: web.Application, user: str) -> None:
+    """Before the app starts: `own_namespace_rule(user)` in its policy store (a memory store, or a
+    policy file not written yet), so that sign-in finds the user's namespace and makes none."""
+    manager, rule = app[keys.POLICIES], own_namespace_rule(user)
+    if isinstance(manager.store, MemoryPolicyStore):
+        manager.store = MemoryPolicyStore(PolicyDoc.of_rules([rule]))
+    elif isinstance(manager.store, FilePolicyStore) and not manager.store.path.exists():
+        manager.store.path.parent.mkdir(parents=True, exist_ok=True)
+        manager.store.path.write_text(PolicyDoc.of_rules([rule]).text)
 
 
 class JupyterServer:

@@ -123,3 +123,10 @@ async def test_explain_names_the_deciding_rules_and_their_lines() -> None:
 
 async def test_the_shipped_model_file_is_the_model_enforced() -> None:
     assert (Path(__file__).parent.parent / "policies" / "model.conf").read_text() == MODEL_TEXT
+
+
+async def test_explain_shows_a_deny_rules_guard_as_stored() -> None:
+    deny = make_rule("user:bob@example.com", "team-a", "edit", effect="deny", guard="cluster")
+    authz = PolicyAuthorizer(build_snapshot(PolicyDoc.of_rules([deny])))
+    [(rule, _)] = authz.explain("bob@example.com", (), "team-a", "connect").rules
+    assert rule.to_json()["guard"] == "cluster"

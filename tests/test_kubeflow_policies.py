@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway import keys
 from tests.conftest import Client, wait_until
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.upstream import FakeUpstream
@@ -38,9 +39,8 @@ def gateways(
             routes_file=routes,
             kubeflow_policies=True,
             kubeconfig=kubeconfig,
-            auto_profile=False,
             policy_reload_interval_s=0.1,
-            **settings,
+            **{"auto_profile": False, **settings},
         )
         return client
 
@@ -145,3 +145,17 @@ async def _subjects(client: Client) -> set[str]:
 
 async def _has_subjects(client: Client, *subjects: str) -> bool:
     return set(subjects) <= await _subjects(client)
+
+
+async def test_self_service_never_takes_a_namespace_a_kubeflow_profile_or_binding_gives(
+    gateways: Factory, kube_api: FakeKubeAPI
+) -> None:
+    # Without a backend that knows Kubernetes namespaces, only Kubeflow's roles say these are taken.
+    add_profile(kube_api, "ann", "ann@corp.example")  # what a name from the address's first part would be
+    add_profile(kube_api, "kubeflow-ann-other-example", "ann@corp.example")
+    kube_api.add_namespace("kubeflow-ann-other-example")  # as Kubeflow's profile controller makes it
+    add_binding(kube_api, "kubeflow-ann-other-example", "carol@example.com", "edit")
+    add_profile(kube_api, "kubeflow-ann-other-example-2", "someone@example.com")
+    client: Client = await gateways(user="ann@other.example", auto_profile=True, owns_namespace=False)
+    mine = [rule.namespace for rule in client.app[keys.POLICIES].doc.rules if rule.subject == "user:ann@other.example"]
+    assert mine == ["kubeflow-ann-other-example-3"]

@@ -195,8 +195,9 @@ async def _nothing(request: web.Request) -> web.Response:
 
 
 async def test_the_guides_token_script_lists_the_users_servers(gateway_factory: Factory, tmp_path: Path) -> None:
-    leave_stopped_notebook(tmp_path, "alice", "old")
-    policy = write_policy(tmp_path, "user:alice@example.com, alice, admin")  # as her first sign-in left it
+    leave_stopped_notebook(tmp_path, "kubeflow-alice-example-com", "old")
+    # as her first sign-in left it
+    policy = write_policy(tmp_path, "user:alice@example.com, kubeflow-alice-example-com, admin")
     client = await gateway_factory(user=None, backend="local", local_dir=tmp_path, policy_file=policy)
     secret = client.app[keys.SETTINGS].oidc_client_secret
     assert secret is not None

@@ -29,6 +29,8 @@ from .browser import (
 )
 
 WAIT_MS = JUPYTER_START_S * 1000
+# The namespace a dev gateway gives alice@example.com at her first sign-in (named as Kubeflow names profiles).
+ALICE_NS = "kubeflow-alice-example-com"
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ async def test_the_users_guide_end_to_end(page: Page, dev_gateway: DevGateway, t
     await row.get_by_role("button", name="DELETE").click()
     await page.get_by_role("dialog").get_by_role("button", name="DELETE").click()
     await expect(row).to_have_count(0, timeout=WAIT_MS)
-    await expect(page.get_by_text("No notebook servers in alice yet.")).to_be_visible()
+    await expect(page.get_by_text(f"No notebook servers in {ALICE_NS} yet.")).to_be_visible()
 
 
 async def test_a_bad_name_is_shown_beside_the_field_and_creates_nothing(page: Page, dev_gateway: DevGateway) -> None:
@@ -84,7 +86,7 @@ async def test_a_bad_name_is_shown_beside_the_field_and_creates_nothing(page: Pa
     await page.get_by_role("button", name="LAUNCH").click()
     await expect_path(page, "/notebooks/new")
     await expect(page.locator("#name-error")).to_have_text("No spaces: use '-' between words.")
-    listed = await page.request.get(dev_gateway.url("/api/namespaces/alice/notebooks"))
+    listed = await page.request.get(dev_gateway.url(f"/api/namespaces/{ALICE_NS}/notebooks"))
     assert (await listed.json())["notebooks"] == []
 
 
@@ -100,7 +102,7 @@ async def test_an_error_from_the_api_is_shown_beside_its_field(page: Page, dev_g
     await expect(page.locator("#memory-error")).to_contain_text("Memory")
     await expect(page.get_by_role("alert").first).to_contain_text("correct the highlighted field")
     assert '"error"' not in await page.locator("main").inner_text()  # never raw JSON
-    listed = await page.request.get(dev_gateway.url("/api/namespaces/alice/notebooks"))
+    listed = await page.request.get(dev_gateway.url(f"/api/namespaces/{ALICE_NS}/notebooks"))
     assert (await listed.json())["notebooks"] == []
 
 
@@ -134,12 +136,12 @@ async def test_the_namespace_chosen_last_is_remembered(
 async def test_an_ended_session_signs_in_again_and_returns_to_the_list(page: Page, dev_gateway: DevGateway) -> None:
     await page.goto(dev_gateway.url("/notebooks"))
     await sign_in(page, "alice@example.com")
-    await expect(page.get_by_role("heading", name="Servers in alice")).to_be_visible()
+    await expect(page.get_by_role("heading", name=f"Servers in {ALICE_NS}")).to_be_visible()
     await page.context.clear_cookies(name=SESSION_COOKIE)  # as if the session had expired
     await expect(page.get_by_label("Username")).to_be_visible(timeout=10_000)  # the next poll got a 401
     await sign_in(page, "alice@example.com")
     await expect_path(page, "/notebooks")
-    await expect(page.get_by_role("heading", name="Servers in alice")).to_be_visible()
+    await expect(page.get_by_role("heading", name=f"Servers in {ALICE_NS}")).to_be_visible()
 
 
 async def test_the_pages_own_polling_is_marked_as_background_and_a_reload_is_not(
@@ -149,8 +151,8 @@ async def test_the_pages_own_polling_is_marked_as_background_and_a_reload_is_not
     what the gateway makes of that, on a clock it moves), a person's reload does not."""
     await page.goto(dev_gateway.url("/notebooks"))
     await sign_in(page, "alice@example.com")
-    await expect(page.get_by_role("heading", name="Servers in alice")).to_be_visible()
-    async with page.expect_request(lambda r: "/api/namespaces/alice/notebooks" in r.url) as polled:
+    await expect(page.get_by_role("heading", name=f"Servers in {ALICE_NS}")).to_be_visible()
+    async with page.expect_request(lambda r: f"/api/namespaces/{ALICE_NS}/notebooks" in r.url) as polled:
         pass  # the list polls every 2 s on its own
     assert (await polled.value).headers.get("x-gateway-background") == "1"
     async with page.expect_request(lambda r: r.url.endswith("/notebooks") and r.is_navigation_request()) as reload:
@@ -179,7 +181,7 @@ async def test_sign_out_ends_the_session(page: Page, dev_gateway: DevGateway) ->
     await expect(page.get_by_text("alice@example.com")).to_be_visible()
     await page.get_by_role("button", name="SIGN OUT").click()
     await expect(page.get_by_label("Username")).to_be_visible()  # the provider's form: signed out
-    response = await page.request.get(dev_gateway.url("/api/namespaces/alice/notebooks"))
+    response = await page.request.get(dev_gateway.url(f"/api/namespaces/{ALICE_NS}/notebooks"))
     assert response.status == 401
 
 
@@ -187,7 +189,7 @@ async def test_a_namespace_admin_grants_and_revokes_access(page: Page, dev_gatew
     await page.goto(dev_gateway.url("/"))
     await sign_in(page, "alice@example.com")
     await page.get_by_role("link", name="Access").click()
-    await expect(page.get_by_role("heading", name="Access to alice")).to_be_visible()
+    await expect(page.get_by_role("heading", name=f"Access to {ALICE_NS}")).to_be_visible()
     await page.get_by_label("User or group").fill("bob@example.com")
     await page.get_by_label("Role", exact=True).select_option("view")
     await page.get_by_role("button", name="GRANT").click()
@@ -253,7 +255,7 @@ async def test_the_audit_live_tail_shows_new_events(page: Page, dev_gateway: Dev
     await page.get_by_label("Live tail").check()
     origin = {"Origin": dev_gateway.url("").rstrip("/")}
     refused = await page.request.post(
-        dev_gateway.url("/api/namespaces/alice/notebooks"), data={"name": "Not A Name"}, headers=origin
+        dev_gateway.url(f"/api/namespaces/{ALICE_NS}/notebooks"), data={"name": "Not A Name"}, headers=origin
     )
     assert refused.status == 400
     failed = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name="notebook.create"))
@@ -270,7 +272,7 @@ async def test_the_pages_work_from_the_keyboard(page: Page, dev_gateway: DevGate
     await page.keyboard.press("Enter")  # submits the form: LAUNCH
     delete = server_row(page, "by-keyboard").get_by_role("button", name="DELETE")
     await delete.focus()
-    async with page.expect_response(lambda response: "/api/namespaces/alice/notebooks" in response.url):
+    async with page.expect_response(lambda response: f"/api/namespaces/{ALICE_NS}/notebooks" in response.url):
         pass  # the next poll refreshes the list...
     await expect(delete).to_be_focused()  # ...in place: the focus stays where it was
     await page.keyboard.press("Enter")
@@ -309,13 +311,13 @@ async def test_a_namespace_admin_adds_a_configuration_and_a_new_server_uses_it(
         await page.get_by_label("Mount Secrets").fill("store-creds:/etc/store")
         await page.get_by_role("button", name="CREATE").click()
         await expect(page.get_by_role("cell", name="Secret store-creds at /etc/store")).to_be_visible()
-        await page.goto(gateway.url("/notebooks/new?ns=alice"))
+        await page.goto(gateway.url(f"/notebooks/new?ns={ALICE_NS}"))
         await form_ready(page)
         await page.get_by_label("Name", exact=True).fill("nb1")
         await page.get_by_label("Team object store").check()
         await page.get_by_role("button", name="LAUNCH").click()
         await expect_path(page, "/notebooks")
-    notebook = kube_api.get("notebooks", "alice", "nb1")
+    notebook = kube_api.get("notebooks", ALICE_NS, "nb1")
     assert notebook is not None and notebook["metadata"]["labels"]["object-store"] == "true"
     mounts = notebook["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert "/etc/store" in [mount["mountPath"] for mount in mounts]
@@ -326,15 +328,15 @@ async def test_deleting_a_server_can_take_the_volumes_made_with_it(
 ) -> None:
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
     with dev_gateway_running(tmp_path, backend="kubernetes", kubeconfig=str(kubeconfig), profiles="gateway") as gateway:
-        await page.goto(gateway.url("/notebooks/new?ns=alice"))
+        await page.goto(gateway.url(f"/notebooks/new?ns={ALICE_NS}"))
         await sign_in(page, "alice@example.com")
         for name in ("kept", "scrapped"):
-            await page.goto(gateway.url("/notebooks/new?ns=alice"))
+            await page.goto(gateway.url(f"/notebooks/new?ns={ALICE_NS}"))
             await form_ready(page)
             await page.get_by_label("Name", exact=True).fill(name)
             await page.get_by_role("button", name="LAUNCH").click()
             await expect(server_row(page, name)).to_be_visible()
-        claims = {claim["metadata"]["name"] for claim in kube_api.objects("persistentvolumeclaims", "alice")}
+        claims = {claim["metadata"]["name"] for claim in kube_api.objects("persistentvolumeclaims", ALICE_NS)}
         assert {claim for claim in claims if claim.startswith(("kept", "scrapped"))} == {
             "kept-workspace", "scrapped-workspace"
         }  # fmt: skip
@@ -348,7 +350,7 @@ async def test_deleting_a_server_can_take_the_volumes_made_with_it(
             await dialog.get_by_role("button", name="DELETE").click()
             await expect(server_row(page, name)).to_be_hidden()
         await expect(page.locator("#banner")).to_contain_text("Volumes deleted: scrapped-workspace")
-    claims = {claim["metadata"]["name"] for claim in kube_api.objects("persistentvolumeclaims", "alice")}
+    claims = {claim["metadata"]["name"] for claim in kube_api.objects("persistentvolumeclaims", ALICE_NS)}
     assert "kept-workspace" in claims and "scrapped-workspace" not in claims
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.authz.rules import PolicyDoc, PolicyError, Rule, make_rule, parse_policy, rule_from_json, scan_policy
 
@@ -92,3 +94,54 @@ async def test_the_version_is_the_content_and_survives_a_round_trip() -> None:
     again = parse_policy(doc.text.encode())
     assert (again.version, again.rules) == (doc.version, doc.rules)
     assert doc.with_rule(make_rule("group:h", "*", "auditor")).version != doc.version
+
+
+# Every character `str.splitlines()` breaks a line on, and a few others that are easy to get wrong.
+LINE_BREAKS = ["\n", "\r", "\r\n", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+AWKWARD = [*(c for c in LINE_BREAKS if len(c) == 1), *' ,#"\t\x00\u00a0\u200b\u202eİẞ@:*']
+
+
+@pytest.mark.parametrize("brk", LINE_BREAKS)
+async def test_a_subject_holding_any_line_break_is_refused_by_every_constructor(brk: str) -> None:
+    subject = f"user:eve{brk}p, user:mallory, *, *, cluster-admin, allow"
+    with pytest.raises(PolicyError) as refused:
+        make_rule(subject, "team-a", "view")
+    assert refused.value.field == "subject"
+    with pytest.raises(PolicyError, match="subject"):
+        rule_from_json({**GOOD, "subject": f"group:ml{brk}team"})
+    with pytest.raises(PolicyError, match="subject"):
+        Rule(subject, "*", "cluster-admin")  # built directly, as sign-in used to
+
+
+async def test_a_name_that_lower_cases_into_something_longer_is_judged_as_stored() -> None:
+    # "İ".lower() is two characters: 200 of them fit the limit as written, not as stored.
+    with pytest.raises(PolicyError, match="at most 256"):
+        make_rule("user:" + "İ" * 200 + "@example.com", "team-a", "view")
+
+
+names = st.text(st.one_of(st.characters(), st.sampled_from(AWKWARD)), min_size=1, max_size=40)
+labels = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
+
+
+@given(
+    kind=st.sampled_from(["user:", "group:"]),
+    name=names,
+    namespace=st.one_of(st.just("*"), labels),
+    role=st.sampled_from(["view", "edit", "admin", "cluster-admin", "auditor"]),
+    notebook=st.one_of(st.none(), labels),
+    effect=st.sampled_from(["allow", "deny"]),
+    guard=st.sampled_from(["namespace", "cluster"]),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_rule_the_gateway_accepts_is_written_and_read_back_identical(
+    kind: str, name: str, namespace: str, role: str, notebook: str | None, effect: str, guard: str
+) -> None:
+    try:
+        rule = make_rule(kind + name, namespace, role, notebook, effect, guard)
+    except PolicyError:
+        return  # refused, with a reason: nothing is written
+    before = PolicyDoc.of_rules([make_rule("group:staff", "team-a", "view")])
+    doc = parse_policy(before.with_rule(rule).text.encode())  # the file stays loadable...
+    assert [(r, r.guard) for r in doc.rules][-1] == (rule, rule.guard)  # ...and holds exactly this rule
+    assert len(doc.rules) == 1 + (rule != before.rules[0])
+    assert rule_from_json(rule.to_json()) == rule  # the API's shape round-trips too

@@ -51,9 +51,10 @@ async def signed_in(gateway: Client, username: str, groups: str = "") -> AsyncIt
 
 
 async def test_a_new_user_gets_a_namespace_of_their_own_listed_in_userinfo(gateways: Factory) -> None:
-    gateway: Client = await gateways()
+    gateway: Client = await gateways(owns_namespace=False)
     info = await (await gateway.get("/oauth2/userinfo")).json()
-    assert info["namespaces"] == [{"namespace": "alice", "role": "admin"}]
+    # Not `alice`: a static route is in it. Named as Kubeflow names profiles.
+    assert info["namespaces"] == [{"namespace": "kubeflow-alice-example-com", "role": "admin"}]
     assert info["firstUserAdmin"] is False
 
 
@@ -70,7 +71,7 @@ async def test_a_namespace_admin_grants_and_revokes_there_idempotently_and_audit
     assert (await (await gateway.delete("/api/policies", json=BOB_EDIT)).json())["changed"] is True
     assert (await (await gateway.delete("/api/policies", json=BOB_EDIT)).json())["changed"] is False
     events = [(e.action, e.actor, e.namespace, e.details["changed"]) for e in audit.events if e.action != "auth.login"]
-    assert events[1:] == [  # the first is alice's own profile, granted at sign-in
+    assert events == [  # alice owns namespace alice already: her sign-in granted nothing
         ("policy.grant", "alice@example.com", "alice", True),
         ("policy.grant", "alice@example.com", "alice", False),
         ("policy.revoke", "alice@example.com", "alice", True),
@@ -236,3 +237,32 @@ async def test_a_malformed_file_on_disk_blocks_changes_until_fixed(gateways: Fac
     assert (await gateway.get("/api/namespaces/alice/notebooks")).status == 200  # the last good policy holds
     policy.write_text(good)
     assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\x85", "\u2028", "\u2029", "\x0b", "\x1c"])
+async def test_no_grant_a_namespace_admin_makes_can_leave_the_policy_file_unloadable(
+    gateways: Factory, tmp_path: Path, brk: str
+) -> None:
+    policy = tmp_path / "policy.csv"
+    gateway: Client = await gateways(policy_file=policy)
+    resp = await gateway.post("/api/policies", json={**BOB_EDIT, "subject": f"user:bob{brk}x@example.com"})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["field"] == "subject"
+    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200  # the file still reads
+    assert "user:bob@example.com, alice" in policy.read_text()
+
+
+async def test_a_namespace_admin_cannot_remove_a_deny_a_cluster_admin_aimed_at_them(gateways: Factory) -> None:
+    gateway: Client = await gateways(bootstrap_admins=("root@example.com",))
+    deny = {"subject": "user:alice@example.com", "namespace": "alice", "role": "edit", "effect": "deny"}
+    async with signed_in(gateway, "root@example.com") as root:
+        async with root.post("/api/policies", json=deny) as granted:
+            assert granted.status == 200
+            rule = (await granted.json())["rule"]
+    lifted = await gateway.delete("/api/policies", json=deny)
+    assert lifted.status == 403
+    assert "only a cluster-admin may remove" in (await lifted.json())["message"]
+    assert (await gateway.get("/notebook/alice/nb1/echo")).status == 403  # the deny still holds
+    assert rule["guard"] == "cluster"
+    unguarded = await gateway.post("/api/policies", json={**BOB_EDIT, "effect": "deny", "guard": "cluster"})
+    assert unguarded.status == 403  # and a namespace admin cannot set a guard they could not lift

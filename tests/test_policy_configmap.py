@@ -13,15 +13,16 @@ import pytest
 
 from gateway import keys
 from gateway.authz.configmap import DATA_KEY, ConfigMapPolicyStore, own_namespace
-from gateway.authz.rules import PolicyDoc, Rule
+from gateway.authz.rules import EMPTY_MARKER, PolicyDoc, Rule
 from gateway.errors import PreconditionFailed
-from tests.conftest import Client, wait_until
+from tests.conftest import Client, own_namespace_rule, wait_until
 from tests.fakes.kube_api import FakeKubeAPI, kube_client
 from tests.fakes.upstream import FakeUpstream
 
 Factory = Callable[..., Any]
 BOB_EDIT = {"subject": "user:bob@example.com", "namespace": "alice", "role": "edit"}
 CAROL = Rule("user:carol@example.com", "alice", "view")
+ALICE_OWNS = PolicyDoc.of_rules([own_namespace_rule("alice@example.com")])
 
 
 @pytest.fixture
@@ -33,8 +34,11 @@ def gateways(
     tmp_path: Path,
 ) -> Factory:
     """The real gateway on the ConfigMap kubeflow/notebook-gateway-policies, signed in as alice
-    (whose sign-in gives her namespace `alice`), with the fake notebook at /notebook/alice/nb1/."""
+    (who owns namespace `alice`), with the fake notebook at /notebook/alice/nb1/."""
     kube_api.add_namespace("kubeflow")
+    # alice owns namespace alice (as the memory and file stores of the other tests are seeded).
+    policy = {"metadata": {"name": "notebook-gateway-policies"}, "data": {DATA_KEY: ALICE_OWNS.text}}
+    kube_api.create("configmaps", policy, "kubeflow")
     kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
     routes = routes_file({("alice", "nb1"): upstream.url})
 
@@ -75,6 +79,18 @@ def resource_version(
     configmap = kube_api.get("configmaps", namespace, name)
     assert configmap is not None
     return str(configmap["metadata"]["resourceVersion"])
+
+
+async def granted_bob(gateways: Factory) -> tuple[Client, str]:
+    """A gateway where alice granted BOB_EDIT, and the policy version that made."""
+    gateway: Client = await gateways()
+    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
+    return gateway, gateway.app[keys.POLICIES].authorizer.version
+
+
+def edit_policy(kube_api: FakeKubeAPI, text: str) -> None:
+    """Someone edits the policy ConfigMap by hand (kubectl edit)."""
+    kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: text}})
 
 
 async def test_grants_and_revokes_are_written_to_the_configmap_versioned_by_its_resource_version(
@@ -138,12 +154,9 @@ async def test_two_gateways_on_one_configmap_see_each_others_changes_within_a_se
 async def test_a_malformed_edit_keeps_the_last_good_policy_and_says_why(
     gateways: Factory, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway: Client = await gateways()
-    assert (await gateway.post("/api/policies", json=BOB_EDIT)).status == 200
-    good = gateway.app[keys.POLICIES].authorizer.version
+    gateway, good = await granted_bob(gateways)
     with caplog.at_level(logging.ERROR, logger="gateway.authz.manager"):
-        bad = policy_text(kube_api) + "p, user:eve, alice, *, superuser, allow\n"
-        kube_api.patch("configmaps", "kubeflow", "notebook-gateway-policies", {"data": {DATA_KEY: bad}})
+        edit_policy(kube_api, policy_text(kube_api) + "p, user:eve, alice, *, superuser, allow\n")
         await wait_until(lambda: "rejected" in caplog.text)
     assert "configmap kubeflow/notebook-gateway-policies rejected" in caplog.text and "role must be" in caplog.text
     assert gateway.app[keys.POLICIES].authorizer.version == good
@@ -164,3 +177,21 @@ async def test_the_namespace_defaults_to_the_pods_own(tmp_path: Path) -> None:
     assert own_namespace(tmp_path / "absent") == "kubeflow"
     (tmp_path / "namespace").write_text("team-gw\n")
     assert own_namespace(tmp_path / "namespace") == "team-gw"
+
+
+async def test_an_emptied_configmap_key_keeps_the_last_good_policy_and_is_reported(
+    gateways: Factory, kube_api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway, good = await granted_bob(gateways)
+    edit_policy(kube_api, "")
+    manager = gateway.app[keys.POLICIES]
+    with caplog.at_level(logging.INFO, logger="gateway.authz.manager"):
+        await wait_until(lambda: "rejected" in caplog.text or "policy reloaded" in caplog.text)
+    assert manager.authorizer.version == good
+    assert (await gateway.get("/notebook/alice/nb1/echo")).status == 200  # alice keeps her namespace
+    ready = await (await gateway.get("/readyz")).json()
+    assert ready["ready"] and "holds no rules" in ready["degraded"]["policy"]
+    assert "gateway_policy_source_refused 1.0" in await (await gateway.get("/metrics")).text()
+    edit_policy(kube_api, f"{EMPTY_MARKER}\n")
+    await wait_until(lambda: gateway.app[keys.POLICIES].problem is None)
+    assert (await gateway.get("/notebook/alice/nb1/echo")).status == 403

@@ -14,6 +14,7 @@ from gateway import keys
 from gateway.authz.rules import Rule
 from gateway.backends.kubernetes import KubernetesBackend
 from gateway.backends.notebook_watcher import service_resolver
+from gateway.profiles import OWNER_ANNOTATION
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.kube_controller import KubeController
 from tests.fakes.upstream import FakeUpstream
@@ -128,14 +129,29 @@ async def test_kubeflow_mode_makes_a_profile_object(gateways: Factory, kube_api:
     assert kube_api.get("namespaces", "", "team-a") is None
 
 
+CAROLS = "kubeflow-carol-example-com"
+
+
 async def test_an_auto_profile_at_first_sign_in_gets_its_namespace(gateways: Factory, kube_api: FakeKubeAPI) -> None:
-    client: Client = await gateways(user="carol@example.com", auto_profile=True)
-    assert Rule("user:carol@example.com", "carol", "admin") in client.app[keys.POLICIES].doc.rules
-    assert kube_api.get("namespaces", "", "carol") is not None
-    assert [sa["metadata"]["name"] for sa in kube_api.objects("serviceaccounts", "carol")] == [
+    client: Client = await gateways(user="carol@example.com", auto_profile=True, owns_namespace=False)
+    assert Rule("user:carol@example.com", CAROLS, "admin") in client.app[keys.POLICIES].doc.rules
+    assert kube_api.get("namespaces", "", CAROLS) is not None
+    assert [sa["metadata"]["name"] for sa in kube_api.objects("serviceaccounts", CAROLS)] == [
         "default-editor",
         "default-viewer",
     ]
+
+
+async def test_an_auto_profile_never_takes_a_namespace_that_exists_or_a_profile_names(
+    gateways: Factory, kube_api: FakeKubeAPI
+) -> None:
+    for name in ("carol", CAROLS):  # made by someone else, whatever the derivation
+        kube_api.add_namespace(name)
+    client: Client = await gateways(user="carol@example.com", auto_profile=True, owns_namespace=False)
+    [rule] = [rule for rule in client.app[keys.POLICIES].doc.rules if rule.subject == "user:carol@example.com"]
+    assert rule.namespace == f"{CAROLS}-2"
+    made = kube_api.get("namespaces", "", rule.namespace)
+    assert made is not None and made["metadata"]["annotations"][OWNER_ANNOTATION] == "carol@example.com"
 
 
 async def test_profiles_need_the_kubernetes_backend(gateway_factory: Factory, routes_file: Factory) -> None:

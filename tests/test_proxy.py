@@ -17,7 +17,7 @@ from yarl import URL
 from gateway.app import create_app
 from gateway.cookies import SESSION_COOKIE
 from gateway.proxy_headers import IDENTITY_HEADERS, fold
-from tests.conftest import Client, make_settings, unused_port, wait_until
+from tests.conftest import Client, give_own_namespace, make_settings, unused_port, wait_until
 from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import RANGE_BODY, FakeUpstream
 
@@ -293,6 +293,7 @@ async def serving(routes: Path) -> AsyncIterator[tuple[str, dict[str, str]]]:
     port = unused_port()
     url = f"http://127.0.0.1:{port}"
     app = create_app(make_settings(routes_file=routes, public_url=url, dev_provider=True))
+    give_own_namespace(app, "alice@example.com")
     runner = web.AppRunner(app, handler_cancellation=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

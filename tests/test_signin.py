@@ -15,8 +15,9 @@ from yarl import URL
 
 from gateway import keys
 from gateway.app import create_app
+from gateway.authz.rules import PolicyDoc
 from gateway.cookies import SESSION_COOKIE
-from tests.conftest import Client, RedisServer, make_settings, unused_port
+from tests.conftest import Client, RedisServer, make_settings, own_namespace_rule, unused_port
 from tests.fakes.idp import ALICE as FAKE_ALICE
 from tests.fakes.idp import BOB as FAKE_BOB
 from tests.fakes.idp import FakeIdP, Mint, Refresh
@@ -36,6 +37,8 @@ def start_gateway(aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream) -
     /notebook/alice/nb1/ to the fake upstream."""
     routes = tmp_path / "routes.toml"
     routes.write_text(f'[[route]]\nnamespace = "alice"\nname = "nb1"\nurl = "{upstream.url}"\n')
+    # alice owns namespace alice (self-service never hands out a namespace a route is in).
+    (tmp_path / "policy.csv").write_text(PolicyDoc.of_rules([own_namespace_rule(ALICE)]).text)
 
     async def start(port: int, **overrides: Any) -> Client:
         public = f"http://127.0.0.1:{port}"
@@ -44,7 +47,7 @@ def start_gateway(aiohttp_client: Any, tmp_path: Path, upstream: FakeUpstream) -
             "routes_file": routes,
             "cookie_secret": "s" * 32,
             "session_store": "memory",
-            # Authorization is on: alice gets her own namespace at sign-in, kept across restarts.
+            # Authorization is on: alice owns namespace alice; others get their own at sign-in.
             "auto_profile": True,
             "policy_file": tmp_path / "policy.csv",
             **overrides,

@@ -222,7 +222,9 @@ class PolicyAuthorizer:
         subjects = subjects_of(identity)
         verdict = snapshot.policy.decide(subjects, namespace, notebook, action)
         matched = snapshot.policy.matching(subjects, namespace, notebook, action)
-        deciding = [rule for rule in matched if rule.effect == ("deny" if verdict == "deny" else "allow")]
+        deciding = [
+            _stored(snapshot, rule) for rule in matched if rule.effect == ("deny" if verdict == "deny" else "allow")
+        ]
         return Explanation(
             allowed=verdict == "allow",
             verdict=verdict,
@@ -239,6 +241,11 @@ class PolicyAuthorizer:
         return [(rule, snapshot.source(rule)) for rule in rules]
 
 
+def _stored(snapshot: Snapshot, rule: Rule) -> Rule:
+    """The rule as the policy holds it: Casbin's rows leave out the guard (not part of a rule's identity)."""
+    return next((held for held in snapshot.by_subject.get(rule.subject, ()) if held == rule), rule)
+
+
 def _reason(verdict: Verdict, namespace: str, action: Action, notebook: str | None, who: str = "you") -> str:
     where = "every namespace (*)" if namespace == EVERY_NAMESPACE else f"namespace {namespace}"
     what = f"{action} notebook server {notebook} in {where}" if notebook else f"{action} in {where}"
@@ -252,7 +259,12 @@ def _reason(verdict: Verdict, namespace: str, action: Action, notebook: str | No
 
 
 def personal_namespace(subject: str) -> str:
-    """A DNS-1123 label for a user's own namespace: `Alice.Smith@example.com` -> `alice-smith`."""
-    local = subject.split("@", 1)[0].lower()
-    label = re.sub(r"[^a-z0-9]+", "-", local).strip("-")[:63].strip("-")
-    return label or "user"
+    """The name a user's own namespace starts from, as Kubeflow names its profiles: `kubeflow-` and the
+    whole username with every run of other characters made `-`, so `user@example.com` is
+    `kubeflow-user-example-com` (and `ann@corp.example`, `ann@other.example` differ). Names that still
+    meet (`a.b@x`, `a-b@x`) are told apart when granted: the second gets `-2` (see `PolicyManager`)."""
+    label = re.sub(r"[^a-z0-9]+", "-", subject.lower()).strip("-")
+    return f"{PERSONAL_PREFIX}{label or 'user'}"[:63].rstrip("-")
+
+
+PERSONAL_PREFIX = "kubeflow-"

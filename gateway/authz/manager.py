@@ -10,15 +10,15 @@ import contextlib
 import gc
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..errors import BadRequest, Conflict, PreconditionRequired
+from ..errors import BadRequest, Conflict, Forbidden, PreconditionRequired
 from ..identity import Identity
 from ..kube.watch_health import WatchHealth
 from .authorizer import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
-from .rules import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
+from .rules import EMPTY, EMPTY_MARKER, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
 from .stores import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,21 @@ class RuleSource(Protocol):
         ...
 
 
+# `claims(namespace, owner_name)`: why that user may not take that namespace as their own (it exists
+# in Kubernetes, a static route or notebook server is in it, ...), or None. Wired in app.py.
+NamespaceClaims = Callable[[str, str], Awaitable[str | None]]
+# Names tried for one self-service namespace (`base`, `base-2`, ...) before the sign-in goes on without.
+FREE_NAMESPACE_TRIES = 20
+
+GUARDED = (
+    "{rule} was set by a cluster-admin and only a cluster-admin may remove or change it "
+    "(a namespace admin cannot lift a deny rule set above them)."
+)
+NO_RULES = (
+    "the policy {kind} {location} now holds no rules; version {version} stays in force. If that is meant, "
+    "add the line '{marker}' (revoking the last rule through the API adds it)"
+)
+
 MANAGED_ELSEWHERE = (
     "{rule} comes from Kubeflow ({kind} {where}) and cannot be changed through the gateway: manage it with "
     "Kubeflow's contributor UI (Manage Contributors) or kubectl."
@@ -123,6 +138,9 @@ class PolicyManager:
         )
         self.auto_profile = auto_profile
         self.first_user_admin = first_user_admin
+        self.claims: NamespaceClaims | None = None  # set when the backends are up (app.py)
+        # Why the policy source's current content is not in force (None when it is): for /readyz.
+        self.problem: str | None = None
         self.reload_interval_s = reload_interval_s
         self._doc = EMPTY
         self.authorizer = PolicyAuthorizer(self._compile(EMPTY))
@@ -160,12 +178,21 @@ class PolicyManager:
         before, after = await self._update(lambda doc: doc.with_rule(rule), if_match)
         return Change("policy.grant", via, before.version, after.version, rule=rule)
 
-    async def revoke(self, rule: Rule, if_match: str | None = None, *, via: str = "api") -> Change:
-        """Remove every line holding `rule` (idempotent). A rule that only Kubeflow gives is refused."""
+    async def revoke(
+        self, rule: Rule, if_match: str | None = None, *, via: str = "api", cluster_level: bool = True
+    ) -> Change:
+        """Remove every line holding `rule` (idempotent). A rule that only Kubeflow gives is refused, and
+        so is one guarded `cluster` when the caller is not (`cluster_level`: a cluster-admin or the gateway)."""
         source = self._external.get(rule)
         if source is not None and rule not in self._doc:
             raise Conflict(MANAGED_ELSEWHERE.format(rule=rule.describe(), kind=source.kind, where=source.location))
-        before, after = await self._update(lambda doc: doc.without_rule(rule), if_match)
+
+        def edit(doc: PolicyDoc) -> PolicyDoc:  # checked on the document being changed, under the store's lock
+            if not cluster_level and any(held == rule and held.guard == "cluster" for held in doc.rules):
+                raise Forbidden(GUARDED.format(rule=rule.describe()))
+            return doc.without_rule(rule)
+
+        before, after = await self._update(edit, if_match)
         return Change("policy.revoke", via, before.version, after.version, rule=rule)
 
     async def replace_rules(self, rules: Iterable[Rule], if_match: str | None) -> tuple[str, str, list[Change]]:
@@ -180,7 +207,7 @@ class PolicyManager:
                 raise BadRequest(f"rules[{index}]: {message}", field=f"rules[{index}]")
 
         def edit(doc: PolicyDoc) -> PolicyDoc:
-            if doc.rules == tuple(dict.fromkeys(wanted)):
+            if _lines(doc.rules) == _lines(dict.fromkeys(wanted)):
                 return doc  # the same rules in the same order: keep the file (and its comments) as it is
             return PolicyDoc.of_rules(wanted)
 
@@ -191,21 +218,33 @@ class PolicyManager:
         return before.version, after.version, changes
 
     async def sign_in(self, identity: Identity) -> list[Change]:
-        """Self-service: someone with no namespace gets `admin` of a new one named after them, and
-        (dev) the first person to sign in where nobody is cluster-admin becomes one."""
+        """Self-service: someone with no namespace gets `admin` of a new one named after them (a name
+        nothing else claims), and (dev) the first person to sign in where nobody is cluster-admin
+        becomes one. A username that cannot be a policy subject gets neither (logged)."""
         wants_profile = self.auto_profile and not self._has_namespace(identity)
         wants_admin = self.first_user_admin and not self._has_cluster_admin(self._doc)
         if not (wants_profile or wants_admin):
             return []  # the usual case: no I/O at all
-        user = f"user:{identity.subject}"
+        try:
+            user = make_rule(f"user:{identity.subject}", EVERY_NAMESPACE, "cluster-admin").subject
+        except PolicyError as exc:
+            log.warning(
+                "sign-in of %r: no self-service role, the name cannot be a policy subject: %s", identity.subject, exc
+            )
+            return []
+        if user != f"user:{identity.subject}":  # sign-in lower-cases emails; a name that is not so is not theirs
+            log.warning("sign-in of %r: no self-service role, the name is not normalised", identity.subject)
+            return []
+        namespace = await self._free_namespace(identity.subject) if wants_profile else None
         vias: dict[Rule, str] = {}
 
         def edit(doc: PolicyDoc) -> PolicyDoc:  # runs under the store's lock, on the latest document
             vias.clear()
             if self.first_user_admin and not self._has_cluster_admin(doc):
                 vias[Rule(user, EVERY_NAMESPACE, "cluster-admin")] = "first-user"
-            if self.auto_profile and not _holds_namespace(doc, identity):
-                vias[Rule(user, free_namespace(personal_namespace(identity.subject), doc), "admin")] = "auto-profile"
+            # Another replica may have given the name away since it was chosen: then none this time.
+            if namespace is not None and not _holds_namespace(doc, identity) and namespace not in _namespaces(doc):
+                vias[Rule(user, namespace, "admin")] = "auto-profile"
             for rule in vias:
                 doc = doc.with_rule(rule)
             return doc
@@ -219,16 +258,45 @@ class PolicyManager:
             log.info("sign-in of %s: granted %s (%s)", identity.subject, rule.describe(), via)
         return [Change("policy.grant", via, before.version, after.version, rule=rule) for rule, via in vias.items()]
 
+    async def _free_namespace(self, subject: str) -> str | None:
+        """The first of `personal_namespace(subject)`, `-2`, `-3`, ... that no rule (stored or Kubeflow's)
+        names and nothing else claims; None (logged) when none is, or when a claim cannot be checked."""
+        taken = _namespaces(self._doc) | {rule.namespace for rule in self._external}
+        base, owner = personal_namespace(subject), subject
+        for n in range(1, FREE_NAMESPACE_TRIES + 1):
+            suffix = "" if n == 1 else f"-{n}"
+            candidate = base[: 63 - len(suffix)].rstrip("-") + suffix
+            if candidate in taken:
+                continue
+            try:
+                reason = None if self.claims is None else await self.claims(candidate, owner)
+            except Exception as exc:  # unknown is not free: no namespace this time, the sign-in goes on
+                log.error("sign-in of %s: could not check whether namespace %s is free: %r", subject, candidate, exc)
+                return None
+            if reason is None:
+                return candidate
+            log.info("sign-in of %s: namespace %s is not free (%s)", subject, candidate, reason)
+        log.error("sign-in of %s: no free namespace among %s..%s-%d", subject, base, base, FREE_NAMESPACE_TRIES)
+        return None
+
     def made_first_user_admin(self, identity: Identity) -> bool:
         """True when this user is a cluster-admin because, in dev, they signed in first (pages say so)."""
-        rule = Rule(f"user:{identity.subject}", EVERY_NAMESPACE, "cluster-admin")
-        return self.first_user_admin and rule in self._doc
+        return self.first_user_admin and any(
+            rule.subject == f"user:{identity.subject}" and rule.role == "cluster-admin" and rule.effect == "allow"
+            for rule in self._doc.rules
+        )
 
     async def _update(
         self, edit: Callable[[PolicyDoc], PolicyDoc], if_match: str | None = None
     ) -> tuple[PolicyDoc, PolicyDoc]:
+        def marked(doc: PolicyDoc) -> PolicyDoc:
+            if self._suspect(doc):  # writing on top of an emptied source would make the accident stick
+                raise PolicyError(self._no_rules())
+            return edit(doc).marked_empty()  # a write that leaves no rules means to (see reload_once)
+
         async with self._exclusive():
-            before, after = await self.store.update(edit, if_match)
+            before, after = await self.store.update(marked, if_match)
+            self.problem = None  # the source read well, and holds what this write made
             if after.version != self.authorizer.version:
                 # This process sees its own change at once; the others within their reload interval.
                 await self._install(after)
@@ -247,13 +315,18 @@ class PolicyManager:
         try:
             async with self._exclusive():
                 doc = await self.store.changed()
+                if doc is not None and doc.version == self.authorizer.version:
+                    self.problem = None  # back to what is in force
                 if doc is None or doc.version == self.authorizer.version:
                     await self._reload_external(on_reload)
                     return
+                if self._suspect(doc):
+                    raise PolicyError(self._no_rules())
                 before = self._doc
                 await self._install(doc)
             added, removed = await asyncio.to_thread(diff, before, doc)  # 100k rules: tens of ms
         except PolicyError as exc:
+            self.problem = str(exc)
             log.error(
                 "policy %s %s rejected, version %s stays in force: %s",
                 self.store.kind,
@@ -266,6 +339,7 @@ class PolicyManager:
         except OSError as exc:
             log.error("reading the policy file %s failed (%s); trying again", self.store.location, exc)
             return
+        self.problem = None
         log.info(
             "policy reloaded from %s: version %s -> %s (+%d -%d rules)",
             self.store.location,
@@ -349,6 +423,16 @@ class PolicyManager:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _suspect(self, doc: PolicyDoc) -> bool:
+        """An emptied file or ConfigMap key is far likelier an accident than a decision to lock everybody
+        out: a source that suddenly holds no rules is refused unless it says it means it."""
+        return not doc.entries and bool(self._doc.entries) and not doc.empty_on_purpose
+
+    def _no_rules(self) -> str:
+        return NO_RULES.format(
+            kind=self.store.kind, location=self.store.location, version=self.authorizer.version, marker=EMPTY_MARKER
+        )
+
     def _has_namespace(self, identity: Identity) -> bool:
         return any(namespace != EVERY_NAMESPACE for namespace in self.authorizer.namespaces(identity))
 
@@ -369,12 +453,10 @@ def _holds_namespace(doc: PolicyDoc, identity: Identity) -> bool:
     )
 
 
-def free_namespace(base: str, doc: PolicyDoc) -> str:
-    """`base`, or `base-2`, `base-3`, ... : the first name no rule mentions (a DNS label, at most 63)."""
-    taken = {rule.namespace for rule in doc.rules}
-    for n in itertools.count(1):
-        suffix = "" if n == 1 else f"-{n}"
-        candidate = base[: 63 - len(suffix)].rstrip("-") + suffix
-        if candidate not in taken:
-            return candidate
-    raise AssertionError("unreachable")
+def _namespaces(doc: PolicyDoc) -> set[str]:
+    return {rule.namespace for rule in doc.rules}
+
+
+def _lines(rules: Iterable[Rule]) -> list[str]:
+    """Rules as written (with their guards, which rule equality leaves out)."""
+    return [rule.to_line() for rule in rules]

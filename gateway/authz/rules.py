@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from ..names import is_dns_label
@@ -20,8 +21,12 @@ from ..names import is_dns_label
 Action = Literal["view", "connect", "create", "stop", "start", "delete", "manage", "audit"]
 Role = Literal["view", "edit", "admin", "cluster-admin", "auditor"]
 Effect = Literal["allow", "deny"]
+# Who may change a rule: the namespace's admins (and cluster-admins), or cluster-admins only. A deny
+# rule a cluster-admin sets is `cluster`, so the namespace admin it is aimed at cannot lift it.
+Guard = Literal["namespace", "cluster"]
 
 ACTIONS: tuple[Action, ...] = get_args(Action)
+GUARDS: tuple[Guard, ...] = get_args(Guard)
 ROLES: tuple[Role, ...] = get_args(Role)
 CLUSTER_ROLES: frozenset[Role] = frozenset({"cluster-admin", "auditor"})
 # The roles a grant on one notebook (`notebook` set) may carry: admin and the cluster roles act on
@@ -41,14 +46,22 @@ ROLE_ACTIONS: Mapping[Role, frozenset[Action]] = {
 ROLE_RANK: Mapping[Role, int] = {"view": 1, "auditor": 2, "edit": 3, "admin": 4, "cluster-admin": 5}
 
 MAX_SUBJECT_CHARS = 256
-# A name may hold spaces inside, but nothing that breaks a CSV line or reads as a comment.
-_SUBJECT = re.compile(r"(user|group):([^\s,\"#\x00-\x1f\x7f](?:[^,\"#\x00-\x1f\x7f]*[^\s,\"#\x00-\x1f\x7f])?)")
-
+# A name may hold spaces inside, but nothing that breaks a CSV field or reads as a comment. Which
+# characters break a line is checked apart (`_unstorable`): `str.splitlines()` splits on more than \n.
+_SUBJECT = re.compile(r"(user|group):([^\s,\"#](?:[^,\"#]*[^\s,\"#])?)", re.DOTALL)
+# Unicode categories a name may never hold: control characters (C0, DEL, C1 such as U+0085), format
+# characters (invisible: U+200B, bidi overrides), line and paragraph separators (U+2028, U+2029),
+# surrogates, private-use and unassigned code points.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 FILE_HEADER = (
     "# Notebook Gateway policies (Casbin CSV). One rule per line:\n"
-    "#   p, <user:NAME | group:NAME>, <namespace | *>, <notebook | *>, <role>, <allow | deny>\n"
-    "# Roles: view, edit, admin (per namespace); cluster-admin, auditor (namespace * only).\n"
+    "#   p, <user:NAME | group:NAME>, <namespace | *>, <notebook | *>, <role>, <allow | deny>[, cluster]\n"
+    "# Roles: view, edit, admin (per namespace); cluster-admin, auditor (namespace * only). `cluster`: "
+    "only a cluster-admin may change the rule.\n"
 )
+# A policy source that suddenly holds no rules is taken for an accident (an emptied file or ConfigMap
+# key) and refused, unless it carries this line: then it means "nobody but the bootstrap admins".
+EMPTY_MARKER = "# notebook-gateway: no rules on purpose"
 
 
 class PolicyError(ValueError):
@@ -65,7 +78,12 @@ class PolicyError(ValueError):
 class Rule:
     """`subject` holds `role` in `namespace` ("*": every namespace), on one `notebook` if set.
 
-    A deny rule takes away every action that role would grant, and wins over any allow.
+    A deny rule takes away every action that role would grant, and wins over any allow. `guard` says
+    who may change the rule; it is not part of the rule's identity (a revoke names the rule without it).
+
+    Constructing one validates it (`PolicyError` naming the field at fault), whichever path builds it:
+    the API, sign-in, profiles, Kubeflow, the CLI or the file parser. Every rule that exists is one
+    the file format writes and reads back unchanged.
     """
 
     subject: str
@@ -73,6 +91,10 @@ class Rule:
     role: Role
     notebook: str | None = None
     effect: Effect = "allow"
+    guard: Guard = field(default="namespace", compare=False)
+
+    def __post_init__(self) -> None:
+        _check(self)
 
     @property
     def kind(self) -> Literal["user", "group"]:
@@ -89,10 +111,12 @@ class Rule:
             "role": self.role,
             "notebook": self.notebook,
             "effect": self.effect,
+            "guard": self.guard,
         }
 
     def to_line(self) -> str:
-        return f"p, {self.subject}, {self.namespace}, {self.notebook or '*'}, {self.role}, {self.effect}"
+        guard = ", cluster" if self.guard == "cluster" else ""  # the default is left out: old files stay as they are
+        return f"p, {self.subject}, {self.namespace}, {self.notebook or '*'}, {self.role}, {self.effect}{guard}"
 
     def describe(self) -> str:
         where = f"{self.namespace}/{self.notebook}" if self.notebook else self.namespace
@@ -108,44 +132,95 @@ def normalise_subject(subject: str) -> str:
 
 
 def make_rule(
-    subject: object, namespace: object, role: object, notebook: object = None, effect: object = "allow"
+    subject: object,
+    namespace: object,
+    role: object,
+    notebook: object = None,
+    effect: object = "allow",
+    guard: object = "namespace",
 ) -> Rule:
-    """A validated rule; `PolicyError` (with the field at fault) otherwise."""
-    if not isinstance(subject, str) or len(subject) > MAX_SUBJECT_CHARS or not _SUBJECT.fullmatch(subject):
-        raise PolicyError(
-            "subject must be user:<name> or group:<name> (no commas, quotes, '#' or control characters, "
-            f"at most {MAX_SUBJECT_CHARS} characters)",
-            field="subject",
-        )
+    """A validated rule from untyped input (JSON, a file, a token); `PolicyError` naming the field otherwise."""
+    if not isinstance(subject, str):
+        raise PolicyError(_SUBJECT_RULE, field="subject")
+    for name, value in (("namespace", namespace), ("notebook", notebook)):
+        if value is not None and not isinstance(value, str):
+            raise PolicyError(f"{name} must be a string", field=name)
+    if role not in ROLES:
+        raise PolicyError(f"role must be one of {', '.join(ROLES)}", field="role")
+    if effect not in ("allow", "deny"):
+        raise PolicyError("effect must be allow or deny", field="effect")
+    if guard not in GUARDS:
+        raise PolicyError("guard must be namespace or cluster", field="guard")
+    return Rule(normalise_subject(subject), namespace, role, notebook, effect, guard)  # type: ignore[arg-type]
+
+
+_SUBJECT_RULE = (
+    "subject must be user:<name> or group:<name> (no commas, quotes, '#', line breaks, control or invisible "
+    f"characters, at most {MAX_SUBJECT_CHARS} characters)"
+)
+
+
+def _check(rule: Rule) -> None:
+    """Why `rule` may not exist, as a `PolicyError`; nothing when it may. Checked after the subject is
+    normalised, so a name that lower-cases into something longer or different is judged as stored."""
+    subject, namespace, role, notebook = rule.subject, rule.namespace, rule.role, rule.notebook
+    if (
+        not isinstance(subject, str)
+        or len(subject) > MAX_SUBJECT_CHARS
+        or not _SUBJECT.fullmatch(subject)
+        or _unstorable(subject)
+        or normalise_subject(subject) != subject
+    ):
+        raise PolicyError(_SUBJECT_RULE, field="subject")
     if not isinstance(namespace, str) or not (namespace == EVERY_NAMESPACE or is_dns_label(namespace)):
         raise PolicyError(
             "namespace must be a DNS-1123 label (e.g. team-a) or * for every namespace", field="namespace"
         )
     if role not in ROLES:
         raise PolicyError(f"role must be one of {', '.join(ROLES)}", field="role")
-    if effect not in ("allow", "deny"):
+    if rule.effect not in ("allow", "deny"):
         raise PolicyError("effect must be allow or deny", field="effect")
+    if rule.guard not in GUARDS:
+        raise PolicyError("guard must be namespace or cluster", field="guard")
     if notebook is not None and (not isinstance(notebook, str) or not is_dns_label(notebook)):
         raise PolicyError("notebook must be a DNS-1123 label (a notebook server's name), or absent", field="notebook")
-    checked: Role = role
-    if checked in CLUSTER_ROLES and namespace != EVERY_NAMESPACE:
-        raise PolicyError(f"{checked} is a cluster role: grant it with namespace *", field="namespace")
-    if checked == "admin" and namespace == EVERY_NAMESPACE:
+    if role in CLUSTER_ROLES and namespace != EVERY_NAMESPACE:
+        raise PolicyError(f"{role} is a cluster role: grant it with namespace *", field="namespace")
+    if role == "admin" and namespace == EVERY_NAMESPACE:
         raise PolicyError("admin of every namespace would manage roles everywhere: grant cluster-admin", field="role")
-    if notebook is not None and checked not in NOTEBOOK_ROLES:
+    if notebook is not None and role not in NOTEBOOK_ROLES:
         raise PolicyError("a grant on one notebook can only be view or edit", field="role")
     if notebook is not None and namespace == EVERY_NAMESPACE:
         raise PolicyError("a grant on one notebook needs its namespace, not *", field="namespace")
-    return Rule(normalise_subject(subject), namespace, checked, notebook, effect)
+    # The last word: the line this rule is written as must read back as exactly this rule. The checks
+    # above should make this impossible to fail; if one has a hole, the rule is refused, not stored.
+    line = rule.to_line()
+    if line.splitlines() != [line] or _split(line) != _fields_of(rule):
+        raise PolicyError("this rule cannot be stored: its line would not read back the same", field="subject")
 
 
-RULE_FIELDS = frozenset({"subject", "namespace", "role", "notebook", "effect"})
+def _unstorable(name: str) -> bool:
+    """Whether `name` holds a character that splits a line, is invisible or is not text."""
+    return any(unicodedata.category(char) in _REFUSED_CATEGORIES for char in name) or len(name.splitlines()) != 1
+
+
+def _fields_of(rule: Rule) -> list[str]:
+    fields = ["p", rule.subject, rule.namespace, rule.notebook or "*", rule.role, rule.effect]
+    return [*fields, "cluster"] if rule.guard == "cluster" else fields
+
+
+def _split(text: str) -> list[str]:
+    """A policy line's comma-separated fields, each without the spaces around it."""
+    return [part.strip() for part in text.strip().split(",")]
+
+
+RULE_FIELDS = frozenset({"subject", "namespace", "role", "notebook", "effect", "guard"})
 
 
 def rule_from_json(body: object) -> Rule:
-    """`{"subject", "namespace", "role", "notebook"?, "effect"?}` as a rule; `PolicyError` otherwise."""
+    """`{"subject", "namespace", "role", "notebook"?, "effect"?, "guard"?}` as a rule; `PolicyError` otherwise."""
     if not isinstance(body, dict):
-        raise PolicyError('a rule is a JSON object: {"subject", "namespace", "role", "notebook"?, "effect"?}')
+        raise PolicyError('a rule is a JSON object: {"subject", "namespace", "role", "notebook"?, "effect"?, "guard"?}')
     unknown = sorted(set(body) - RULE_FIELDS)
     if unknown:
         raise PolicyError(f"unknown field(s): {', '.join(unknown)[:200]}", field=unknown[0])
@@ -153,7 +228,12 @@ def rule_from_json(body: object) -> Rule:
         if name not in body:
             raise PolicyError(f"{name} is required", field=name)
     return make_rule(
-        body["subject"], body["namespace"], body["role"], body.get("notebook"), body.get("effect", "allow")
+        body["subject"],
+        body["namespace"],
+        body["role"],
+        body.get("notebook"),
+        body.get("effect", "allow"),
+        body.get("guard", "namespace"),
     )
 
 
@@ -162,17 +242,21 @@ def parse_line(line: str, number: int) -> Rule | None:
     text = line.strip()
     if not text or text.startswith("#"):
         return None
-    fields = [field.strip() for field in text.split(",")]
+    fields = _split(text)
     if fields[0] != "p":
         hint = " (role links are built in; only p lines are read)" if fields[0].startswith("g") else ""
         raise PolicyError(f"a rule starts with 'p', not {fields[0][:20]!r}{hint}", line=number)
-    if len(fields) != 6:
+    if len(fields) not in (6, 7):
         raise PolicyError(
-            f"expected 6 fields (p, subject, namespace, notebook, role, effect), found {len(fields)}", line=number
+            f"expected 6 fields (p, subject, namespace, notebook, role, effect) and an optional guard, "
+            f"found {len(fields)}",
+            line=number,
         )
-    _, subject, namespace, notebook, role, effect = fields
+    _, subject, namespace, notebook, role, effect, *guard = fields
     try:
-        return make_rule(subject, namespace, role, None if notebook == "*" else notebook, effect)
+        if guard and guard[0] != "cluster":
+            raise PolicyError("the 7th field, if any, must be cluster (only cluster-admins may change the rule)")
+        return make_rule(subject, namespace, role, None if notebook == "*" else notebook, effect, *guard)
     except PolicyError as exc:
         raise PolicyError(exc.message, field=exc.field, line=number) from None
 
@@ -205,12 +289,32 @@ class PolicyDoc:
     def __contains__(self, rule: object) -> bool:
         return any(entry.rule == rule for entry in self.entries)
 
+    @property
+    def empty_on_purpose(self) -> bool:
+        """Whether the file says that having no rules is meant (`EMPTY_MARKER`)."""
+        return any(line.strip() == EMPTY_MARKER for line in self.lines)
+
     def with_rule(self, rule: Rule) -> PolicyDoc:
-        """This policy with `rule` appended; itself when the rule is already there (grants are idempotent)."""
-        if rule in self:
+        """This policy with `rule` appended; itself when the rule is already there (grants are idempotent).
+        Granting a rule that is there with a weaker guard raises its guard (a grant never lowers one)."""
+        held = [entry for entry in self.entries if entry.rule == rule]
+        if held and all(entry.rule.guard == "cluster" or rule.guard == "namespace" for entry in held):
             return self
+        if held:
+            rewritten = list(self.lines)
+            for entry in held:
+                rewritten[entry.line - 1] = rule.to_line()
+            entries = tuple(Entry(rule, e.line) if e.rule == rule else e for e in self.entries)
+            return _doc(tuple(rewritten), entries)
         lines = (*self.lines, rule.to_line())
         return _doc(lines, (*self.entries, Entry(rule, len(lines))))
+
+    def marked_empty(self) -> PolicyDoc:
+        """This policy, with `EMPTY_MARKER` added when it holds no rules and lacks it: a write that
+        leaves no rules (the last revoke, a replace with none) is meant, and says so for every reader."""
+        if self.entries or self.empty_on_purpose:
+            return self
+        return _doc((*self.lines, EMPTY_MARKER), ())
 
     def without_rule(self, rule: Rule) -> PolicyDoc:
         """This policy without any line holding `rule`; itself when there is none."""

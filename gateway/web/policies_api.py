@@ -8,6 +8,7 @@ cluster roles, rules for every namespace (`*`) and the whole rule set. Every cha
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 
@@ -70,8 +71,15 @@ async def list_policies(request: web.Request) -> web.Response:
 
 @routes.post("/api/policies", name="api_policies_grant")
 async def grant(request: web.Request) -> web.Response:
-    rule = _rule(await read_json(request, RULE_BODY_MAX_BYTES))
+    body = await read_json(request, RULE_BODY_MAX_BYTES)
+    rule = _rule(body)
     _authorize_change(request, rule)
+    if _cluster_level(request):
+        if rule.effect == "deny" and isinstance(body, dict) and "guard" not in body:
+            # A deny set from above is aimed at someone below: the namespace's own admin must not lift it.
+            rule = dataclasses.replace(rule, guard="cluster")
+    elif rule.guard == "cluster":
+        raise Forbidden("Only a cluster-admin may set guard cluster (a rule only cluster-admins may change).")
     request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
     with _store_errors():
         change = await request.app[keys.POLICIES].grant(rule, if_match(request))
@@ -85,7 +93,7 @@ async def revoke(request: web.Request) -> web.Response:
     _authorize_change(request, rule)
     request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
     with _store_errors():
-        change = await request.app[keys.POLICIES].revoke(rule, if_match(request))
+        change = await request.app[keys.POLICIES].revoke(rule, if_match(request), cluster_level=_cluster_level(request))
     audit_change(request, change)
     return _changed(change)
 
@@ -176,6 +184,15 @@ def _require_manage(request: web.Request, namespace: str, refusal: str | None = 
         ) from None
 
 
+def _cluster_level(request: web.Request) -> bool:
+    """Whether the caller manages roles everywhere (a cluster-admin): above every namespace admin."""
+    try:
+        request.app[keys.AUTHZ].require(request[keys.IDENTITY], EVERY_NAMESPACE, "manage")
+    except Forbidden:
+        return False
+    return True
+
+
 def _authorize_change(request: web.Request, rule: Rule) -> None:
     """A refusal is audited as `access.denied`, like every 403 on the API."""
     cluster_wide = rule.role in CLUSTER_ROLES or rule.namespace == EVERY_NAMESPACE
@@ -250,6 +267,8 @@ def reload_audit(app: web.Application) -> Callable[[Change, str | None], None]:
     """What the policy watcher calls after each reload it tried: one `policy.reload` event."""
 
     def emit(change: Change, error: str | None) -> None:
+        if error:
+            app[keys.METRICS].policy_reloads_rejected.inc()
         app[keys.AUDIT].emit(
             AuditEvent(
                 action="policy.reload",
