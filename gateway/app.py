@@ -47,7 +47,8 @@ from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
-from .web import api, audit_api, configurations_api, ext_authz, pages, policies_api, profiles_api
+from .userslots import UserSlots
+from .web import api, audit_api, configurations_api, ext_authz, limits, pages, policies_api, profiles_api
 from .web import oauth as auth_routes
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,9 @@ PUBLIC_ROUTES = (
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for `settings`."""
     if settings.dev_provider:
+        exposure = settings.dev_provider_exposure()  # again: `dev` turns it on in an unvalidated copy
+        if exposure:
+            raise ConfigError([exposure])
         settings = with_dev_provider(settings)
     app = web.Application(
         middlewares=[
@@ -70,9 +74,19 @@ def create_app(settings: Settings) -> web.Application:
             error_pages,
             canonical_path,
             authenticate(public=PUBLIC_ROUTES, public_prefixes=(f"{DEV_IDP_PATH}/", "/static/")),
+            limits.refuse_encoded_bodies,
         ],
-        # Uploads are streamed to the notebook, never read whole, so no size cap applies to them.
-        client_max_size=0,
+        # What the gateway reads whole (forms, logout tokens) stops here with a 413. Uploads to
+        # notebooks stream through `request.content`, which this cap does not touch.
+        client_max_size=settings.body_max_bytes,
+        handler_args={
+            # Bodies are never inflated by the gateway: the proxy passes them on as the client
+            # encoded them, and its own routes refuse encoded ones (web/limits.py).
+            "auto_decompress": False,
+            # Closes a connection whose request headers have not all arrived in time (one byte a
+            # second, or nothing at all) and idle keep-alive connections alike.
+            "keepalive_timeout": settings.client_idle_timeout_s,
+        },
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
@@ -81,6 +95,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.POLICIES] = policy_manager = build_policy_manager(settings)
     app[keys.AUTHZ] = policy_manager.authorizer
     app[keys.WEBSOCKETS] = set()
+    app[keys.UPSTREAM_SLOTS] = UserSlots(settings.upstream_requests_per_user, "requests to notebook servers")
+    app[keys.WEBSOCKET_SLOTS] = UserSlots(settings.websockets_per_user, "WebSockets")
     app[keys.TEMPLATES] = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway", "web/templates"),
         autoescape=True,
@@ -92,7 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
-        [
+        deferring_continue(
             *health.routes,
             *auth_routes.routes,
             *ext_authz.routes,
@@ -102,9 +118,9 @@ def create_app(settings: Settings) -> web.Application:
             *profiles_api.routes,
             *audit_api.routes,
             *pages.routes,
-        ]
+        )
     )
-    app.router.add_static("/static/", pages.STATIC_DIR, name="static")
+    app.router.add_static("/static/", pages.STATIC_DIR, name="static", expect_handler=limits.defer_continue)
     if settings.dev_provider:
         assert settings.oidc_client_secret is not None
         client = DevClient(
@@ -115,8 +131,19 @@ def create_app(settings: Settings) -> web.Application:
         )
         issuer = f"{settings.base_url}{DEV_IDP_PATH}"
         app.add_subapp(DEV_IDP_PATH, create_dev_provider(issuer, {client.client_id: client}))
-    app.router.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")  # last: it matches everything
+    # Last: it matches everything. `100 Continue` is sent by the proxy once the request is authorised.
+    app.router.add_route("*", "/{tail:.*}", proxy.handle, name=limits.PROXY_ROUTE, expect_handler=limits.defer_continue)
     return app
+
+
+def deferring_continue(*definitions: web.AbstractRouteDef) -> list[web.AbstractRouteDef]:
+    """The route definitions with `Expect: 100-continue` left to their handlers (see web/limits.py)."""
+    return [
+        web.RouteDef(d.method, d.path, d.handler, {**d.kwargs, "expect_handler": limits.defer_continue})
+        if isinstance(d, web.RouteDef)
+        else d
+        for d in definitions
+    ]
 
 
 def with_dev_provider(settings: Settings) -> Settings:
@@ -147,8 +174,17 @@ async def http_client(app: web.Application) -> AsyncIterator[None]:
         # Forward exactly what the client sent: add none of aiohttp's default headers.
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
     ) as session:
-        app[keys.HTTP] = session
-        yield
+        # WebSockets last for hours: in a pool shared with HTTP, one user's sockets could take every
+        # connection to a notebook. They get an unpooled client; per-user caps bound them instead.
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        ) as ws_session:
+            app[keys.HTTP] = session
+            app[keys.WS_HTTP] = ws_session
+            yield
 
 
 async def session_store(app: web.Application) -> AsyncIterator[None]:

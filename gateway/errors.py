@@ -12,6 +12,9 @@ GatewayError                 500 internal_error
   Conflict                   409 conflict
     NotebookExists           409 notebook_exists
   TooManyRequests            429 too_many_requests     (with Retry-After)
+  PayloadTooLarge            413 payload_too_large     (a body over its limit; the message names it)
+  UnsupportedEncoding        415 unsupported_encoding  (a compressed body: the gateway never inflates one)
+  TooManyConnections         429 too_many_connections  (one user's share of notebook connections is used up)
   UpstreamUnavailable        502 upstream_unavailable
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
@@ -114,3 +117,24 @@ class NotebookNotReady(ServiceUnavailable):
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
     default_message = "The notebook server took too long to answer."
+
+
+class PayloadTooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedEncoding(GatewayError):
+    status, code = 415, "unsupported_encoding"
+    default_message = "The gateway does not decompress request bodies: send them without Content-Encoding."
+
+
+class TooManyConnections(GatewayError):
+    """One user's share of the gateway's connections to notebooks is used up (per replica)."""
+
+    status, code = 429, "too_many_connections"
+    default_message = "You have too many connections to notebook servers open; close some and try again."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = "5"

@@ -21,9 +21,14 @@ from .ratelimit import FailureCounter
 from .routing import NotebookPath
 from .sessions import Session, SessionStore
 from .spawner import SpawnerConfig
+from .userslots import UserSlots
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # one pooled client for every upstream
+# Upstream WebSockets get a client of their own, so long-lived sockets never take HTTP's pooled connections.
+WS_HTTP = web.AppKey("ws_http", aiohttp.ClientSession)
+UPSTREAM_SLOTS = web.AppKey("upstream_slots", UserSlots)  # per user: notebook requests in flight
+WEBSOCKET_SLOTS = web.AppKey("websocket_slots", UserSlots)  # per user: open WebSockets
 BACKEND = web.AppKey("backend", NotebookBackend)
 AUTHZ = web.AppKey("authz", Authorizer)
 POLICIES = web.AppKey("policies", PolicyManager)  # the policy store, its reload, and the authorizer it feeds
@@ -46,3 +51,4 @@ IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)  # absent for bearer-token and public requests
 # The result of the one canonical path parse; None when the path names no notebook.
 NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")
+CONTINUED = web.RequestKey("continued", bool)  # `100 Continue` was sent (see web/limits.py)

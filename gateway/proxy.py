@@ -19,7 +19,7 @@ from . import keys, proxy_headers, proxy_ws, routing
 from .errors import BadRequest, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
-from .web import audit_request
+from .web import audit_request, limits
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
             + (f": {status.message}" if status.message else ".")
         )
     url = routing.upstream_url(base, target)
+    # Per-user caps (429 beyond them), so that one user cannot take every connection to notebooks.
+    user = identity.subject
     if proxy_ws.is_upgrade(request):
         app[keys.AUDIT].require_writable()  # its notebook.access event is written when it closes
-        return await _forward_websocket(request, url, target)
+        with app[keys.WEBSOCKET_SLOTS].hold(user), app[keys.UPSTREAM_SLOTS].hold(user):
+            return await _forward_websocket(request, url, target)
     _audit_access(request, target)
-    return await _forward_http(request, url, target)
+    with app[keys.UPSTREAM_SLOTS].hold(user):
+        await limits.send_continue(request)  # authenticated and authorised: now the body may come
+        return await _forward_http(request, url, target)
 
 
 def _audit_access(request: web.Request, target: NotebookPath) -> None:
@@ -217,7 +222,13 @@ async def _forward_websocket(request: web.Request, url: URL, target: NotebookPat
     with upstream_errors(target, app[keys.METRICS], settings.upstream_timeout_s):
         try:
             async with asyncio.timeout(settings.upstream_timeout_s):
-                upstream = await proxy_ws.connect(app[keys.HTTP], url, headers, proxy_ws.offered_protocols(request))
+                upstream = await proxy_ws.connect(
+                    app[keys.WS_HTTP],
+                    url,
+                    headers,
+                    proxy_ws.offered_protocols(request),
+                    max_msg_size=settings.websocket_max_message_bytes,
+                )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status < 400:
                 raise  # it answered, but not as a WebSocket: 502 from the boundary
