@@ -16,6 +16,7 @@ import jinja2
 import redis.asyncio as redis
 from aiohttp import WSCloseCode, web
 from pydantic import SecretStr
+from yarl import URL
 
 from . import health, keys, proxy
 from .audit import AuditEvent, AuditLog, session_hash
@@ -370,7 +371,9 @@ def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool],
 
 def build_backend(settings: Settings) -> NotebookBackend:
     if settings.backend == "local":
-        return LocalBackend(settings.local_dir)
+        # Jupyter accepts these as Host (besides loopback addresses): the names the gateway is reached at.
+        hostnames = tuple(dict.fromkeys(("localhost", URL(settings.base_url).host or "localhost")))
+        return LocalBackend(settings.local_dir, hostnames=hostnames)
     if settings.backend == "static":
         if settings.routes_file is None:
             raise ConfigError(["GATEWAY_ROUTES_FILE: required when GATEWAY_BACKEND=static"])

@@ -250,6 +250,13 @@ def upstream_headers(
     return out
 
 
+def set_upstream_token(headers: CIMultiDict[str], token: str | None) -> None:
+    """With a backend whose servers take only the gateway (the local one), its token replaces any
+    Authorization the client sent: that server has no other users to address."""
+    if token is not None:
+        headers["Authorization"] = f"token {token}"
+
+
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The notebook server's response headers as the client gets them.
 

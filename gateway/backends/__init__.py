@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from yarl import URL
 
@@ -113,3 +113,11 @@ class NotebookBackend(Protocol):
     async def start(self, namespace: str, name: str) -> Notebook: ...
 
     async def delete(self, namespace: str, name: str, *, volumes: bool = False) -> Deletion: ...
+
+
+@runtime_checkable
+class UpstreamTokens(Protocol):
+    """A backend whose notebook servers require a token that only the gateway holds (the local one):
+    the proxy sends it as `Authorization: token <token>`. Backends without it are not asked."""
+
+    def upstream_token(self, namespace: str, name: str) -> str | None: ...
