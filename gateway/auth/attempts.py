@@ -17,6 +17,7 @@ from .. import keys
 from ..audit import Outcome
 from ..cookies import SESSION_COOKIE
 from ..errors import GatewayError, TooManyRequests
+from ..forwarded import limit_address
 from ..identity import Identity
 from ..sessions import Session
 from ..web import audit_request
@@ -38,7 +39,7 @@ def vouched_username(exc: GatewayError) -> str | None:
 async def check(request: web.Request, username: str | None = None) -> None:
     """Refuse with 429 and `Retry-After` while the client's IP (or the user) is over the limit."""
     counter = request.app[keys.FAILURES]
-    for by, key in [("ip", f"ip:{request[keys.CLIENT_IP]}"), *([("user", f"user:{username}")] if username else [])]:
+    for by, key in [("ip", f"ip:{_address(request)}"), *([("user", f"user:{username}")] if username else [])]:
         retry = await counter.retry_after_s(key)
         if retry:
             _emit(request, username, "auth.rate_limited", "denied", reason=by)
@@ -57,11 +58,17 @@ async def failed(request: web.Request, exc: GatewayError, *, audit: bool, reason
     counter = request.app[keys.FAILURES]
     username = vouched_username(exc)
     if exc.status < 500:
-        await counter.fail(f"ip:{request[keys.CLIENT_IP]}")
+        await counter.fail(f"ip:{_address(request)}")
         if username:
             await counter.fail(f"user:{username}")
     if audit:
         _emit(request, username, "auth.login", "failed", reason=reason or exc.message)
+
+
+def _address(request: web.Request) -> str:
+    """What failures are counted against per client: see `forwarded.limit_address`."""
+    trusted = request.app[keys.SETTINGS].trusted_proxies
+    return limit_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
 
 
 def bearer_token(request: web.Request) -> str | None:
