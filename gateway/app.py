@@ -25,6 +25,7 @@ from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery,
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
+from .audit.sampling import RefusalSampler
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient, TokenVerifier
@@ -104,8 +105,18 @@ def create_app(settings: Settings) -> web.Application:
         undefined=jinja2.StrictUndefined,
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
+    app[keys.REFUSALS] = RefusalSampler(settings.audit_refusal_clients)
     app.cleanup_ctx.extend(
-        [http_client, session_store, audit_log, authentication, policy_engine, notebook_backend, profiles]
+        [
+            http_client,
+            session_store,
+            audit_log,
+            refusal_summaries,
+            authentication,
+            policy_engine,
+            notebook_backend,
+            profiles,
+        ]
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
@@ -349,6 +360,31 @@ async def audit_log(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await audit.close()
+
+
+async def refusal_summaries(app: web.Application) -> AsyncIterator[None]:
+    """Ends each window of anonymous refusals with one `access.denied_summary` (and the last at shutdown)."""
+
+    def summarise() -> None:
+        details = app[keys.REFUSALS].drain()
+        if details is not None:
+            details["window_s"] = app[keys.SETTINGS].audit_refusal_window_s
+            reason = f"{details['counted_only']} more anonymous refusal(s) in this window, counted only"
+            app[keys.AUDIT].emit_after(
+                AuditEvent(action="access.denied_summary", outcome="denied", actor="-", reason=reason, details=details)
+            )
+
+    async def every_window() -> None:
+        while True:
+            await asyncio.sleep(app[keys.SETTINGS].audit_refusal_window_s)
+            summarise()
+
+    task = asyncio.create_task(every_window(), name="refusal-summaries")
+    try:
+        yield
+    finally:
+        await stop_task(task, None)
+        summarise()
 
 
 def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool], None]:

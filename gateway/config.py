@@ -290,6 +290,19 @@ class Settings(BaseSettings):
     websockets_per_user: int = Field(
         64, ge=1, description="WebSockets one user may hold open through the gateway at once; more get 429."
     )
+    audit_anonymous_refusals: Literal["sampled", "all"] = Field(
+        "sampled",
+        description="`sampled`: an anonymous 401 is audited as the first per client per window plus a count "
+        "(access.denied_summary), so a flood cannot fill the audit volume; `all`: one access.denied each.",
+    )
+    audit_refusal_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="The window of GATEWAY_AUDIT_ANONYMOUS_REFUSALS=sampled: one access.denied_summary each.",
+    )
+    audit_refusal_clients: int = Field(
+        100, ge=1, description="Clients whose first anonymous 401 in a window is audited in full; beyond, counts only."
+    )
     upstream_requests_per_user: int = Field(
         64,
         ge=1,

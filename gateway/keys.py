@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .audit import AuditLog
 from .audit.query import AuditStore
+from .audit.sampling import RefusalSampler
 from .auth.authenticator import Authenticator
 from .authz.authorizer import Authorizer
 from .authz.manager import PolicyManager
@@ -34,6 +35,7 @@ AUTHZ = web.AppKey("authz", Authorizer)
 POLICIES = web.AppKey("policies", PolicyManager)  # the policy store, its reload, and the authorizer it feeds
 PROFILES = web.AppKey("profiles", Provisioner)  # absent unless GATEWAY_BACKEND=kubernetes
 AUDIT = web.AppKey("audit", AuditLog)
+REFUSALS = web.AppKey("refusals", RefusalSampler)  # anonymous 401s: first per client per window, then counts
 AUDIT_STORE = web.AppKey("audit_store", AuditStore)  # where GET /api/audit reads: Redis, or the local files
 REDIS = web.AppKey("redis", redis.Redis)  # the one Redis client (absent with memory sessions)
 METRICS = web.AppKey("metrics", Metrics)
