@@ -53,7 +53,7 @@ IDENTITY_HEADERS = frozenset(
 # or as where the request goes and where it came from (IIS/Symfony/Zend URL rewrites, CDN client IPs,
 # method overrides). Nothing upstream of the gateway has a right to say either, so a client's copy
 # is removed; the notebook learns the user from the userid and groups headers only.
-# docs/security.md lists them; tests/test_proxy_headers_spoofing.py sends every one.
+# docs/security.md lists them; tests/test_proxy.py sends every one it names.
 SPOOFABLE_HEADERS = frozenset(
     {
         # identity
