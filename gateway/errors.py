@@ -11,10 +11,10 @@ GatewayError                 500 internal_error
   MethodNotSupported         405 not_supported         (e.g. the static backend cannot create)
   Conflict                   409 conflict
     NotebookExists           409 notebook_exists
-  TooManyRequests            429 too_many_requests     (with Retry-After)
   PayloadTooLarge            413 payload_too_large     (a body over its limit; the message names it)
   UnsupportedEncoding        415 unsupported_encoding  (a compressed body: the gateway never inflates one)
-  TooManyConnections         429 too_many_connections  (one user's share of notebook connections is used up)
+  TooManyRequests            429 too_many_requests     (with Retry-After)
+    TooManyConnections       429 too_many_connections  (one user's share of notebook connections is used up)
   UpstreamUnavailable        502 upstream_unavailable
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
@@ -129,12 +129,8 @@ class UnsupportedEncoding(GatewayError):
     default_message = "The gateway does not decompress request bodies: send them without Content-Encoding."
 
 
-class TooManyConnections(GatewayError):
+class TooManyConnections(TooManyRequests):
     """One user's share of the gateway's connections to notebooks is used up (per replica)."""
 
-    status, code = 429, "too_many_connections"
+    code = "too_many_connections"
     default_message = "You have too many connections to notebook servers open; close some and try again."
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message)
-        self.headers["Retry-After"] = "5"

@@ -30,7 +30,8 @@ class UserSlots:
         if count >= self.limit:
             raise TooManyConnections(
                 f"You already have {count} {self.what} open through the gateway, the most allowed "
-                f"({self.limit}); close some and try again."
+                f"({self.limit}); close some and try again.",
+                retry_after_s=5,  # connections end all the time: soon, but not at once
             )
         self._held[user] = count + 1
         try:
