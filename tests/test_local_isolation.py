@@ -59,5 +59,7 @@ async def test_through_the_gateway_no_token_or_upstream_login_reaches_the_browse
     assert isinstance(backend, LocalBackend)
     token = backend.upstream_token("alice", "nb1")
     assert token and token not in str(resp.headers) and token not in await resp.text()
+    page = await gateway.get("/notebook/alice/nb1/lab")  # JupyterLab writes its own token into its pages
+    assert page.status == 200 and token not in await page.text()
     assert not [value for value in resp.headers.getall("Set-Cookie", []) if "upstream_login" in value]
     assert "upstream_login" not in str(gateway.session.cookie_jar.filter_cookies(gateway.make_url("/")))

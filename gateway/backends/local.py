@@ -40,9 +40,9 @@ NOTE = (
     "The local backend runs Jupyter from the gateway's own Python environment: "
     "the image, CPU and memory are recorded but not applied."
 )
-# Jupyter's own login cookie. It starts with the gateway's cookie prefix (cookies.COOKIE_PREFIX),
-# which the proxy never lets out to a browser nor in from one.
-UPSTREAM_LOGIN_COOKIE = "notebook_gateway_upstream_login"
+# Imported by the Jupyter process, never by the gateway (it needs jupyter_server).
+GATEWAY_ONLY = "gateway.backends.jupyter_auth.GatewayOnly"
+UPSTREAM_TOKEN_ENV = "NOTEBOOK_GATEWAY_UPSTREAM_TOKEN"  # jupyter_auth.TOKEN_ENV
 VOLUMES_DIR = "_volumes"  # '_' cannot occur in a DNS label, so no notebook can have this name
 # A PersistentVolumeClaim name (DNS-1123 subdomain): never '.', '..' or anything with a '/'.
 VOLUME_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -54,19 +54,18 @@ def jupyter_command(
     """The command line of one Jupyter server behind the gateway, under `base_url` (the NB_PREFIX), XSRF on.
 
     With `local_hostnames` (the local backend), the server only accepts the gateway: it requires the
-    token in its JUPYTER_TOKEN environment variable (never on the command line, which any local user
-    can read), and refuses a Host other than a loopback address or those names, so that a page whose
-    DNS was rebound to 127.0.0.1 cannot talk to it. Without them it runs as Kubeflow's images do: no
-    token, any Host, reachable only through the cluster network the NetworkPolicy confines."""
+    token in its environment (never on the command line, which any local user can read; see
+    `jupyter_auth`), and refuses a Host other than a loopback address or those names, so that a page
+    whose DNS was rebound to 127.0.0.1 cannot talk to it. Without them it runs as Kubeflow's images
+    do: no token, any Host, reachable only through the cluster network the NetworkPolicy confines."""
     if local_hostnames is None:
         access = ["--IdentityProvider.token=", "--ServerApp.allow_remote_access=True"]
     else:
         access = [
+            f"--ServerApp.identity_provider_class={GATEWAY_ONLY}",
+            "--IdentityProvider.token=",  # Jupyter's own token stays empty, so no page carries ours
             "--ServerApp.allow_remote_access=False",
             f"--ServerApp.local_hostnames={json.dumps(list(local_hostnames))}",
-            # Jupyter answers a token with a login cookie; named with the gateway's prefix, the proxy
-            # drops it on the way out, so the browser never holds a credential for the server itself.
-            f"--IdentityProvider.cookie_name={UPSTREAM_LOGIN_COOKIE}",
         ]
     return [
         sys.executable,
@@ -170,7 +169,7 @@ class Server:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     process: asyncio.subprocess.Process | None = None
     url: URL | None = None  # set once Jupyter answers; what `route()` returns
-    token: str = ""  # this process's JUPYTER_TOKEN: sent upstream by the gateway, never to a browser
+    token: str = ""  # this process's token (UPSTREAM_TOKEN_ENV): sent upstream by the gateway, never to a browser
     supervisor: asyncio.Task[None] | None = None
     stopping: bool = False  # we are ending the process on purpose, so its exit is not a failure
 
@@ -382,7 +381,7 @@ class LocalBackend:
         token = secrets.token_urlsafe(32)  # new for each process: a stopped server's token opens nothing
         env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}  # no gateway secrets
         env |= {
-            "JUPYTER_TOKEN": token,
+            UPSTREAM_TOKEN_ENV: token,
             "JUPYTER_PLATFORM_DIRS": "1",
             "JUPYTER_RUNTIME_DIR": str(paths.runtime),
             "NB_PREFIX": server.prefix.rstrip("/"),  # as Kubeflow sets it in notebook containers
