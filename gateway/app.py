@@ -17,6 +17,7 @@ import jinja2
 import redis.asyncio as redis
 from aiohttp import WSCloseCode, web
 from pydantic import SecretStr
+from yarl import URL
 
 from . import health, keys, proxy
 from .audit import AuditEvent, AuditLog, session_hash
@@ -25,6 +26,7 @@ from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery,
 from .audit.filesink import AuditDirBusy, ChainedFile
 from .audit.index import FileIndex
 from .audit.redis_sink import RedisSink
+from .audit.sampling import RefusalSampler
 from .auth.attempts import SignInLimits
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
 from .auth.devprovider import DevClient, create_dev_provider
@@ -51,7 +53,8 @@ from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .redis_connection import open_redis
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
-from .web import api, audit_api, configurations_api, ext_authz, pages, policies_api, profiles_api
+from .userslots import UserSlots
+from .web import api, audit_api, configurations_api, ext_authz, limits, pages, policies_api, profiles_api
 from .web import oauth as auth_routes
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,9 @@ PUBLIC_ROUTES = (
 def create_app(settings: Settings) -> web.Application:
     """Build the gateway for `settings`."""
     if settings.dev_provider:
+        exposure = settings.dev_provider_exposure()  # again: `dev` turns it on in an unvalidated copy
+        if exposure:
+            raise ConfigError([exposure])
         settings = with_dev_provider(settings)
     app = web.Application(
         middlewares=[
@@ -74,9 +80,19 @@ def create_app(settings: Settings) -> web.Application:
             error_pages,
             canonical_path,
             authenticate(public=PUBLIC_ROUTES, public_prefixes=(f"{DEV_IDP_PATH}/", "/static/")),
+            limits.refuse_encoded_bodies,
         ],
-        # Uploads are streamed to the notebook, never read whole, so no size cap applies to them.
-        client_max_size=0,
+        # What the gateway reads whole (forms, logout tokens) stops here with a 413. Uploads to
+        # notebooks stream through `request.content`, which this cap does not touch.
+        client_max_size=settings.body_max_bytes,
+        handler_args={
+            # Bodies are never inflated by the gateway: the proxy passes them on as the client
+            # encoded them, and its own routes refuse encoded ones (web/limits.py).
+            "auto_decompress": False,
+            # Closes a connection whose request headers have not all arrived in time (one byte a
+            # second, or nothing at all) and idle keep-alive connections alike.
+            "keepalive_timeout": settings.client_idle_timeout_s,
+        },
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
@@ -90,18 +106,22 @@ def create_app(settings: Settings) -> web.Application:
     policy_manager.claims = namespace_claims(app)
     app[keys.METRICS].policy_source_refused.set_function(lambda: 0 if policy_manager.problem is None else 1)
     app[keys.WEBSOCKETS] = set()
+    app[keys.UPSTREAM_SLOTS] = UserSlots(settings.upstream_requests_per_user, "requests to notebook servers")
+    app[keys.WEBSOCKET_SLOTS] = UserSlots(settings.websockets_per_user, "WebSockets")
     app[keys.TEMPLATES] = jinja2.Environment(
         loader=jinja2.PackageLoader("gateway", "web/templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
+    app[keys.REFUSALS] = RefusalSampler(settings.audit_refusal_clients)
     app.cleanup_ctx.extend(
         [
             http_client,
             session_store,
             audit_log,
             kubernetes,
+            refusal_summaries,
             authentication,
             policy_engine,
             notebook_backend,
@@ -111,7 +131,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
-        [
+        deferring_continue(
             *health.routes,
             *auth_routes.routes,
             *ext_authz.routes,
@@ -121,9 +141,9 @@ def create_app(settings: Settings) -> web.Application:
             *profiles_api.routes,
             *audit_api.routes,
             *pages.routes,
-        ]
+        )
     )
-    app.router.add_static("/static/", pages.STATIC_DIR, name="static")
+    app.router.add_static("/static/", pages.STATIC_DIR, name="static", expect_handler=limits.defer_continue)
     if settings.dev_provider:
         assert settings.oidc_client_secret is not None
         client = DevClient(
@@ -134,8 +154,19 @@ def create_app(settings: Settings) -> web.Application:
         )
         issuer = f"{settings.base_url}{DEV_IDP_PATH}"
         app.add_subapp(DEV_IDP_PATH, create_dev_provider(issuer, {client.client_id: client}))
-    app.router.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")  # last: it matches everything
+    # Last: it matches everything. `100 Continue` is sent by the proxy once the request is authorised.
+    app.router.add_route("*", "/{tail:.*}", proxy.handle, name=limits.PROXY_ROUTE, expect_handler=limits.defer_continue)
     return app
+
+
+def deferring_continue(*definitions: web.AbstractRouteDef) -> list[web.AbstractRouteDef]:
+    """The route definitions with `Expect: 100-continue` left to their handlers (see web/limits.py)."""
+    return [
+        web.RouteDef(d.method, d.path, d.handler, {**d.kwargs, "expect_handler": limits.defer_continue})
+        if isinstance(d, web.RouteDef)
+        else d
+        for d in definitions
+    ]
 
 
 def with_dev_provider(settings: Settings) -> Settings:
@@ -166,8 +197,17 @@ async def http_client(app: web.Application) -> AsyncIterator[None]:
         # Forward exactly what the client sent: add none of aiohttp's default headers.
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
     ) as session:
-        app[keys.HTTP] = session
-        yield
+        # WebSockets last for hours: in a pool shared with HTTP, one user's sockets could take every
+        # connection to a notebook. They get an unpooled client; per-user caps bound them instead.
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+            timeout=timeout,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        ) as ws_session:
+            app[keys.HTTP] = session
+            app[keys.WS_HTTP] = ws_session
+            yield
 
 
 async def session_store(app: web.Application) -> AsyncIterator[None]:
@@ -383,6 +423,31 @@ async def audit_log(app: web.Application) -> AsyncIterator[None]:
         await audit.close()
 
 
+async def refusal_summaries(app: web.Application) -> AsyncIterator[None]:
+    """Ends each window of anonymous refusals with one `access.denied_summary` (and the last at shutdown)."""
+
+    def summarise() -> None:
+        details = app[keys.REFUSALS].drain()
+        if details is not None:
+            details["window_s"] = app[keys.SETTINGS].audit_refusal_window_s
+            reason = f"{details['counted_only']} more anonymous refusal(s) in this window, counted only"
+            app[keys.AUDIT].emit_after(
+                AuditEvent(action="access.denied_summary", outcome="denied", actor="-", reason=reason, details=details)
+            )
+
+    async def every_window() -> None:
+        while True:
+            await asyncio.sleep(app[keys.SETTINGS].audit_refusal_window_s)
+            summarise()
+
+    task = asyncio.create_task(every_window(), name="refusal-summaries")
+    try:
+        yield
+    finally:
+        await stop_task(task)
+        summarise()
+
+
 def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool], None]:
     """`auth.refresh_failed`, for the authenticator (which knows nothing of requests or the audit log)."""
 
@@ -403,7 +468,9 @@ def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool],
 
 def build_backend(settings: Settings, kube: KubeClient | None) -> NotebookBackend:
     if settings.backend == "local":
-        return LocalBackend(settings.local_dir)
+        # Jupyter accepts these as Host (besides loopback addresses): the names the gateway is reached at.
+        hostnames = tuple(dict.fromkeys(("localhost", URL(settings.base_url).host or "localhost")))
+        return LocalBackend(settings.local_dir, hostnames=hostnames)
     if settings.backend == "static":
         assert settings.routes_file is not None  # the settings refuse a static backend without one
         return StaticBackend(settings.routes_file)

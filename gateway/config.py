@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -320,6 +321,48 @@ class Settings(BaseSettings):
             raise ValueError(f"required when {ENV_PREFIX}BACKEND=static")
         return value
 
+    # Bounds on what one client can make the gateway hold or wait for (issue 14).
+    body_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body the gateway reads itself (forms, logout tokens; JSON APIs have "
+        "smaller limits of their own): larger ones get 413. Uploads to notebooks stream and are not capped.",
+    )
+    client_idle_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="A client connection is closed when its request headers have not all arrived this long "
+        "after it opened or after its last response (slow clients, idle keep-alive).",
+    )
+    websocket_max_message_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest WebSocket message relayed either way (Jupyter's own default, 10 MiB); a larger one "
+        "closes the WebSocket with 1009 before it is read.",
+    )
+    websockets_per_user: int = Field(
+        64, ge=1, description="WebSockets one user may hold open through the gateway at once; more get 429."
+    )
+    audit_anonymous_refusals: Literal["sampled", "all"] = Field(
+        "sampled",
+        description="`sampled`: an anonymous 401 is audited as the first per client per window plus a count "
+        "(access.denied_summary), so a flood cannot fill the audit volume; `all`: one access.denied each.",
+    )
+    audit_refusal_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="The window of GATEWAY_AUDIT_ANONYMOUS_REFUSALS=sampled: one access.denied_summary each.",
+    )
+    audit_refusal_clients: int = Field(
+        100, ge=1, description="Clients whose first anonymous 401 in a window is audited in full; beyond, counts only."
+    )
+    upstream_requests_per_user: int = Field(
+        64,
+        ge=1,
+        description="Requests to notebooks one user may have in flight at once (WebSockets included); more get "
+        "429, so that one user cannot take the upstream connection pool from everyone else.",
+    )
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
@@ -392,6 +435,29 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
+    @model_validator(mode="after")
+    def _dev_provider_on_loopback(self) -> Settings:
+        problem = self.dev_provider_exposure()
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def dev_provider_exposure(self) -> str | None:
+        """Why the development provider may not run with these settings, if it is on and may not.
+
+        It signs in anyone, so it may only be reachable from this machine: both the listening address
+        and the public URL must be loopback, whatever else is set. Also checked by `create_app`, since
+        `dev` turns the provider on in a copy of the settings that validators do not see."""
+        if not self.dev_provider:
+            return None
+        where = [self.host] + ([self.public_url.host or ""] if self.public_url is not None else [])
+        if all(is_loopback(host) for host in where):
+            return None
+        return (
+            f"{ENV_PREFIX}DEV_PROVIDER signs in anyone, so it runs on loopback only: {ENV_PREFIX}HOST and "
+            f"{ENV_PREFIX}PUBLIC_URL must be 127.0.0.1, ::1 or localhost (got {', '.join(where)})"
+        )
+
     def problems_for_serve(self) -> list[str]:
         """What `serve` needs beyond a valid file: a real provider, a cookie secret, Redis sessions."""
         problems = []
@@ -428,6 +494,17 @@ class Settings(BaseSettings):
             return str(self.public_url).rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address or name that only this machine reaches: 127.0.0.0/8, ::1, localhost, *.localhost."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always loopback
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class ConfigError(Exception):

@@ -17,18 +17,20 @@ GatewayError                 500 internal_error
   Conflict                   409 conflict
     NotebookExists           409 notebook_exists
   PreconditionFailed         412 version_mismatch      (the policies changed since the client read them)
+  PayloadTooLarge            413 payload_too_large     (a body over its limit; the message names it)
   PolicyTooLarge             413 policy_too_large      (over what a ConfigMap holds)
+  UnsupportedEncoding        415 unsupported_encoding  (a compressed body: the gateway never inflates one)
   PreconditionRequired       428 version_required      (replacing the policies needs If-Match)
   TooManyRequests            429 too_many_requests     (with Retry-After)
     SignInLimited            429 too_many_requests     (failed sign-ins from this client or for this user)
+    TooManyConnections       429 too_many_connections  (one user's share of notebook connections is used up)
   UpstreamUnavailable        502 upstream_unavailable
   IdPUnavailable             502 idp_unavailable
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
     AuditUnavailable         503 audit_unavailable     (a must-audit act whose event cannot be written)
   UpstreamTimeout            504 upstream_timeout
-  KubernetesError            500 internal_error        (a Kubernetes API call failed: raised by gateway/kube/ only;
-                                                        each subclass also derives from the class it answers as)
+  KubernetesError            500 internal_error        (raised by gateway/kube/ only; each answers as its other base)
     KubernetesUnavailable    503 service_unavailable   (no answer, 429 or 5xx: try again later)
     KubernetesForbidden      503 service_unavailable   (401/403: the gateway's own RBAC is short)
     KubernetesNotFound       404 not_found
@@ -264,3 +266,20 @@ class KubernetesInvalid(KubernetesError, BadRequest):
 
 class KubernetesGone(KubernetesError):
     default_message = "The Kubernetes watch expired."
+
+
+class PayloadTooLarge(GatewayError):
+    status, code = 413, "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedEncoding(GatewayError):
+    status, code = 415, "unsupported_encoding"
+    default_message = "The gateway does not decompress request bodies: send them without Content-Encoding."
+
+
+class TooManyConnections(TooManyRequests):
+    """One user's share of the gateway's connections to notebooks is used up (per replica)."""
+
+    code = "too_many_connections"
+    default_message = "You have too many connections to notebook servers open; close some and try again."

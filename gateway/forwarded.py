@@ -41,6 +41,22 @@ def client_address(remote: str | None, forwarded_for: str | None, trusted: tuple
     return address
 
 
+def limit_address(remote: str | None, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
+    """The address failed sign-ins are counted against.
+
+    Normally the client's address. But a peer that forwards for others without being a trusted proxy
+    is an ingress nobody listed in GATEWAY_TRUSTED_PROXIES, and every client shares its address:
+    counting against it alone let ten bad callbacks lock out everyone. Its failures are counted per
+    the hop it says it received the request from, which the ingress itself appends. A client talking
+    to us directly can forge that hop, but only to spread its own failures, never to add to another
+    client's count (the per-user limit still applies to the names it tries)."""
+    client = client_address(remote, forwarded_for, trusted)
+    if not forwarded_for or client != (remote or "-"):
+        return client  # a direct client, or the one a trusted proxy named
+    last_hop = forwarded_for.rsplit(",", 1)[-1].strip()[:64]
+    return f"{client}>{last_hop}" if last_hop else client
+
+
 def cross_origin_reason(method: str, headers: Mapping[str, str], origin: str, websocket: bool) -> str | None:
     """Why a cookie-authenticated request must be refused as cross-site, or None if it may pass.
 

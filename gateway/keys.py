@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .audit import AuditLog
 from .audit.query import AuditStore
+from .audit.sampling import RefusalSampler
 from .auth.authenticator import Authenticator
 from .authz.authorizer import Authorizer
 from .authz.manager import PolicyManager
@@ -25,9 +26,14 @@ from .ratelimit import FailureCounter
 from .routing import NotebookPath
 from .sessions import Session, SessionStore
 from .spawner import SpawnerConfig
+from .userslots import UserSlots
 
 SETTINGS = web.AppKey("settings", Settings)
 HTTP = web.AppKey("http", aiohttp.ClientSession)  # one pooled client for every upstream
+# Upstream WebSockets get a client of their own, so long-lived sockets never take HTTP's pooled connections.
+WS_HTTP = web.AppKey("ws_http", aiohttp.ClientSession)
+UPSTREAM_SLOTS = web.AppKey("upstream_slots", UserSlots)  # per user: notebook requests in flight
+WEBSOCKET_SLOTS = web.AppKey("websocket_slots", UserSlots)  # per user: open WebSockets
 BACKEND = web.AppKey("backend", NotebookBackend)
 AUTHZ = web.AppKey("authz", Authorizer)
 POLICIES = web.AppKey("policies", PolicyManager)  # the policy store, its reload, and the authorizer it feeds
@@ -35,6 +41,7 @@ PROFILES = web.AppKey("profiles", Provisioner)  # absent unless GATEWAY_BACKEND=
 # The one Kubernetes client, shared by everything that calls the API (absent when nothing does).
 KUBE = web.AppKey("kube", KubeClient)
 AUDIT = web.AppKey("audit", AuditLog)
+REFUSALS = web.AppKey("refusals", RefusalSampler)  # anonymous 401s: first per client per window, then counts
 AUDIT_STORE = web.AppKey("audit_store", AuditStore)  # where GET /api/audit reads: Redis, or the local files
 REDIS = web.AppKey("redis", redis.Redis)  # the one Redis client (absent with memory sessions)
 METRICS = web.AppKey("metrics", Metrics)
@@ -55,3 +62,4 @@ IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)  # absent for bearer-token and public requests
 # The result of the one canonical path parse; None when the path names no notebook.
 NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")
+CONTINUED = web.RequestKey("continued", bool)  # `100 Continue` was sent (see web/limits.py)

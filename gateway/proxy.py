@@ -16,10 +16,11 @@ from aiohttp import web
 from yarl import URL
 
 from . import keys, proxy_headers, proxy_ws, routing
+from .backends import UpstreamTokens
 from .errors import BadRequest, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
-from .web import audit_request
+from .web import audit_request, limits
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
             + (f": {status.message}" if status.message else ".")
         )
     url = routing.upstream_url(base, target)
+    token = backend.upstream_token(target.namespace, target.name) if isinstance(backend, UpstreamTokens) else None
+    # Per-user caps (429 beyond them), so that one user cannot take every connection to notebooks.
+    user = identity.subject
     if proxy_ws.is_upgrade(request):
         app[keys.AUDIT].require_writable()  # its notebook.access event is written when it closes
-        return await _forward_websocket(request, url, target)
+        with app[keys.WEBSOCKET_SLOTS].hold(user), app[keys.UPSTREAM_SLOTS].hold(user):
+            return await _forward_websocket(request, url, target, token)
     _audit_access(request, target)
-    return await _forward_http(request, url, target)
+    with app[keys.UPSTREAM_SLOTS].hold(user):
+        await limits.send_continue(request)  # authenticated and authorised: now the body may come
+        return await _forward_http(request, url, target, token)
 
 
 def _audit_access(request: web.Request, target: NotebookPath) -> None:
@@ -126,11 +133,12 @@ async def _request_body(content: aiohttp.StreamReader, deadline: _HeaderDeadline
         yield chunk
 
 
-async def _forward_http(request: web.Request, url: URL, target: NotebookPath) -> web.StreamResponse:
+async def _forward_http(request: web.Request, url: URL, target: NotebookPath, token: str | None) -> web.StreamResponse:
     app = request.app
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
     headers = proxy_headers.upstream_headers(request, proxy_headers.policy_for(settings), request[keys.IDENTITY])
+    proxy_headers.set_upstream_token(headers, token)
     deadline = _HeaderDeadline(settings.upstream_timeout_s)
     # A body keeps the client's Content-Length when it sent one; otherwise it goes chunked.
     body = _request_body(request.content, deadline) if request.body_exists else None
@@ -206,7 +214,9 @@ async def _stream_response(
     return response
 
 
-async def _forward_websocket(request: web.Request, url: URL, target: NotebookPath) -> web.StreamResponse:
+async def _forward_websocket(
+    request: web.Request, url: URL, target: NotebookPath, token: str | None
+) -> web.StreamResponse:
     app = request.app
     settings = app[keys.SETTINGS]
     if not web.WebSocketResponse().can_prepare(request).ok:
@@ -214,10 +224,17 @@ async def _forward_websocket(request: web.Request, url: URL, target: NotebookPat
     headers = proxy_headers.upstream_headers(
         request, proxy_headers.policy_for(settings), request[keys.IDENTITY], websocket=True
     )
+    proxy_headers.set_upstream_token(headers, token)
     with upstream_errors(target, app[keys.METRICS], settings.upstream_timeout_s):
         try:
             async with asyncio.timeout(settings.upstream_timeout_s):
-                upstream = await proxy_ws.connect(app[keys.HTTP], url, headers, proxy_ws.offered_protocols(request))
+                upstream = await proxy_ws.connect(
+                    app[keys.WS_HTTP],
+                    url,
+                    headers,
+                    proxy_ws.offered_protocols(request),
+                    max_msg_size=settings.websocket_max_message_bytes,
+                )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status < 400:
                 raise  # it answered, but not as a WebSocket: 502 from the boundary

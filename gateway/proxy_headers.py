@@ -48,6 +48,83 @@ IDENTITY_HEADERS = frozenset(
     }
 )
 
+# Headers that some server, framework or front proxy treats as who the user is (Grafana's auth
+# proxy, Azure App Service, Google IAP, AWS ALB, Cloudflare Access, Pomerium, Apache/Tomcat setups)
+# or as where the request goes and where it came from (IIS/Symfony/Zend URL rewrites, CDN client IPs,
+# method overrides). Nothing upstream of the gateway has a right to say either, so a client's copy
+# is removed; the notebook learns the user from the userid and groups headers only.
+# docs/security.md lists them; tests/test_proxy.py sends every one it names.
+SPOOFABLE_HEADERS = frozenset(
+    {
+        # identity
+        "x-user",
+        "x-username",
+        "x-user-id",
+        "x-userid",
+        "x-email",
+        "x-groups",
+        "x-preferred-username",
+        "x-auth-user",
+        "x-authenticated-user",
+        "x-authenticated-userid",
+        "x-authenticated-groups",
+        "x-webauth-user",
+        "x-webauth-email",
+        "x-webauth-name",
+        "x-webauth-groups",
+        "x-remote-email",
+        "x-remote-name",
+        "x-proxy-user",
+        "x-ms-client-principal",
+        "x-ms-client-principal-id",
+        "x-ms-client-principal-name",
+        "x-ms-client-principal-idp",
+        "x-goog-authenticated-user-email",
+        "x-goog-authenticated-user-id",
+        "x-goog-iap-jwt-assertion",
+        "x-amzn-oidc-identity",
+        "x-amzn-oidc-data",
+        "x-amzn-oidc-accesstoken",
+        "cf-access-authenticated-user-email",
+        "cf-access-jwt-assertion",
+        "x-pomerium-jwt-assertion",
+        "x-jwt-assertion",
+        "x-id-token",
+        "x-access-token",
+        # routing: which URL, method or host the upstream should really serve
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-uri",
+        "x-original-host",
+        "x-original-method",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-url-scheme",
+        "x-scheme",
+        "front-end-https",
+        "x-host",
+        "x-http-host-override",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        # where the client is: believed by rate limits and allow-lists
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-envoy-external-address",
+    }
+)
+
 # Set by us from the connection; a client's own values are only believed from a trusted proxy.
 FORWARDING_HEADERS = frozenset(
     {"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port", "x-real-ip"}
@@ -65,7 +142,7 @@ WEBSOCKET_HANDSHAKE_HEADERS = frozenset(
     }
 )
 
-# `Expect: 100-continue` was already answered by the gateway's server.
+# `Expect: 100-continue` is answered by the gateway itself, once the request is authorised.
 _REQUEST_ONLY = frozenset({"expect"})
 
 
@@ -93,6 +170,7 @@ def _policy(
     drop = (
         HOP_BY_HOP_HEADERS
         | IDENTITY_HEADERS
+        | SPOOFABLE_HEADERS
         | FORWARDING_HEADERS
         | _REQUEST_ONLY
         | {fold(userid_header), fold(groups_header)}
@@ -131,7 +209,10 @@ def upstream_headers(
     """The headers to send to the notebook server for `request`.
 
     The client's Host is kept: Jupyter compares Origin with Host for its origin check, as it does
-    behind Istio in Kubeflow.
+    behind Istio in Kubeflow; the gateway routes by its own parse of the path, never by Host.
+    `Authorization` is kept unless it carried the bearer token the gateway signed the request in
+    with: any other scheme (Basic, Jupyter's `token`) is addressed to the notebook, which the user
+    controls, and the gateway never reads it as identity.
     """
     headers = request.headers
     drop = policy.drop_websocket if websocket else policy.drop
@@ -167,6 +248,13 @@ def upstream_headers(
     out[policy.userid_header] = policy.userid_prefix + identity.subject
     out[policy.groups_header] = ",".join(identity.groups)
     return out
+
+
+def set_upstream_token(headers: CIMultiDict[str], token: str | None) -> None:
+    """With a backend whose servers take only the gateway (the local one), its token replaces any
+    Authorization the client sent: that server has no other users to address."""
+    if token is not None:
+        headers["Authorization"] = f"token {token}"
 
 
 def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -30,6 +30,10 @@ Side = ClientSide | UpstreamSide
 
 # How long a closing handshake may take on either leg before the connection is just dropped.
 CLOSE_TIMEOUT_S = 10.0
+
+
+# Close reasons for the codes the gateway itself closes a leg with.
+_REASONS: dict[int, bytes] = {WSCloseCode.MESSAGE_TOO_BIG: b"message too big"}
 
 
 def is_upgrade(request: web.Request) -> bool:
@@ -52,16 +56,24 @@ def sendable(code: int | None, fallback: int = WSCloseCode.OK) -> int:
 
 
 async def connect(
-    session: aiohttp.ClientSession, url: URL, headers: CIMultiDict[str], protocols: tuple[str, ...]
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: CIMultiDict[str],
+    protocols: tuple[str, ...],
+    *,
+    max_msg_size: int,
 ) -> UpstreamSide:
-    """Open the upstream WebSocket; aiohttp errors are left to the caller's fault boundary."""
+    """Open the upstream WebSocket; aiohttp errors are left to the caller's fault boundary.
+
+    `max_msg_size` bounds a message on each leg: aiohttp refuses a frame from its declared length,
+    before reading it, so one huge frame costs nothing and closes its leg with 1009."""
     return await session.ws_connect(
         url,
         protocols=protocols,
         headers=headers,
         autoping=False,  # pings are the client's, and its pongs must come from the notebook
         autoclose=False,  # closes are relayed, not answered here
-        max_msg_size=0,
+        max_msg_size=max_msg_size,
         compress=0,  # loopback or cluster network: compression only costs CPU here
         decode_text=False,
         timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
@@ -103,6 +115,9 @@ async def _pump(source: Side, sink: Side, traffic: Traffic, inbound: bool) -> En
         elif kind is WSMsgType.CLOSE:
             reason = msg.extra if isinstance(msg.extra, str) else ""
             return Ending(kind, int(msg.data), reason.encode()[:123])  # 123: the most a frame holds
+        elif kind is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+            # aiohttp already closed `source` with this code (1009: a message over the limit): tell the other leg.
+            return Ending(kind, msg.data.code, _REASONS.get(msg.data.code, b""))
         else:
             return Ending(kind)
 
@@ -116,7 +131,7 @@ async def relay(
         protocols=(upstream.protocol,) if upstream.protocol else (),
         autoping=False,
         autoclose=False,
-        max_msg_size=0,
+        max_msg_size=app[keys.SETTINGS].websocket_max_message_bytes,
         compress=False,
         decode_text=False,
         timeout=CLOSE_TIMEOUT_S,
@@ -167,9 +182,17 @@ async def _run(client: ClientSide, upstream: UpstreamSide, traffic: Traffic, tar
         else:
             await _finish(client, upstream, outbound, from_client=False)
     except asyncio.CancelledError:
-        # aiohttp cancels the handler when the client's connection is lost (handler_cancellation).
+        # aiohttp cancels the handler when the client's connection is lost (handler_cancellation),
+        # possibly while it was closing the client leg itself (1009 for a message over the limit):
+        # the client pump ends a moment later with that code, which the notebook should hear.
+        await asyncio.wait((inbound,), timeout=1.0)
+        ending = inbound.result() if inbound.done() and not inbound.cancelled() and not inbound.exception() else None
+        code = ending.code if ending is not None and ending.kind is WSMsgType.ERROR and ending.code else None
         with contextlib.suppress(Exception):
-            await upstream.close(code=WSCloseCode.GOING_AWAY, message=b"client went away")
+            if code is None:
+                await upstream.close(code=WSCloseCode.GOING_AWAY, message=b"client went away")
+            else:
+                await upstream.close(code=code, message=ending.reason if ending else b"")
         raise
     except Exception:
         log.exception("WebSocket relay for %s failed", target.prefix)

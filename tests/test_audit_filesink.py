@@ -120,7 +120,8 @@ def start_gateway(cwd: Path, port: int, routes: Path, audit_dir: Path) -> subpro
     return subprocess.Popen(
         [sys.executable, "-m", "gateway", "dev", "--port", str(port)],
         cwd=cwd,  # dev keeps its other state under ./.dev
-        env=env | {"GATEWAY_AUDIT_STDOUT": "false"},
+        # Every anonymous refusal audited (not sampled): they are this test's stream of events.
+        env=env | {"GATEWAY_AUDIT_STDOUT": "false", "GATEWAY_AUDIT_ANONYMOUS_REFUSALS": "all"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -66,7 +66,11 @@ async def test_events_waiting_for_redis_are_the_spooled_backlog(
     gateway_factory: Factory, routes_file: Any, own_redis_server: RedisServer
 ) -> None:
     client: Client = await gateway_factory(
-        user=None, session_store="redis", redis_url=own_redis_server.url, routes_file=routes_file({})
+        user=None,
+        session_store="redis",
+        redis_url=own_redis_server.url,
+        routes_file=routes_file({}),
+        audit_anonymous_refusals="all",  # each 401 below is one event, not sampled
     )
 
     async def spooled() -> float:

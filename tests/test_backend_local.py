@@ -69,10 +69,11 @@ async def test_create_serves_jupyter_once_ready(local: LocalBackend, http: aioht
     await wait_phase(local, "alice", "nb1", "ready")
     upstream = local.route("alice", "nb1")
     assert upstream is not None
-    async with http.get(upstream.with_path("/notebook/alice/nb1/api/status")) as resp:
+    gateway_only = {"Authorization": f"token {local.upstream_token('alice', 'nb1')}"}  # as the proxy sends it
+    async with http.get(upstream.with_path("/notebook/alice/nb1/api/status"), headers=gateway_only) as resp:
         assert resp.status == 200
     # The data volume is a folder outside the workspace, visible to Jupyter as `d1`.
-    async with http.get(upstream.with_path("/notebook/alice/nb1/api/contents/d1")) as resp:
+    async with http.get(upstream.with_path("/notebook/alice/nb1/api/contents/d1"), headers=gateway_only) as resp:
         assert resp.status == 200 and (await resp.json())["type"] == "directory"
     assert (local.directory / "alice" / "_volumes" / "data").is_dir()
 

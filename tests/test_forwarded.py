@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from gateway.forwarded import client_address, cross_origin_reason
+from gateway.forwarded import client_address, cross_origin_reason, limit_address
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"),)
 ORIGIN = "https://nb.example.com"
@@ -14,6 +14,14 @@ ORIGIN = "https://nb.example.com"
 
 def test_an_untrusted_peer_cannot_claim_another_address() -> None:
     assert client_address("203.0.113.9", "1.2.3.4", TRUSTED) == "203.0.113.9"
+
+
+def test_failures_behind_an_unlisted_ingress_are_counted_per_forwarded_client() -> None:
+    # An ingress at 10.1.1.1 that nobody listed: its clients are told apart by the hop it appends.
+    assert limit_address("10.1.1.1", "6.6.6.6, 198.51.100.7", ()) == "10.1.1.1>198.51.100.7"
+    assert limit_address("10.1.1.1", "203.0.113.9", ()) != limit_address("10.1.1.1", "198.51.100.7", ())
+    assert limit_address("203.0.113.9", None, ()) == "203.0.113.9"  # a direct client: its own address
+    assert limit_address("10.0.0.2", "198.51.100.7", TRUSTED) == "198.51.100.7"  # a trusted proxy named it
 
 
 def test_behind_a_trusted_proxy_the_nearest_untrusted_hop_is_the_client() -> None:

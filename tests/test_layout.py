@@ -23,7 +23,7 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("leaves", ("config", "errors", "identity", "logs", "spawner")),
     (
         "components (foundations)",
-        ("routing", "forwarded", "sessions", "ratelimit", "redis_connection", "kube", "audit"),
+        ("routing", "forwarded", "sessions", "ratelimit", "userslots", "redis_connection", "kube", "audit"),
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
     ("components (features)", ("profiles", "notebook_form")),
@@ -37,8 +37,9 @@ COMPONENT_ROWS = {"components (foundations)", "components", "components (feature
 # proxy*.py is one edge in three modules (HTTP, header hygiene, WebSocket); `python -m gateway` is the CLI.
 GROUP_OF = {"proxy_headers": "proxy", "proxy_ws": "proxy", "__main__": "cli"}
 # The edge helpers every edge may import: the request's audit facts (who, which session, from where).
-# and the sign-in limits as a request meets them (the middleware, ext_authz and the OAuth routes alike).
-SHARED_EDGE_HELPERS = frozenset({"gateway.web.audit_request", "gateway.web.signin"})
+# the sign-in limits as a request meets them (the middleware, ext_authz and the OAuth routes alike), and the
+# request limits (bodies, Expect: 100-continue) that the proxy and the gateway's own routes share.
+SHARED_EDGE_HELPERS = frozenset({"gateway.web.audit_request", "gateway.web.signin", "gateway.web.limits"})
 # Groups that may be missing from the tree (placed ahead of time, so adding them needs no edit here).
 OPTIONAL = frozenset({"names"})
 

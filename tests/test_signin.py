@@ -265,6 +265,19 @@ async def test_failed_sign_ins_are_rate_limited_per_client(fake: FakeIdP, start_
     assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
 
 
+async def test_behind_an_unlisted_ingress_one_client_cannot_lock_out_the_others(
+    fake: FakeIdP, start_gateway: StartGateway
+) -> None:
+    # No GATEWAY_TRUSTED_PROXIES: every request arrives from the ingress's one address (127.0.0.1 here).
+    client = await start_gateway(unused_port(), login_failures_max=3, **fake_settings(fake))
+    attacker = {"X-Forwarded-For": "203.0.113.9"}
+    for _ in range(10):
+        assert (await client.get("/oauth2/callback?state=forged&code=x", headers=attacker)).status in (400, 429)
+    assert (await client.get("/oauth2/start", headers=attacker, allow_redirects=False)).status == 429
+    resp = await sign_in_from(client, "198.51.100.7")  # someone else behind the same ingress
+    assert resp.status == 302 and has_session(client)
+
+
 async def test_a_provider_outage_is_not_counted_as_the_users_failure(
     fake: FakeIdP, start_gateway: StartGateway
 ) -> None:

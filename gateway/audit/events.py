@@ -56,7 +56,13 @@ ACTIONS: dict[str, ActionInfo] = {
         "A session's first proxied request to a server, or a WebSocket (on close, with duration and bytes).",
         must_audit=True,
     ),
-    "access.denied": ActionInfo("A request to a notebook or an API route was answered 401 or 403."),
+    "access.denied": ActionInfo(
+        "A request to a notebook or an API route was answered 401 or 403 (anonymous ones: the first per "
+        "client per window; see access.denied_summary)."
+    ),
+    "access.denied_summary": ActionInfo(
+        "Anonymous refusals in one window beyond the first per client: how many, from how many clients, the top ones."
+    ),
     "policy.grant": ActionInfo("A role was granted (who, before and after, store version).", must_audit=True),
     "policy.revoke": ActionInfo("A role was revoked (who, before and after, store version).", must_audit=True),
     # Not must-audit: a reload is noticed, not requested, so there is nobody to refuse.

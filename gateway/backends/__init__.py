@@ -10,7 +10,7 @@ from __future__ import annotations
 import builtins
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from yarl import URL
 
@@ -155,3 +155,11 @@ class WithoutKubernetes:
 
     def watch_health(self) -> WatchHealth | None:
         return None
+
+
+@runtime_checkable
+class UpstreamTokens(Protocol):
+    """A backend whose notebook servers require a token that only the gateway holds (the local one):
+    the proxy sends it as `Authorization: token <token>`. Backends without it are not asked."""
+
+    def upstream_token(self, namespace: str, name: str) -> str | None: ...

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,13 +39,32 @@ NOTE = (
     "The local backend runs Jupyter from the gateway's own Python environment: "
     "the image, CPU and memory are recorded but not applied."
 )
+# Imported by the Jupyter process, never by the gateway (it needs jupyter_server).
+GATEWAY_ONLY = "gateway.backends.jupyter_auth.GatewayOnly"
+UPSTREAM_TOKEN_ENV = "NOTEBOOK_GATEWAY_UPSTREAM_TOKEN"  # jupyter_auth.TOKEN_ENV
 VOLUMES_DIR = "_volumes"  # '_' cannot occur in a DNS label, so no notebook can have this name
 # A PersistentVolumeClaim name (DNS-1123 subdomain): never '.', '..' or anything with a '/'.
 
 
-def jupyter_command(*, base_url: str, port: int, root_dir: Path) -> list[str]:
-    """The command line of one Jupyter server behind the gateway, as Kubeflow's images start it:
-    under `base_url` (the NB_PREFIX), no token or password (the gateway is the gate), XSRF on."""
+def jupyter_command(
+    *, base_url: str, port: int, root_dir: Path, local_hostnames: tuple[str, ...] | None = None
+) -> list[str]:
+    """The command line of one Jupyter server behind the gateway, under `base_url` (the NB_PREFIX), XSRF on.
+
+    With `local_hostnames` (the local backend), the server only accepts the gateway: it requires the
+    token in its environment (never on the command line, which any local user can read; see
+    `jupyter_auth`), and refuses a Host other than a loopback address or those names, so that a page
+    whose DNS was rebound to 127.0.0.1 cannot talk to it. Without them it runs as Kubeflow's images
+    do: no token, any Host, reachable only through the cluster network the NetworkPolicy confines."""
+    if local_hostnames is None:
+        access = ["--IdentityProvider.token=", "--ServerApp.allow_remote_access=True"]
+    else:
+        access = [
+            f"--ServerApp.identity_provider_class={GATEWAY_ONLY}",
+            "--IdentityProvider.token=",  # Jupyter's own token stays empty, so no page carries ours
+            "--ServerApp.allow_remote_access=False",
+            f"--ServerApp.local_hostnames={json.dumps(list(local_hostnames))}",
+        ]
     return [
         sys.executable,
         "-m",
@@ -55,10 +75,8 @@ def jupyter_command(*, base_url: str, port: int, root_dir: Path) -> list[str]:
         "--ServerApp.port_retries=0",
         f"--ServerApp.base_url={base_url}",
         f"--ServerApp.root_dir={root_dir}",
-        "--IdentityProvider.token=",
         "--ServerApp.password=",
-        # The gateway forwards the browser's Host header, which is not a loopback name in general.
-        "--ServerApp.allow_remote_access=True",
+        *access,
         "--ServerApp.open_browser=False",
         # Containers and CI run as root, where Jupyter refuses to start unless told this is intended.
         *(["--ServerApp.allow_root=True"] if os.geteuid() == 0 else []),
@@ -149,6 +167,7 @@ class Server:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     process: asyncio.subprocess.Process | None = None
     url: URL | None = None  # set once Jupyter answers; what `route()` returns
+    token: str = ""  # this process's token (UPSTREAM_TOKEN_ENV): sent upstream by the gateway, never to a browser
     supervisor: asyncio.Task[None] | None = None
     stopping: bool = False  # we are ending the process on purpose, so its exit is not a failure
 
@@ -166,11 +185,14 @@ class LocalBackend(WithoutKubernetes):
         self,
         directory: Path,
         *,
+        hostnames: tuple[str, ...] = ("localhost",),
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 5.0,
         poll_interval_s: float = 0.2,
     ) -> None:
         self.directory = Path(os.path.abspath(directory))  # Jupyter runs elsewhere; give it absolute paths
+        # The names the gateway is reached at: Jupyter accepts them (and loopback addresses) as Host.
+        self.hostnames = hostnames
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.poll_interval_s = poll_interval_s
@@ -229,6 +251,11 @@ class LocalBackend(WithoutKubernetes):
     def route(self, namespace: str, name: str) -> URL | None:
         server = self._servers.get((namespace, name))
         return None if server is None else server.url
+
+    def upstream_token(self, namespace: str, name: str) -> str | None:
+        """The token the proxy sends to this notebook's Jupyter (`Authorization: token ...`)."""
+        server = self._servers.get((namespace, name))
+        return None if server is None or server.url is None else server.token
 
     async def list(self, namespace: str) -> list[Notebook]:
         servers = sorted((key[1], server) for key, server in self._servers.items() if key[0] == namespace)
@@ -349,14 +376,18 @@ class LocalBackend(WithoutKubernetes):
     async def _launch(self, server: Server) -> None:
         """Start Jupyter for `server` (lock held) and a task that watches it become ready or exit."""
         paths, port = server.paths, free_port()
+        token = secrets.token_urlsafe(32)  # new for each process: a stopped server's token opens nothing
         env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}  # no gateway secrets
         env |= {
+            UPSTREAM_TOKEN_ENV: token,
             "JUPYTER_PLATFORM_DIRS": "1",
             "JUPYTER_RUNTIME_DIR": str(paths.runtime),
             "NB_PREFIX": server.prefix.rstrip("/"),  # as Kubeflow sets it in notebook containers
             "PYTHONUNBUFFERED": "1",
         }
-        command = jupyter_command(base_url=server.prefix, port=port, root_dir=paths.workspace)
+        command = jupyter_command(
+            base_url=server.prefix, port=port, root_dir=paths.workspace, local_hostnames=self.hostnames
+        )
         log_file = await asyncio.to_thread(open_log, paths, port)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -374,7 +405,7 @@ class LocalBackend(WithoutKubernetes):
         finally:
             log_file.close()
         await asyncio.to_thread(paths.pid.write_text, f"{process.pid}\n")
-        server.process, server.url, server.stopping = process, None, False
+        server.process, server.url, server.stopping, server.token = process, None, False, token
         server.status = Status("waiting", "Jupyter is starting.")
         server.supervisor = asyncio.create_task(self._supervise(server, process, port), name=f"jupyter {server.prefix}")
 
@@ -387,7 +418,7 @@ class LocalBackend(WithoutKubernetes):
         deadline = loop.time() + self.startup_timeout_s
         try:
             while not exited.done():
-                if await self._answers(status_url):
+                if await self._answers(status_url, server.token):
                     if server.process is process and not server.stopping:
                         server.url, server.status = origin, Status("ready")
                         log.info("local backend: %s is ready on port %d", server.prefix, port)
@@ -410,10 +441,12 @@ class LocalBackend(WithoutKubernetes):
         with contextlib.suppress(OSError):
             await asyncio.to_thread(server.paths.pid.unlink)
 
-    async def _answers(self, url: URL) -> bool:
+    async def _answers(self, url: URL, token: str) -> bool:
         assert self._http is not None, "open() the backend first"
         try:
-            async with self._http.get(url, allow_redirects=False) as response:
+            async with self._http.get(
+                url, allow_redirects=False, headers={"Authorization": f"token {token}"}
+            ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False

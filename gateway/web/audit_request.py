@@ -64,9 +64,13 @@ def emit(
 
 
 def refusal(request: web.Request, exc: GatewayError) -> None:
-    """`access.denied` for a 401 or 403 on a notebook or an API route."""
+    """`access.denied` for a 401 or 403 on a notebook or an API route; for an anonymous request, only
+    the client's first in the window (`audit.sampling`)."""
     if exc.status not in (401, 403) or not request.path.startswith((NOTEBOOK_ROOT, "/api/")):
         return
+    if request.get(keys.IDENTITY) is None and request.app[keys.SETTINGS].audit_anonymous_refusals == "sampled":
+        if not request.app[keys.REFUSALS].admit(request.get(keys.CLIENT_IP) or request.remote or "-"):
+            return  # counted into this window's access.denied_summary
     target = request.get(keys.NOTEBOOK_PATH)
     details = {"status": exc.status, "code": exc.code, "method": request.method, "path": request.path[:500]}
     try:

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from aiohttp import web
 
-from ..errors import BadRequest
+from ..errors import BadRequest, PayloadTooLarge
+from .limits import send_continue
 
 
 async def read_json(request: web.Request, max_bytes: int) -> object:
@@ -15,9 +16,10 @@ async def read_json(request: web.Request, max_bytes: int) -> object:
     forms on other sites from posting here (they cannot send it without CORS)."""
     if request.content_type != "application/json":
         raise BadRequest("Send the request body as JSON, with Content-Type: application/json.")
-    too_large = BadRequest(f"The request body is larger than {max_bytes // 1024} KiB.")
+    too_large = PayloadTooLarge(f"The request body is larger than {max_bytes // 1024} KiB.")
     if request.content_length is not None and request.content_length > max_bytes:
         raise too_large
+    await send_continue(request)  # authenticated, and the body is bounded: the client may send it
     raw = bytearray()
     async for chunk in request.content.iter_chunked(16 * 1024):
         raw += chunk

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from .. import keys
+from .. import forwarded, keys
 from ..audit import Outcome
 from ..auth.authenticator import Credentials
 from ..cookies import SESSION_COOKIE
@@ -27,7 +27,7 @@ def credentials(request: web.Request) -> Credentials:
     return Credentials(
         cookie=request.cookies.get(SESSION_COOKIE),
         authorization=request.headers.get("Authorization"),
-        client_ip=request[keys.CLIENT_IP],
+        client_ip=limit_address(request),
     )
 
 
@@ -40,13 +40,13 @@ async def identify(request: web.Request, *, touch: bool = True) -> tuple[Identit
 async def check(request: web.Request, username: str | None = None) -> None:
     """Before a browser sign-in step: refuse (429, audited) while the client, or the user, is over the limit."""
     with _limits_audited(request):
-        await request.app[keys.AUTHENTICATOR].limits.check(request[keys.CLIENT_IP], username)
+        await request.app[keys.AUTHENTICATOR].limits.check(limit_address(request), username)
 
 
 async def failed(request: web.Request, exc: GatewayError, *, reason: str | None = None) -> None:
     """A browser sign-in failed: count it and audit `auth.login` failed. `reason` is for the audit log,
     when it should say more than the message the user sees."""
-    username = await request.app[keys.AUTHENTICATOR].limits.failed(request[keys.CLIENT_IP], exc)
+    username = await request.app[keys.AUTHENTICATOR].limits.failed(limit_address(request), exc)
     _emit(request, username, "auth.login", "failed", reason=reason or exc.message)
 
 
@@ -66,3 +66,9 @@ def _emit(request: web.Request, username: str | None, action: str, outcome: Outc
     method = "bearer" if credentials(request).bearer_token is not None else "session"
     identity = Identity(subject=username, method=method) if username else None
     request.app[keys.AUDIT].emit(audit_request.event(request, action, outcome, identity=identity, reason=reason))
+
+
+def limit_address(request: web.Request) -> str:
+    """What failed sign-ins are counted against for this request: see `forwarded.limit_address`."""
+    trusted = request.app[keys.SETTINGS].trusted_proxies
+    return forwarded.limit_address(request.remote, request.headers.get("X-Forwarded-For"), trusted)
