@@ -46,7 +46,7 @@ from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
-from .redis_connection import open_redis
+from .redis_connection import close_redis, open_redis
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
 from .web import api, audit_api, configurations_api, ext_authz, pages, policies_api, profiles_api
@@ -176,7 +176,7 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 async def authentication(app: web.Application) -> AsyncIterator[None]:
