@@ -20,24 +20,14 @@ from pathlib import Path
 import pytest
 
 from .conftest import RedisServer, unused_port, wait_for_port
+from .fakes.nginx import nginx_binary, start_nginx
 from .fakes.node_idp import ALICE, NodeIdP
 
 REPLICAS = 3
 LOGIN_FAILURES_MAX = 3
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
+NGINX_HTTP = """
     access_log {dir}/access.log;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     upstream gateways {{
         # Round-robin; a replica that refuses a connection is skipped for the rest of the run.
@@ -58,7 +48,6 @@ http {{
             proxy_read_timeout 3600s;
         }}
     }}
-}}
 """
 
 
@@ -165,15 +154,10 @@ class Fleet:
         proc.wait()
 
     def _start_nginx(self) -> None:
-        binary = shutil.which("nginx") or "/usr/sbin/nginx"
         conf_dir = self.directory / "nginx"
-        conf_dir.mkdir()
         servers = "\n        ".join(f"server 127.0.0.1:{r.port} max_fails=1 fail_timeout=60s;" for r in self.replicas)
-        conf = conf_dir / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(dir=conf_dir, port=self.port, servers=servers))
-        args = [binary, "-p", str(conf_dir), "-c", str(conf), "-e", str(conf_dir / "error.log")]
-        self.nginx = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, timeout_s=20, proc=self.nginx)
+        http = NGINX_HTTP.format(dir=conf_dir, port=self.port, servers=servers)
+        self.nginx = start_nginx(conf_dir, self.port, http, worker_connections=256)
 
     def stop(self) -> None:
         procs = [self.nginx, *(r.proc for r in self.replicas), self._upstream]
@@ -192,11 +176,10 @@ class Fleet:
 
 
 def require_tools() -> None:
-    missing = [tool for tool in ("redis-server", "nginx", "node") if shutil.which(tool) is None]
-    if shutil.which("nginx") is None and os.access("/usr/sbin/nginx", os.X_OK):
-        missing.remove("nginx")
+    nginx_binary()
+    missing = [tool for tool in ("redis-server", "node") if shutil.which(tool) is None]
     if missing:
-        reason = f"{', '.join(missing)} missing (scripts/setup-system installs them)"
+        reason = f"{' and '.join(missing)} missing (scripts/setup-system installs them)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
