@@ -30,9 +30,10 @@ NGINX_HTTP = """
     access_log {dir}/access.log;
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     upstream gateways {{
-        # Round-robin; a replica that refuses a connection is skipped for the rest of the run.
+        # Round-robin; a replica that refuses a connection is skipped for the rest of the run. No keep-alive
+        # connections: one left idle to a replica killed that instant could take a POST nginx may not resend,
+        # and a load balancer's timing is not what the kill test is about.
         {servers}
-        keepalive 16;
     }}
     server {{
         listen 127.0.0.1:{port};

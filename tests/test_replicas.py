@@ -20,6 +20,7 @@ from gateway.audit.redis_sink import PREFIX as STREAM
 from gateway.audit.stream_copy import read_chain_id, read_stream_copy
 from gateway.audit.verify import verify
 from gateway.cookies import SESSION_COOKIE
+from gateway.proxy_ws import SESSION_RECHECK_S
 
 from . import replicas
 from .conftest import wait_until
@@ -155,6 +156,22 @@ async def test_a_websocket_on_one_replica_is_cut_when_access_is_revoked_through_
         await grant(alice, 1, TEAM_EDIT, method="DELETE")  # revoked through another replica
         msg = await asyncio.wait_for(ws.receive(), timeout=1.0)
         assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "access revoked")
+
+
+async def test_a_sign_out_on_one_replica_closes_that_sessions_websocket_on_another(
+    fleet: Fleet, browsers: list[aiohttp.ClientSession]
+) -> None:
+    alice = await signed_in(fleet, browsers, ALICE)
+    headers = alice.headers
+    async with aiohttp.ClientSession() as plain:
+        async with plain.ws_connect(f"{fleet.replicas[2].url}/notebook/alice/nb1/ws", headers=headers) as ws:
+            await ws.send_str("still here")
+            assert await ws.receive_str() == "still here"
+            sign_out = f"{fleet.replicas[0].url}/oauth2/sign_out"
+            async with plain.post(sign_out, headers=headers, allow_redirects=False) as resp:
+                assert resp.status in (302, 303)
+            msg = await asyncio.wait_for(ws.receive(), timeout=2 * SESSION_RECHECK_S)
+            assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "signed out")
 
 
 async def test_failed_sign_ins_are_counted_across_replicas(fleet: Fleet) -> None:
