@@ -50,7 +50,7 @@ from .middlewares import authenticate, canonical_path, error_pages, measure, req
 from .onboarding import Onboarding
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
-from .redis_connection import open_redis
+from .redis_connection import close_redis, open_redis
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
 from .userslots import UserSlots
@@ -233,7 +233,7 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 async def authentication(app: web.Application) -> AsyncIterator[None]:

@@ -7,8 +7,9 @@ file given with `--config` (flat keys: `port = 8080`). This is the only module t
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AnyHttpUrl,
@@ -22,6 +23,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -66,6 +68,44 @@ class RedisAddress(BaseModel, frozen=True):
         if not sep or not port.isdigit():
             raise ValueError(f"{text.strip()!r} is not host:port")
         return cls(host=host.strip("[]"), port=int(port))
+
+
+class SecretFiles(PydanticBaseSettingsSource):
+    """`GATEWAY_<NAME>_FILE=/path` for every secret setting: the value is the file's content (one trailing newline
+    dropped), as Kubernetes and Docker mount secrets, so a secret need not sit in the process environment.
+
+    Naming both `GATEWAY_<NAME>` and `GATEWAY_<NAME>_FILE` is refused rather than one silently winning; an
+    unreadable file is a `ConfigError` naming the variable, never the content.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__, which sees every field at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        problems = []
+        for name, field in self.settings_cls.model_fields.items():
+            variable = f"{ENV_PREFIX}{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if path is None:
+                continue
+            if not _is_secret(field):
+                problems.append(f"{variable}_FILE: only secret settings are read from files; set {variable}")
+                continue
+            if variable in os.environ:
+                problems.append(f"{variable}_FILE: {variable} is set too; set one of them")
+                continue
+            try:
+                values[name] = Path(path).read_text().removesuffix("\n").removesuffix("\r")
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(f"{variable}_FILE: cannot read {path}: {exc.__class__.__name__}")
+        if problems:
+            raise ConfigError(problems)
+        return values
+
+
+def _is_secret(field: FieldInfo) -> bool:
+    return field.annotation is SecretStr or SecretStr in get_args(field.annotation)
 
 
 class Settings(BaseSettings):
@@ -484,8 +524,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment beats the file; the file is only read when `load()` names one.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        # Environment beats the file; the file is only read when `load()` names one. Secrets may also come from
+        # files named in the environment (SecretFiles).
+        return (init_settings, env_settings, SecretFiles(settings_cls), TomlConfigSettingsSource(settings_cls))
 
     @property
     def base_url(self) -> str:

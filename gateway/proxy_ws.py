@@ -19,7 +19,9 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from . import keys
+from .errors import ServiceUnavailable
 from .routing import NotebookPath
+from .sessions import SessionStore
 from .web import audit_request
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,10 @@ Side = ClientSide | UpstreamSide
 
 # How long a closing handshake may take on either leg before the connection is just dropped.
 CLOSE_TIMEOUT_S = 10.0
+# How often an open WebSocket's session is read again, so that a sign-out on any replica, a back-channel logout or
+# the session's expiry closes it within about this long. One key per socket a second, sent with the replica's other
+# reads in one MGET (sessions._ReadBatcher), not a round trip of its own.
+SESSION_RECHECK_S = 1.0
 
 
 # Close reasons for the codes the gateway itself closes a leg with.
@@ -148,28 +154,47 @@ async def relay(
     metrics.websockets_open.inc()
     # Checked when the policy changes (the only moment the decision can change), not per message.
     release = app[keys.POLICIES].hold(request[keys.IDENTITY], target.namespace, target.name, lambda: _revoke(client))
+    session = request.get(keys.SESSION)  # None for a bearer token: nothing to sign out of
+    watcher = _watch_session(app[keys.SESSIONS], session.id, client) if session is not None else None
     traffic = Traffic()
     started = time.monotonic()
     try:
         await _run(client, upstream, traffic, target)
     finally:
         release()
+        if watcher is not None:
+            watcher.cancel()
         sockets.discard(client)
         metrics.websockets_open.dec()
         _audit(request, target, traffic, time.monotonic() - started)
     return client
 
 
-def _revoke(client: ClientSide) -> None:
+def _revoke(client: ClientSide, reason: bytes = b"access revoked") -> None:
     """Access was revoked: close the client with 1008 (policy violation); the relay then ends the notebook leg."""
-    task = asyncio.get_running_loop().create_task(
-        client.close(code=WSCloseCode.POLICY_VIOLATION, message=b"access revoked")
-    )
+    task = asyncio.get_running_loop().create_task(client.close(code=WSCloseCode.POLICY_VIOLATION, message=reason))
     _closing.add(task)  # the loop keeps only weak references to tasks
     task.add_done_callback(_closing.discard)
 
 
 _closing: set[asyncio.Task[bool]] = set()
+
+
+def _watch_session(sessions: SessionStore, session_id: str, client: ClientSide) -> asyncio.Task[None]:
+    """Close the client (1008 "signed out") once its session is gone from the store. While the store cannot
+    answer, the socket stays: nobody can sign out meanwhile, and the next check decides."""
+
+    async def watch() -> None:
+        while not client.closed:
+            await asyncio.sleep(SESSION_RECHECK_S)
+            try:
+                if await sessions.load(session_id, touch=False) is None:  # not the user's use: no idle reset
+                    _revoke(client, b"signed out")
+                    return
+            except ServiceUnavailable:
+                continue
+
+    return asyncio.get_running_loop().create_task(watch(), name="ws-session-watch")
 
 
 async def _run(client: ClientSide, upstream: UpstreamSide, traffic: Traffic, target: NotebookPath) -> None:

@@ -51,3 +51,12 @@ def open_redis(settings: Settings) -> redis.Redis:
     sentinel = Sentinel(addresses, sentinel_kwargs=to_sentinels, **server)
     client: redis.Redis = sentinel.master_for(settings.redis_sentinel_master)
     return client
+
+
+async def close_redis(client: redis.Redis) -> None:
+    """Close a client from `open_redis`, and with Sentinel also its connections to the sentinels (closing the
+    master's client alone leaves those open)."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", ()):
+        await sentinel.aclose()

@@ -18,6 +18,7 @@ from gateway.audit.redis_sink import RedisSink
 from gateway.cli.main import main
 
 from .conftest import RedisServer
+from .redis_sentinel import MASTER_NAME, SentinelSet, sentinel_set  # noqa: F401  (a fixture)
 
 
 def write(directory: Path, count: int, key: bytes | None = None) -> Path:
@@ -192,3 +193,23 @@ def test_verify_against_redis_cannot_pass_a_chain_redis_never_saw(
     assert main(["audit", "verify", str(tmp_path), "--redis", own_redis_server.url]) == 2
     captured = capsys.readouterr()
     assert "UNCHECKED: Redis holds nothing of chain feedfacefeedface" in captured.out and "OK" not in captured.out
+
+
+def test_a_bare_redis_option_uses_the_gateways_own_redis_settings_even_sentinel(
+    tmp_path: Path,
+    sentinel_set: SentinelSet,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ship(tmp_path, f"redis://127.0.0.1:{sentinel_set.master_port}/0", 4)
+    # As on a gateway pod: no URL to copy out of a Secret, the settings say where the master is.
+    monkeypatch.setenv("GATEWAY_REDIS_URL", "redis://unused/0")
+    monkeypatch.setenv("GATEWAY_REDIS_SENTINELS", sentinel_set.sentinels)
+    monkeypatch.setenv("GATEWAY_REDIS_SENTINEL_MASTER", MASTER_NAME)
+    assert main(["audit", "verify", str(tmp_path), "--redis"]) == 0
+    assert "compared 4 of 4 event(s) (1-4) with the Redis stream" in capsys.readouterr().out
+    assert main(["audit", "query", "--redis", "--user", "alice", "--limit", "2"]) == 0
+    assert [json.loads(line)["seq"] for line in capsys.readouterr().out.splitlines()] == [4, 3]
+    monkeypatch.setenv("GATEWAY_REDIS_SENTINELS", "not-an-address")
+    assert main(["audit", "query", "--redis"]) == 2  # bad settings are reported, not guessed around
+    assert "GATEWAY_REDIS_SENTINELS" in capsys.readouterr().err

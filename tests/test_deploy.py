@@ -32,6 +32,7 @@ KNOWN_KINDS = {
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
     ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
     ("rbac.authorization.k8s.io/v1", "Role"),
@@ -161,7 +162,7 @@ def is_secret(field: str) -> bool:
 
 def test_base_builds_the_expected_objects(manifests: dict[str, Manifest]) -> None:
     assert set(manifests) == {
-        *("ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget"),
+        *("ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
         *("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
     }
     [source] = container(manifests)["envFrom"]
@@ -296,6 +297,30 @@ def test_gateway_replicas_spread_over_nodes(manifests: dict[str, Manifest]) -> N
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
     assert manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_replicas_scale_on_cpu_and_spread_over_zones_and_nodes(manifests: dict[str, Manifest]) -> None:
+    deployment, hpa = manifests["Deployment"], manifests["HorizontalPodAutoscaler"]
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert 2 <= hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    [metric] = hpa["spec"]["metrics"]
+    assert (metric["type"], metric["resource"]["name"]) == ("Resource", "cpu")
+    # Utilization counts against the request: the target must be reachable under the container's limit.
+    resources = container(manifests)["resources"]
+    limit_ratio = cpu_millicores(resources["limits"]["cpu"]) / cpu_millicores(resources["requests"]["cpu"])
+    assert 0 < metric["resource"]["target"]["averageUtilization"] < 100 * limit_ratio
+    pod = deployment["spec"]["template"]
+    spread = pod["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    for constraint in spread:
+        assert constraint["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        assert constraint["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still runs them all
+
+
+def cpu_millicores(quantity: str | int) -> float:
+    text = str(quantity)
+    return float(text[:-1]) if text.endswith("m") else float(text) * 1000
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)

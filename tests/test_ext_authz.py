@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +13,8 @@ import pytest
 from yarl import URL
 
 from gateway import keys
-from tests.conftest import RedisServer, session_headers, unused_port, wait_for_port
+from tests.conftest import RedisServer, session_headers, unused_port
+from tests.fakes.nginx import nginx_binary, start_nginx
 from tests.fakes.upstream import FakeUpstream
 from tests.test_api import RecordingAudit
 
@@ -110,19 +109,8 @@ async def test_with_redis_down_the_check_fails_closed(gateway: Factory, own_redi
 
 # -- behind a real nginx, as `auth_request` uses it ------------------------------------------------
 
-NGINX_CONF = """
-daemon off;
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
+NGINX_HTTP = """
     access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
     server {{
         listen 127.0.0.1:{port};
         location = /_check {{
@@ -140,7 +128,6 @@ http {{
             proxy_pass http://127.0.0.1:{upstream_port};
         }}
     }}
-}}
 """
 
 NginxFactory = Callable[[int, int], int]
@@ -149,23 +136,13 @@ NginxFactory = Callable[[int, int], int]
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[NginxFactory]:
     """Starts nginx with `auth_request` against a gateway, in front of an upstream; returns its port."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.access(binary, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail("nginx is missing (scripts/setup-system installs it)")
-        pytest.skip("nginx is missing: apt-get install nginx")
+    nginx_binary()  # skip (or fail in CI) before anything starts
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(gateway_port: int, upstream_port: int) -> int:
-        port, conf_dir = unused_port(), tmp_path / "nginx"
-        conf_dir.mkdir()
-        conf = conf_dir / "nginx.conf"
-        conf.write_text(
-            NGINX_CONF.format(dir=conf_dir, port=port, gateway_port=gateway_port, upstream_port=upstream_port)
-        )
-        args = [binary, "-p", str(conf_dir), "-c", str(conf), "-e", str(conf_dir / "error.log")]
-        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for_port(port, timeout_s=20, proc=procs[-1])
+        port = unused_port()
+        http = NGINX_HTTP.format(port=port, gateway_port=gateway_port, upstream_port=upstream_port)
+        procs.append(start_nginx(tmp_path / "nginx", port, http))
         return port
 
     yield start

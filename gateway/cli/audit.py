@@ -19,8 +19,16 @@ from ..audit.query import MAX_LIMIT, AuditStore, BadQuery, Filter, StoreUnavaila
 from ..audit.redis_sink import RedisAuditStore
 from ..audit.stream_copy import read_chain_id, read_stream_copy
 from ..audit.verify import Anchor, Report, StreamCopy, verify
+from ..redis_connection import close_redis, open_redis
 
 FILTERS = ("user", "namespace", "notebook", "action", "outcome", "since", "until", "text")
+# `--redis` with no URL: the gateway's own Redis, opened from its settings by the factory every replica uses, so
+# Sentinel, ACL users, TLS and passwords read from files work here as they do in `serve`.
+FROM_SETTINGS = "settings"
+REDIS_HELP = (
+    "with no URL: the gateway's Redis from its settings (GATEWAY_REDIS_URL, or GATEWAY_REDIS_SENTINELS, "
+    "with their credentials); put it after the directory, or write --redis=URL"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument(
         "--redis",
+        nargs="?",
+        const=FROM_SETTINGS,
         metavar="URL",
-        help="also compare with this directory's events in the Redis stream (catches events cut from the end)",
+        help="also compare with this directory's events in the Redis stream (catches events cut from the end); "
+        + REDIS_HELP,
     )
     search = commands.add_parser("query", help="search the audit log (newest first) as JSON lines or CSV")
     source = search.add_mutually_exclusive_group()
     source.add_argument("--dir", type=Path, help="an audit directory (default: GATEWAY_AUDIT_DIR)")
-    source.add_argument("--redis", metavar="URL", help="read the cluster-wide stream from this Redis instead")
+    source.add_argument(
+        "--redis",
+        nargs="?",
+        const=FROM_SETTINGS,
+        metavar="URL",
+        help="read the cluster-wide stream from this Redis instead; " + REDIS_HELP,
+    )
     search.add_argument("--user", help="events by this user")
     search.add_argument("--namespace", help="events in this namespace")
     search.add_argument("--notebook", help="events on this notebook server (with --namespace)")
@@ -100,8 +117,11 @@ def run_verify(args: argparse.Namespace) -> int:
                 f"notebook-gateway: cannot check against Redis: {args.directory} has no chain-id file", file=sys.stderr
             )
             return 2
+        client = _redis_client(args)
+        if client is None:
+            return 2
         try:
-            copy = asyncio.run(_read_copy(args.redis, chain_id))
+            copy = asyncio.run(_read_copy(client, chain_id))
         except (RedisError, OSError, ValueError) as exc:
             print(f"notebook-gateway: cannot check against Redis: {exc}", file=sys.stderr)
             return 2
@@ -125,12 +145,19 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _read_copy(url: str, chain_id: str) -> StreamCopy:
-    client = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+def _redis_client(args: argparse.Namespace) -> redis.Redis | None:
+    """The Redis named by `--redis URL`, or (bare `--redis`) the gateway's own; None after reporting bad settings."""
+    if args.redis != FROM_SETTINGS:
+        return redis.Redis.from_url(args.redis, socket_timeout=10, socket_connect_timeout=5)
+    settings = _settings(args)
+    return open_redis(settings) if settings is not None else None
+
+
+async def _read_copy(client: redis.Redis, chain_id: str) -> StreamCopy:
     try:
         return await read_stream_copy(client, chain_id)
     finally:
-        await client.aclose()
+        await close_redis(client)
 
 
 def _print_report(report: Report, copy: StreamCopy | None) -> None:
@@ -158,8 +185,10 @@ async def run_query(args: argparse.Namespace) -> int:
     if args.limit < 0:
         print("notebook-gateway: --limit must be 0 (all) or more", file=sys.stderr)
         return 2
-    client = redis.Redis.from_url(args.redis, socket_timeout=10) if args.redis else None
+    client = _redis_client(args) if args.redis else None
     store: AuditStore
+    if args.redis and client is None:
+        return 2
     if client is not None:
         store = RedisAuditStore(client)
     else:
@@ -180,7 +209,7 @@ async def run_query(args: argparse.Namespace) -> int:
         return 1
     finally:
         if client is not None:
-            await client.aclose()
+            await close_redis(client)
         if isinstance(store, FileIndex):
             await store.stop()
 
