@@ -43,11 +43,13 @@ from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
+from .notebook_credentials import MemoryCredentialStore, RedisCredentialStore
+from .origins import NotebookOrigins
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
-from .web import api, audit_api, configurations_api, ext_authz, pages, policies_api, profiles_api
+from .web import api, audit_api, configurations_api, ext_authz, notebook_login, pages, policies_api, profiles_api
 from .web import oauth as auth_routes
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,11 @@ log = logging.getLogger(__name__)
 DEV_IDP_PATH = "/dev-idp"
 # Routes served without a session; every other route, the notebook proxy included, needs one.
 PUBLIC_ROUTES = (
-    frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC | ext_authz.PUBLIC | pages.PUBLIC
+    frozenset({"healthz", "readyz", "metrics", "static"})
+    | auth_routes.PUBLIC
+    | ext_authz.PUBLIC
+    | pages.PUBLIC
+    | notebook_login.PUBLIC
 )
 
 
@@ -69,12 +75,14 @@ def create_app(settings: Settings) -> web.Application:
             measure,
             error_pages,
             canonical_path,
+            notebook_login.notebook_origin,  # which host may serve what: before anyone is identified
             authenticate(public=PUBLIC_ROUTES, public_prefixes=(f"{DEV_IDP_PATH}/", "/static/")),
         ],
         # Uploads are streamed to the notebook, never read whole, so no size cap applies to them.
         client_max_size=0,
     )
     app[keys.SETTINGS] = settings
+    app[keys.ORIGINS] = build_origins(settings)
     app[keys.METRICS] = Metrics()
     app[keys.AUDIT] = build_audit_log(settings)
     app[keys.METRICS].watch_audit(lambda: app[keys.AUDIT].stats())  # read at each scrape
@@ -88,7 +96,16 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
     app.cleanup_ctx.extend(
-        [http_client, session_store, audit_log, authentication, policy_engine, notebook_backend, profiles]
+        [
+            http_client,
+            session_store,
+            notebook_credentials,
+            audit_log,
+            authentication,
+            policy_engine,
+            notebook_backend,
+            profiles,
+        ]
     )
     app.on_shutdown.append(close_websockets)
     app.add_routes(
@@ -102,6 +119,7 @@ def create_app(settings: Settings) -> web.Application:
             *profiles_api.routes,
             *audit_api.routes,
             *pages.routes,
+            *notebook_login.routes,
         ]
     )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static")
@@ -149,6 +167,30 @@ async def http_client(app: web.Application) -> AsyncIterator[None]:
     ) as session:
         app[keys.HTTP] = session
         yield
+
+
+def build_origins(settings: Settings) -> NotebookOrigins:
+    """Which host serves which notebook; single-origin mode is announced loudly, as the pages do."""
+    try:
+        origins = NotebookOrigins.build(settings.notebook_origins, settings.base_url, settings.notebook_domain)
+    except ValueError as exc:
+        raise ConfigError(
+            [f"GATEWAY_NOTEBOOK_DOMAIN: {exc} (or set GATEWAY_NOTEBOOK_ORIGINS=single, see docs/security.md)"]
+        ) from None
+    if not origins.isolated:
+        log.warning(
+            "GATEWAY_NOTEBOOK_ORIGINS=single: notebooks share the gateway's origin, so a notebook's code runs "
+            "with the session of whoever opens it (it can act as them in the gateway). Set "
+            "GATEWAY_NOTEBOOK_DOMAIN for one origin per notebook; see docs/security.md"
+        )
+    return origins
+
+
+async def notebook_credentials(app: web.Application) -> AsyncIterator[None]:
+    """Notebook origins' credentials and handshake codes: beside the sessions (Redis, or memory for dev)."""
+    client = app.get(keys.REDIS)
+    app[keys.CREDENTIALS] = RedisCredentialStore(client) if client is not None else MemoryCredentialStore()
+    yield
 
 
 async def session_store(app: web.Application) -> AsyncIterator[None]:

@@ -16,6 +16,7 @@ GatewayError                 500 internal_error
   ServiceUnavailable         503 service_unavailable   (a dependency is down, or the notebook is not ready)
     NotebookNotReady         503 notebook_not_ready
   UpstreamTimeout            504 upstream_timeout
+  MisdirectedRequest         421 misdirected_request   (a notebook path off its own host, or another path on it)
 """
 
 from __future__ import annotations
@@ -114,3 +115,10 @@ class NotebookNotReady(ServiceUnavailable):
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
     default_message = "The notebook server took too long to answer."
+
+
+class MisdirectedRequest(GatewayError):
+    """The wrong host: a notebook is served on its own origin, and that origin serves nothing else."""
+
+    status, code = 421, "misdirected_request"
+    default_message = "This host does not serve that path."

@@ -16,6 +16,8 @@ from .backends import NotebookBackend
 from .config import Settings
 from .identity import Identity
 from .metrics import Metrics
+from .notebook_credentials import CredentialStore
+from .origins import NotebookOrigins
 from .profiles import Provisioner
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
@@ -39,6 +41,8 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client IP / username
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
+ORIGINS = web.AppKey("origins", NotebookOrigins)  # which host serves which notebook
+CREDENTIALS = web.AppKey("credentials", CredentialStore)  # notebook origins' credentials and handshake codes
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)  # the peer, or the client behind a trusted proxy
@@ -46,3 +50,5 @@ IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)  # absent for bearer-token and public requests
 # The result of the one canonical path parse; None when the path names no notebook.
 NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")
+# Set when the request came to a notebook's own origin (isolated mode): that origin, e.g. https://nb1--alice.nb.example.com
+NOTEBOOK_ORIGIN = web.RequestKey("notebook_origin", str)

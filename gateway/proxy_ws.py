@@ -20,7 +20,7 @@ from yarl import URL
 
 from . import keys
 from .routing import NotebookPath
-from .web import audit_request
+from .web import audit_request, notebook_login
 
 log = logging.getLogger(__name__)
 
@@ -133,23 +133,23 @@ async def relay(
     metrics.websockets_open.inc()
     # Checked when the policy changes (the only moment the decision can change), not per message.
     release = app[keys.POLICIES].hold(request[keys.IDENTITY], target.namespace, target.name, lambda: _revoke(client))
+    unwatch = notebook_login.watch_session(request, lambda: _revoke(client, b"signed out"))  # sign-out closes it too
     traffic = Traffic()
     started = time.monotonic()
     try:
         await _run(client, upstream, traffic, target)
     finally:
         release()
+        unwatch()
         sockets.discard(client)
         metrics.websockets_open.dec()
         _audit(request, target, traffic, time.monotonic() - started)
     return client
 
 
-def _revoke(client: ClientSide) -> None:
+def _revoke(client: ClientSide, reason: bytes = b"access revoked") -> None:
     """Access was revoked: close the client with 1008 (policy violation); the relay then ends the notebook leg."""
-    task = asyncio.get_running_loop().create_task(
-        client.close(code=WSCloseCode.POLICY_VIOLATION, message=b"access revoked")
-    )
+    task = asyncio.get_running_loop().create_task(client.close(code=WSCloseCode.POLICY_VIOLATION, message=reason))
     _closing.add(task)  # the loop keeps only weak references to tasks
     task.add_done_callback(_closing.discard)
 

@@ -28,6 +28,7 @@ from tests.fakes.node_idp import (
     node_idp,  # noqa: F401  (a fixture for every module)
     sign_in,
 )
+from tests.origins import OriginClient
 
 Client = TestClient[web.Request, web.Application]
 
@@ -58,7 +59,14 @@ atexit.register(shutil.rmtree, _AUDIT_ROOT, True)
 def make_settings(**overrides: Any) -> Settings:
     """Settings for a test: explicit values, with the environment's GATEWAY_* variables ignored."""
     audit_dir = Path(tempfile.mkdtemp(dir=_AUDIT_ROOT))
-    values: dict[str, Any] = {"backend": "static", "log_format": "text", "audit_dir": audit_dir, **overrides}
+    # Single-origin unless a test asks otherwise: a test that cares runs in both (`notebook_origins` below).
+    values: dict[str, Any] = {
+        "backend": "static",
+        "log_format": "text",
+        "audit_dir": audit_dir,
+        "notebook_origins": "single",
+        **overrides,
+    }
     return Settings(**values)
 
 
@@ -96,9 +104,19 @@ def session_headers(client: Client) -> dict[str, str]:
 
 
 @pytest.fixture
-async def gateway_factory(
-    aiohttp_client: Callable[..., Any],
-) -> Callable[..., Any]:
+def notebook_origins() -> str:
+    """How `gateway_factory` serves notebooks; a module runs in both modes by overriding this with
+    `params=["isolated", "single"]`. Isolated uses `*.localhost` names, as `dev` does."""
+    return "single"
+
+
+@pytest.fixture
+def aiohttp_client_cls() -> type[TestClient[Any, Any]]:
+    return OriginClient  # sends notebook paths to the notebook's own origin when the app isolates them
+
+
+@pytest.fixture
+async def gateway_factory(aiohttp_client: Callable[..., Any], notebook_origins: str) -> Callable[..., Any]:
     """Builds the real app (cleanup contexts and all) for some settings and returns a client that
     has signed in (through the development provider) as `user`, or not at all with `user=None`.
     The client sends our own Origin, as the gateway's pages would."""
@@ -112,6 +130,8 @@ async def gateway_factory(
     ) -> Client:
         port = unused_port()
         public = f"http://127.0.0.1:{port}"
+        if notebook_origins == "isolated":
+            overrides = {"notebook_origins": "isolated", "notebook_domain": "localhost", **overrides}
         app = create_app(make_settings(public_url=public, dev_provider=True, **overrides))
         if configure is not None:
             configure(app)  # e.g. swap in a recording audit log before the app starts
