@@ -278,7 +278,7 @@ class Settings(BaseSettings):
     )
     notebook_domain: str | None = Field(
         None,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="Parent domain of the notebook origins (GATEWAY_NOTEBOOK_ORIGINS=isolated), e.g. "
         "`nb.example.com`; must not contain the gateway's own host. Required by `serve` in isolated mode; "
         "`dev` uses `localhost`. Scheme and port are the public URL's.",

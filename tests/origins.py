@@ -106,3 +106,16 @@ class OriginClient(TestClient[web.Request, web.Application]):
                 if resp.status != 302 or location is None:
                     return
                 url = url.join(URL(location))
+
+    async def raw_headers(self, path: str) -> dict[str, str]:
+        """Host, Cookie and Origin for a hand-written request to `path`, as this client would send them."""
+        url = self.make_url(path)
+        origin = self.notebook_origin(path)
+        if origin is not None:
+            await self.handshake(origin, path)
+        cookies = self.session.cookie_jar.filter_cookies(url)
+        return {
+            "Host": f"{url.host}:{url.port}",
+            "Cookie": "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items()),
+            "Origin": str(url.origin()),
+        }

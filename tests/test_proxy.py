@@ -27,6 +27,12 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+@pytest.fixture(params=["isolated", "single"])
+def notebook_origins(request: pytest.FixtureRequest) -> str:
+    """Every test here runs with each notebook on its own origin, and on the gateway's."""
+    return str(request.param)
+
+
 @pytest.fixture
 async def upstream(aiohttp_server: Any) -> FakeUpstream:
     return await FakeUpstream.start(aiohttp_server)
@@ -108,7 +114,7 @@ async def test_client_identity_headers_never_reach_the_notebook(gateway: Client)
 async def test_forwarded_headers_come_from_the_connection_not_the_client(gateway: Client) -> None:
     spoofed = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
     seen = await echo(gateway, headers=spoofed)
-    host = f"{gateway.host}:{gateway.port}"
+    host = f"{gateway.make_url(NB).host}:{gateway.port}"  # the notebook's own host when it has one
     assert header(seen, "X-Forwarded-For") == ["127.0.0.1"]
     assert header(seen, "X-Forwarded-Proto") == ["http"]
     assert header(seen, "X-Forwarded-Host") == [host]

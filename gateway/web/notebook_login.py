@@ -81,7 +81,7 @@ async def notebook_origin(request: web.Request, handler: Handler) -> web.StreamR
     except LoginRequired:
         if request.method not in ("GET", "HEAD") or not _is_navigation(request):
             raise  # an API call, XHR or WebSocket gets the 401; a page load goes round the handshake
-        return _start(request, target)
+        raise _start(request, target) from None
 
 
 def _is_navigation(request: web.Request) -> bool:
@@ -89,7 +89,7 @@ def _is_navigation(request: web.Request) -> bool:
     return headers.get("Sec-Fetch-Mode", "navigate") == "navigate" and "text/html" in headers.get("Accept", "")
 
 
-def _start(request: web.Request, target: routing.NotebookPath) -> web.StreamResponse:
+def _start(request: web.Request, target: routing.NotebookPath) -> web.HTTPFound:
     """Step 1: bind the handshake to this browser with a state cookie, and go to the gateway host.
     A state cookie already set is reused, so that two tabs starting at once do not undo each other."""
     settings = request.app[keys.SETTINGS]
