@@ -148,6 +148,27 @@ async def test_notebook_cannot_set_the_gateways_cookie(gateway: Client) -> None:
     assert not any("notebook_gateway" in c for c in cookies)
 
 
+async def test_a_notebook_cannot_reach_past_its_own_origin_with_headers(gateway: Client, notebook_origins: str) -> None:
+    wide = await gateway.get(NB + "overreach", params={"scope": "/"})
+    assert "Service-Worker-Allowed" not in wide.headers  # never a worker for the gateway's (or another) root
+    cookies = wide.headers.getall("Set-Cookie")
+    assert [c.split("=")[0] for c in cookies] == ["own"]  # no parent-domain cookie, no gateway cookie name
+    own_scope = await gateway.get(NB + "overreach", params={"scope": NB + "lab/"})
+    if notebook_origins == "isolated":
+        assert own_scope.headers["Service-Worker-Allowed"] == NB + "lab/"  # inside its prefix, on its own origin
+    else:
+        assert "Service-Worker-Allowed" not in own_scope.headers  # on the gateway's origin: none at all
+
+
+async def test_single_origin_mode_refuses_notebook_service_workers(gateway: Client, notebook_origins: str) -> None:
+    resp = await gateway.get(NB + "echo", headers={"Service-Worker": "script"})
+    if notebook_origins == "isolated":
+        assert resp.status == 200  # its own origin: a worker there can reach nothing but that notebook
+    else:
+        assert resp.status == 403
+        assert "service workers" in (await resp.json())["message"]
+
+
 async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Client) -> None:
     sent = {"Connection": "keep-alive, X-Hop", "X-Hop": "1", "Keep-Alive": "300", "TE": "trailers"}
     seen = await echo(gateway, headers={**sent, "Proxy-Authorization": "Basic eA==", "X-End": "kept"})
