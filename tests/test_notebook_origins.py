@@ -292,3 +292,15 @@ async def test_a_post_from_another_origin_is_refused(alice: OriginClient) -> Non
     resp = await alice.post(NB1 + "echo", data=b"x", headers={"Origin": origin(alice, NB2)})
     assert resp.status == 403
     assert (await alice.post(NB1 + "echo", data=b"x")).status == 200  # from its own origin
+
+
+# --- single-origin mode ------------------------------------------------------------------------------
+
+
+async def test_single_origin_mode_is_announced_on_the_admin_pages(gateway_factory: Factory, routes: Path) -> None:
+    single = await gateway_factory(routes_file=routes, notebook_origins="single")
+    page = await (await single.get("/notebooks", headers=BROWSER)).text()
+    assert "Single-origin mode." in page and "GATEWAY_NOTEBOOK_DOMAIN" in page
+    assert (await single.get(NB1 + "echo")).status == 200  # notebooks are on the gateway's own origin there
+    isolated = await gateway_factory(routes_file=routes)
+    assert "Single-origin mode." not in await (await isolated.get("/notebooks", headers=BROWSER)).text()
