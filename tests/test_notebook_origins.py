@@ -304,3 +304,30 @@ async def test_single_origin_mode_is_announced_on_the_admin_pages(gateway_factor
     assert (await single.get(NB1 + "echo")).status == 200  # notebooks are on the gateway's own origin there
     isolated = await gateway_factory(routes_file=routes)
     assert "Single-origin mode." not in await (await isolated.get("/notebooks", headers=BROWSER)).text()
+
+
+# --- /oauth2/auth for a notebook's host ----------------------------------------------------------------
+
+
+async def test_the_sign_in_check_on_a_notebook_host_takes_that_notebooks_credential_only(
+    alice: OriginClient, aiohttp_client: Any
+) -> None:
+    assert (await alice.get(NB1 + "echo")).status == 200  # alice holds nb1's credential
+    nb1 = URL(origin(alice, NB1))
+    host = {"Host": f"{nb1.host}:{nb1.port}"}
+    check = alice.make_url("/oauth2/auth" + NB1 + "lab")  # Envoy: the prefix, then the original path
+    credential = alice.session.cookie_jar.filter_cookies(nb1)[NOTEBOOK_COOKIE].value
+    allowed = await alice.session.get(check, headers={**host, "Cookie": f"{NOTEBOOK_COOKIE}={credential}"})
+    assert allowed.status == 200 and allowed.headers["kubeflow-userid"] == "alice@example.com"
+    nginx = alice.make_url("/oauth2/auth")
+    sent = {**host, "Cookie": f"{NOTEBOOK_COOKIE}={credential}", "X-Original-URI": NB1 + "api/kernels"}
+    assert (await alice.session.get(nginx, headers=sent)).status == 202
+    other = await alice.session.get(alice.make_url("/oauth2/auth" + NB2), headers={**host, "Cookie": sent["Cookie"]})
+    assert other.status == 403  # nb1's host checking a path of nb2
+    session_cookie = alice.session.cookie_jar.filter_cookies(alice.make_url("/"))[SESSION_COOKIE].value
+    stranger = await browser(aiohttp_client, alice, None)
+    with_session = {**host, "Cookie": f"{SESSION_COOKIE}={session_cookie}"}
+    assert (await stranger.session.get(check, headers=with_session)).status == 401
+    page = await stranger.session.get(check, headers={**host, **BROWSER}, allow_redirects=False)
+    assert page.status == 302 and "/oauth2/notebook-login?" in page.headers["Location"]  # the handshake
+    assert any(c.startswith("notebook_gateway_notebook_state=") for c in page.headers.getall("Set-Cookie"))

@@ -39,6 +39,9 @@ routes = web.RouteTableDef()
 CALLBACK_PATH = "/_gateway/notebook-callback"
 # The callback authenticates by its code; the login route needs the gateway session like any page.
 PUBLIC = frozenset({"notebook_callback"})
+# Served on a notebook's host besides its own paths: the callback, and the `/oauth2/auth` checks a
+# proxy in front makes for that host (web/ext_authz.py), which pass its Host on.
+ON_NOTEBOOK_HOSTS = PUBLIC | {"oauth2_auth", "oauth2_auth_prefix"}
 STATE_TTL_S = 600  # a handshake started in a tab must come back within ten minutes
 SESSION_CHECK_S = 1.0  # how often an open WebSocket's session is checked (sign-out closes it within this)
 
@@ -69,7 +72,7 @@ async def notebook_origin(request: web.Request, handler: Handler) -> web.StreamR
             f"Notebook server {target.namespace}/{target.name} is served at {origin}, not on the gateway's host; "
             "send the request there."
         )
-    if request.match_info.route.name in PUBLIC:
+    if request.match_info.route.name in ON_NOTEBOOK_HOSTS:
         return await handler(request)
     if target is None or not origins.serves(request.host, target.namespace, target.name):
         raise MisdirectedRequest(
@@ -89,7 +92,7 @@ def _is_navigation(request: web.Request) -> bool:
     return headers.get("Sec-Fetch-Mode", "navigate") == "navigate" and "text/html" in headers.get("Accept", "")
 
 
-def _start(request: web.Request, target: routing.NotebookPath) -> web.HTTPFound:
+def _start(request: web.Request, target: routing.NotebookPath, return_to: str | None = None) -> web.HTTPFound:
     """Step 1: bind the handshake to this browser with a state cookie, and go to the gateway host.
     A state cookie already set is reused, so that two tabs starting at once do not undo each other."""
     settings = request.app[keys.SETTINGS]
@@ -98,7 +101,7 @@ def _start(request: web.Request, target: routing.NotebookPath) -> web.HTTPFound:
     state = _single_cookie(request, state_name)
     if state is None or not 32 <= len(state) <= 64:
         state = new_secret()
-    query = {"notebook": f"{target.namespace}/{target.name}", "state": state, "rd": request.raw_path}
+    query = {"notebook": f"{target.namespace}/{target.name}", "state": state, "rd": return_to or request.raw_path}
     response = web.HTTPFound(f"{settings.base_url}/oauth2/notebook-login?{urlencode(query)}")
     response.set_cookie(state_name, state, path="/", httponly=True, samesite="Lax", secure=secure, max_age=STATE_TTL_S)
     _no_trace(response)
@@ -254,3 +257,26 @@ def watch_session(request: web.Request, cut: Callable[[], None]) -> Callable[[],
         task.cancel()
 
     return stop
+
+
+async def identify_check(request: web.Request, original: str) -> tuple[Identity | None, Session | None]:
+    """For `/oauth2/auth`: who the checked request is. On a notebook's host (the proxy in front passes
+    the original Host) that is its bearer token or that notebook's credential, never the session
+    cookie; a path of anything but that notebook is refused. Elsewhere, as on the gateway's host."""
+    origins = request.app[keys.ORIGINS]
+    if not origins.isolated or origins.notebook_label(request.host) is None:
+        return await attempts.identify(request)
+    target = routing.parse(original)  # InvalidPath: 400
+    if target is None or not origins.serves(request.host, target.namespace, target.name):
+        raise Forbidden(f"{request.host} serves one notebook server only.")
+    request[keys.NOTEBOOK_PATH] = target
+    return await identify(request, touch=True)
+
+
+def start_for_check(request: web.Request, original: str) -> web.HTTPFound | None:
+    """For an ext_authz check of a page load on a notebook's host without a credential: the handshake's
+    first redirect (and its state cookie, which the proxy passes on); None anywhere else."""
+    target = request.get(keys.NOTEBOOK_PATH)
+    if target is None or not request.app[keys.ORIGINS].notebook_label(request.host):
+        return None
+    return _start(request, target, original)
