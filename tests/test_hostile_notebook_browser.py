@@ -110,12 +110,16 @@ async def page() -> AsyncIterator[Page]:
 
 @pytest.fixture
 async def gateway(aiohttp_server: Any, tmp_path: Path) -> web.Application:
+    return await start_gateway(aiohttp_server, tmp_path, "isolated")
+
+
+async def start_gateway(aiohttp_server: Any, tmp_path: Path, mode: str) -> web.Application:
     port = unused_port()
     base = f"http://127.0.0.1:{port}"
     other = await FakeUpstream.start(aiohttp_server)
     app_config = {
         "gateway": base,
-        "other": f"http://other--ops.localhost:{port}",
+        "other": f"http://other--ops.localhost:{port}" if mode == "isolated" else base,
         "otherPath": OTHER,
         "evilPath": EVIL,
     }
@@ -133,8 +137,8 @@ async def gateway(aiohttp_server: Any, tmp_path: Path) -> web.Application:
         policy_file=policy,
         bootstrap_admins=("admin@example.com",),
         auto_profile=False,
-        notebook_origins="isolated",
-        notebook_domain="localhost",
+        notebook_origins=mode,
+        notebook_domain="localhost" if mode == "isolated" else None,
     )
     app = create_app(settings)
     await aiohttp_server(app, port=port)
@@ -152,7 +156,8 @@ async def open_hostile_page(page: Page, app: web.Application, user: str) -> dict
     if user == "admin@example.com":
         await page.goto(base(app) + OTHER + "echo")  # the admin holds a credential for another notebook too
     await page.goto(base(app) + EVIL)
-    assert page.url == f"http://evil--mallory.localhost:{base(app).rsplit(':', 1)[1]}{EVIL}"
+    if app[keys.ORIGINS].isolated:
+        assert page.url == f"http://evil--mallory.localhost:{base(app).rsplit(':', 1)[1]}{EVIL}"
     await page.wait_for_function("window.results !== undefined", timeout=20_000)
     results: dict[str, str] = await page.evaluate("window.results")
     print(json.dumps(results, indent=1))  # shown when a test fails: what each attempt ran into
@@ -185,3 +190,18 @@ async def test_the_owner_opening_the_same_page_gets_what_a_notebook_may(page: Pa
     assert results["service_worker_own_prefix"].startswith("ok:")  # inside its own prefix, on its own origin
     assert not results["service_worker_at_root"].startswith("ok:")
     assert not results["read_policies"].startswith("ok:")  # the gateway's API is not the notebook's to read
+
+
+async def test_in_single_origin_mode_the_same_page_acts_as_the_admin(
+    page: Page, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """What docs/security.md says single-origin mode cannot stop, shown: the page is the admin. What
+    it still stops: a service worker for the origin (or any from a notebook)."""
+    gateway = await start_gateway(aiohttp_server, tmp_path, "single")
+    results = await open_hostile_page(page, gateway, "admin@example.com")
+    assert results["grant_cluster_admin_here"].startswith("ok:")
+    assert results["read_notebooks_page_here"].startswith("ok:")
+    assert any(rule.subject == "user:mallory@example.com" and rule.role == "cluster-admin"
+               for rule in gateway[keys.POLICIES].doc.rules)  # fmt: skip
+    assert not results["service_worker_at_root"].startswith("ok:")
+    assert not results["service_worker_own_prefix"].startswith("ok:")
