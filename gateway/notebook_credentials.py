@@ -8,11 +8,12 @@ touching it. Sign-out also deletes a session's credentials, so nothing is left b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -121,48 +122,43 @@ class RedisCredentialStore:
 
     async def put_code(self, grant: Grant) -> str:
         code = new_secret()
-        try:
+        with _available():
             await self.client.set(f"{self.prefix}nbcode:{code}", json.dumps(asdict(grant)), px=int(CODE_TTL_S * 1000))
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return code
 
     async def take_code(self, code: str) -> Grant | None:
-        try:
+        with _available():
             raw = await self.client.getdel(f"{self.prefix}nbcode:{code}")
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return None if raw is None else Grant(**json.loads(raw))
 
     async def save(self, credential: Credential, ttl_s: float) -> None:
         index = f"{self.prefix}nbs:{credential.session_id}"
-        try:
+        with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.set(f"{self.prefix}nbc:{credential.id}", json.dumps(asdict(credential)), px=int(ttl_s * 1000))
             pipe.sadd(index, credential.id)
             pipe.expire(index, int(ttl_s) + 60)
             await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
 
     async def load(self, credential_id: str) -> Credential | None:
-        try:
+        with _available():
             raw = await self.client.get(f"{self.prefix}nbc:{credential_id}")
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return None if raw is None else Credential(**json.loads(raw))
 
     async def end_session(self, session_id: str) -> int:
         index = f"{self.prefix}nbs:{session_id}"
-        try:
+        with _available():
             members = await self.client.smembers(index)
             ids = [m.decode() if isinstance(m, bytes) else str(m) for m in members]
             deleted = await self.client.delete(*(f"{self.prefix}nbc:{i}" for i in ids)) if ids else 0
             await self.client.delete(index)
-        except (RedisError, OSError) as exc:
-            raise _unavailable() from exc
         return int(deleted)
 
 
-def _unavailable() -> ServiceUnavailable:
-    return ServiceUnavailable("The credential store (Redis) is unavailable; try again shortly.")
+@contextlib.contextmanager
+def _available() -> Iterator[None]:
+    """Any Redis failure becomes a 503, here, where Redis is called."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("The credential store (Redis) is unavailable; try again shortly.") from exc

@@ -6,41 +6,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Page, expect
 
-from .browser import (
-    JUPYTER_START_S,
-    DevGateway,
-    browser_page,
-    dev_gateway_running,
-    form_ready,
-    run_in_jupyterlab,
-    server_row,
-    sign_in,
-)
+from .browser import JUPYTER_START_S, DevGateway, form_ready, run_in_jupyterlab, server_row, sign_in
+from .test_pages_browser import dev_gateway, page  # noqa: F401  (fixtures: a browser page, `notebook-gateway dev`)
 
 WAIT_MS = JUPYTER_START_S * 1000
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    async with browser_page() as opened:
-        yield opened
-
-
-@pytest.fixture
-def dev_gateway(tmp_path: Path) -> Iterator[DevGateway]:
-    with dev_gateway_running(tmp_path) as gateway:
-        yield gateway
-
-
-async def test_jupyterlab_on_its_own_origin_runs_code_uploads_and_opens_a_terminal(
-    page: Page, dev_gateway: DevGateway, tmp_path: Path
-) -> None:
+async def test_jupyterlab_on_its_own_origin(page: Page, dev_gateway: DevGateway, tmp_path: Path) -> None:  # noqa: F811
+    """CONNECT -> JupyterLab on lab--alice.localhost: a kernel prints 42, an upload lands, a terminal runs."""
     await page.goto(dev_gateway.url("/"))
     await sign_in(page, "alice@example.com")
     await page.get_by_role("button", name="NEW SERVER").click()
