@@ -32,8 +32,6 @@ async def test_jupyterlab_on_its_own_origin(page: Page, dev_gateway: DevGateway,
     own_origin = f"http://lab--alice.localhost:{dev_gateway.port}"
     await expect(jupyter).to_have_url(re.compile(rf"^{re.escape(own_origin)}/notebook/alice/lab/"), timeout=WAIT_MS)
 
-    # JupyterLab restores the last layout it saved for this URL (in ~/.jupyter): start from a launcher.
-    await jupyter.locator('[title="New Launcher"]').first.click(timeout=WAIT_MS)
     await expect(await run_in_jupyterlab(jupyter, "print(6*7)")).to_have_text("42", timeout=WAIT_MS)
 
     notebook = tmp_path / "uploaded.ipynb"

@@ -355,6 +355,10 @@ class LocalBackend:
         env |= {
             "JUPYTER_PLATFORM_DIRS": "1",
             "JUPYTER_RUNTIME_DIR": str(paths.runtime),
+            # JupyterLab's saved layout per server, as in a notebook's own pod; not one file in the
+            # developer's ~/.config that every dev server would reopen (a terminal left open in one
+            # would come back in the next).
+            "JUPYTERLAB_WORKSPACES_DIR": str(paths.root / "lab-workspaces"),
             "NB_PREFIX": server.prefix.rstrip("/"),  # as Kubeflow sets it in notebook containers
             "PYTHONUNBUFFERED": "1",
         }
