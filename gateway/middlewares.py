@@ -4,9 +4,10 @@
 2. `error_pages`: `GatewayError` -> an HTML page for browsers or JSON for API clients; an
    unexpected error is logged once, with its traceback, and answered as a plain 500.
 3. `canonical_path`: the one path parse (`routing.parse`); its result is on the request.
-4. `authenticate(public=...)`: attaches the `Identity` from a bearer token or the session cookie,
-   refuses cross-site state changes, and fails closed (`LoginRequired`) for every route not named
-   public.
+   Then `web.notebook_login.notebook_origin` keeps each host to its job (isolated notebook origins).
+4. `authenticate(public=...)`: attaches the `Identity` from a bearer token or the session cookie
+   (on a notebook's own origin: that notebook's credential), refuses cross-site state changes, and
+   fails closed (`LoginRequired`) for every route not named public.
 `measure` sits just inside `request_context`, so it counts the responses `error_pages` renders.
 """
 
