@@ -331,3 +331,10 @@ async def test_the_sign_in_check_on_a_notebook_host_takes_that_notebooks_credent
     page = await stranger.session.get(check, headers={**host, **BROWSER}, allow_redirects=False)
     assert page.status == 302 and "/oauth2/notebook-login?" in page.headers["Location"]  # the handshake
     assert any(c.startswith("notebook_gateway_notebook_state=") for c in page.headers.getall("Set-Cookie"))
+
+
+async def test_an_expired_session_ends_the_notebook_credential(gateway_factory: Factory, routes: Path) -> None:
+    alice: OriginClient = await gateway_factory(routes_file=routes, session_idle_timeout_s=1.0)
+    assert (await alice.get(NB1 + "echo")).status == 200
+    await asyncio.sleep(1.5)  # idle past the timeout: the session ends, and the credential with it
+    assert (await alice.get(NB1 + "echo")).status == 401

@@ -119,7 +119,7 @@ def run(settings: config.Settings, *, dev: bool) -> int:
         if settings.notebook_origins == "isolated":
             print(
                 f"Each notebook server opens on its own origin, http://<name>--<namespace>.{settings.notebook_domain}"
-                f":{settings.port}/ (Chromium, Firefox and curl resolve *.localhost to this machine).",
+                f":{settings.port}/ (Chromium and curl resolve *.localhost to this machine by themselves).",
                 flush=True,
             )
         else:
