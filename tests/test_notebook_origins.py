@@ -17,9 +17,11 @@ from gateway import notebook_credentials
 from gateway.cookies import NOTEBOOK_COOKIE, SESSION_COOKIE
 from gateway.origins import MAX_LABEL, NotebookOrigins, label
 from gateway.routing import is_dns_label
-from tests.conftest import sign_in_dev, wait_until
+from tests.conftest import sign_in_dev, unused_port, wait_until
+from tests.fakes.idp import FakeIdP
 from tests.fakes.upstream import FakeUpstream
 from tests.origins import BROWSER, OriginClient
+from tests.test_signin import StartGateway, fake, fake_settings, sign_in_fake, start_gateway  # noqa: F401
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 Factory = Callable[..., Any]
@@ -338,3 +340,17 @@ async def test_an_expired_session_ends_the_notebook_credential(gateway_factory: 
     assert (await alice.get(NB1 + "echo")).status == 200
     await asyncio.sleep(1.5)  # idle past the timeout: the session ends, and the credential with it
     assert (await alice.get(NB1 + "echo")).status == 401
+
+
+async def test_the_providers_back_channel_logout_ends_the_notebook_credential(
+    fake: FakeIdP,  # noqa: F811
+    start_gateway: StartGateway,  # noqa: F811
+) -> None:
+    isolated = {"notebook_origins": "isolated", "notebook_domain": "localhost"}
+    client: OriginClient = await start_gateway(unused_port(), **isolated, **fake_settings(fake))  # type: ignore[assignment]
+    fake.claims = {"sid": "provider-session-9"}
+    await sign_in_fake(client, fake)
+    assert (await client.get(NB1 + "echo")).status == 200
+    token = fake.logout_token(sid="provider-session-9")
+    assert (await client.post("/oauth2/backchannel-logout", data={"logout_token": token})).status == 200
+    assert (await client.get(NB1 + "echo")).status == 401
