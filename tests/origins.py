@@ -10,6 +10,7 @@ import socket
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
@@ -39,6 +40,13 @@ class LoopbackResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._default.close()
+
+
+@pytest.fixture(params=["isolated", "single"], name="notebook_origins")
+def in_both_origin_modes(request: pytest.FixtureRequest) -> str:
+    """Imported by a test module, it runs every test there with each notebook on its own origin, and on
+    the gateway's (it overrides conftest's `notebook_origins`)."""
+    return str(request.param)
 
 
 def loopback_connector() -> aiohttp.TCPConnector:

@@ -20,17 +20,12 @@ from gateway.proxy_headers import IDENTITY_HEADERS, fold
 from tests.conftest import Client, make_settings, unused_port, wait_until
 from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import RANGE_BODY, FakeUpstream
+from tests.origins import in_both_origin_modes  # noqa: F401  (fixture: every test here runs in both)
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 NB = "/notebook/alice/nb1/"
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-
-
-@pytest.fixture(params=["isolated", "single"])
-def notebook_origins(request: pytest.FixtureRequest) -> str:
-    """Every test here runs with each notebook on its own origin, and on the gateway's."""
-    return str(request.param)
 
 
 @pytest.fixture

@@ -15,17 +15,11 @@ from aiohttp import WSMsgType
 
 from tests.conftest import Client, wait_until
 from tests.fakes.upstream import KERNEL_PROTOCOL, FakeUpstream, WsClose
-from tests.origins import OriginClient
+from tests.origins import OriginClient, in_both_origin_modes  # noqa: F401  (fixture: every test here runs in both)
 from tests.test_proxy import serving
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 WS = "/notebook/alice/nb1/ws"
-
-
-@pytest.fixture(params=["isolated", "single"])
-def notebook_origins(request: pytest.FixtureRequest) -> str:
-    """Every test here runs with each notebook on its own origin, and on the gateway's."""
-    return str(request.param)
 
 
 @pytest.fixture
