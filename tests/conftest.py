@@ -105,8 +105,8 @@ def session_headers(client: Client) -> dict[str, str]:
 
 @pytest.fixture
 def notebook_origins() -> str:
-    """How `gateway_factory` serves notebooks; a module runs in both modes by overriding this with
-    `params=["isolated", "single"]`. Isolated uses `*.localhost` names, as `dev` does."""
+    """How `gateway_factory` serves notebooks; a module runs in both modes by importing
+    `tests.origins.in_both_origin_modes`, which overrides this. Isolated uses `*.localhost` names, as `dev` does."""
     return "single"
 
 
