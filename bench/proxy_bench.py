@@ -266,6 +266,8 @@ def start_gateway(
         "GATEWAY_BOOTSTRAP_ADMINS": "bench@example.com",
         # The run's own audit log: not the tree's .dev/audit, which a dev gateway there may be writing.
         "GATEWAY_AUDIT_DIR": str(workdir / "audit"),
+        # The benchmark reaches the notebook at the gateway's own address (no wildcard DNS on a bench machine).
+        "GATEWAY_NOTEBOOK_ORIGINS": "single",
     }
     args = [sys.executable, "-m", "gateway", "serve"]
     if profile is not None:  # cProfile writes its stats when SIGTERM ends the server

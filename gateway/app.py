@@ -47,14 +47,26 @@ from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
+from .notebook_credentials import MemoryCredentialStore, RedisCredentialStore
 from .onboarding import Onboarding
+from .origins import NotebookOrigins
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .redis_connection import close_redis, open_redis
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
 from .userslots import UserSlots
-from .web import api, audit_api, configurations_api, ext_authz, limits, pages, policies_api, profiles_api
+from .web import (
+    api,
+    audit_api,
+    configurations_api,
+    ext_authz,
+    limits,
+    notebook_login,
+    pages,
+    policies_api,
+    profiles_api,
+)
 from .web import oauth as auth_routes
 
 log = logging.getLogger(__name__)
@@ -62,7 +74,11 @@ log = logging.getLogger(__name__)
 DEV_IDP_PATH = "/dev-idp"
 # Routes served without a session; every other route, the notebook proxy included, needs one.
 PUBLIC_ROUTES = (
-    frozenset({"healthz", "readyz", "metrics", "static"}) | auth_routes.PUBLIC | ext_authz.PUBLIC | pages.PUBLIC
+    frozenset({"healthz", "readyz", "metrics", "static"})
+    | auth_routes.PUBLIC
+    | ext_authz.PUBLIC
+    | pages.PUBLIC
+    | notebook_login.PUBLIC
 )
 
 
@@ -79,6 +95,7 @@ def create_app(settings: Settings) -> web.Application:
             measure,
             error_pages,
             canonical_path,
+            notebook_login.notebook_origin,  # which host may serve what: before anyone is identified
             authenticate(public=PUBLIC_ROUTES, public_prefixes=(f"{DEV_IDP_PATH}/", "/static/")),
             limits.refuse_encoded_bodies,
         ],
@@ -95,6 +112,7 @@ def create_app(settings: Settings) -> web.Application:
         },
     )
     app[keys.SETTINGS] = settings
+    app[keys.ORIGINS] = build_origins(settings)
     app[keys.METRICS] = Metrics()
     app[keys.AUDIT] = build_audit_log(settings)
     app[keys.METRICS].watch_audit(lambda: app[keys.AUDIT].stats())  # read at each scrape
@@ -119,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
         [
             http_client,
             session_store,
+            notebook_credentials,
             audit_log,
             kubernetes,
             refusal_summaries,
@@ -141,6 +160,7 @@ def create_app(settings: Settings) -> web.Application:
             *profiles_api.routes,
             *audit_api.routes,
             *pages.routes,
+            *notebook_login.routes,
         )
     )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static", expect_handler=limits.defer_continue)
@@ -208,6 +228,30 @@ async def http_client(app: web.Application) -> AsyncIterator[None]:
             app[keys.HTTP] = session
             app[keys.WS_HTTP] = ws_session
             yield
+
+
+def build_origins(settings: Settings) -> NotebookOrigins:
+    """Which host serves which notebook; single-origin mode is announced loudly, as the pages do."""
+    try:
+        origins = NotebookOrigins.build(settings.notebook_origins, settings.base_url, settings.notebook_domain)
+    except ValueError as exc:
+        raise ConfigError(
+            [f"GATEWAY_NOTEBOOK_DOMAIN: {exc} (or set GATEWAY_NOTEBOOK_ORIGINS=single, see docs/security.md)"]
+        ) from None
+    if not origins.isolated:
+        log.warning(
+            "GATEWAY_NOTEBOOK_ORIGINS=single: notebooks share the gateway's origin, so a notebook's code runs "
+            "with the session of whoever opens it (it can act as them in the gateway). Set "
+            "GATEWAY_NOTEBOOK_DOMAIN for one origin per notebook; see docs/security.md"
+        )
+    return origins
+
+
+async def notebook_credentials(app: web.Application) -> AsyncIterator[None]:
+    """Notebook origins' credentials and handshake codes: beside the sessions (Redis, or memory for dev)."""
+    client = app.get(keys.REDIS)
+    app[keys.CREDENTIALS] = RedisCredentialStore(client) if client is not None else MemoryCredentialStore()
+    yield
 
 
 async def session_store(app: web.Application) -> AsyncIterator[None]:
@@ -466,11 +510,16 @@ def refresh_failed_audit(app: web.Application) -> Callable[[Session, str, bool],
     return emit
 
 
-def build_backend(settings: Settings, kube: KubeClient | None) -> NotebookBackend:
+def build_backend(settings: Settings, kube: KubeClient | None, origins: NotebookOrigins) -> NotebookBackend:
     if settings.backend == "local":
-        # Jupyter accepts these as Host (besides loopback addresses): the names the gateway is reached at.
+        # Jupyter accepts these as Host (besides loopback addresses): the names the gateway is reached at,
+        # and each server its own origin's host when notebooks are isolated.
         hostnames = tuple(dict.fromkeys(("localhost", URL(settings.base_url).host or "localhost")))
-        return LocalBackend(settings.local_dir, hostnames=hostnames)
+
+        def own_host(namespace: str, name: str) -> str | None:
+            return URL(origins.origin(namespace, name)).host if origins.isolated else None
+
+        return LocalBackend(settings.local_dir, hostnames=hostnames, notebook_host=own_host)
     if settings.backend == "static":
         assert settings.routes_file is not None  # the settings refuse a static backend without one
         return StaticBackend(settings.routes_file)
@@ -486,7 +535,7 @@ def build_backend(settings: Settings, kube: KubeClient | None) -> NotebookBacken
 
 async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    backend = build_backend(settings, app.get(keys.KUBE))
+    backend = build_backend(settings, app.get(keys.KUBE), app[keys.ORIGINS])
     discovery = None
     if isinstance(backend, KubernetesBackend):
         backend.observer = discovery = notebook_discovery(app)

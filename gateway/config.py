@@ -402,6 +402,22 @@ class Settings(BaseSettings):
         description="Requests to notebooks one user may have in flight at once (WebSockets included); more get "
         "429, so that one user cannot take the upstream connection pool from everyone else.",
     )
+    # Notebook origins (issue 13): each notebook server on its own origin, so its code never runs
+    # with the gateway's session. See docs/security.md.
+    notebook_origins: Literal["isolated", "single"] = Field(
+        "isolated",
+        description="`isolated`: every notebook server is served on its own origin, "
+        "<name>--<namespace>.<GATEWAY_NOTEBOOK_DOMAIN> (needs wildcard DNS and a wildcard certificate), with its "
+        "own credential. `single`: notebooks share the gateway's origin, so a notebook's code can act as whoever "
+        "opens it; only for installs without wildcard DNS (see docs/security.md).",
+    )
+    notebook_domain: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        description="Parent domain of the notebook origins (GATEWAY_NOTEBOOK_ORIGINS=isolated), e.g. "
+        "`nb.example.com`; must not contain the gateway's own host. Required by `serve` in isolated mode; "
+        "`dev` uses `localhost`. Scheme and port are the public URL's.",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -513,6 +529,11 @@ class Settings(BaseSettings):
             problems.append(f"{ENV_PREFIX}SESSION_STORE: `memory` is for dev only; `serve` keeps sessions in Redis")
         if self.first_user_admin:
             problems.append(f"{ENV_PREFIX}FIRST_USER_ADMIN: whoever signs in first would run the cluster; dev only")
+        if self.notebook_origins == "isolated" and self.notebook_domain is None:
+            problems.append(
+                f"{ENV_PREFIX}NOTEBOOK_DOMAIN: required for isolated notebook origins (or set "
+                f"{ENV_PREFIX}NOTEBOOK_ORIGINS=single, which lets a notebook act as whoever opens it)"
+            )
         return problems
 
     @classmethod

@@ -5,6 +5,7 @@ GatewayError                 500 internal_error
     InvalidPath              400 invalid_path          (the one path parse refused it)
     InvalidNotebookSpec      400 invalid_notebook      (the create form / JSON was wrong)
     InvalidCallback          400 invalid_callback      (a sign-in's state, binding cookie or code did not match)
+    InvalidHandshake         400 invalid_notebook_login (a notebook origin's sign-in code or state did not match)
   LoginRequired              401 login_required
   LoginFailed                401 login_failed          (a page, not another round to the provider)
   InvalidToken               401 invalid_token         (a bearer, ID or logout token did not check out)
@@ -37,6 +38,7 @@ GatewayError                 500 internal_error
     KubernetesConflict       409 conflict              (`already_exists`: a create met an object of that name)
     KubernetesInvalid        400 bad_request           (400/422: the API server refused the object)
     KubernetesGone           500 internal_error        (410: a watch's resourceVersion expired; relist)
+  MisdirectedRequest         421 misdirected_request   (a notebook path off its own host, or another path on it)
 """
 
 from __future__ import annotations
@@ -138,6 +140,11 @@ class NotebookNotReady(ServiceUnavailable):
 class InvalidCallback(BadRequest):
     code = "invalid_callback"
     default_message = "This sign-in could not be completed; please sign in again."
+
+
+class InvalidHandshake(BadRequest):
+    code = "invalid_notebook_login"
+    default_message = "This notebook sign-in could not be completed; open the notebook again."
 
 
 class LoginFailed(GatewayError):
@@ -283,3 +290,10 @@ class TooManyConnections(TooManyRequests):
 
     code = "too_many_connections"
     default_message = "You have too many connections to notebook servers open; close some and try again."
+
+
+class MisdirectedRequest(GatewayError):
+    """The wrong host: a notebook is served on its own origin, and that origin serves nothing else."""
+
+    status, code = 421, "misdirected_request"
+    default_message = "This host does not serve that path."

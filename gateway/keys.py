@@ -20,7 +20,9 @@ from .config import Settings
 from .identity import Identity
 from .kube.client import KubeClient
 from .metrics import Metrics
+from .notebook_credentials import CredentialStore
 from .onboarding import Onboarding
+from .origins import NotebookOrigins
 from .profiles import Provisioner
 from .ratelimit import FailureCounter
 from .routing import NotebookPath
@@ -55,6 +57,8 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 ONBOARDING = web.AppKey("onboarding", Onboarding)  # what a sign-in sets up: first-user admin, self-service profile
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
+ORIGINS = web.AppKey("origins", NotebookOrigins)  # which host serves which notebook
+CREDENTIALS = web.AppKey("credentials", CredentialStore)  # notebook origins' credentials and handshake codes
 
 REQUEST_ID = web.RequestKey("request_id", str)
 CLIENT_IP = web.RequestKey("client_ip", str)  # the peer, or the client behind a trusted proxy
@@ -63,3 +67,5 @@ SESSION = web.RequestKey("session", Session)  # absent for bearer-token and publ
 # The result of the one canonical path parse; None when the path names no notebook.
 NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")
 CONTINUED = web.RequestKey("continued", bool)  # `100 Continue` was sent (see web/limits.py)
+# Set when the request came to a notebook's own origin (isolated mode): that origin, e.g. https://nb1--alice.nb.example.com
+NOTEBOOK_ORIGIN = web.RequestKey("notebook_origin", str)

@@ -4,9 +4,10 @@
 2. `error_pages`: `GatewayError` -> an HTML page for browsers or JSON for API clients; an
    unexpected error is logged once, with its traceback, and answered as a plain 500.
 3. `canonical_path`: the one path parse (`routing.parse`); its result is on the request.
-4. `authenticate(public=...)`: attaches the `Identity` from a bearer token or the session cookie,
-   refuses cross-site state changes, and fails closed (`LoginRequired`) for every route not named
-   public.
+   Then `web.notebook_login.notebook_origin` keeps each host to its job (isolated notebook origins).
+4. `authenticate(public=...)`: attaches the `Identity` from a bearer token or the session cookie
+   (on a notebook's own origin: that notebook's credential), refuses cross-site state changes, and
+   fails closed (`LoginRequired`) for every route not named public.
 `measure` sits just inside `request_context`, so it counts the responses `error_pages` renders.
 """
 
@@ -29,7 +30,7 @@ from . import keys, routing
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
 from .logs import REQUEST_ID, scrub
-from .web import audit_request
+from .web import audit_request, notebook_login
 from .web.signin import identify
 
 log = logging.getLogger(__name__)
@@ -149,14 +150,21 @@ def authenticate(*, public: frozenset[str], public_prefixes: tuple[str, ...] = (
     async def impl(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.route.name in public or request.path.startswith(public_prefixes):
             return await handler(request)
-        identity, session = await identify(request, touch=BACKGROUND_HEADER not in request.headers)
+        touch = BACKGROUND_HEADER not in request.headers
+        # On a notebook's own origin, its credential stands in for the session cookie, and that origin is "this site".
+        origin = request.get(keys.NOTEBOOK_ORIGIN)
+        if origin is not None:
+            identity, session = await notebook_login.identify(request, touch=touch)
+        else:
+            identity, session = await identify(request, touch=touch)
+            origin = request.app[keys.SETTINGS].base_url
         if identity is None:
             raise LoginRequired()
         request[keys.IDENTITY] = identity
         if session is None:  # a bearer token: no cookie, so no cross-site request to fear
             return await handler(request)
         websocket = request.headers.get("Upgrade", "").lower() == "websocket"
-        reason = cross_origin_reason(request.method, request.headers, request.app[keys.SETTINGS].base_url, websocket)
+        reason = cross_origin_reason(request.method, request.headers, origin, websocket)
         if reason is not None:
             raise Forbidden(reason)
         request[keys.SESSION] = session

@@ -17,7 +17,7 @@ from yarl import URL
 
 from . import keys, proxy_headers, proxy_ws, routing
 from .backends import UpstreamTokens
-from .errors import BadRequest, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
+from .errors import BadRequest, Forbidden, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
 from .web import audit_request, limits
@@ -41,6 +41,9 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     app = request.app
     identity = request[keys.IDENTITY]
+    if not app[keys.ORIGINS].isolated and request.headers.get("Service-Worker") == "script":
+        # On the gateway's origin a notebook's service worker would outlive the visit and act as its visitors.
+        raise Forbidden("Notebooks may not register service workers in single-origin mode (GATEWAY_NOTEBOOK_ORIGINS).")
     # Authorize before looking anything up, so the answer does not reveal which notebooks exist.
     app[keys.AUTHZ].require(identity, target.namespace, "connect", target.name)
     backend = app[keys.BACKEND]
@@ -162,7 +165,7 @@ async def _forward_http(request: web.Request, url: URL, target: NotebookPath, to
                 return web.Response(
                     status=upstream.status,
                     reason=upstream.reason,
-                    headers=proxy_headers.downstream_headers(upstream.headers),
+                    headers=proxy_headers.downstream_headers(upstream.headers, _worker_scope(request, target)),
                     body=payload,
                 )
         except BaseException:
@@ -174,13 +177,20 @@ async def _forward_http(request: web.Request, url: URL, target: NotebookPath, to
         upstream.release()  # back to the pool when complete; closed when not
 
 
+def _worker_scope(request: web.Request, target: NotebookPath) -> str | None:
+    """The widest service worker scope a notebook may allow: its own prefix on its own origin, none on the gateway's."""
+    return target.prefix if request.app[keys.ORIGINS].isolated else None
+
+
 async def _stream_response(
     request: web.Request, upstream: aiohttp.ClientResponse, target: NotebookPath, metrics: Metrics
 ) -> web.StreamResponse:
     """Send the upstream's response on as it arrives. Once headers are out, an error cannot become
     an error page any more: the client connection is cut so that it sees a truncated response."""
     response = web.StreamResponse(
-        status=upstream.status, reason=upstream.reason, headers=proxy_headers.downstream_headers(upstream.headers)
+        status=upstream.status,
+        reason=upstream.reason,
+        headers=proxy_headers.downstream_headers(upstream.headers, _worker_scope(request, target)),
     )
     try:
         await response.prepare(request)  # headers go out now: SSE clients see the stream open

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import IPNetwork, Settings
-from .cookies import COOKIE_PREFIX
+from .cookies import COOKIE_PREFIX, is_gateway_cookie
 from .forwarded import is_trusted
 from .identity import Identity
 
@@ -200,7 +200,7 @@ def strip_gateway_cookies(cookie_header: str) -> str:
     if COOKIE_PREFIX not in cookie_header:
         return cookie_header
     kept = [pair.strip() for pair in cookie_header.split(";")]
-    return "; ".join(pair for pair in kept if pair and not pair.startswith(COOKIE_PREFIX))
+    return "; ".join(pair for pair in kept if pair and not is_gateway_cookie(pair))
 
 
 def upstream_headers(
@@ -257,11 +257,13 @@ def set_upstream_token(headers: CIMultiDict[str], token: str | None) -> None:
         headers["Authorization"] = f"token {token}"
 
 
-def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+def downstream_headers(upstream: CIMultiDictProxy[str], prefix: str | None = None) -> CIMultiDict[str]:
     """The notebook server's response headers as the client gets them.
 
-    Hop-by-hop headers go, and so does any `Set-Cookie` for a gateway cookie: notebook code must
-    not be able to plant or overwrite the gateway's session.
+    Hop-by-hop headers go, and so does anything that would reach beyond the notebook: a
+    `Set-Cookie` for a gateway cookie (notebook code must not plant or overwrite the gateway's
+    session) or with a `Domain` (a parent domain's cookie reaches every notebook and the gateway),
+    and a `Service-Worker-Allowed` wider than the notebook's `prefix` (all of them without one).
     """
     out: CIMultiDict[str] = CIMultiDict()
     named: frozenset[str] = frozenset()
@@ -271,10 +273,25 @@ def downstream_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
             if key == "connection":
                 named = connection_tokens(value)
             continue
-        if key == "set-cookie" and value.lstrip().startswith(COOKIE_PREFIX):
+        if key == "set-cookie" and not _cookie_stays_home(value):
+            continue
+        if key == "service-worker-allowed" and (prefix is None or not _within(value.strip(), prefix)):
             continue
         out.add(name, value)
     if named:
         for key in named:
             out.popall(key, None)
     return out
+
+
+def _cookie_stays_home(set_cookie: str) -> bool:
+    """False for a cookie of ours, or one set for a domain rather than the notebook's own host."""
+    cookie_name, _, attributes = set_cookie.lstrip().partition(";")
+    if is_gateway_cookie(cookie_name.strip()):
+        return False
+    return not any(attr.strip().lower().startswith("domain") for attr in attributes.split(";"))
+
+
+def _within(scope: str, prefix: str) -> bool:
+    """True when a service worker scope path stays inside the notebook's prefix (no dot segments, no escapes)."""
+    return scope.startswith(prefix) and "%" not in scope and "/." not in scope and "\\" not in scope

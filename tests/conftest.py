@@ -32,6 +32,7 @@ from tests.fakes.node_idp import (
     sign_in,
 )
 from tests.fakes.upstream import FakeUpstream
+from tests.origins import OriginClient
 from tests.processes import end_process
 
 Client = TestClient[web.Request, web.Application]
@@ -63,7 +64,14 @@ atexit.register(shutil.rmtree, _AUDIT_ROOT, True)
 def make_settings(**overrides: Any) -> Settings:
     """Settings for a test: explicit values, with the environment's GATEWAY_* variables ignored."""
     audit_dir = Path(tempfile.mkdtemp(dir=_AUDIT_ROOT))
-    values: dict[str, Any] = {"backend": "static", "log_format": "text", "audit_dir": audit_dir, **overrides}
+    # Single-origin unless a test asks otherwise: a test that cares runs in both (`notebook_origins` below).
+    values: dict[str, Any] = {
+        "backend": "static",
+        "log_format": "text",
+        "audit_dir": audit_dir,
+        "notebook_origins": "single",
+        **overrides,
+    }
     return Settings(**values)
 
 
@@ -107,9 +115,19 @@ def session_headers(client: Client) -> dict[str, str]:
 
 
 @pytest.fixture
-async def gateway_factory(
-    aiohttp_client: Callable[..., Any],
-) -> Callable[..., Any]:
+def notebook_origins() -> str:
+    """How `gateway_factory` serves notebooks; a module runs in both modes by importing
+    `tests.origins.in_both_origin_modes`, which overrides this. Isolated uses `*.localhost` names, as `dev` does."""
+    return "single"
+
+
+@pytest.fixture
+def aiohttp_client_cls() -> type[TestClient[Any, Any]]:
+    return OriginClient  # sends notebook paths to the notebook's own origin when the app isolates them
+
+
+@pytest.fixture
+async def gateway_factory(aiohttp_client: Callable[..., Any], notebook_origins: str) -> Callable[..., Any]:
     """Builds the real app (cleanup contexts and all) for some settings and returns a client that
     has signed in (through the development provider) as `user`, or not at all with `user=None`.
     Unless `owns_namespace=False` (or self-service is off), `user` owns the namespace named by
@@ -126,6 +144,8 @@ async def gateway_factory(
     ) -> Client:
         port = unused_port()
         public = f"http://127.0.0.1:{port}"
+        if notebook_origins == "isolated":
+            overrides = {"notebook_origins": "isolated", "notebook_domain": "localhost", **overrides}
         app = create_app(make_settings(public_url=public, dev_provider=True, **overrides))
         if user is not None and owns_namespace and overrides.get("auto_profile") is not False:
             give_own_namespace(app, user)  # what self-service gave the tests' users before it checked claims

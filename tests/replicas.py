@@ -128,6 +128,8 @@ class Fleet:
             "GATEWAY_LOGIN_FAILURES_MAX": str(LOGIN_FAILURES_MAX),
             "GATEWAY_LOG_FORMAT": "text",
             "GATEWAY_SHUTDOWN_GRACE_S": "1",
+            # Notebooks on the gateway's host: this harness is about replicas (notebook origins have their own tests).
+            "GATEWAY_NOTEBOOK_ORIGINS": "single",
         }
 
     def start_replica(self, index: int) -> None:

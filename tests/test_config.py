@@ -103,11 +103,22 @@ def test_check_config_reports_every_invalid_setting_with_its_variable() -> None:
 
 def test_check_config_passes_on_valid_settings(tmp_path: Path) -> None:
     file = tmp_path / "gateway.toml"
-    file.write_text('backend = "local"\noidc_issuer = "https://dex.example.com"\n')
+    file.write_text('backend = "local"\noidc_issuer = "https://dex.example.com"\nnotebook_domain = "nb.example.com"\n')
     secrets = {"GATEWAY_OIDC_CLIENT_SECRET": "client-secret-value", "GATEWAY_COOKIE_SECRET": "c" * 32}
     result = run_cli("--config", str(file), "check-config", env=secrets)
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stdout
+
+
+def test_serve_needs_a_notebook_domain_or_an_explicit_single_origin(tmp_path: Path) -> None:
+    file = tmp_path / "gateway.toml"
+    file.write_text('backend = "local"\noidc_issuer = "https://dex.example.com"\n')
+    secrets = {"GATEWAY_OIDC_CLIENT_SECRET": "client-secret-value", "GATEWAY_COOKIE_SECRET": "c" * 32}
+    result = run_cli("--config", str(file), "check-config", env=secrets)
+    assert result.returncode == 2
+    assert "GATEWAY_NOTEBOOK_DOMAIN: required for isolated notebook origins" in result.stderr
+    result = run_cli("--config", str(file), "check-config", env={**secrets, "GATEWAY_NOTEBOOK_ORIGINS": "single"})
+    assert result.returncode == 0, result.stderr
 
 
 def test_serve_needs_a_real_provider_secrets_and_redis_and_never_echoes_a_secret() -> None:
@@ -136,6 +147,7 @@ def serve_settings(tmp_path: Path) -> dict[str, str]:
         "GATEWAY_BACKEND": "local",
         "GATEWAY_LOCAL_DIR": str(tmp_path / "notebooks"),
         "GATEWAY_AUDIT_DIR": str(tmp_path / "audit"),
+        "GATEWAY_NOTEBOOK_DOMAIN": "nb.example.com",
         "GATEWAY_PORT": str(unused_port()),
     }
 

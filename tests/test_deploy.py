@@ -38,6 +38,7 @@ KNOWN_KINDS = {
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
+    ("networking.k8s.io/v1", "Ingress"),
     ("networking.istio.io/v1beta1", "VirtualService"),
     ("security.istio.io/v1beta1", "AuthorizationPolicy"),
 }
@@ -61,9 +62,11 @@ def render(kustomization: str) -> list[Manifest]:
 
 
 def by_kind(docs: list[Manifest], *, gateway_only: bool = True) -> dict[str, Manifest]:
-    """The gateway's objects by kind (each kind appears once), leaving out the Redis of standalone
-    and the notebooks' ClusterRoles (deploy/base/notebook-roles.yaml)."""
-    mine = [doc for doc in docs if not gateway_only or not (is_redis(doc) or is_notebook_role(doc))]
+    """The gateway's objects by kind (each kind appears once), leaving out the Redis of standalone,
+    the notebooks' ClusterRoles (deploy/base/notebook-roles.yaml) and the notebook origins' routes."""
+    mine = [
+        doc for doc in docs if not gateway_only or not (is_redis(doc) or is_notebook_role(doc) or is_origin_route(doc))
+    ]
     result = {doc["kind"]: doc for doc in mine}
     assert len(result) == len(mine), "a kind appears twice"
     return result
@@ -71,6 +74,10 @@ def by_kind(docs: list[Manifest], *, gateway_only: bool = True) -> dict[str, Man
 
 def is_redis(doc: Manifest) -> bool:
     return "redis" in doc["metadata"]["name"]
+
+
+def is_origin_route(doc: Manifest) -> bool:
+    return bool(doc["metadata"]["name"].endswith("-notebook-origins"))
 
 
 def is_notebook_role(doc: Manifest) -> bool:
@@ -402,3 +409,27 @@ def test_notebook_image_starts_jupyter_as_kubeflow_expects() -> None:
     for flag in ("--notebook-dir=/home/jovyan", "--ip=0.0.0.0", "--port=8888", "--ServerApp.base_url=${NB_PREFIX}"):
         assert flag in command.split()
     assert "--ServerApp.token=''" in command.split() and "--ServerApp.password=''" in command.split()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_notebook_origin_is_routed_to_the_gateway(rendered: dict[str, list[Manifest]], overlay: str) -> None:
+    docs = rendered[overlay]
+    settings = settings_from(gateway_env(by_kind(docs)))
+    assert settings.notebook_origins == "isolated" and settings.notebook_domain is not None
+    wildcard, gateway_host = f"*.{settings.notebook_domain}", urlsplit(settings.base_url).hostname
+    service = by_kind(docs)["Service"]
+    backend = {"name": service["metadata"]["name"], "port": {"number": service["spec"]["ports"][0]["port"]}}
+    if overlay == "overlays/kubeflow":
+        [route] = [doc for doc in docs if is_origin_route(doc)]
+        assert route["spec"]["hosts"] == [wildcard] and route["spec"]["gateways"] == ["kubeflow/kubeflow-gateway"]
+        [rule] = route["spec"]["http"]
+        assert "match" not in rule and "rewrite" not in rule  # every path, as it is
+        host = f"{backend['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+        assert rule["route"] == [{"destination": {"host": host, "port": backend["port"]}}]
+        return
+    ingress = by_kind(docs)["Ingress"]
+    rules = {rule["host"]: rule["http"]["paths"] for rule in ingress["spec"]["rules"]}
+    assert set(rules) == {gateway_host, wildcard}
+    for paths in rules.values():
+        assert paths == [{"path": "/", "pathType": "Prefix", "backend": {"service": backend}}]
+    assert sorted(host for tls in ingress["spec"]["tls"] for host in tls["hosts"]) == sorted(rules)

@@ -19,11 +19,15 @@ GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 # `leaves` imports nothing of the gateway; `cookies`, `quantities` and `spawner` do not either, so
 # they are leaves too (anything may use them). `names` is the one DNS-label check, when it exists.
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves (plain values)", ("names", "cookies", "quantities", "backoff")),  # the settings check names with `names`
+    (
+        "leaves (plain values)",
+        ("names", "cookies", "quantities", "backoff", "origins"),
+    ),  # the settings check names with `names`
     ("leaves", ("config", "errors", "identity", "logs", "spawner")),
     (
         "components (foundations)",
-        ("routing", "forwarded", "sessions", "ratelimit", "userslots", "redis_connection", "kube", "audit"),
+        ("routing", "forwarded", "sessions", "notebook_credentials", "ratelimit", "userslots", "redis_connection")
+        + ("kube", "audit"),
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
     ("components (features)", ("profiles", "notebook_form")),
@@ -38,8 +42,11 @@ COMPONENT_ROWS = {"components (foundations)", "components", "components (feature
 GROUP_OF = {"proxy_headers": "proxy", "proxy_ws": "proxy", "__main__": "cli"}
 # The edge helpers every edge may import: the request's audit facts (who, which session, from where).
 # the sign-in limits as a request meets them (the middleware, ext_authz and the OAuth routes alike), and the
-# request limits (bodies, Expect: 100-continue) that the proxy and the gateway's own routes share.
-SHARED_EDGE_HELPERS = frozenset({"gateway.web.audit_request", "gateway.web.signin", "gateway.web.limits"})
+# request limits (bodies, Expect: 100-continue) that the proxy and the gateway's own routes share, and who a
+# request on a notebook's own origin is (its credential), which the middleware chain asks.
+SHARED_EDGE_HELPERS = frozenset(
+    {"gateway.web.audit_request", "gateway.web.signin", "gateway.web.limits", "gateway.web.notebook_login"}
+)
 # Groups that may be missing from the tree (placed ahead of time, so adding them needs no edit here).
 OPTIONAL = frozenset({"names"})
 

@@ -20,6 +20,7 @@ from gateway.proxy_headers import IDENTITY_HEADERS, fold
 from tests.conftest import Client, give_own_namespace, make_settings, unused_port, wait_until
 from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import RANGE_BODY, FakeUpstream
+from tests.origins import in_both_origin_modes  # noqa: F401  (fixture: every test here runs in both)
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 NB = "/notebook/alice/nb1/"
@@ -152,7 +153,7 @@ async def test_basic_authorization_and_host_pass_to_the_notebook(gateway: Client
 async def test_forwarded_headers_come_from_the_connection_not_the_client(gateway: Client) -> None:
     spoofed = {"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
     seen = await echo(gateway, headers=spoofed)
-    host = f"{gateway.host}:{gateway.port}"
+    host = f"{gateway.make_url(NB).host}:{gateway.port}"  # the notebook's own host when it has one
     assert header(seen, "X-Forwarded-For") == ["127.0.0.1"]
     assert header(seen, "X-Forwarded-Proto") == ["http"]
     assert header(seen, "X-Forwarded-Host") == [host]
@@ -184,6 +185,27 @@ async def test_notebook_cannot_set_the_gateways_cookie(gateway: Client) -> None:
     cookies = resp.headers.getall("Set-Cookie")
     assert any(c.startswith("_xsrf=") for c in cookies)
     assert not any("notebook_gateway" in c for c in cookies)
+
+
+async def test_a_notebook_cannot_reach_past_its_own_origin_with_headers(gateway: Client, notebook_origins: str) -> None:
+    wide = await gateway.get(NB + "overreach", params={"scope": "/"})
+    assert "Service-Worker-Allowed" not in wide.headers  # never a worker for the gateway's (or another) root
+    cookies = wide.headers.getall("Set-Cookie")
+    assert [c.split("=")[0] for c in cookies] == ["own"]  # no parent-domain cookie, no gateway cookie name
+    own_scope = await gateway.get(NB + "overreach", params={"scope": NB + "lab/"})
+    if notebook_origins == "isolated":
+        assert own_scope.headers["Service-Worker-Allowed"] == NB + "lab/"  # inside its prefix, on its own origin
+    else:
+        assert "Service-Worker-Allowed" not in own_scope.headers  # on the gateway's origin: none at all
+
+
+async def test_single_origin_mode_refuses_notebook_service_workers(gateway: Client, notebook_origins: str) -> None:
+    resp = await gateway.get(NB + "echo", headers={"Service-Worker": "script"})
+    if notebook_origins == "isolated":
+        assert resp.status == 200  # its own origin: a worker there can reach nothing but that notebook
+    else:
+        assert resp.status == 403
+        assert "service workers" in (await resp.json())["message"]
 
 
 async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Client) -> None:

@@ -19,6 +19,7 @@ from gateway.kube.reflector import stop as stop_task
 from tests.conftest import unused_port, wait_until
 from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import FakeUpstream, WsClose
+from tests.origins import loopback_connector
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 GRACE_S = 10.0
@@ -63,7 +64,10 @@ async def gateway_process(
 
 @pytest.fixture
 async def browser() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+    # `dev` serves each notebook on its own *.localhost origin, which this resolver sends to loopback.
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.CookieJar(unsafe=True), connector=loopback_connector()
+    ) as session:
         yield session
 
 
@@ -71,10 +75,13 @@ async def test_sigterm_drains_requests_and_closes_websockets(
     gateway_process: tuple[asyncio.subprocess.Process, str], upstream: FakeUpstream, browser: aiohttp.ClientSession
 ) -> None:
     proc, url = gateway_process
-    nb = url + "/notebook/alice/nb1/"
+    nb_origin = f"http://nb1--alice.localhost:{url.rsplit(':', 1)[1]}"
+    nb = nb_origin + "/notebook/alice/nb1/"
     callback = await sign_in(browser, URL(f"{url}/oauth2/start"), "alice@example.com", "any")
     assert (await browser.get(callback, allow_redirects=False)).status == 302
-    async with browser.ws_connect(nb + "ws", headers={"Origin": url}) as ws:
+    # A page load on the notebook's origin fetches its credential (the handshake, through the gateway's host).
+    assert (await browser.get(nb + "echo", headers={"Accept": "text/html"})).status == 200
+    async with browser.ws_connect(nb + "ws", headers={"Origin": nb_origin}) as ws:
         await ws.send_str("before shutdown")
         assert await ws.receive_str() == "before shutdown"
         in_flight = asyncio.create_task(browser.get(nb + "slow?gate=1"))

@@ -13,8 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.conftest import Client, session_headers, wait_until
+from tests.conftest import Client, wait_until
 from tests.fakes.upstream import KERNEL_PROTOCOL, FakeUpstream, WsClose
+from tests.origins import OriginClient, in_both_origin_modes  # noqa: F401  (fixture: every test here runs in both)
 from tests.test_proxy import serving
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
@@ -91,9 +92,10 @@ async def test_notebook_vanishing_closes_the_client_with_1011(gateway: Client) -
 async def vanish_after_handshake(host: str, port: int, signed_in: dict[str, str]) -> None:
     """Open a WebSocket by hand, then drop the TCP connection without a close frame."""
     reader, writer = await asyncio.open_connection(host, port)
+    signed_in = {"Host": f"{host}:{port}", **signed_in}  # a notebook origin's Host, when given
     extra = "".join(f"{name}: {value}\r\n" for name, value in signed_in.items())
     writer.write(
-        f"GET {WS} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}"
+        f"GET {WS} HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
@@ -101,9 +103,9 @@ async def vanish_after_handshake(host: str, port: int, signed_in: dict[str, str]
     await writer.wait_closed()
 
 
-async def test_client_vanishing_closes_the_notebook_side(gateway: Client, upstream: FakeUpstream) -> None:
+async def test_client_vanishing_closes_the_notebook_side(gateway: OriginClient, upstream: FakeUpstream) -> None:
     assert gateway.port is not None
-    await vanish_after_handshake(gateway.host, gateway.port, session_headers(gateway))
+    await vanish_after_handshake(gateway.host, gateway.port, await gateway.raw_headers(WS))
     await wait_until(lambda: upstream.state.ws_closes == [WsClose(1001, "client went away")])
 
 
@@ -117,14 +119,14 @@ async def test_client_vanishing_closes_the_notebook_side_without_handler_cancell
 
 
 async def test_handshake_headers_are_filtered_like_http(gateway: Client) -> None:
-    origin = str(gateway.make_url("/").origin())
+    origin = str(gateway.make_url(WS).origin())  # the notebook's own origin when it has one
     headers = {"Cookie": "_xsrf=2|x", "X-Forwarded-User": "admin"}  # the session cookie comes from the jar
     async with gateway.ws_connect(WS, headers=headers) as ws:
         await ws.send_str("handshake")
         seen = {name.lower(): value for name, value in json.loads(await ws.receive_str()).items()}
     assert seen["origin"] == origin
     assert seen["cookie"] == "_xsrf=2|x"
-    assert seen["host"] == f"{gateway.host}:{gateway.port}"
+    assert seen["host"] == f"{gateway.make_url(WS).host}:{gateway.port}"
     assert "x-forwarded-user" not in seen
 
 

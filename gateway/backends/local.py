@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -186,6 +187,7 @@ class LocalBackend(WithoutKubernetes):
         directory: Path,
         *,
         hostnames: tuple[str, ...] = ("localhost",),
+        notebook_host: Callable[[str, str], str | None] | None = None,
         startup_timeout_s: float = 60.0,
         stop_timeout_s: float = 5.0,
         poll_interval_s: float = 0.2,
@@ -193,6 +195,8 @@ class LocalBackend(WithoutKubernetes):
         self.directory = Path(os.path.abspath(directory))  # Jupyter runs elsewhere; give it absolute paths
         # The names the gateway is reached at: Jupyter accepts them (and loopback addresses) as Host.
         self.hostnames = hostnames
+        # A server's own host when it has one (isolated notebook origins: `<name>--<namespace>.localhost`).
+        self.notebook_host = notebook_host
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.poll_interval_s = poll_interval_s
@@ -382,11 +386,19 @@ class LocalBackend(WithoutKubernetes):
             UPSTREAM_TOKEN_ENV: token,
             "JUPYTER_PLATFORM_DIRS": "1",
             "JUPYTER_RUNTIME_DIR": str(paths.runtime),
+            # JupyterLab's saved layout per server, as in a notebook's own pod; not one file in the
+            # developer's ~/.config that every dev server would reopen (a terminal left open in one
+            # would come back in the next).
+            "JUPYTERLAB_WORKSPACES_DIR": str(paths.root / "lab-workspaces"),
+            # Likewise its JupyterLab settings: one user's must never reach another user's server.
+            "JUPYTERLAB_SETTINGS_DIR": str(paths.root / "lab-settings"),
             "NB_PREFIX": server.prefix.rstrip("/"),  # as Kubeflow sets it in notebook containers
             "PYTHONUNBUFFERED": "1",
         }
+        own_host = self.notebook_host(server.record.namespace, server.record.name) if self.notebook_host else None
+        hostnames = (*self.hostnames, own_host) if own_host else self.hostnames
         command = jupyter_command(
-            base_url=server.prefix, port=port, root_dir=paths.workspace, local_hostnames=self.hostnames
+            base_url=server.prefix, port=port, root_dir=paths.workspace, local_hostnames=hostnames
         )
         log_file = await asyncio.to_thread(open_log, paths, port)
         try:

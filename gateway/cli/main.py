@@ -101,6 +101,13 @@ def dev_settings(settings: config.Settings, *, port: int | None) -> config.Setti
         update["first_user_admin"] = True
     if port is not None:
         update["port"] = port
+    if settings.notebook_origins == "isolated" and settings.notebook_domain is None:
+        # Every notebook on its own origin from the first command: browsers and curl resolve *.localhost
+        # to loopback by themselves, so no DNS is needed. The gateway keeps 127.0.0.1 (unless its public
+        # URL is on localhost already), so that no notebook host lies inside the gateway's.
+        public_host = (settings.public_url.host or "") if settings.public_url else ""
+        localhost = public_host == "localhost" or public_host.endswith(".localhost")
+        update["notebook_domain"] = "nb.localhost" if localhost else "localhost"
     return settings.model_copy(update=update)
 
 
@@ -122,6 +129,14 @@ def run(settings: config.Settings, *, dev: bool) -> int:
             return
         print(f"Notebook Gateway (dev mode, backend: {settings.backend}) is running.", flush=True)
         print(f"Open {settings.base_url}/", flush=True)
+        if settings.notebook_origins == "isolated":
+            print(
+                f"Each notebook server opens on its own origin, http://<name>--<namespace>.{settings.notebook_domain}"
+                f":{settings.port}/ (Chromium and curl resolve *.localhost to this machine by themselves).",
+                flush=True,
+            )
+        else:
+            print("WARNING: single-origin mode: a notebook's code runs as whoever opens it.", flush=True)
         if settings.dev_provider:
             print(
                 "Sign in with any username and password: the built-in development provider accepts them all "

@@ -26,8 +26,8 @@ from ..errors import Forbidden, LoginRequired
 from ..identity import Identity
 from ..middlewares import is_navigation, render_error
 from ..sessions import Session
+from . import notebook_login
 from .oauth import safe_return_path
-from .signin import identify
 
 routes = web.RouteTableDef()
 
@@ -38,7 +38,8 @@ PUBLIC = frozenset({"oauth2_auth", "oauth2_auth_prefix"})
 @routes.get("/oauth2/auth", name="oauth2_auth")
 async def auth_request(request: web.Request) -> web.StreamResponse:
     """nginx `auth_request` / Traefik `forwardAuth`: 202, 401 or 403, never a redirect."""
-    identity, session = await identify(request)
+    original = request.headers.get("X-Original-URI") or request.headers.get("X-Forwarded-Uri") or "/"
+    identity, session = await notebook_login.identify_check(request, original)
     if identity is None:
         return render_error(request, LoginRequired())
     refusal = _outside(identity, request.query.get("allowed_groups", ""))
@@ -51,9 +52,12 @@ async def auth_request(request: web.Request) -> web.StreamResponse:
 async def ext_authz(request: web.Request) -> web.StreamResponse:
     """Envoy ext_authz: the original request's path follows the prefix."""
     original = request.raw_path.removeprefix("/oauth2/auth")
-    identity, session = await identify(request)
+    identity, session = await notebook_login.identify_check(request, original)
     if identity is None:
         if request.method in ("GET", "HEAD") and is_navigation(request.headers, original):
+            handshake = notebook_login.start_for_check(request, original)  # on a notebook's own host
+            if handshake is not None:
+                raise handshake
             # Envoy passes this redirect to the browser when `location` is in headersToDownstreamOnDeny.
             raise web.HTTPFound(f"/oauth2/start?{urlencode({'rd': safe_return_path(original)})}")
         return render_error(request, LoginRequired())

@@ -15,7 +15,7 @@ from ..errors import Forbidden, GatewayError, InvalidToken, LoginFailed
 from ..forwarded import cross_origin_reason
 from ..identity import Identity
 from ..sessions import Session
-from . import audit_request, signin
+from . import audit_request, notebook_login, signin
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +103,13 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
     session = await authenticator.sessions.load(authenticator.signer.unsign(request.cookies.get(SESSION_COOKIE)) or "")
     provider_logout = await authenticator.sign_out(session, f"{settings.base_url}/")
     if session is not None:
+        await notebook_login.end_credentials(request, session)
         _audit(request, session.identity, "auth.logout", "allowed", session=session)
     response = web.HTTPFound(provider_logout or safe_return_path(request.query.get("rd")))
     response.del_cookie(SESSION_COOKIE, path="/")
+    # The browser's side: this origin's storage, where in single-origin mode a notebook's leftovers (service
+    # workers, local storage) live. Not "cookies": that would clear every app's cookies on the registrable domain.
+    response.headers["Clear-Site-Data"] = '"storage"'
     raise response
 
 

@@ -303,13 +303,16 @@ def navigation(request: web.Request) -> list[dict[str, str]]:
 
 def render(request: web.Request, template: str, *, current: str = "", **context: object) -> web.Response:
     identity = request.get(keys.IDENTITY)
+    links = navigation(request) if identity is not None else []
     body = (
         request.app[keys.TEMPLATES]
         .get_template(template)
         .render(
             user=identity.subject if identity is not None else None,
-            links=navigation(request) if identity is not None else [],
+            links=links,
             current=current,
+            # Whoever administers something is told, on every page, that notebooks share this origin.
+            single_origin=not request.app[keys.ORIGINS].isolated and len(links) > 1,
             **context,
         )
     )

@@ -11,6 +11,8 @@ It answers under any `/notebook/<ns>/<name>/` prefix. Paths after the prefix:
   gzip          a gzip-encoded body with `Content-Encoding: gzip`
   cookies       sets a Jupyter-like `_xsrf` cookie and a cookie named like the gateway's
   hop           a response carrying hop-by-hop headers
+  overreach     what a hostile notebook sends to reach past its origin: `Service-Worker-Allowed: ?scope=`,
+                a cookie for a parent domain, one named like a gateway cookie with `__Host-`, and its own
   truncate/<n>  promises n bytes, sends a tenth of them, then cuts the connection
   ws            WebSocket echo (subprotocol v1.kernel.websocket.jupyter.org); text commands:
                   `close:<code>:<reason>`  close with that code and reason
@@ -164,6 +166,14 @@ async def cookies(request: web.Request) -> web.Response:
     return response
 
 
+async def overreach(request: web.Request) -> web.Response:
+    response = web.Response(text="overreach", headers={"Service-Worker-Allowed": request.query.get("scope", "/")})
+    response.set_cookie("tossed", "1", domain="localhost", path="/")
+    response.set_cookie("__Host-notebook_gateway_notebook", "planted", path="/", secure=True)
+    response.set_cookie("own", "1", path="/")
+    return response
+
+
 async def hop(request: web.Request) -> web.Response:
     return web.Response(
         text="hop",
@@ -240,6 +250,7 @@ HANDLERS: dict[str, Callable[[web.Request], Any]] = {
     "cookies": cookies,
     "gzip": gzipped,
     "hop": hop,
+    "overreach": overreach,
     "truncate": truncate,
     "ws": websocket,
     "ws-refuse": refuse,
