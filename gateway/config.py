@@ -402,6 +402,12 @@ class Settings(BaseSettings):
         description="Requests to notebooks one user may have in flight at once (WebSockets included); more get "
         "429, so that one user cannot take the upstream connection pool from everyone else.",
     )
+    ext_authz_id_token: bool = Field(
+        False,
+        description="Put the session's ID token in /oauth2/auth answers as `Authorization: Bearer`, for an Istio "
+        "RequestAuthentication behind ext_authz. Off: no token ever leaves the gateway in a response (a page could "
+        "read it); turn on only where the proxy in front never returns /oauth2/auth answers to browsers.",
+    )
     # Notebook origins (issue 13): each notebook server on its own origin, so its code never runs
     # with the gateway's session. See docs/security.md.
     notebook_origins: Literal["isolated", "single"] = Field(

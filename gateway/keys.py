@@ -60,7 +60,8 @@ WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websocket
 ORIGINS = web.AppKey("origins", NotebookOrigins)  # which host serves which notebook
 CREDENTIALS = web.AppKey("credentials", CredentialStore)  # notebook origins' credentials and handshake codes
 
-REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_ID = web.RequestKey("request_id", str)  # always the gateway's own: what the audit log records
+CLIENT_REQUEST_ID = web.RequestKey("client_request_id", str)  # an X-Request-Id the client sent (access log only)
 CLIENT_IP = web.RequestKey("client_ip", str)  # the peer, or the client behind a trusted proxy
 IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)  # absent for bearer-token and public requests

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# A client may pass its own request id for correlation, if it is short and plain.
+# A client may pass its own request id for correlation, if it is short and plain: it goes in the access log
+# beside ours, never in its place, so a client cannot give its requests another request's id in the audit log.
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 # Ours: a random prefix per process (so replicas never collide) and a counter (no syscall per request).
 _ID_PREFIX = secrets.token_hex(8) + "-"
@@ -47,7 +48,9 @@ _ID_COUNTER = itertools.count(1)
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get("X-Request-Id", "")
-    request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
+    if _CLIENT_REQUEST_ID.fullmatch(offered):
+        request[keys.CLIENT_REQUEST_ID] = offered
+    request_id = f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
     request[keys.REQUEST_ID] = request_id
     settings = request.app[keys.SETTINGS]
     request[keys.CLIENT_IP] = client_address(
@@ -221,6 +224,7 @@ class AccessLogger(AbstractAccessLogger):
             None,
             extra={
                 "request_id": request.get(keys.REQUEST_ID, "-"),
+                "client_request_id": request.get(keys.CLIENT_REQUEST_ID),  # the client's own, for its correlation
                 "remote": request.remote,
                 "status": response.status,
                 "duration_ms": round(time * 1000, 2),

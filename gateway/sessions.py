@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import time
@@ -94,7 +95,40 @@ class SessionStore(Protocol):
 
     async def take_login(self, state: str) -> dict[str, str] | None: ...
 
+    async def revoke(self, marks: Revocation) -> None:
+        """Bearer credentials that must no longer work: the tokens of a signed-out session, every token of a
+        provider session (`sid`), or every token of a user (`sub`) issued up to a moment. Kept as long as a
+        session can live, which outlasts the tokens a session is handed."""
+        ...
+
+    async def revoked(self, marks: Revocation) -> bool:
+        """Whether a token carrying `marks` (its hash, `sid`, `sub` and issue time) was revoked."""
+        ...
+
     async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """What identifies bearer tokens to refuse (to `revoke`) or one token to check (to `revoked`).
+    `issued_at`: to `revoke`, the moment up to which `sub`'s tokens are refused; to `revoked`, the token's `iat`."""
+
+    token_hash: str | None = None
+    sid: str | None = None
+    sub: str | None = None
+    issued_at: float = 0.0
+
+    def keys(self) -> list[str]:
+        return [key for key in (_mark("tok", self.token_hash), _mark("sid", self.sid), _mark("sub", self.sub)) if key]
+
+
+def _mark(kind: str, value: str | None) -> str | None:
+    return f"{kind}:{value}" if value else None
+
+
+def token_hash(token: str) -> str:
+    """How a revoked token is remembered: never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class MemorySessionStore:
@@ -104,6 +138,22 @@ class MemorySessionStore:
         self.expiry, self.clock = expiry, clock
         self._sessions: dict[str, Session] = {}
         self._logins: dict[str, tuple[float, dict[str, str]]] = {}
+        self._revoked: dict[str, tuple[float, float]] = {}  # mark -> (expires, revoked up to)
+
+    async def revoke(self, marks: Revocation) -> None:
+        now = self.clock()
+        self._revoked = {key: entry for key, entry in self._revoked.items() if entry[0] > now}  # drop the stale
+        for key in marks.keys():
+            self._revoked[key] = (now + self.expiry.max_age_s, max(marks.issued_at, self._revoked.get(key, (0, 0))[1]))
+
+    async def revoked(self, marks: Revocation) -> bool:
+        now = self.clock()
+        found = [self._revoked.get(key) for key in marks.keys()]
+        return any(
+            _refuses(key, entry[1], marks)
+            for key, entry in zip(marks.keys(), found, strict=True)
+            if entry and entry[0] > now
+        )
 
     async def save(self, session: Session) -> None:
         self._sessions[session.id] = session
@@ -136,6 +186,11 @@ class MemorySessionStore:
 
     async def ping(self) -> None:
         return None
+
+
+def _refuses(key: str, revoked_up_to: float, marks: Revocation) -> bool:
+    """A revoked token hash or provider session is refused outright; a user's tokens only up to the moment."""
+    return not key.startswith("sub:") or marks.issued_at <= revoked_up_to
 
 
 def _matches(session: Session, provider_sub: str | None, provider_sid: str | None) -> bool:
@@ -239,6 +294,28 @@ class RedisSessionStore:
     async def put_login(self, state: str, data: dict[str, str], ttl_s: float) -> None:
         async with _available():
             await self.client.set(self.prefix + f"login:{state}", json.dumps(data), px=int(ttl_s * 1000))
+
+    async def revoke(self, marks: Revocation) -> None:
+        keys = marks.keys()
+        if not keys:
+            return
+        async with _available():
+            pipe = self.client.pipeline(transaction=False)
+            for key in keys:
+                # A later revocation (of a `sub`: a later moment) simply replaces an earlier one.
+                pipe.set(self.prefix + f"revoked:{key}", repr(marks.issued_at), ex=int(self.expiry.max_age_s) + 60)
+            await pipe.execute()
+
+    async def revoked(self, marks: Revocation) -> bool:
+        keys = marks.keys()
+        if not keys:
+            return False
+        async with _available():
+            moments = await self.client.mget([self.prefix + f"revoked:{key}" for key in keys])
+        return any(
+            moment is not None and _refuses(key, float(moment), marks)
+            for key, moment in zip(keys, moments, strict=True)
+        )
 
     async def take_login(self, state: str) -> dict[str, str] | None:
         async with _available():

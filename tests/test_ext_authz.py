@@ -41,6 +41,14 @@ async def test_a_signed_in_user_is_vouched_for_with_headers_an_upstream_app_can_
     assert resp.status == 202
     assert resp.headers["X-Auth-Request-User"] == resp.headers["kubeflow-userid"] == "alice@example.com"
     assert resp.headers["X-Auth-Request-Groups"] == resp.headers["kubeflow-groups"] == "ml-team,staff"
+    # By default no token leaves the gateway: a page on this host could fetch this answer and read it.
+    assert "Authorization" not in resp.headers
+    assert "eyJ" not in str(resp.headers)
+
+
+async def test_the_id_token_for_istio_is_an_explicit_choice(gateway: Factory) -> None:
+    client = await gateway(user="Alice@Example.com", ext_authz_id_token=True)
+    resp = await client.get("/oauth2/auth/")
     # The ID token, for Istio's RequestAuthentication to check and read `kubeflow-userid` from.
     scheme, _, id_token = resp.headers["Authorization"].partition(" ")
     assert scheme == "Bearer"
@@ -64,7 +72,7 @@ async def test_nobody_signed_in_gets_401_and_a_browser_is_sent_to_sign_in_and_ba
 
 
 async def test_a_bearer_token_is_checked_as_for_any_request(gateway: Factory) -> None:
-    client = await gateway()
+    client = await gateway(ext_authz_id_token=True)
     id_token = (await client.get("/oauth2/auth")).headers["Authorization"].removeprefix("Bearer ")
     async with aiohttp.ClientSession() as other:  # no cookie: the token alone
         ok = await other.get(client.make_url("/oauth2/auth/"), headers={"Authorization": f"Bearer {id_token}"})
@@ -77,7 +85,9 @@ async def test_a_bearer_token_is_checked_as_for_any_request(gateway: Factory) ->
 
 async def test_forged_tokens_at_the_check_meet_the_same_limits_and_are_audited(gateway: Factory) -> None:
     audit = RecordingAudit()
-    client = await gateway(login_failures_max=2, configure=lambda app: app.__setitem__(keys.AUDIT, audit))
+    client = await gateway(
+        login_failures_max=2, ext_authz_id_token=True, configure=lambda app: app.__setitem__(keys.AUDIT, audit)
+    )
     id_token = (await client.get("/oauth2/auth")).headers["Authorization"].removeprefix("Bearer ")
     forged = {"Authorization": f"Bearer {id_token[:-4]}{'AAAA' if not id_token.endswith('AAAA') else 'BBBB'}"}
     async with aiohttp.ClientSession() as other:  # no cookie: the token alone

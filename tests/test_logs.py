@@ -88,12 +88,15 @@ async def test_every_line_of_a_request_carries_its_id(
     url = URL(f"{server.make_url('/')}notebook/alice/%2e%2e/?token=s3cret&x=1", encoded=True)
     async with http.get(url, headers={"X-Request-Id": "req-log-000001"}) as resp:
         assert resp.status == 400  # a bad path: refused, and logged as such
+        ours = resp.headers["X-Request-Id"]
     await wait_until(lambda: "gateway.access" in gateway_log.getvalue())  # written after the response
     lines = [json.loads(line) for line in gateway_log.getvalue().splitlines()]
-    mine = [line for line in lines if line["request_id"] == "req-log-000001"]
+    mine = [line for line in lines if line["request_id"] == ours]
     assert {line["logger"] for line in mine} >= {"gateway.access", "gateway.middlewares"}
     access_line = next(line for line in mine if line["logger"] == "gateway.access")
     assert access_line["status"] == 400
+    assert access_line["client_request_id"] == "req-log-000001"  # the client's own, beside ours for correlation
+    assert not any(line["request_id"] == "req-log-000001" for line in lines)
     assert "token=***&x=1" in access_line["message"] and "s3cret" not in gateway_log.getvalue()
 
 

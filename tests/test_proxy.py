@@ -147,7 +147,7 @@ async def test_basic_authorization_and_host_pass_to_the_notebook(gateway: Client
     resp = await gateway.get("/notebook/alice/nb1/echo", headers={"Authorization": "Basic dTpw"})
     headers = dict((await resp.json())["headers"])
     assert headers["Authorization"] == "Basic dTpw"
-    assert headers["Host"] == f"{gateway.host}:{gateway.port}"
+    assert headers["Host"] == f"{gateway.make_url(NB).host}:{gateway.port}"  # the notebook's own host when it has one
 
 
 async def test_forwarded_headers_come_from_the_connection_not_the_client(gateway: Client) -> None:

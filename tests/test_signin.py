@@ -605,6 +605,7 @@ async def test_a_first_sign_in_is_set_up_in_order_and_each_step_audited(
     audit = RecordingAudit()
     client = await gateway_factory(
         user="carol@example.com",
+        owns_namespace=False,
         backend="kubernetes",
         kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"),
         auto_profile=True,
@@ -616,9 +617,9 @@ async def test_a_first_sign_in_is_set_up_in_order_and_each_step_audited(
         ("auth.login", None, "allowed", None),
         ("policy.grant", None, "allowed", "first-user"),
         ("policy.grant", None, "allowed", "auto-profile"),
-        ("profile.create", "carol", "allowed", "auto-profile"),
+        ("profile.create", "kubeflow-carol-example-com", "allowed", "auto-profile"),
     ]
-    assert kube_api.get("namespaces", "", "carol") is not None
+    assert kube_api.get("namespaces", "", "kubeflow-carol-example-com") is not None
     assert (await (await client.get("/oauth2/userinfo")).json())["firstUserAdmin"] is True
 
 
@@ -626,14 +627,21 @@ async def test_a_profile_namespace_that_cannot_be_made_is_audited_and_the_sign_i
     gateway_factory: Callable[..., Awaitable[Client]], kube_api: FakeKubeAPI, tmp_path: Path
 ) -> None:
     audit = RecordingAudit()
-    client = await gateway_factory(  # the fake cluster already has a namespace `alice`, not the gateway's
+    # The cluster refuses the namespace (an admission webhook, a quota on namespaces, the gateway's own RBAC).
+    kube_api.fail_next("POST", "namespaces", 403, "Forbidden", 'admission webhook "namespaces" denied the request')
+    client = await gateway_factory(
         user="alice@example.com",
+        owns_namespace=False,
         backend="kubernetes",
         kubeconfig=kube_api.write_kubeconfig(tmp_path / "kubeconfig"),
         auto_profile=True,
         configure=lambda app: app.__setitem__(keys.AUDIT, audit),
     )
     [created] = [e for e in audit.events if e.action == "profile.create"]
-    assert (created.namespace, created.outcome, created.actor) == ("alice", "failed", "alice@example.com")
+    assert (created.namespace, created.outcome, created.actor) == (
+        "kubeflow-alice-example-com",
+        "failed",
+        "alice@example.com",
+    )
     assert created.reason
     assert (await client.get("/oauth2/userinfo")).status == 200  # signed in all the same

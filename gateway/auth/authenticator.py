@@ -14,7 +14,7 @@ from typing import Any
 from ..cookies import CookieSigner
 from ..errors import IdPUnavailable, InvalidCallback, InvalidToken, NotAllowed, RefreshRejected
 from ..identity import Identity
-from ..sessions import Session, SessionStore, new_session_id
+from ..sessions import Revocation, Session, SessionStore, new_session_id, token_hash
 from .attempts import SignInLimits
 from .oidc import (
     OIDCClient,
@@ -146,7 +146,7 @@ class Authenticator:
         self.bearer_issuers = {source.verifier.issuer: source for source in (own, *extra_issuers)}
         # Told (session, reason, whether the session ended) when a refresh fails: the audit log's hook.
         self.on_refresh_failed = on_refresh_failed
-        self._bearer_cache: dict[str, tuple[float, Identity]] = {}  # token -> (exp, identity)
+        self._bearer_cache: dict[str, tuple[float, Identity, Revocation]] = {}  # token -> (exp, identity, marks)
 
     async def identify(self, credentials: Credentials, *, touch: bool = True) -> tuple[Identity | None, Session | None]:
         """Who the request is: by its bearer token (with the limits applied), else by its session cookie;
@@ -162,46 +162,54 @@ class Authenticator:
     async def _bearer_identity(self, token: str, client_ip: str) -> Identity:
         """An API client's identity from its bearer token, with failures counted and the limits applied.
         A token verified before costs nothing here: the counters are read only for a new token."""
-        identity = self._cached_bearer(token)
-        if identity is not None:
-            return identity
-        await self.limits.check(client_ip)
-        try:
-            identity, expires_at = await self.verify_bearer(token)
-        except (InvalidToken, NotAllowed) as exc:
-            # Not audited here: a refused call to a notebook or the API is audited as access.denied.
-            await self.limits.failed(client_ip, exc)
-            raise
-        await self.limits.check(client_ip, identity.subject)
-        self._remember_bearer(token, identity, expires_at)
+        cached = self._bearer_cache.get(token)
+        if cached is not None and cached[0] > time.time():
+            identity, marks = cached[1], cached[2]
+        else:
+            await self.limits.check(client_ip)
+            try:
+                identity, expires_at, marks = await self.verify_bearer(token)
+            except (InvalidToken, NotAllowed) as exc:
+                # Not audited here: a refused call to a notebook or the API is audited as access.denied.
+                await self.limits.failed(client_ip, exc)
+                raise
+            await self.limits.check(client_ip, identity.subject)
+            self._remember_bearer(token, identity, expires_at, marks)
+        # Every time, cached or not: a sign-out on any replica ends the tokens of that session at once
+        # (one Redis read; Redis down is a 503 like any session check, never a pass).
+        if await self.sessions.revoked(marks):
+            raise InvalidToken("This token belongs to a session that was signed out; sign in again for a new one.")
         return identity
 
-    def _cached_bearer(self, token: str) -> Identity | None:
-        """A token verified before and not yet expired (a JWT stays valid until `exp` wherever it is
-        checked), so a script's repeated calls cost one signature check, not one per request."""
-        cached = self._bearer_cache.get(token)
-        return cached[1] if cached is not None and cached[0] > time.time() else None
-
-    async def verify_bearer(self, token: str) -> tuple[Identity, float]:
-        """An API client's identity and when its token expires. `InvalidToken` (401) when the token
-        does not check out, with `username` set when the issuer vouches for the user it names;
-        `NotAllowed` (403) when the sign-in rules keep the user out."""
+    async def verify_bearer(self, token: str) -> tuple[Identity, float, Revocation]:
+        """An API client's identity, when its token expires, and what would revoke it. `InvalidToken` (401)
+        when the token does not check out, with `username` set when the issuer vouches for the user it
+        names; `NotAllowed` (403) when the sign-in rules keep the user out."""
         issuer = unverified_claims(token).get("iss")
         source = self.bearer_issuers.get(issuer.rstrip("/")) if isinstance(issuer, str) else None
         if source is None:
             raise InvalidToken("The token's issuer is not one this gateway accepts.")
         try:
             claims = await source.verifier.verify(token, audience=source.audiences, nonce=None)
-            return source.rules.identity(claims, method="bearer"), float(claims["exp"])
+            identity = source.rules.identity(claims, method="bearer")
         except InvalidToken as exc:
             if exc.signed_claims is not None:
                 exc.username = source.rules.username(exc.signed_claims)
             raise
+        own = source.verifier is self.oidc  # the provider's `sid` and `sub` are what its logouts name
+        iat = claims.get("iat")
+        marks = Revocation(
+            token_hash=token_hash(token),
+            sid=_str_claim(claims, "sid") if own else None,
+            sub=_str_claim(claims, "sub") if own else None,
+            issued_at=float(iat) if isinstance(iat, int | float) else 0.0,
+        )
+        return identity, float(claims["exp"]), marks
 
-    def _remember_bearer(self, token: str, identity: Identity, expires_at: float) -> None:
+    def _remember_bearer(self, token: str, identity: Identity, expires_at: float, marks: Revocation) -> None:
         if len(self._bearer_cache) >= BEARER_CACHE_SIZE:
             self._bearer_cache.clear()  # crude but bounded; a full cache only costs re-verification
-        self._bearer_cache[token] = (expires_at, identity)
+        self._bearer_cache[token] = (expires_at, identity, marks)
 
     async def from_cookie(self, cookie: str | None, *, touch: bool = True) -> Session | None:
         """The live session a cookie names, refreshed when its tokens are about to expire. `touch`:
@@ -307,15 +315,25 @@ class Authenticator:
         """End the session everywhere; return the provider's end-session URL, if it has one."""
         if session is None:
             return None
+        # Its tokens end with it: the ID token (were it ever read, it is no API key) and, with the provider's
+        # `sid`, every token of that provider session.
+        await self.sessions.revoke(
+            Revocation(
+                token_hash=token_hash(session.id_token) if session.id_token else None,
+                sid=session.provider_sid,
+                issued_at=self.clock(),
+            )
+        )
         await self.sessions.delete(session.id)
         return await self.oidc.end_session_url(session.id_token, post_logout_redirect_uri)
 
     async def back_channel_logout(self, logout_token: str) -> int:
         """End the sessions a provider's logout token names (by `sid`, `sub`, or both)."""
         claims = await self.oidc.verify_logout_token(logout_token)
-        return await self.sessions.delete_for(
-            provider_sub=_str_claim(claims, "sub"), provider_sid=_str_claim(claims, "sid")
-        )
+        sub, sid = _str_claim(claims, "sub"), _str_claim(claims, "sid")
+        # A `sid` names one provider session: its tokens end. A `sub` alone ends every token of that user issued so far.
+        await self.sessions.revoke(Revocation(sid=sid) if sid else Revocation(sub=sub, issued_at=time.time()))
+        return await self.sessions.delete_for(provider_sub=sub, provider_sid=sid)
 
 
 def _str_claim(claims: dict[str, Any], name: str) -> str | None:

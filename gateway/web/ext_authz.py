@@ -75,11 +75,12 @@ def _outside(identity: Identity, allowed_groups: str) -> Forbidden | None:
 
 
 def _identity_headers(request: web.Request, identity: Identity, session: Session | None) -> dict[str, str]:
-    """oauth2-proxy's X-Auth-Request-* headers, Kubeflow's own, and the ID token for Istio.
+    """oauth2-proxy's X-Auth-Request-* headers, Kubeflow's own, and (opt-in) the ID token for Istio.
 
     With the ID token as `Authorization`, Istio's RequestAuthentication can check it and derive
-    `kubeflow-userid` from its claims, as Kubeflow's manifests do with oauth2-proxy; a bearer
-    request keeps the token it came with."""
+    `kubeflow-userid` from its claims, as Kubeflow's manifests do with oauth2-proxy. Off by default, as
+    oauth2-proxy's `--set-authorization-header` is: a page on this host can fetch /oauth2/auth itself
+    and read the answer's headers, and a token read there is an API key until it expires."""
     settings = request.app[keys.SETTINGS]
     groups = ",".join(identity.groups)
     headers = {
@@ -92,6 +93,6 @@ def _identity_headers(request: web.Request, identity: Identity, session: Session
     }
     if identity.email:
         headers["X-Auth-Request-Email"] = identity.email
-    if session is not None and session.id_token:
+    if settings.ext_authz_id_token and session is not None and session.id_token:
         headers["Authorization"] = f"Bearer {session.id_token}"
     return headers
