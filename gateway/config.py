@@ -419,11 +419,17 @@ class Settings(BaseSettings):
     )
     notebook_domain: str | None = Field(
         None,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
         description="Parent domain of the notebook origins (GATEWAY_NOTEBOOK_ORIGINS=isolated), e.g. "
         "`nb.example.com`; must not contain the gateway's own host. Required by `serve` in isolated mode; "
         "`dev` uses `localhost`. Scheme and port are the public URL's.",
     )
+
+    @field_validator("notebook_domain", mode="after")
+    @classmethod
+    def _notebook_domain(cls, value: str | None) -> str | None:
+        if value is not None and not is_dns_subdomain(value):
+            raise ValueError(f"{value!r} is not a DNS name (lower-case labels separated by dots)")
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -51,6 +51,7 @@ def test_check_config_reads_the_files_and_never_prints_a_secret(tmp_path: Path) 
         "GATEWAY_OIDC_ISSUER": "https://dex.example.com",
         "GATEWAY_OIDC_CLIENT_SECRET_FILE": str(secret),
         "GATEWAY_COOKIE_SECRET_FILE": str(tmp_path / "unreadable"),
+        "GATEWAY_NOTEBOOK_DOMAIN": "nb.example.com",
     }
     refused = run_cli("check-config", env=env)
     assert refused.returncode == 2 and "GATEWAY_COOKIE_SECRET_FILE: cannot read" in refused.stderr

@@ -11,13 +11,14 @@ from pathlib import Path
 from playwright.async_api import Page, expect
 
 from .browser import JUPYTER_START_S, DevGateway, form_ready, run_in_jupyterlab, server_row, sign_in
-from .test_pages_browser import dev_gateway, page  # noqa: F401  (fixtures: a browser page, `notebook-gateway dev`)
+from .test_pages_browser import ALICE_NS, dev_gateway, page  # noqa: F401  (fixtures: a browser page, `notebook-gateway dev`)
 
 WAIT_MS = JUPYTER_START_S * 1000
 
 
 async def test_jupyterlab_on_its_own_origin(page: Page, dev_gateway: DevGateway, tmp_path: Path) -> None:  # noqa: F811
-    """CONNECT -> JupyterLab on lab--alice.localhost: a kernel prints 42, an upload lands, a terminal runs."""
+    """CONNECT -> JupyterLab on its own origin (lab--<alice's namespace>.localhost): a kernel prints 42, an upload
+    lands, a terminal runs."""
     await page.goto(dev_gateway.url("/"))
     await sign_in(page, "alice@example.com")
     await page.get_by_role("button", name="NEW SERVER").click()
@@ -29,8 +30,10 @@ async def test_jupyterlab_on_its_own_origin(page: Page, dev_gateway: DevGateway,
     async with page.context.expect_page() as opened:
         await row.get_by_role("button", name="CONNECT").click()
     jupyter = await opened.value
-    own_origin = f"http://lab--alice.localhost:{dev_gateway.port}"
-    await expect(jupyter).to_have_url(re.compile(rf"^{re.escape(own_origin)}/notebook/alice/lab/"), timeout=WAIT_MS)
+    own_origin = f"http://lab--{ALICE_NS}.localhost:{dev_gateway.port}"
+    await expect(jupyter).to_have_url(
+        re.compile(rf"^{re.escape(own_origin)}/notebook/{ALICE_NS}/lab/"), timeout=WAIT_MS
+    )
 
     await expect(await run_in_jupyterlab(jupyter, "print(6*7)")).to_have_text("42", timeout=WAIT_MS)
 
@@ -64,6 +67,6 @@ async def test_jupyterlab_on_its_own_origin(page: Page, dev_gateway: DevGateway,
     # Signing out on the gateway's host ends the notebook origin's credential: the next load there
     # goes back round the handshake, which now finds no session and asks to sign in.
     await page.get_by_role("button", name="SIGN OUT").click()
-    await jupyter.goto(f"{own_origin}/notebook/alice/lab/lab")
+    await jupyter.goto(f"{own_origin}/notebook/{ALICE_NS}/lab/lab")
     await expect(jupyter.get_by_label("Username")).to_be_visible()
     assert jupyter.url.startswith(dev_gateway.url("/dev-idp/"))

@@ -20,7 +20,7 @@ from ..kube.watch_health import WatchHealth
 # The Jupyter web app's phases, so its front end and ours read the same words.
 Phase = Literal["ready", "waiting", "stopped", "warning", "terminating", "unavailable"]
 JsonObject = dict[str, object]  # a Kubernetes object (a PodDefault) as the API server sends it
-NO_CONFIGURATIONS = "Configurations (PodDefaults) need the Kubernetes backend (GATEWAY_BACKEND=kubernetes)."
+NO_CONFIGURATIONS = "Configurations (PodDefaults) need the Kubernetes backend; this gateway runs notebooks elsewhere."
 
 
 @dataclass(frozen=True, slots=True)

@@ -379,7 +379,7 @@ class KubernetesBackend:
 
     def _check_served(self, namespace: str) -> None:
         if not self.watcher.watches(namespace):
-            raise NotFound(f"Namespace {namespace} is not served by this gateway (GATEWAY_NAMESPACES).")
+            raise NotFound(f"Namespace {namespace} is not served by this gateway.")
 
 
 @contextlib.contextmanager
