@@ -347,6 +347,7 @@ def build_backend(settings: Settings) -> NotebookBackend:
         namespaces=settings.namespaces,
         # No PodDefault webhook runs without Kubeflow: the gateway applies the chosen configurations itself.
         apply_poddefaults=settings.profiles == "gateway",
+        root_namespaces=frozenset(settings.notebook_root_namespaces),
     )
 
 
@@ -391,7 +392,9 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
         client = await KubeClient.connect(kubeconfig=settings.kubeconfig, context=settings.kube_context)
     except KubeConfigError as exc:
         raise ConfigError([f"GATEWAY_KUBECONFIG: {exc}"]) from None
-    app[keys.PROFILES] = provisioner = Provisioner(client, mode=settings.profiles, gateway_namespace=own_namespace())
+    app[keys.PROFILES] = provisioner = Provisioner(
+        client, mode=settings.profiles, gateway_namespace=own_namespace(), pod_security=settings.profile_pod_security
+    )
     task = None
     if settings.profiles == "gateway":
         task = asyncio.create_task(provisioner.reconcile(settings.profile_reconcile_interval_s), name="profiles")

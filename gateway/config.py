@@ -267,6 +267,19 @@ class Settings(BaseSettings):
         "(WebSockets are always recorded), or `all` requests.",
     )
     audit_stdout: bool = Field(True, description="Also write each audit event as a JSON line to stdout.")
+    # -- tenant isolation on the cluster (docs/operators.md, "What each ServiceAccount may do") --
+    profile_pod_security: Literal["baseline", "restricted"] = Field(
+        "baseline",
+        description="The Pod Security Admission level enforced in the namespaces the gateway makes "
+        "(GATEWAY_PROFILES=gateway): `baseline` refuses privileged pods, host namespaces and hostPath volumes; "
+        "`restricted` also requires non-root, no privilege escalation and dropped capabilities. `restricted` "
+        "is always warned and audited.",
+    )
+    notebook_root_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Namespaces (comma-separated) whose notebooks may run as root; everywhere else the "
+        "gateway's Notebooks carry runAsNonRoot (and never privilege escalation or added capabilities).",
+    )
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -285,14 +298,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
         return tuple(networks)
 
-    @field_validator("bootstrap_admins", "namespaces", mode="before")
+    @field_validator("bootstrap_admins", "namespaces", "notebook_root_namespaces", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(name for part in value.split(",") if (name := part.strip()))
         return value
 
-    @field_validator("namespaces", mode="after")
+    @field_validator("namespaces", "notebook_root_namespaces", mode="after")
     @classmethod
     def _dns_labels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:

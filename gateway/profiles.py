@@ -23,6 +23,7 @@ from .authz.rules import PolicyError, is_dns_label, make_rule, normalise_subject
 from .errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from .kube.client import ApiError, JsonObject, Kind, KubeClient, WatchEvent
 from .kube.reflector import Reflector
+from .pod_security import LIMIT_RANGE_NAME, PodSecurityLevel, limit_range_spec, namespace_labels
 from .quantities import parse_quantity
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ SERVICE_ACCOUNTS = Kind("", "v1", "serviceaccounts", "service_account")
 RESOURCE_QUOTAS = Kind("", "v1", "resourcequotas", "resource_quota")
 PROFILE_ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "rolebindings")
 NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies")
+LIMIT_RANGES = Kind("", "v1", "limitranges", "limit_range")
 
 Mode = Literal["gateway", "kubeflow"]
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -46,14 +48,19 @@ NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
 # ServiceAccount -> the ClusterRole (deploy/base/notebook-roles.yaml) its RoleBinding grants.
 ACCOUNTS = {"default-editor": "notebook-editor", "default-viewer": "notebook-viewer"}
 # The quota keys a profile takes -> the ResourceQuota's `spec.hard` key; an extended resource such
-# as a GPU can only be limited as a request.
+# as a GPU can only be limited as a request (its limit always equals its request).
 QUOTA_KEYS = {
     "cpu": "cpu",
     "memory": "memory",
+    "limits.cpu": "limits.cpu",
+    "limits.memory": "limits.memory",
     "nvidia.com/gpu": "requests.nvidia.com/gpu",
     "persistentvolumeclaims": "persistentvolumeclaims",
     "requests.storage": "requests.storage",
 }
+# A quota on requests alone lets one notebook ask for a 512-CPU limit: each bounded request also bounds
+# the limits, at the same amount unless the profile says otherwise.
+LIMIT_OF_REQUEST = {"cpu": "limits.cpu", "memory": "limits.memory"}
 RECONCILE_INTERVAL_S = 30.0
 
 
@@ -100,6 +107,9 @@ def parse_profile(body: object) -> Profile:
         if number < 0:
             raise BadRequest(f"quota.{key} must be a quantity such as 4, 500m or 10Gi.", field=f"quota.{key}")
         hard[QUOTA_KEYS[key]] = text
+    for request, limit in LIMIT_OF_REQUEST.items():
+        if request in hard:
+            hard.setdefault(limit, hard[request])
     return Profile(name, subject, hard)
 
 
@@ -107,8 +117,11 @@ class Provisioner:
     """Creates, repairs and deletes profiles through `client`. Every create is idempotent: an object
     already there is left as it is; the reconcile loop puts back what is missing or changed."""
 
-    def __init__(self, client: KubeClient, *, mode: Mode, gateway_namespace: str) -> None:
+    def __init__(
+        self, client: KubeClient, *, mode: Mode, gateway_namespace: str, pod_security: PodSecurityLevel = "baseline"
+    ) -> None:
         self.client, self.mode, self.gateway_namespace = client, mode, gateway_namespace
+        self.pod_security = pod_security  # the Pod Security Admission level enforced in new namespaces
         self._wake = asyncio.Event()  # set when a watched object is deleted or edited: reconcile now
         # Watches (by name, in every namespace) of the objects that drift: a deletion, or a change to
         # a field the loop owns, wakes it.
@@ -121,6 +134,7 @@ class Provisioner:
                 (PROFILE_ROLEBINDINGS, "default-viewer"),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
                 (RESOURCE_QUOTAS, QUOTA_NAME),
+                (LIMIT_RANGES, LIMIT_RANGE_NAME),
             )
         ]
         self._owned: dict[tuple[str, str, str], object] = {}  # (plural, namespace, name) -> owned fields seen
@@ -194,6 +208,7 @@ class Provisioner:
                 (PROFILE_ROLEBINDINGS, "default-viewer"),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
                 (RESOURCE_QUOTAS, QUOTA_NAME),
+                (LIMIT_RANGES, LIMIT_RANGE_NAME),
             )
         }
         repaired = {}
@@ -233,6 +248,14 @@ class Provisioner:
         elif (patch := _owned_patch(policy.get("spec"), wanted["spec"])) is not None:
             await self.client.patch(NETWORK_POLICIES, namespace, NETWORK_POLICY_NAME, {"spec": patch})
             fixed.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        limits = current[LIMIT_RANGES.plural, LIMIT_RANGE_NAME]
+        wanted_limits = self._limit_range()
+        if limits is None:
+            if await _created(self.client.create(LIMIT_RANGES, namespace, wanted_limits)):
+                fixed.append(f"limitrange/{LIMIT_RANGE_NAME}")
+        elif (patch := _owned_patch(limits.get("spec"), wanted_limits["spec"])) is not None:
+            await self.client.patch(LIMIT_RANGES, namespace, LIMIT_RANGE_NAME, {"spec": patch})
+            fixed.append(f"limitrange/{LIMIT_RANGE_NAME}")
         quota_object = current[RESOURCE_QUOTAS.plural, QUOTA_NAME]
         if quota is not None:  # only a profile that recorded its quota has one to restore
             if quota_object is None:
@@ -334,6 +357,7 @@ class Provisioner:
             if profile.quota:  # what the reconcile loop restores the quota to
                 recorded[QUOTA_ANNOTATION] = json.dumps(dict(profile.quota), sort_keys=True)
             meta = self._meta(profile.name)
+            meta["labels"] = {**namespace_labels(self.pod_security), MANAGED_BY: GATEWAY}
             meta["annotations"] = recorded
             await self.client.create(NAMESPACES, "", {"metadata": meta})
             return
@@ -347,14 +371,20 @@ class Provisioner:
             raise Conflict(f"Profile {profile.name} already exists, owned by {owner}.")
 
     async def _ensure_drifting(self, namespace: str) -> list[str]:
-        """The objects a namespace's users could delete by accident: the RoleBindings and the NetworkPolicy."""
+        """The objects a namespace's users could delete by accident: the RoleBindings, the NetworkPolicy
+        and the LimitRange."""
         made = []
         for account in ACCOUNTS:
             if await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, self._binding(namespace, account))):
                 made.append(f"rolebinding/{account}")
         if await _created(self.client.create(NETWORK_POLICIES, namespace, self._network_policy())):
             made.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        if await _created(self.client.create(LIMIT_RANGES, namespace, self._limit_range())):
+            made.append(f"limitrange/{LIMIT_RANGE_NAME}")
         return made
+
+    def _limit_range(self) -> JsonObject:
+        return {"metadata": self._meta(LIMIT_RANGE_NAME), "spec": limit_range_spec()}
 
     def _binding(self, namespace: str, account: str) -> JsonObject:
         """The RoleBinding giving `account` its ClusterRole (deploy/base/notebook-roles.yaml) in `namespace`."""
@@ -450,7 +480,7 @@ def _owned_fields(plural: str, obj: JsonObject) -> object:
     """What the loop owns in a watched object (a change to anything else does not wake it)."""
     if plural == PROFILE_ROLEBINDINGS.plural:
         return json.dumps([obj.get("roleRef"), obj.get("subjects")], sort_keys=True)
-    if plural == NETWORK_POLICIES.plural:
+    if plural in (NETWORK_POLICIES.plural, LIMIT_RANGES.plural):
         return json.dumps(obj.get("spec"), sort_keys=True)
     if plural == RESOURCE_QUOTAS.plural:
         return json.dumps(_hard(obj.get("spec")), sort_keys=True)

@@ -34,6 +34,7 @@ import yaml
 from aiohttp import web
 
 from .admission import AdmissionRequest, review
+from .pod_admission import PodRefused, admit_pod
 
 # Kubeflow's CRDs, kept in the repository (tests/kubeflow/SOURCES.md says where each came from).
 CRD_DIR = Path(__file__).parents[1] / "kubeflow" / "crds"
@@ -102,6 +103,8 @@ RESOURCES = {
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "ClusterRole", False),
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
         Resource("", ("v1",), "limitranges", "LimitRange", True),
+        # Admitted as tests/fakes/pod_admission.py says: LimitRange defaults, Pod Security, ResourceQuota.
+        Resource("", ("v1",), "pods", "Pod", True),
         # Enforced on the requests of the identities of `add_identity()` (tests/fakes/admission.py).
         Resource(
             "admissionregistration.k8s.io", ("v1",), "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False
@@ -875,6 +878,8 @@ class FakeKubeAPI:
         if resource.crd is not None:
             body.pop("status", None)  # the status subresource owns it
         obj, dropped = self._admit(resource, version, body, name, strict)
+        if resource.plural == "pods":
+            obj = self._admit_pod(obj, namespace)
         if (namespace, name) in self._objects[resource.plural]:
             details = {"name": name, "group": resource.group, "kind": resource.plural}
             raise KubeError(409, "AlreadyExists", f'{resource.qualified} "{name}" already exists', details)
@@ -1084,6 +1089,19 @@ class FakeKubeAPI:
                     return
         finally:
             self._aggregating = False
+
+    def _admit_pod(self, pod: Obj, namespace: str) -> Obj:
+        """The built-in admission a new Pod goes through in its namespace (403 when refused)."""
+        try:
+            return admit_pod(
+                pod,
+                self._objects["namespaces"].get(("", namespace)),
+                self.objects("limitranges", namespace),
+                self.objects("resourcequotas", namespace),
+                self.objects("pods", namespace),
+            )
+        except PodRefused as exc:
+            raise KubeError(403, "Forbidden", str(exc)) from None
 
     def _check_kind(self, resource: Resource, version: str, body: Obj) -> None:
         kind, api_version = body.get("kind"), body.get("apiVersion")
