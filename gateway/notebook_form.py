@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from .backends import NotebookSpec, Volume
-from .errors import InvalidNotebookSpec
+from .errors import Forbidden, InvalidNotebookSpec
 from .quantities import parse_quantity, scale_quantity
 from .routing import is_dns_label
 from .spawner import SpawnerConfig
@@ -113,6 +113,31 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         _check_read_only(form, spec, fixed, defaults.read_only)
     _check_maximums(spec, defaults.maximums)
     return spec
+
+
+def check_one_notebook_grant(spec: NotebookSpec, defaults: SpawnerConfig) -> None:
+    """What a user whose grant is on this one notebook (not the namespace) may ask for when creating it:
+    no existing volumes (they may be anyone's), and new volumes only under this notebook's own names,
+    `<workspace template>` and `<name>-datavol-<n>`, so nobody else's volume, nor the default workspace
+    name of another server, can be taken. Checked before anything is looked up, so a refusal says
+    nothing about which names exist. Raises `Forbidden` naming the field."""
+    workspace_name = _volume_name(defaults.workspace_name_template, spec.name, "workspace")
+    fields = [("workspace", spec.workspace, {workspace_name})] if spec.workspace else []
+    fields += [
+        (f"datavols[{index}]", volume, {f"{spec.name}-datavol-{n}" for n in range(1, len(spec.data_volumes) + 1)})
+        for index, volume in enumerate(spec.data_volumes)
+    ]
+    for field, volume, names in fields:
+        if volume is None:
+            continue
+        if volume.existing:
+            raise Forbidden(
+                "With a grant on this notebook only, you cannot attach existing volumes; ask for new ones.",
+                field=field,
+            )
+        if volume.name not in names:
+            allowed = " or ".join(sorted(names))
+            raise Forbidden(f"With a grant on this notebook only, this volume must be named {allowed}.", field=field)
 
 
 def _free(defaults: SpawnerConfig) -> SpawnerConfig:
