@@ -553,11 +553,12 @@ async def test_a_grant_on_one_notebook_cannot_take_other_peoples_volumes_or_name
     }
     squat = {"mount": "/home/jovyan", "newPvc": {"metadata": {"name": "nb2-workspace"}, "spec": WORKSPACE_SPEC}}
     missing = {"mount": "/d", "existingSource": {"persistentVolumeClaim": {"claimName": "no-such-claim"}}}
-    for form, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"datavols": [attach]}, "datavols[0]"),
         ({"workspace": squat}, "workspace"),  # the default workspace of someone's future nb2
         ({"datavols": [missing]}, "datavols[0]"),  # refused alike: no telling which claims exist
-    ]:
+    ]
+    for form, field in cases:
         resp = await client.post("/api/namespaces/alice/notebooks", json={"name": "nb1", "image": IMAGE, **form})
         answer = await resp.json()
         assert (resp.status, answer["field"]) == (403, field), answer

@@ -53,7 +53,11 @@ async def upstream(aiohttp_server: Any) -> FakeUpstream:
 
 
 def add_profile(kube_api: FakeKubeAPI, name: str, owner: str) -> None:
+    """A Profile, and its namespace annotated with its owner as Kubeflow's profile controller leaves it."""
     kube_api.create("profiles", {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": owner}}})
+    if kube_api.get("namespaces", "", name) is None:
+        kube_api.add_namespace(name)
+    kube_api.patch("namespaces", "", name, {"metadata": {"annotations": {"owner": owner}}})
 
 
 def add_binding(kube_api: FakeKubeAPI, namespace: str, user: str, role: str, cluster_role: str = "") -> str:
@@ -150,3 +154,21 @@ async def _subjects(client: Client) -> set[str]:
 
 async def _has_subjects(client: Client, *subjects: str) -> bool:
     return set(subjects) <= await _subjects(client)
+
+
+async def test_a_profile_gives_nothing_in_a_namespace_it_does_not_own(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    kube_api.add_namespace("kube-system")  # exists, with no owner: Kubeflow refuses to take it over
+    profile = {"metadata": {"name": "kube-system"}, "spec": {"owner": {"kind": "User", "name": "mallory@example.com"}}}
+    kube_api.create("profiles", profile)
+    add_binding(kube_api, "kube-system", "mallory@example.com", "admin")  # nor do KFAM-style bindings there
+    kube_api.create("profiles", {"metadata": {"name": "bob"}, "spec": {"owner": {"kind": "User", "name": "bob@x.org"}}})
+    kube_api.add_namespace("bob")
+    kube_api.patch("namespaces", "", "bob", {"metadata": {"annotations": {"owner": "carol@x.org"}}})  # carol's
+    add_profile(kube_api, "alice", "alice@example.com")  # a real one, for a synced view to wait on
+    admin: Client = await gateways(user="root@example.com", bootstrap_admins=("root@example.com",))
+    await wait_until(lambda: _has_subjects(admin, "user:alice@example.com"))
+    for user, namespace in [("mallory@example.com", "kube-system"), ("bob@x.org", "bob")]:
+        check = {"user": user, "namespace": namespace, "action": "manage"}
+        assert (await (await admin.post("/api/policies/check", json=check)).json())["allowed"] is False, user
+    check = {"user": "alice@example.com", "namespace": "alice", "action": "manage"}
+    assert (await (await admin.post("/api/policies/check", json=check)).json())["allowed"] is True

@@ -1,8 +1,9 @@
 """`KubeflowPolicies`: roles read (never written) from Kubeflow's own objects, kept current by watch.
 
-A Profile's `spec.owner` (kind User) is `admin` of the namespace the Profile names; a KFAM RoleBinding
-in a profile's namespace (annotations `user` and `role`, roleRef ClusterRole kubeflow-admin, -edit or
--view) gives that user that role there. Each rule carries the object it came from.
+A Profile's `spec.owner` (kind User) is `admin` of the namespace the Profile names, if that namespace
+is the Profile's (`profile_ownership`); a KFAM RoleBinding in such a namespace (annotations `user` and
+`role`, roleRef ClusterRole kubeflow-admin, -edit or -view) gives that user that role there. Each rule
+carries the object it came from.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ..config import ConfigError
 from ..kube.client import ApiError, JsonObject, Kind, KubeClient, KubeConfigError, WatchEvent
 from ..kube.reflector import Reflector, WatchHealth, stop, watch_health
 from .authorizer import Source
+from .profile_ownership import PROFILE_NAMESPACES, owned_namespaces
 from .rules import PolicyError, Role, Rule, make_rule
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,8 @@ class KubeflowPolicies:
         except KubeConfigError as exc:
             raise ConfigError([f"GATEWAY_KUBEFLOW_POLICIES: {exc}"]) from None
         self._reflectors = [
-            Reflector(self._client, kind, None, on_change=self._changed) for kind in (PROFILES, ROLEBINDINGS)
+            Reflector(self._client, kind, None, on_change=self._changed)
+            for kind in (PROFILES, ROLEBINDINGS, PROFILE_NAMESPACES)
         ]
         results = await asyncio.gather(*(r.sync() for r in self._reflectors), return_exceptions=True)
         for result in results:
@@ -76,8 +79,8 @@ class KubeflowPolicies:
         """Every rule Kubeflow's objects give now (the first object to give a rule names its source)."""
         if not self._reflectors:
             return {}
-        profiles, bindings = (reflector.objects for reflector in self._reflectors)
-        return rules_from(profiles, bindings)
+        profiles, bindings, namespaces = (reflector.objects for reflector in self._reflectors)
+        return rules_from(profiles, bindings, namespaces)
 
 
 async def list_rules(*, kubeconfig: Path | None = None, context: str | None = None) -> dict[Rule, Source]:
@@ -88,27 +91,33 @@ async def list_rules(*, kubeconfig: Path | None = None, context: str | None = No
     except KubeConfigError as exc:
         raise ConfigError([f"GATEWAY_KUBEFLOW_POLICIES: {exc}"]) from None
     try:
-        reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS)]
+        reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS, PROFILE_NAMESPACES)]
         for reflector in reflectors:
             await reflector.sync()  # the same view the watch would hold after its first list
-        profiles, bindings = (reflector.objects for reflector in reflectors)
-        return rules_from(profiles, bindings)
+        profiles, bindings, namespaces = (reflector.objects for reflector in reflectors)
+        return rules_from(profiles, bindings, namespaces)
     finally:
         await client.close()
 
 
 def rules_from(
-    profiles: dict[str, dict[str, JsonObject]], bindings: dict[str, dict[str, JsonObject]]
+    profiles: dict[str, dict[str, JsonObject]],
+    bindings: dict[str, dict[str, JsonObject]],
+    namespaces: dict[str, dict[str, JsonObject]],
 ) -> dict[Rule, Source]:
-    """Rules from Profiles (`{"": {name: obj}}`) and RoleBindings (`{namespace: {name: obj}}`)."""
+    """Rules from Profiles (`{"": {name: obj}}`) that own their namespace (`namespaces`, likewise), and
+    RoleBindings (`{namespace: {name: obj}}`) in those namespaces."""
     found: dict[Rule, Source] = {}
+    owned = owned_namespaces(profiles, namespaces)
     for names in profiles.values():
         for name, profile in sorted(names.items()):
+            if name not in owned:
+                continue
             rule = profile_rule(name, profile)
             if rule is not None:
                 found.setdefault(rule, Source("kubeflow-profile", name))
     for namespace, by_name in sorted(bindings.items()):
-        if namespace not in profiles.get("", {}):
+        if namespace not in owned:
             continue  # KFAM only manages profile namespaces; other RoleBindings are none of ours
         for name, binding in sorted(by_name.items()):
             rule = rolebinding_rule(namespace, binding)
