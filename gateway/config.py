@@ -275,6 +275,13 @@ class Settings(BaseSettings):
         "`restricted` also requires non-root, no privilege escalation and dropped capabilities. `restricted` "
         "is always warned and audited.",
     )
+    namespace_rule_limit: int = Field(
+        200,
+        ge=1,
+        description="The most policy rules a namespace's admins may hold in it; a grant past it is refused "
+        "(409) and counted in gateway_policy_rule_limit_refusals_total. Cluster-admins' grants (and profile "
+        "owners') take no limit, and namespace admins' grants also stop short of the store's last 128 KiB.",
+    )
     notebook_root_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Namespaces (comma-separated) whose notebooks may run as root; everywhere else the "

@@ -114,3 +114,14 @@ class NotebookNotReady(ServiceUnavailable):
 class UpstreamTimeout(GatewayError):
     status, code = 504, "upstream_timeout"
     default_message = "The notebook server took too long to answer."
+
+
+# -- tenant isolation -------------------------------------------------------------------------------
+
+
+class RuleLimitReached(GatewayError):
+    """A namespace admin's grant would take their namespace past its rule limit, or the shared policies
+    past the share kept for namespace admins (the rest is for cluster-admins and profile owners)."""
+
+    status, code = 409, "rule_limit_reached"
+    default_message = "This namespace has as many rules as a namespace admin may add."

@@ -51,6 +51,12 @@ class Metrics:
         )
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind)
+        self.rule_limit_refusals = Counter(
+            "gateway_policy_rule_limit_refusals",
+            "Grants by namespace admins refused because the namespace (or the admins' share of the "
+            "policy store) was full (GATEWAY_NAMESPACE_RULE_LIMIT).",
+            registry=self.registry,
+        )
         # The children `observe_request` updates, found once per label set rather than through
         # `labels()` (a lock and label validation) on every request. As bounded as the label sets:
         # four route classes, KNOWN_METHODS + OTHER, the status codes seen.

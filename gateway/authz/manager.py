@@ -17,6 +17,7 @@ from typing import Protocol
 from ..errors import BadRequest, Conflict
 from ..identity import Identity
 from .authorizer import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
+from .rule_limits import with_limited_rule
 from .rules import EMPTY, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
 from .stores import PolicyStore, PreconditionRequired
 
@@ -150,8 +151,14 @@ class PolicyManager:
 
     # -- changes ----------------------------------------------------------------------------------
 
-    async def grant(self, rule: Rule, if_match: str | None = None, *, via: str = "api") -> Change:
-        """Add `rule` (idempotent). `via` says what asked, for the audit log."""
+    async def grant(
+        self, rule: Rule, if_match: str | None = None, *, via: str = "api", limit: int | None = None
+    ) -> Change:
+        """Add `rule` (idempotent). `via` says what asked, for the audit log; `limit`, for a namespace
+        admin's grant, is their namespace's rule limit (`rule_limits`), checked on the latest document."""
+        if limit is not None:
+            before, after = await self._update(lambda doc: with_limited_rule(doc, rule, limit=limit), if_match)
+            return Change("policy.grant", via, before.version, after.version, rule=rule)
         before, after = await self._update(lambda doc: doc.with_rule(rule), if_match)
         return Change("policy.grant", via, before.version, after.version, rule=rule)
 

@@ -27,7 +27,7 @@ from ..authz.rules import (
     normalise_subject,
     rule_from_json,
 )
-from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, ServiceUnavailable
+from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, RuleLimitReached, ServiceUnavailable
 from .bodies import read_json
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,14 @@ async def grant(request: web.Request) -> web.Response:
     rule = _rule(await read_json(request, RULE_BODY_MAX_BYTES))
     _authorize_change(request, rule)
     request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
+    # A namespace admin's grants count against their namespace's limit; a cluster-admin's do not.
+    limit = None if _is_cluster_admin(request) else request.app[keys.SETTINGS].namespace_rule_limit
     with _store_errors():
-        change = await request.app[keys.POLICIES].grant(rule, if_match(request))
+        try:
+            change = await request.app[keys.POLICIES].grant(rule, if_match(request), limit=limit)
+        except RuleLimitReached:
+            request.app[keys.METRICS].rule_limit_refusals.inc()
+            raise
     audit_change(request, change)
     return _changed(change)
 
@@ -174,6 +180,14 @@ def _require_manage(request: web.Request, namespace: str, refusal: str | None = 
         raise Forbidden(
             refusal or f"You may not manage roles in {where}: that takes admin there, or cluster-admin."
         ) from None
+
+
+def _is_cluster_admin(request: web.Request) -> bool:
+    try:
+        request.app[keys.AUTHZ].require(request[keys.IDENTITY], EVERY_NAMESPACE, "manage")
+    except Forbidden:
+        return False
+    return True
 
 
 def _authorize_change(request: web.Request, rule: Rule) -> None:
