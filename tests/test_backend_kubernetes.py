@@ -570,3 +570,23 @@ async def test_a_grant_on_one_notebook_cannot_take_other_peoples_volumes_or_name
 
 
 WORKSPACE_SPEC = {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": ["ReadWriteOnce"]}
+
+
+async def test_a_notebook_is_routed_only_through_the_clusterip_service_it_owns(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI, controller: KubeController
+) -> None:
+    kube_api.create("notebooks", notebook_body("nb2"), "alice")
+    controller.ensure_service("alice", "nb2")  # as the notebook controller makes it
+    route = URL("http://nb2.alice.svc.cluster.local:80")
+    await wait_until(lambda: backend.route("alice", "nb2") == route)
+    # default-editor points the Service elsewhere: the gateway must not follow it there.
+    external = {"spec": {"type": "ExternalName", "externalName": "attacker.example.com"}}
+    kube_api.patch("services", "alice", "nb2", external)
+    await wait_until(lambda: backend.route("alice", "nb2") is None)
+    kube_api.patch("services", "alice", "nb2", {"spec": {"type": "ClusterIP", "externalName": None}})
+    await wait_until(lambda: backend.route("alice", "nb2") == route)
+    # Or replaces it with a Service of its own, which the Notebook does not control.
+    kube_api.delete("services", "alice", "nb2")
+    service = {"metadata": {"name": "nb2"}, "spec": {"type": "ClusterIP", "selector": {"app": "mine"}}}
+    kube_api.create("services", service, "alice")
+    await wait_until(lambda: backend.route("alice", "nb2") is None)
