@@ -42,6 +42,8 @@ GATEWAY = "notebook-gateway"
 OWNER_ANNOTATION = "notebook-gateway.kubeflow.org/owner"
 # On the namespace: the profile's quota (the ResourceQuota's spec.hard) as JSON, which the loop restores.
 QUOTA_ANNOTATION = "notebook-gateway.kubeflow.org/quota"
+# On the namespace: whether its service accounts' tokens are mounted into pods ("true"/"false").
+TOKEN_ANNOTATION = "notebook-gateway.kubeflow.org/mount-service-account-token"
 QUOTA_NAME = "notebook-quota"
 NETWORK_POLICY_NAME = "notebook-ingress"
 NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
@@ -71,6 +73,10 @@ class Profile:
     name: str
     owner: str
     quota: Mapping[str, str] = field(default_factory=dict)
+    # Whether pods of the profile's service accounts get their API token by default. Off unless asked
+    # for: a notebook that never calls the Kubernetes API should not hold default-editor's token.
+    # Kubeflow's profile controller always mounts it (None: not said; Kubeflow mode reads as True).
+    mount_token: bool | None = None
 
     @property
     def owner_name(self) -> str:
@@ -78,7 +84,7 @@ class Profile:
 
 
 def parse_profile(body: object) -> Profile:
-    """`{"name", "owner", "quota"?}` -> a `Profile`, or `BadRequest` naming the field at fault."""
+    """`{"name", "owner", "quota"?, "mountServiceAccountToken"?}` -> a `Profile`, or `BadRequest` naming the field."""
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object with name, owner and (optional) quota.")
     name, owner, quota = body.get("name"), body.get("owner"), body.get("quota") or {}
@@ -93,6 +99,9 @@ def parse_profile(body: object) -> Profile:
         make_rule(subject, name, "admin")  # the owner's rule must be one the policy store takes
     except PolicyError as exc:
         raise BadRequest(f"owner: {exc.message}.", field="owner") from None
+    mount_token = body.get("mountServiceAccountToken")
+    if mount_token is not None and not isinstance(mount_token, bool):
+        raise BadRequest("mountServiceAccountToken must be true or false.", field="mountServiceAccountToken")
     if not isinstance(quota, dict):
         raise BadRequest(f"quota must be an object with keys among {', '.join(QUOTA_KEYS)}.", field="quota")
     hard: dict[str, str] = {}
@@ -110,7 +119,7 @@ def parse_profile(body: object) -> Profile:
     for request, limit in LIMIT_OF_REQUEST.items():
         if request in hard:
             hard.setdefault(limit, hard[request])
-    return Profile(name, subject, hard)
+    return Profile(name, subject, hard, mount_token)
 
 
 class Provisioner:
@@ -148,7 +157,7 @@ class Provisioner:
                 await self._create_kubeflow(profile)
             else:
                 await self._claim_namespace(profile)
-                await self.ensure(profile.name, profile.quota)
+                await self.ensure(profile.name, profile.quota, mount_token=bool(profile.mount_token))
 
     async def delete(self, name: str) -> None:
         """Deleting the namespace deletes everything in it (notebooks, volumes, jobs)."""
@@ -180,11 +189,13 @@ class Provisioner:
                 profiles = [_from_namespace(obj, hard) for obj in namespaces.items]
         return sorted((p for p in profiles if p.name), key=lambda p: p.name)
 
-    async def ensure(self, namespace: str, quota: Mapping[str, str] | None = None) -> list[str]:
+    async def ensure(
+        self, namespace: str, quota: Mapping[str, str] | None = None, *, mount_token: bool = False
+    ) -> list[str]:
         """Create whatever of the profile's objects is missing; returns their `kind/name`s."""
         made = []
         for account in ACCOUNTS:
-            if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, {"metadata": self._meta(account)})):
+            if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, self._account(account, mount_token))):
                 made.append(f"serviceaccount/{account}")
         made += await self._ensure_drifting(namespace)
         if quota:
@@ -216,7 +227,7 @@ class Provisioner:
             name = str(_metadata(namespace).get("name", ""))
             if name and not _metadata(namespace).get("deletionTimestamp"):
                 current = {key: objects.get(name) for key, objects in found.items()}
-                fixed = await self._repair(name, _recorded_quota(namespace), current)
+                fixed = await self._repair(name, _recorded_quota(namespace), current, _mounts_token(namespace))
                 if fixed:
                     log.warning("profile %s had drifted; repaired %s", name, ", ".join(fixed))
                     repaired[name] = fixed
@@ -227,13 +238,17 @@ class Provisioner:
         return {str(_metadata(obj).get("namespace", "")): obj for obj in found.items}
 
     async def _repair(
-        self, namespace: str, quota: dict[str, str] | None, current: Mapping[tuple[str, str], JsonObject | None]
+        self,
+        namespace: str,
+        quota: dict[str, str] | None,
+        current: Mapping[tuple[str, str], JsonObject | None],
+        mount_token: bool = False,
     ) -> list[str]:
         """One namespace: each object as `current` shows it (None: missing) brought back to what it should be."""
         fixed = []
         for account in ACCOUNTS:
             if current[SERVICE_ACCOUNTS.plural, account] is None:
-                account_body: JsonObject = {"metadata": self._meta(account)}
+                account_body = self._account(account, mount_token)
                 if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, account_body)):
                     fixed.append(f"serviceaccount/{account}")
         for account in ACCOUNTS:
@@ -337,6 +352,12 @@ class Provisioner:
     # -- parts ------------------------------------------------------------------------------------
 
     async def _create_kubeflow(self, profile: Profile) -> None:
+        if profile.mount_token is False:
+            raise BadRequest(
+                "Kubeflow's profile controller always mounts the service account token; "
+                "mountServiceAccountToken cannot be false with GATEWAY_PROFILES=kubeflow.",
+                field="mountServiceAccountToken",
+            )
         existing = await _found(self.client.get(KUBEFLOW_PROFILES, "", profile.name))
         if existing is not None:
             spec = existing.get("spec")
@@ -356,6 +377,7 @@ class Provisioner:
             recorded = {OWNER_ANNOTATION: profile.owner_name}
             if profile.quota:  # what the reconcile loop restores the quota to
                 recorded[QUOTA_ANNOTATION] = json.dumps(dict(profile.quota), sort_keys=True)
+            recorded[TOKEN_ANNOTATION] = "true" if profile.mount_token else "false"
             meta = self._meta(profile.name)
             meta["labels"] = {**namespace_labels(self.pod_security), MANAGED_BY: GATEWAY}
             meta["annotations"] = recorded
@@ -382,6 +404,10 @@ class Provisioner:
         if await _created(self.client.create(LIMIT_RANGES, namespace, self._limit_range())):
             made.append(f"limitrange/{LIMIT_RANGE_NAME}")
         return made
+
+    def _account(self, name: str, mount_token: bool) -> JsonObject:
+        """A profile's service account; pods that do not say otherwise get its token only if `mount_token`."""
+        return {"metadata": self._meta(name), "automountServiceAccountToken": mount_token}
 
     def _limit_range(self) -> JsonObject:
         return {"metadata": self._meta(LIMIT_RANGE_NAME), "spec": limit_range_spec()}
@@ -454,6 +480,12 @@ async def _deleted(call: Awaitable[None]) -> bool:
         if exc.status != 404:
             raise
     return True
+
+
+def _mounts_token(namespace: JsonObject) -> bool:
+    """Whether the profile asked for its service accounts' tokens to be mounted (its namespace's annotation)."""
+    annotations = _metadata(namespace).get("annotations")
+    return isinstance(annotations, dict) and annotations.get(TOKEN_ANNOTATION) == "true"
 
 
 def _recorded_quota(namespace: JsonObject) -> dict[str, str] | None:
@@ -552,7 +584,7 @@ def _from_namespace(namespace: JsonObject, quotas: Mapping[str, dict[str, str]])
     name = str(_metadata(namespace).get("name", ""))
     annotations = _metadata(namespace).get("annotations")
     owner = annotations.get(OWNER_ANNOTATION) if isinstance(annotations, dict) else None
-    return Profile(name, f"user:{owner}" if owner else "", quotas.get(name, {}))
+    return Profile(name, f"user:{owner}" if owner else "", quotas.get(name, {}), _mounts_token(namespace))
 
 
 def _from_kubeflow(profile: JsonObject) -> Profile:
@@ -560,8 +592,14 @@ def _from_kubeflow(profile: JsonObject) -> Profile:
     owner = spec.get("owner") if isinstance(spec, dict) else None
     owner_name = owner.get("name") if isinstance(owner, dict) else None
     quota = spec.get("resourceQuotaSpec") if isinstance(spec, dict) else None
-    return Profile(str(_metadata(profile).get("name", "")), f"user:{owner_name}" if owner_name else "", _hard(quota))
+    name = str(_metadata(profile).get("name", ""))
+    return Profile(name, f"user:{owner_name}" if owner_name else "", _hard(quota), True)  # Kubeflow mounts it
 
 
 def describe(profile: Profile) -> dict[str, object]:
-    return {"name": profile.name, "owner": profile.owner, "quota": dict(profile.quota)}
+    return {
+        "name": profile.name,
+        "owner": profile.owner,
+        "quota": dict(profile.quota),
+        "mountServiceAccountToken": bool(profile.mount_token),
+    }

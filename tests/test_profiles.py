@@ -384,3 +384,25 @@ async def test_a_deleted_limit_range_comes_back(provisioner: Provisioner, kube_a
 
 
 ONE_CPU = {"name": "team-a", "owner": "alice@example.com", "quota": {"cpu": "1", "memory": "4Gi"}}
+
+
+async def test_service_account_tokens_are_mounted_only_when_the_profile_asks(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    await provisioner.create(parse_profile({"name": "team-b", "owner": "b@x.org", "mountServiceAccountToken": True}))
+    for namespace, mounted in (("team-a", False), ("team-b", True)):
+        for account in ("default-editor", "default-viewer"):
+            found = kube_api.get("serviceaccounts", namespace, account)
+            assert found is not None and found["automountServiceAccountToken"] is mounted, (namespace, account)
+    kube_api.delete("serviceaccounts", "team-b", "default-editor")  # put back as the profile asked
+    await provisioner.reconcile_once()
+    assert kube_api.get("serviceaccounts", "team-b", "default-editor")["automountServiceAccountToken"] is True  # type: ignore[index]
+    listed = {profile.name: profile.mount_token for profile in await provisioner.list_profiles()}
+    assert listed == {"team-a": False, "team-b": True}
+
+
+async def test_kubeflow_mode_cannot_unmount_the_token(kubeflow: Provisioner) -> None:
+    with pytest.raises(BadRequest, match="always mounts") as caught:
+        await kubeflow.create(parse_profile({"name": "team-a", "owner": "a@x.org", "mountServiceAccountToken": False}))
+    assert caught.value.field == "mountServiceAccountToken"
