@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from gateway import health
 from gateway.config import ENV_PREFIX, Settings
 from gateway.kube.client import PVCS, ApiError, KubeClient
-from gateway.profiles import NAMESPACES, PROFILE_ROLEBINDINGS, Profile, Provisioner
+from gateway.profiles import GATEWAY, MANAGED_BY, NAMESPACES, PROFILE_ROLEBINDINGS, Profile, Provisioner
 from tests.fakes.kube_api import FakeKubeAPI, service_account_identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -504,3 +504,16 @@ async def test_under_kubeflow_the_gateways_account_writes_only_notebooks_in_prof
         error = await refused(as_gateway.create(PROFILE_ROLEBINDINGS, namespace, takeover(namespace)))
         assert "cannot create resource" in error.message  # RBAC: no RoleBinding writes in kubeflow mode
         await refused(as_gateway.delete(NAMESPACES, "", namespace))
+
+
+def test_the_admission_policy_binds_the_gateways_account_to_the_labels_the_code_sets(
+    manifests: dict[str, Manifest],
+) -> None:
+    policy, binding = manifests["ValidatingAdmissionPolicy"], manifests["ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"  # an expression that errs refuses
+    [condition] = policy["spec"]["matchConditions"]
+    assert f"endsWith(':{manifests['ServiceAccount']['metadata']['name']}')" in condition["expression"]
+    expressions = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
+    assert f"['{MANAGED_BY}'] == '{GATEWAY}'" in expressions  # the label gateway/profiles.py puts on namespaces
+    assert all(validation["reason"] == "Forbidden" for validation in policy["spec"]["validations"])
