@@ -169,7 +169,9 @@ async def test_a_cluster_admin_lists_the_profiles_with_owner_and_quota(
 async def test_kubeflow_mode_lists_the_profile_objects(gateways: Factory, kube_api: FakeKubeAPI) -> None:
     client: Client = await gateways(user=ROOT, profiles="kubeflow")
     body = {"name": "team-a", "owner": "alice@example.com", "quota": {"memory": "8Gi"}}
-    assert (await client.post("/api/profiles", json=body)).status == 201
+    created = await client.post("/api/profiles", json=body)
+    assert created.status == 201
+    assert (await created.json())["mountServiceAccountToken"] is True  # Kubeflow mounts it, and says so
     listed = await (await client.get("/api/profiles")).json()
     team_a: dict[str, object] = {"name": "team-a", "owner": "user:alice@example.com"}
     team_a["quota"] = {"memory": "8Gi", "limits.memory": "8Gi"}
