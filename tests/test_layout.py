@@ -20,7 +20,7 @@ GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 # they are leaves too (anything may use them). `names` is the one DNS-label check, when it exists.
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("leaves (plain values)", ("names", "cookies", "quantities", "backoff")),  # the settings check names with `names`
-    ("leaves", ("config", "errors", "identity", "logs", "spawner")),
+    ("leaves", ("config", "errors", "identity", "logs", "spawner", "pod_security")),
     (
         "components (foundations)",
         ("routing", "forwarded", "sessions", "ratelimit", "userslots", "redis_connection", "kube", "audit"),
