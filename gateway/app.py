@@ -530,6 +530,7 @@ def build_backend(settings: Settings, kube: KubeClient | None, origins: Notebook
         namespaces=settings.namespaces,
         # No PodDefault webhook runs without Kubeflow: the gateway applies the chosen configurations itself.
         apply_poddefaults=settings.profiles == "gateway",
+        root_namespaces=frozenset(settings.notebook_root_namespaces),
     )
 
 
@@ -571,7 +572,9 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     client = app[keys.KUBE]  # the backend's: made for GATEWAY_BACKEND=kubernetes
-    app[keys.PROFILES] = provisioner = Provisioner(client, mode=settings.profiles, gateway_namespace=own_namespace())
+    app[keys.PROFILES] = provisioner = Provisioner(
+        client, mode=settings.profiles, gateway_namespace=own_namespace(), pod_security=settings.profile_pod_security
+    )
     task = None
     if settings.profiles == "gateway":
         task = asyncio.create_task(provisioner.reconcile(settings.profile_reconcile_interval_s), name="profiles")

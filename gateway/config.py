@@ -431,6 +431,27 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a DNS name (lower-case labels separated by dots)")
         return value
 
+    # -- tenant isolation on the cluster (docs/operators.md, "What each ServiceAccount may do") --
+    profile_pod_security: Literal["baseline", "restricted"] = Field(
+        "baseline",
+        description="The Pod Security Admission level enforced in the namespaces the gateway makes "
+        "(GATEWAY_PROFILES=gateway): `baseline` refuses privileged pods, host namespaces and hostPath volumes; "
+        "`restricted` also requires non-root, no privilege escalation and dropped capabilities. `restricted` "
+        "is always warned and audited.",
+    )
+    namespace_rule_limit: int = Field(
+        200,
+        ge=1,
+        description="The most policy rules a namespace's admins may hold in it; a grant past it is refused "
+        "(409) and counted in gateway_policy_rule_limit_refusals_total. Cluster-admins' grants (and profile "
+        "owners') take no limit, and namespace admins' grants also stop short of the store's last 128 KiB.",
+    )
+    notebook_root_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Namespaces (comma-separated) whose notebooks may run as root; everywhere else the "
+        "gateway's Notebooks carry runAsNonRoot (and never privilege escalation or added capabilities).",
+    )
+
     @field_validator("trusted_proxies", mode="before")
     @classmethod
     def _parse_networks(cls, value: object) -> object:
@@ -448,14 +469,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
         return tuple(networks)
 
-    @field_validator("bootstrap_admins", "namespaces", mode="before")
+    @field_validator("bootstrap_admins", "namespaces", "notebook_root_namespaces", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(name for part in value.split(",") if (name := part.strip()))
         return value
 
-    @field_validator("namespaces", "policy_namespace", mode="after")
+    @field_validator("namespaces", "policy_namespace", "notebook_root_namespaces", mode="after")
     @classmethod
     def _dns_labels(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
         for name in (value,) if isinstance(value, str) else value or ():

@@ -17,6 +17,7 @@ GatewayError                 500 internal_error
   MethodNotSupported         405 not_supported         (e.g. the static backend cannot create)
   Conflict                   409 conflict
     NotebookExists           409 notebook_exists
+  RuleLimitReached           409 rule_limit_reached    (a namespace admin's grant past GATEWAY_NAMESPACE_RULE_LIMIT)
   PreconditionFailed         412 version_mismatch      (the policies changed since the client read them)
   PayloadTooLarge            413 payload_too_large     (a body over its limit; the message names it)
   PolicyTooLarge             413 policy_too_large      (over what a ConfigMap holds)
@@ -297,3 +298,14 @@ class MisdirectedRequest(GatewayError):
 
     status, code = 421, "misdirected_request"
     default_message = "This host does not serve that path."
+
+
+# -- tenant isolation -------------------------------------------------------------------------------
+
+
+class RuleLimitReached(GatewayError):
+    """A namespace admin's grant would take their namespace past its rule limit, or the shared policies
+    past the share kept for namespace admins (the rest is for cluster-admins and profile owners)."""
+
+    status, code = 409, "rule_limit_reached"
+    default_message = "This namespace has as many rules as a namespace admin may add."

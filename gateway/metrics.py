@@ -61,6 +61,12 @@ class Metrics:
             "1 while the policy source's current content is refused and an older version stays in force, else 0.",
             registry=self.registry,
         )
+        self.rule_limit_refusals = Counter(
+            "gateway_policy_rule_limit_refusals",
+            "Grants by namespace admins refused because the namespace (or the admins' share of the "
+            "policy store) was full (GATEWAY_NAMESPACE_RULE_LIMIT).",
+            registry=self.registry,
+        )
         # The children `observe_request` updates, found once per label set rather than through
         # `labels()` (a lock and label validation) on every request. As bounded as the label sets:
         # four route classes, KNOWN_METHODS + OTHER, the status codes seen.

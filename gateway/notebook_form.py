@@ -6,6 +6,7 @@ Pure: no I/O and no aiohttp, so the JSON API and the HTML form share it. Every p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 import re
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 
 from .backends import NotebookSpec, Volume
-from .errors import InvalidNotebookSpec
+from .errors import Forbidden, InvalidNotebookSpec
 from .names import is_dns_label, is_dns_subdomain
 from .quantities import parse_quantity, scale_quantity
 from .spawner import SpawnerConfig
@@ -91,7 +92,7 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
     ]
     _check_unique([("workspace", workspace)] if workspace else [], data_volumes)
     _check_unsupported(form)
-    return NotebookSpec(
+    spec = NotebookSpec(
         name=name,
         image=image,
         cpu=cpu,
@@ -104,6 +105,93 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         image_pull_policy=_choice(form, "imagePullPolicy", PULL_POLICIES, defaults.image_pull_policy),
         configurations=_configurations(form),
     )
+    if defaults.read_only:
+        fixed = parse_notebook_form({"name": name}, namespace=namespace, defaults=_free(defaults))
+        _check_read_only(form, spec, fixed, defaults.read_only)
+    _check_maximums(spec, defaults.maximums)
+    return spec
+
+
+def check_one_notebook_grant(spec: NotebookSpec, defaults: SpawnerConfig) -> None:
+    """What a user whose grant is on this one notebook (not the namespace) may ask for when creating it:
+    no existing volumes (they may be anyone's), and new volumes only under this notebook's own names,
+    `<workspace template>` and `<name>-datavol-<n>`, so nobody else's volume, nor the default workspace
+    name of another server, can be taken. Checked before anything is looked up, so a refusal says
+    nothing about which names exist. Raises `Forbidden` naming the field."""
+    workspace_name = _volume_name(defaults.workspace_name_template, spec.name, "workspace")
+    fields = [("workspace", spec.workspace, {workspace_name})] if spec.workspace else []
+    fields += [
+        (f"datavols[{index}]", volume, {f"{spec.name}-datavol-{n}" for n in range(1, len(spec.data_volumes) + 1)})
+        for index, volume in enumerate(spec.data_volumes)
+    ]
+    for field, volume, names in fields:
+        if volume is None:
+            continue
+        if volume.existing:
+            raise Forbidden(
+                "With a grant on this notebook only, you cannot attach existing volumes; ask for new ones.",
+                field=field,
+            )
+        if volume.name not in names:
+            allowed = " or ".join(sorted(names))
+            raise Forbidden(f"With a grant on this notebook only, this volume must be named {allowed}.", field=field)
+
+
+def _free(defaults: SpawnerConfig) -> SpawnerConfig:
+    """The config without its read-only fields and maximums: what a bare name gets."""
+    return dataclasses.replace(defaults, read_only=frozenset(), maximums={})
+
+
+def _check_read_only(
+    form: Mapping[str, object], spec: NotebookSpec, fixed: NotebookSpec, read_only: frozenset[str]
+) -> None:
+    """A field the admin made `readOnly` must come out as it would with nothing sent (left out, or the
+    same value again, as the web app sends it); anything else is refused, naming the field."""
+    differs = {
+        "image": spec.image != fixed.image,
+        "customImage": spec.image != fixed.image,
+        "imagePullPolicy": spec.image_pull_policy != fixed.image_pull_policy,
+        "cpu": not _same_quantity(spec.cpu, fixed.cpu),
+        "cpuLimit": not _same_quantity(spec.cpu_limit, fixed.cpu_limit),
+        "memory": not _same_quantity(spec.memory, fixed.memory),
+        "memoryLimit": not _same_quantity(spec.memory_limit, fixed.memory_limit),
+        "workspace": spec.workspace != fixed.workspace,
+        "noWorkspace": spec.workspace != fixed.workspace,
+        "datavols": spec.data_volumes != fixed.data_volumes,
+        "configurations": spec.configurations != fixed.configurations,
+    }
+    # Name a field the body sent before one it did not (a limit that followed a changed request).
+    for field in sorted(read_only, key=lambda key: (key not in form, key)):
+        if differs.get(field):
+            raise InvalidNotebookSpec(
+                f"{field} is set by the administrator (read-only); leave it out to get the default.", field=field
+            )
+
+
+def _same_quantity(a: str | None, b: str | None) -> bool:
+    return a == b or (a is not None and b is not None and parse_quantity(a) == parse_quantity(b))
+
+
+def _check_maximums(spec: NotebookSpec, maximums: Mapping[str, str]) -> None:
+    """The admin's ceilings on requests, limits and the sizes of new volumes, each refused by its field."""
+    size = ".newPvc.spec.resources.requests.storage"
+    asked: list[tuple[str, str, str | None]] = [
+        ("cpu", "cpu", spec.cpu),
+        ("cpuLimit", "cpuLimit", spec.cpu_limit),
+        ("memory", "memory", spec.memory),
+        ("memoryLimit", "memoryLimit", spec.memory_limit),
+    ]
+    if spec.workspace is not None and not spec.workspace.existing:
+        asked.append(("workspace", "workspace" + size, spec.workspace.size))
+    asked += [
+        ("datavols", f"datavols[{index}]{size}", volume.size)
+        for index, volume in enumerate(spec.data_volumes)
+        if not volume.existing
+    ]
+    for key, field, value in asked:
+        ceiling = maximums.get(key)
+        if ceiling is not None and value is not None and parse_quantity(value) > parse_quantity(ceiling):
+            raise InvalidNotebookSpec(f"{field} may be at most {ceiling} here; got {value}.", field=field)
 
 
 def _object(value: object, field: str, message: str) -> dict[str, object]:

@@ -26,6 +26,7 @@ from .kube.client import JsonObject, Kind, KubeClient, WatchEvent
 from .kube.kubeflow_names import EDITOR_ACCOUNT, NOTEBOOK_NAME_LABEL, PROFILE_OWNER_FIELD, VIEWER_ACCOUNT
 from .kube.reflector import Reflector
 from .names import is_dns_label
+from .pod_security import LIMIT_RANGE_NAME, PodSecurityLevel, limit_range_spec, namespace_labels
 from .quantities import parse_quantity
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ SERVICE_ACCOUNTS = Kind("", "v1", "serviceaccounts", "service_account")
 RESOURCE_QUOTAS = Kind("", "v1", "resourcequotas", "resource_quota")
 PROFILE_ROLEBINDINGS = Kind("rbac.authorization.k8s.io", "v1", "rolebindings")
 NETWORK_POLICIES = Kind("networking.k8s.io", "v1", "networkpolicies")
+LIMIT_RANGES = Kind("", "v1", "limitranges", "limit_range")
 
 Mode = Literal["gateway", "kubeflow"]
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -43,20 +45,27 @@ GATEWAY = "notebook-gateway"
 OWNER_ANNOTATION = "notebook-gateway.kubeflow.org/owner"
 # On the namespace: the profile's quota (the ResourceQuota's spec.hard) as JSON, which the loop restores.
 QUOTA_ANNOTATION = "notebook-gateway.kubeflow.org/quota"
+# On the namespace: whether its service accounts' tokens are mounted into pods ("true"/"false").
+TOKEN_ANNOTATION = "notebook-gateway.kubeflow.org/mount-service-account-token"
 QUOTA_NAME = "notebook-quota"
 NETWORK_POLICY_NAME = "notebook-ingress"
 NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
 # ServiceAccount -> the ClusterRole (deploy/base/notebook-roles.yaml) its RoleBinding grants.
 ACCOUNTS = {EDITOR_ACCOUNT: "notebook-editor", VIEWER_ACCOUNT: "notebook-viewer"}
 # The quota keys a profile takes -> the ResourceQuota's `spec.hard` key; an extended resource such
-# as a GPU can only be limited as a request.
+# as a GPU can only be limited as a request (its limit always equals its request).
 QUOTA_KEYS = {
     "cpu": "cpu",
     "memory": "memory",
+    "limits.cpu": "limits.cpu",
+    "limits.memory": "limits.memory",
     "nvidia.com/gpu": "requests.nvidia.com/gpu",
     "persistentvolumeclaims": "persistentvolumeclaims",
     "requests.storage": "requests.storage",
 }
+# A quota on requests alone lets one notebook ask for a 512-CPU limit: each bounded request also bounds
+# the limits, at the same amount unless the profile says otherwise.
+LIMIT_OF_REQUEST = {"cpu": "limits.cpu", "memory": "limits.memory"}
 RECONCILE_INTERVAL_S = 30.0
 RETRY_MIN_S = 1.0  # after a failed pass, retry this soon (jittered), then ever later, up to the interval
 
@@ -68,6 +77,10 @@ class Profile:
     name: str
     owner: str
     quota: Mapping[str, str] = field(default_factory=dict)
+    # Whether pods of the profile's service accounts get their API token by default. Off unless asked
+    # for: a notebook that never calls the Kubernetes API should not hold default-editor's token.
+    # Kubeflow's profile controller always mounts it (None: not said; Kubeflow mode reads as True).
+    mount_token: bool | None = None
 
     @property
     def owner_name(self) -> str:
@@ -75,7 +88,7 @@ class Profile:
 
 
 def parse_profile(body: object) -> Profile:
-    """`{"name", "owner", "quota"?}` -> a `Profile`, or `BadRequest` naming the field at fault."""
+    """`{"name", "owner", "quota"?, "mountServiceAccountToken"?}` -> a `Profile`, or `BadRequest` naming the field."""
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object with name, owner and (optional) quota.")
     name, owner, quota = body.get("name"), body.get("owner"), body.get("quota") or {}
@@ -90,6 +103,9 @@ def parse_profile(body: object) -> Profile:
         make_rule(subject, name, "admin")  # the owner's rule must be one the policy store takes
     except PolicyError as exc:
         raise BadRequest(f"owner: {exc.message}.", field="owner") from None
+    mount_token = body.get("mountServiceAccountToken")
+    if mount_token is not None and not isinstance(mount_token, bool):
+        raise BadRequest("mountServiceAccountToken must be true or false.", field="mountServiceAccountToken")
     if not isinstance(quota, dict):
         raise BadRequest(f"quota must be an object with keys among {', '.join(QUOTA_KEYS)}.", field="quota")
     hard: dict[str, str] = {}
@@ -104,15 +120,21 @@ def parse_profile(body: object) -> Profile:
         if number < 0:
             raise BadRequest(f"quota.{key} must be a quantity such as 4, 500m or 10Gi.", field=f"quota.{key}")
         hard[QUOTA_KEYS[key]] = text
-    return Profile(name, subject, hard)
+    for request, limit in LIMIT_OF_REQUEST.items():
+        if request in hard:
+            hard.setdefault(limit, hard[request])
+    return Profile(name, subject, hard, mount_token)
 
 
 class Provisioner:
     """Creates, repairs and deletes profiles through `client`. Every create is idempotent: an object
     already there is left as it is; the reconcile loop puts back what is missing or changed."""
 
-    def __init__(self, client: KubeClient, *, mode: Mode, gateway_namespace: str) -> None:
+    def __init__(
+        self, client: KubeClient, *, mode: Mode, gateway_namespace: str, pod_security: PodSecurityLevel = "baseline"
+    ) -> None:
         self.client, self.mode, self.gateway_namespace = client, mode, gateway_namespace
+        self.pod_security = pod_security  # the Pod Security Admission level enforced in new namespaces
         self._wake = asyncio.Event()  # set when a watched object is deleted or edited: reconcile now
         # Watches (by name, in every namespace) of the objects that drift: a deletion, or a change to
         # a field the loop owns, wakes it.
@@ -125,6 +147,7 @@ class Provisioner:
                 (PROFILE_ROLEBINDINGS, VIEWER_ACCOUNT),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
                 (RESOURCE_QUOTAS, QUOTA_NAME),
+                (LIMIT_RANGES, LIMIT_RANGE_NAME),
             )
         ]
         self._owned: dict[tuple[str, str, str], object] = {}  # (plural, namespace, name) -> owned fields seen
@@ -137,7 +160,7 @@ class Provisioner:
             await self._create_kubeflow(profile)
         else:
             await self._claim_namespace(profile)
-            await self.ensure(profile.name, profile.quota)
+            await self.ensure(profile.name, profile.quota, mount_token=bool(profile.mount_token))
 
     async def claimed(self, name: str, owner_name: str) -> str | None:
         """Why `owner_name` may not take namespace `name` as a new profile (it exists, or a Kubeflow
@@ -184,11 +207,13 @@ class Provisioner:
             profiles = [_from_namespace(obj, hard) for obj in namespaces.items]
         return sorted((p for p in profiles if p.name), key=lambda p: p.name)
 
-    async def ensure(self, namespace: str, quota: Mapping[str, str] | None = None) -> list[str]:
+    async def ensure(
+        self, namespace: str, quota: Mapping[str, str] | None = None, *, mount_token: bool = False
+    ) -> list[str]:
         """Create whatever of the profile's objects is missing; returns their `kind/name`s."""
         made = []
         for account in ACCOUNTS:
-            if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, {"metadata": self._meta(account)})):
+            if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, self._account(account, mount_token))):
                 made.append(f"serviceaccount/{account}")
         made += await self._ensure_drifting(namespace)
         if quota:
@@ -212,6 +237,7 @@ class Provisioner:
                 (PROFILE_ROLEBINDINGS, VIEWER_ACCOUNT),
                 (NETWORK_POLICIES, NETWORK_POLICY_NAME),
                 (RESOURCE_QUOTAS, QUOTA_NAME),
+                (LIMIT_RANGES, LIMIT_RANGE_NAME),
             )
         }
         repaired = {}
@@ -219,7 +245,7 @@ class Provisioner:
             name = str(_metadata(namespace).get("name", ""))
             if name and not _metadata(namespace).get("deletionTimestamp"):
                 current = {key: objects.get(name) for key, objects in found.items()}
-                fixed = await self._repair(name, _recorded_quota(namespace), current)
+                fixed = await self._repair(name, _recorded_quota(namespace), current, _mounts_token(namespace))
                 if fixed:
                     log.warning("profile %s had drifted; repaired %s", name, ", ".join(fixed))
                     repaired[name] = fixed
@@ -230,13 +256,17 @@ class Provisioner:
         return {str(_metadata(obj).get("namespace", "")): obj for obj in found.items}
 
     async def _repair(
-        self, namespace: str, quota: dict[str, str] | None, current: Mapping[tuple[str, str], JsonObject | None]
+        self,
+        namespace: str,
+        quota: dict[str, str] | None,
+        current: Mapping[tuple[str, str], JsonObject | None],
+        mount_token: bool = False,
     ) -> list[str]:
         """One namespace: each object as `current` shows it (None: missing) brought back to what it should be."""
         fixed = []
         for account in ACCOUNTS:
             if current[SERVICE_ACCOUNTS.plural, account] is None:
-                account_body: JsonObject = {"metadata": self._meta(account)}
+                account_body = self._account(account, mount_token)
                 if await _created(self.client.create(SERVICE_ACCOUNTS, namespace, account_body)):
                     fixed.append(f"serviceaccount/{account}")
         for account in ACCOUNTS:
@@ -251,6 +281,14 @@ class Provisioner:
         elif (patch := _owned_patch(policy.get("spec"), wanted["spec"])) is not None:
             await self.client.patch(NETWORK_POLICIES, namespace, NETWORK_POLICY_NAME, {"spec": patch})
             fixed.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        limits = current[LIMIT_RANGES.plural, LIMIT_RANGE_NAME]
+        wanted_limits = self._limit_range()
+        if limits is None:
+            if await _created(self.client.create(LIMIT_RANGES, namespace, wanted_limits)):
+                fixed.append(f"limitrange/{LIMIT_RANGE_NAME}")
+        elif (patch := _owned_patch(limits.get("spec"), wanted_limits["spec"])) is not None:
+            await self.client.patch(LIMIT_RANGES, namespace, LIMIT_RANGE_NAME, {"spec": patch})
+            fixed.append(f"limitrange/{LIMIT_RANGE_NAME}")
         quota_object = current[RESOURCE_QUOTAS.plural, QUOTA_NAME]
         if quota is not None:  # only a profile that recorded its quota has one to restore
             if quota_object is None:
@@ -336,6 +374,12 @@ class Provisioner:
     # -- parts ------------------------------------------------------------------------------------
 
     async def _create_kubeflow(self, profile: Profile) -> None:
+        if profile.mount_token is False:
+            raise BadRequest(
+                "Kubeflow's profile controller always mounts the service account token; "
+                "mountServiceAccountToken cannot be false with GATEWAY_PROFILES=kubeflow.",
+                field="mountServiceAccountToken",
+            )
         existing = await _found(self.client.get(KUBEFLOW_PROFILES, "", profile.name))
         if existing is not None:
             spec = existing.get("spec")
@@ -355,7 +399,9 @@ class Provisioner:
             recorded = {OWNER_ANNOTATION: profile.owner_name}
             if profile.quota:  # what the reconcile loop restores the quota to
                 recorded[QUOTA_ANNOTATION] = json.dumps(dict(profile.quota), sort_keys=True)
+            recorded[TOKEN_ANNOTATION] = "true" if profile.mount_token else "false"
             meta = self._meta(profile.name)
+            meta["labels"] = {**namespace_labels(self.pod_security), MANAGED_BY: GATEWAY}
             meta["annotations"] = recorded
             await self.client.create(NAMESPACES, "", {"metadata": meta})
             return
@@ -369,14 +415,24 @@ class Provisioner:
             raise Conflict(f"Profile {profile.name} already exists, owned by {owner}.")
 
     async def _ensure_drifting(self, namespace: str) -> list[str]:
-        """The objects a namespace's users could delete by accident: the RoleBindings and the NetworkPolicy."""
+        """The objects a namespace's users could delete by accident: the RoleBindings, the NetworkPolicy
+        and the LimitRange."""
         made = []
         for account in ACCOUNTS:
             if await _created(self.client.create(PROFILE_ROLEBINDINGS, namespace, self._binding(namespace, account))):
                 made.append(f"rolebinding/{account}")
         if await _created(self.client.create(NETWORK_POLICIES, namespace, self._network_policy())):
             made.append(f"networkpolicy/{NETWORK_POLICY_NAME}")
+        if await _created(self.client.create(LIMIT_RANGES, namespace, self._limit_range())):
+            made.append(f"limitrange/{LIMIT_RANGE_NAME}")
         return made
+
+    def _account(self, name: str, mount_token: bool) -> JsonObject:
+        """A profile's service account; pods that do not say otherwise get its token only if `mount_token`."""
+        return {"metadata": self._meta(name), "automountServiceAccountToken": mount_token}
+
+    def _limit_range(self) -> JsonObject:
+        return {"metadata": self._meta(LIMIT_RANGE_NAME), "spec": limit_range_spec()}
 
     def _binding(self, namespace: str, account: str) -> JsonObject:
         """The RoleBinding giving `account` its ClusterRole (deploy/base/notebook-roles.yaml) in `namespace`."""
@@ -430,6 +486,12 @@ async def _deleted(call: Awaitable[None]) -> bool:
     return True
 
 
+def _mounts_token(namespace: JsonObject) -> bool:
+    """Whether the profile asked for its service accounts' tokens to be mounted (its namespace's annotation)."""
+    annotations = _metadata(namespace).get("annotations")
+    return isinstance(annotations, dict) and annotations.get(TOKEN_ANNOTATION) == "true"
+
+
 def _recorded_quota(namespace: JsonObject) -> dict[str, str] | None:
     """The quota a profile was made with (its namespace's annotation); None for one made without."""
     annotations = _metadata(namespace).get("annotations")
@@ -454,7 +516,7 @@ def _owned_fields(plural: str, obj: JsonObject) -> object:
     """What the loop owns in a watched object (a change to anything else does not wake it)."""
     if plural == PROFILE_ROLEBINDINGS.plural:
         return json.dumps([obj.get("roleRef"), obj.get("subjects")], sort_keys=True)
-    if plural == NETWORK_POLICIES.plural:
+    if plural in (NETWORK_POLICIES.plural, LIMIT_RANGES.plural):
         return json.dumps(obj.get("spec"), sort_keys=True)
     if plural == RESOURCE_QUOTAS.plural:
         return json.dumps(_hard(obj.get("spec")), sort_keys=True)
@@ -524,7 +586,7 @@ def _from_namespace(namespace: JsonObject, quotas: Mapping[str, dict[str, str]])
     name = str(_metadata(namespace).get("name", ""))
     annotations = _metadata(namespace).get("annotations")
     owner = annotations.get(OWNER_ANNOTATION) if isinstance(annotations, dict) else None
-    return Profile(name, f"user:{owner}" if owner else "", quotas.get(name, {}))
+    return Profile(name, f"user:{owner}" if owner else "", quotas.get(name, {}), _mounts_token(namespace))
 
 
 def _from_kubeflow(profile: JsonObject) -> Profile:
@@ -532,8 +594,14 @@ def _from_kubeflow(profile: JsonObject) -> Profile:
     owner = spec.get(PROFILE_OWNER_FIELD) if isinstance(spec, dict) else None
     owner_name = owner.get("name") if isinstance(owner, dict) else None
     quota = spec.get("resourceQuotaSpec") if isinstance(spec, dict) else None
-    return Profile(str(_metadata(profile).get("name", "")), f"user:{owner_name}" if owner_name else "", _hard(quota))
+    name = str(_metadata(profile).get("name", ""))
+    return Profile(name, f"user:{owner_name}" if owner_name else "", _hard(quota), True)  # Kubeflow mounts it
 
 
 def describe(profile: Profile) -> dict[str, object]:
-    return {"name": profile.name, "owner": profile.owner, "quota": dict(profile.quota)}
+    return {
+        "name": profile.name,
+        "owner": profile.owner,
+        "quota": dict(profile.quota),
+        "mountServiceAccountToken": bool(profile.mount_token),
+    }

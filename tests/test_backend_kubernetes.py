@@ -598,3 +598,57 @@ async def test_the_api_deletes_a_notebook_with_its_volumes_and_audits_which(
     deletes = [event for event in map(json.loads, lines) if event["action"] == "notebook.delete"]
     details = [(e["outcome"], e["details"].get("error"), e["details"].get("volumes_deleted")) for e in deletes]
     assert details == [("failed", "bad_request", None), ("allowed", None, sorted(made))]
+
+
+async def test_a_grant_on_one_notebook_cannot_take_other_peoples_volumes_or_names(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    add_pvc(kube_api, "carol-workspace")  # a colleague's
+    policy = tmp_path / "policy.csv"
+    policy.write_text("p, user:bob@example.com, alice, nb1, edit, allow\n")
+    client: Client = await gateway_factory(
+        user="bob@example.com", backend="kubernetes", kubeconfig=kubeconfig, policy_file=policy
+    )
+    attach = {
+        "mount": "/home/jovyan/loot",
+        "existingSource": {"persistentVolumeClaim": {"claimName": "carol-workspace"}},
+    }
+    squat = {"mount": "/home/jovyan", "newPvc": {"metadata": {"name": "nb2-workspace"}, "spec": WORKSPACE_SPEC}}
+    missing = {"mount": "/d", "existingSource": {"persistentVolumeClaim": {"claimName": "no-such-claim"}}}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"datavols": [attach]}, "datavols[0]"),
+        ({"workspace": squat}, "workspace"),  # the default workspace of someone's future nb2
+        ({"datavols": [missing]}, "datavols[0]"),  # refused alike: no telling which claims exist
+    ]
+    for form, field in cases:
+        resp = await client.post("/api/namespaces/alice/notebooks", json={"name": "nb1", "image": IMAGE, **form})
+        answer = await resp.json()
+        assert (resp.status, answer["field"]) == (403, field), answer
+        assert "carol" not in answer["message"] and "no-such-claim" not in answer["message"]
+    assert kube_api.get("notebooks", "alice", "nb1") is None
+    resp = await client.post("/api/namespaces/alice/notebooks", json={"name": "nb1", "image": IMAGE})
+    assert resp.status == 200, await resp.text()  # its own notebook, with its own workspace
+    assert sorted(pvc_names(kube_api)) == ["carol-workspace", "nb1-workspace"]
+
+
+WORKSPACE_SPEC = {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": ["ReadWriteOnce"]}
+
+
+async def test_a_notebook_is_routed_only_through_the_clusterip_service_it_owns(
+    backend: KubernetesBackend, kube_api: FakeKubeAPI, controller: KubeController
+) -> None:
+    kube_api.create("notebooks", notebook_body("nb2"), "alice")
+    controller.ensure_service("alice", "nb2")  # as the notebook controller makes it
+    route = URL("http://nb2.alice.svc.cluster.local:80")
+    await wait_until(lambda: backend.route("alice", "nb2") == route)
+    # default-editor points the Service elsewhere: the gateway must not follow it there.
+    external = {"spec": {"type": "ExternalName", "externalName": "attacker.example.com"}}
+    kube_api.patch("services", "alice", "nb2", external)
+    await wait_until(lambda: backend.route("alice", "nb2") is None)
+    kube_api.patch("services", "alice", "nb2", {"spec": {"type": "ClusterIP", "externalName": None}})
+    await wait_until(lambda: backend.route("alice", "nb2") == route)
+    # Or replaces it with a Service of its own, which the Notebook does not control.
+    kube_api.delete("services", "alice", "nb2")
+    service = {"metadata": {"name": "nb2"}, "spec": {"type": "ClusterIP", "selector": {"app": "mine"}}}
+    kube_api.create("services", service, "alice")
+    await wait_until(lambda: backend.route("alice", "nb2") is None)

@@ -7,6 +7,7 @@ import ast
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlsplit
@@ -18,6 +19,10 @@ from pydantic import SecretStr
 
 from gateway import health
 from gateway.config import ENV_PREFIX, Settings
+from gateway.errors import KubernetesForbidden
+from gateway.kube.client import PVCS, KubeClient
+from gateway.profiles import GATEWAY, MANAGED_BY, NAMESPACES, PROFILE_ROLEBINDINGS, Profile, Provisioner
+from tests.fakes.kube_api import FakeKubeAPI, kube_client, service_account_identity
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -41,11 +46,24 @@ KNOWN_KINDS = {
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.istio.io/v1beta1", "VirtualService"),
     ("security.istio.io/v1beta1", "AuthorizationPolicy"),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
 }
 # KubeClient method -> the RBAC verb its request needs (a dry-run create is still a create).
 VERB_OF_METHOD = {"get": "get", "list": "list", "watch": "watch", "create": "create", "patch": "patch"}
 VERB_OF_METHOD |= {"delete": "delete", "replace": "update"}
 SIMPLE_STATEMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Return)
+# What the gateway's RBAC and admission objects are, as the fake API server stores them.
+ACCESS_KINDS = {
+    "ClusterRole": "clusterroles",
+    "ClusterRoleBinding": "clusterrolebindings",
+    "Role": "roles",
+    "RoleBinding": "rolebindings",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+}
+# What only namespace provisioning (GATEWAY_PROFILES=gateway) writes.
+PROVISIONING = {"namespaces", "serviceaccounts", "resourcequotas", "limitranges", "networkpolicies", "clusterroles"}
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 
@@ -96,19 +114,32 @@ def rendered() -> dict[str, list[Manifest]]:
     return {name: render(name) for name in KUSTOMIZATIONS}
 
 
-def used_permissions() -> set[tuple[str, str, str]]:
+def used_permissions(*, kubeflow_mode: bool = False) -> set[tuple[str, str, str]]:
     """(API group, resource, verb) for every Kubernetes call in gateway/: `x.<method>(KIND, ...)` on
     a KubeClient, and list + watch for each `Reflector(client, KIND, ...)`. Kinds are the module-level
     `NAME = Kind(group, version, plural)` constants; a kind passed through anything but a name (or a
-    comprehension in the same statement as the Reflector) is not seen, and the test then fails."""
-    trees = [ast.parse(path.read_text()) for path in (ROOT / "gateway").rglob("*.py")]
+    comprehension in the same statement as the Reflector) is not seen, and the test then fails.
+    `kubeflow_mode`: the calls of GATEWAY_PROFILES=kubeflow, where of gateway/profiles.py only those on
+    Kubeflow Profiles run (the rest provisions namespaces, which Kubeflow's controller does there)."""
+    paths = sorted((ROOT / "gateway").rglob("*.py"))
+    trees = [ast.parse(path.read_text()) for path in paths]
     kinds: dict[str, tuple[str, str]] = {}
     for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and _name(node.value.func) == "Kind":
             group, _, plural = (ast.literal_eval(arg) for arg in node.value.args[:3])
             kinds.update({target.id: (group, plural) for target in node.targets if isinstance(target, ast.Name)})
     used = set()
-    for node in (node for tree in trees for node in ast.walk(tree)):
+    for path, tree in zip(paths, trees, strict=True):
+        if kubeflow_mode and path == ROOT / "gateway" / "profiles.py":
+            used |= _calls_on(tree, {"KUBEFLOW_PROFILES": kinds["KUBEFLOW_PROFILES"]})
+        else:
+            used |= _calls_on(tree, kinds)
+    return used
+
+
+def _calls_on(tree: ast.AST, kinds: dict[str, tuple[str, str]]) -> set[tuple[str, str, str]]:
+    used = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _name(node.func) in VERB_OF_METHOD and node.args:
             if isinstance(node.args[0], ast.Name) and node.args[0].id in kinds:
                 used.add((*kinds[node.args[0].id], VERB_OF_METHOD[_name(node.func)]))
@@ -171,6 +202,7 @@ def test_base_builds_the_expected_objects(manifests: dict[str, Manifest]) -> Non
     assert set(manifests) == {
         *("ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
         *("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+        *("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"),
     }
     [source] = container(manifests)["envFrom"]
     assert source["configMapRef"]["name"] == manifests["ConfigMap"]["metadata"]["name"]
@@ -433,3 +465,110 @@ def test_every_notebook_origin_is_routed_to_the_gateway(rendered: dict[str, list
     for paths in rules.values():
         assert paths == [{"path": "/", "pathType": "Prefix", "backend": {"service": backend}}]
     assert sorted(host for tls in ingress["spec"]["tls"] for host in tls["hosts"]) == sorted(rules)
+
+
+def test_kubeflow_overlay_grants_only_what_kubeflow_mode_calls(rendered: dict[str, list[Manifest]]) -> None:
+    objects = by_kind(rendered["overlays/kubeflow"])
+    cluster, namespaced = granted([objects["ClusterRole"]], "ClusterRole"), granted([objects["Role"]], "Role")
+    assert cluster | namespaced == used_permissions(kubeflow_mode=True)
+    # The profile controller provisions: the gateway writes no namespace, quota or binding, and binds nothing.
+    writes = {(resource, verb) for _, resource, verb in cluster if verb not in ("get", "list", "watch")}
+    assert {resource for resource, _ in writes} & (PROVISIONING | {"rolebindings"}) == set()
+
+
+def apply_access(kube_api: FakeKubeAPI, docs: list[Manifest]) -> str:
+    """Put the RBAC and admission objects of a rendered kustomization into the fake API server (with
+    the namespaces they live in, and kube-system); the bearer token of the gateway's ServiceAccount."""
+    kube_api.add_namespace("kube-system")
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            kube_api.create("namespaces", doc)
+    for doc in docs:
+        plural = ACCESS_KINDS.get(doc["kind"])
+        namespace = doc["metadata"].get("namespace", "") if plural in ("roles", "rolebindings") else ""
+        if namespace and kube_api.get("namespaces", "", namespace) is None:
+            kube_api.add_namespace(namespace)
+        if plural is not None:
+            kube_api.create(plural, doc, namespace)
+    account = by_kind(docs)["ServiceAccount"]["metadata"]
+    return kube_api.add_identity(*service_account_identity(account["namespace"], account["name"]))
+
+
+@pytest.fixture
+async def as_gateway(
+    kube_api: FakeKubeAPI, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[KubeClient]:
+    """A KubeClient holding the gateway's ServiceAccount token, under the overlay `request.param`."""
+    token = apply_access(kube_api, render(request.param))
+    async with kube_client(kube_api, tmp_path, token=token) as client:
+        yield client
+
+
+def takeover(namespace: str) -> Manifest:
+    """The escalation a compromised gateway would try: notebook-editor (pods, pods/exec) for itself."""
+    return {
+        "metadata": {"name": "takeover"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "notebook-editor"},
+        "subjects": [{"kind": "ServiceAccount", "name": "notebook-gateway", "namespace": namespace}],
+    }
+
+
+VOLUME: Manifest = {"metadata": {"name": "loot"}}
+VOLUME["spec"] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+
+
+async def refused(call: Any) -> str:
+    """The API server's reason for refusing `call` with 403 (as the gateway's client reports it)."""
+    with pytest.raises(KubernetesForbidden) as caught:
+        await call
+    assert caught.value.api_status == 403, caught.value.description
+    return caught.value.detail
+
+
+@pytest.mark.parametrize("as_gateway", ["overlays/standalone"], indirect=True)
+async def test_the_gateways_account_provisions_profiles_but_reaches_no_other_namespace(
+    as_gateway: KubeClient, kube_api: FakeKubeAPI
+) -> None:
+    provisioner = Provisioner(as_gateway, mode="gateway", gateway_namespace="notebook-gateway")
+    await provisioner.create(Profile("team-a", "user:alice@example.com", {"cpu": "4"}))
+    assert kube_api.get("rolebindings", "team-a", "default-editor") is not None
+    for namespace in ("kube-system", "alice"):  # alice: a namespace the gateway did not make
+        error = await refused(as_gateway.create(PROFILE_ROLEBINDINGS, namespace, takeover("notebook-gateway")))
+        assert "tenant namespaces" in error
+        await refused(as_gateway.create(PVCS, namespace, VOLUME))
+        await refused(as_gateway.delete(NAMESPACES, "", namespace))
+    # Not even in its own profile namespace can it bind a role to itself.
+    error = await refused(as_gateway.create(PROFILE_ROLEBINDINGS, "team-a", takeover("notebook-gateway")))
+    assert "own namespace" in error
+    assert kube_api.get("namespaces", "", "kube-system") is not None
+    assert kube_api.objects("rolebindings", "kube-system") == []
+    await provisioner.delete("team-a")  # its own profiles it may still delete
+    assert kube_api.get("namespaces", "", "team-a") is None
+
+
+@pytest.mark.parametrize("as_gateway", ["overlays/kubeflow"], indirect=True)
+async def test_under_kubeflow_the_gateways_account_writes_only_notebooks_in_profile_namespaces(
+    as_gateway: KubeClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.create(
+        "namespaces", {"metadata": {"name": "team-b", "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}}
+    )
+    await as_gateway.create(PVCS, "team-b", VOLUME)
+    await refused(as_gateway.create(PVCS, "kube-system", VOLUME))
+    for namespace in ("kube-system", "team-b"):
+        error = await refused(as_gateway.create(PROFILE_ROLEBINDINGS, namespace, takeover(namespace)))
+        assert "cannot create resource" in error  # RBAC: no RoleBinding writes in kubeflow mode
+        await refused(as_gateway.delete(NAMESPACES, "", namespace))
+
+
+def test_the_admission_policy_binds_the_gateways_account_to_the_labels_the_code_sets(
+    manifests: dict[str, Manifest],
+) -> None:
+    policy, binding = manifests["ValidatingAdmissionPolicy"], manifests["ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    assert policy["spec"]["failurePolicy"] == "Fail"  # an expression that errs refuses
+    [condition] = policy["spec"]["matchConditions"]
+    assert f"endsWith(':{manifests['ServiceAccount']['metadata']['name']}')" in condition["expression"]
+    expressions = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
+    assert f"['{MANAGED_BY}'] == '{GATEWAY}'" in expressions  # the label gateway/profiles.py puts on namespaces
+    assert all(validation["reason"] == "Forbidden" for validation in policy["spec"]["validations"])

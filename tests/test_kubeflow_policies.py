@@ -48,7 +48,11 @@ def gateways(
 
 
 def add_profile(kube_api: FakeKubeAPI, name: str, owner: str) -> None:
+    """A Profile, and its namespace annotated with its owner as Kubeflow's profile controller leaves it."""
     kube_api.create("profiles", {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": owner}}})
+    if kube_api.get("namespaces", "", name) is None:
+        kube_api.add_namespace(name)
+    kube_api.patch("namespaces", "", name, {"metadata": {"annotations": {"owner": owner}}})
 
 
 def add_binding(kube_api: FakeKubeAPI, namespace: str, user: str, role: str, cluster_role: str = "") -> str:
@@ -153,9 +157,26 @@ async def test_self_service_never_takes_a_namespace_a_kubeflow_profile_or_bindin
     # Without a backend that knows Kubernetes namespaces, only Kubeflow's roles say these are taken.
     add_profile(kube_api, "ann", "ann@corp.example")  # what a name from the address's first part would be
     add_profile(kube_api, "kubeflow-ann-other-example", "ann@corp.example")
-    kube_api.add_namespace("kubeflow-ann-other-example")  # as Kubeflow's profile controller makes it
     add_binding(kube_api, "kubeflow-ann-other-example", "carol@example.com", "edit")
     add_profile(kube_api, "kubeflow-ann-other-example-2", "someone@example.com")
     client: Client = await gateways(user="ann@other.example", auto_profile=True, owns_namespace=False)
     mine = [rule.namespace for rule in client.app[keys.POLICIES].doc.rules if rule.subject == "user:ann@other.example"]
     assert mine == ["kubeflow-ann-other-example-3"]
+
+
+async def test_a_profile_gives_nothing_in_a_namespace_it_does_not_own(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    kube_api.add_namespace("kube-system")  # exists, with no owner: Kubeflow refuses to take it over
+    profile = {"metadata": {"name": "kube-system"}, "spec": {"owner": {"kind": "User", "name": "mallory@example.com"}}}
+    kube_api.create("profiles", profile)
+    add_binding(kube_api, "kube-system", "mallory@example.com", "admin")  # nor do KFAM-style bindings there
+    kube_api.create("profiles", {"metadata": {"name": "bob"}, "spec": {"owner": {"kind": "User", "name": "bob@x.org"}}})
+    kube_api.add_namespace("bob")
+    kube_api.patch("namespaces", "", "bob", {"metadata": {"annotations": {"owner": "carol@x.org"}}})  # carol's
+    add_profile(kube_api, "alice", "alice@example.com")  # a real one, for a synced view to wait on
+    admin: Client = await gateways(user="root@example.com", bootstrap_admins=("root@example.com",))
+    await wait_until(lambda: _has_subjects(admin, "user:alice@example.com"))
+    for user, namespace in [("mallory@example.com", "kube-system"), ("bob@x.org", "bob")]:
+        check = {"user": user, "namespace": namespace, "action": "manage"}
+        assert (await (await admin.post("/api/policies/check", json=check)).json())["allowed"] is False, user
+    check = {"user": "alice@example.com", "namespace": "alice", "action": "manage"}
+    assert (await (await admin.post("/api/policies/check", json=check)).json())["allowed"] is True

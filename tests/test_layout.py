@@ -19,11 +19,8 @@ GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 # `leaves` imports nothing of the gateway; `cookies`, `quantities` and `spawner` do not either, so
 # they are leaves too (anything may use them). `names` is the one DNS-label check, when it exists.
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (
-        "leaves (plain values)",
-        ("names", "cookies", "quantities", "backoff", "origins"),
-    ),  # the settings check names with `names`
-    ("leaves", ("config", "errors", "identity", "logs", "spawner")),
+    ("leaves (plain values)", ("names", "cookies", "quantities", "backoff", "origins")),  # config checks names
+    ("leaves", ("config", "errors", "identity", "logs", "spawner", "pod_security")),
     (
         "components (foundations)",
         ("routing", "forwarded", "sessions", "notebook_credentials", "ratelimit", "userslots", "redis_connection")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.backends import NotebookSpec, Volume
 from gateway.errors import InvalidNotebookSpec
@@ -171,3 +173,73 @@ def test_unknown_nested_fields_are_named_with_their_path() -> None:
 def test_a_body_that_is_not_an_object_is_refused(body: object) -> None:
     with pytest.raises(InvalidNotebookSpec, match="must be a JSON object"):
         parse(body)
+
+
+KUBEFLOW_CONFIG = Path(__file__).parent / "kubeflow" / "spawner_ui_config.yaml"
+
+
+def kubeflow_config(**sections: dict[str, Any]) -> SpawnerConfig:
+    """Kubeflow's own spawner config, with every field `readOnly` and `sections` merged in."""
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())["spawnerFormDefaults"]
+    for value in form.values():
+        if isinstance(value, dict) and "readOnly" in value:
+            value["readOnly"] = True
+    for name, extra in sections.items():
+        form[name] = {**form[name], **extra}
+    return SpawnerConfig.from_mapping(form)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cpu": "100000"}, "cpu"),
+        ({"memory": "1000Ti"}, "memory"),
+        ({"memoryLimit": "8Ei"}, "memoryLimit"),
+        ({"cpuLimit": "4"}, "cpuLimit"),
+        ({"imagePullPolicy": "Always"}, "imagePullPolicy"),
+        ({"workspace": new_volume("nb1-workspace", "/home/jovyan", "1Ei")}, "workspace"),
+        ({"noWorkspace": True}, "noWorkspace"),
+        ({"datavols": [new_volume("d", "/data")]}, "datavols"),
+        ({"configurations": ["add-gcp-secret"]}, "configurations"),
+    ],
+)
+def test_a_read_only_field_cannot_be_changed(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidNotebookSpec, match="read-only") as caught:
+        parse({"name": "nb1", **change}, kubeflow_config())
+    assert caught.value.field == field
+
+
+def test_read_only_fields_sent_back_unchanged_are_accepted() -> None:
+    defaults = kubeflow_config()
+    workspace = new_volume("nb1-workspace", "/home/jovyan", "5Gi")
+    echoed = {"cpu": "0.5", "memory": "1.0Gi", "imagePullPolicy": "IfNotPresent", "workspace": workspace}
+    assert parse({"name": "nb1", **echoed}, defaults) == parse({"name": "nb1"}, defaults)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cpu": "9"}, "cpu"),
+        ({"cpu": "4", "cpuLimit": "17"}, "cpuLimit"),
+        ({"memory": "33Gi"}, "memory"),
+        ({"memory": "30Gi"}, "memoryLimit"),  # its limit, 1.2 x the request, is above 32Gi
+        ({"workspace": new_volume("ws", "/home/jovyan", "1Ei")}, "workspace.newPvc.spec.resources.requests.storage"),
+        ({"datavols": [new_volume("d", "/d", "2Ti")]}, "datavols[0].newPvc.spec.resources.requests.storage"),
+    ],
+)
+def test_the_admins_maximums_are_enforced_by_field(change: dict[str, Any], field: str) -> None:
+    sections = {"cpu": {"max": "8", "limitMax": "16"}, "memory": {"max": "32Gi", "limitMax": "32Gi"}}
+    sections |= {"workspaceVolume": {"maxSize": "100Gi"}, "dataVolumes": {"maxSize": "1Ti"}}
+    defaults = dataclasses.replace(kubeflow_config(**sections), read_only=frozenset())
+    with pytest.raises(InvalidNotebookSpec, match="at most") as caught:
+        parse({"name": "nb1", **change}, defaults)
+    assert caught.value.field == field
+    assert parse({"name": "nb1", "cpu": "8", "memory": "16Gi"}, defaults).cpu == "8"  # up to the maximum is fine
+
+
+def test_a_maximum_that_is_not_a_quantity_is_a_malformed_config(tmp_path: Path) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
+    form["spawnerFormDefaults"]["cpu"]["max"] = "lots"
+    (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
+    with pytest.raises(ValueError, match="malformed"):
+        SpawnerConfig.load(tmp_path / "spawner.yaml")

@@ -137,6 +137,8 @@ async def test_check_includes_kubeflows_roles_as_the_gateway_does(
     kube_api.create(
         "profiles", {"metadata": {"name": "alice"}, "spec": {"owner": {"kind": "User", "name": "alice@example.com"}}}
     )
+    # As Kubeflow's profile controller leaves the namespace: a Profile counts only where it is the owner.
+    kube_api.patch("namespaces", "", "alice", {"metadata": {"annotations": {"owner": "alice@example.com"}}})
     binding = {
         "metadata": {
             "name": "user-carol-example-com-clusterrole-view",

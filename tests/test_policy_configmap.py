@@ -18,6 +18,8 @@ from gateway.errors import PreconditionFailed
 from tests.conftest import Client, own_namespace_rule, wait_until
 from tests.fakes.kube_api import FakeKubeAPI, kube_client
 from tests.fakes.upstream import FakeUpstream
+from tests.test_audit_metrics import scrape
+from tests.test_policies_api import signed_in
 
 Factory = Callable[..., Any]
 BOB_EDIT = {"subject": "user:bob@example.com", "namespace": "alice", "role": "edit"}
@@ -195,3 +197,22 @@ async def test_an_emptied_configmap_key_keeps_the_last_good_policy_and_is_report
     edit_policy(kube_api, f"{EMPTY_MARKER}\n")
     await wait_until(lambda: gateway.app[keys.POLICIES].problem is None)
     assert (await gateway.get("/notebook/alice/nb1/echo")).status == 403
+
+
+async def test_one_namespace_admin_cannot_fill_the_shared_policies(gateways: Factory, kube_api: FakeKubeAPI) -> None:
+    root = "root@example.com"
+    alice: Client = await gateways(namespace_rule_limit=3, bootstrap_admins=(root,))  # alice: admin of alice
+    for user in ("bob", "carol"):
+        granted = await alice.post("/api/policies", json={**BOB_EDIT, "subject": f"user:{user}@example.com"})
+        assert granted.status == 200, await granted.text()
+    refused = await alice.post("/api/policies", json={**BOB_EDIT, "subject": "user:dave@example.com"})
+    answer = await refused.json()
+    assert (refused.status, answer["error"], answer["field"]) == (409, "rule_limit_reached", "namespace")
+    assert "3 rules" in answer["message"]
+    assert (await alice.post("/api/policies", json=BOB_EDIT)).status == 200  # granting a held rule again is fine
+    samples = await scrape(alice)
+    assert samples[("gateway_policy_rule_limit_refusals_total", ())] == 1
+    async with signed_in(alice, root) as admin:  # a cluster-admin's grants take no limit
+        async with admin.post("/api/policies", json={**BOB_EDIT, "subject": "user:dave@example.com"}) as resp:
+            assert resp.status == 200, await resp.text()
+    assert "user:dave@example.com" in policy_text(kube_api, "kubeflow", "notebook-gateway-policies")

@@ -14,7 +14,7 @@ import yaml
 
 from gateway.errors import BadRequest, Conflict
 from gateway.profiles import Mode, Profile, Provisioner, parse_profile
-from tests.fakes.kube_api import FakeKubeAPI, kube_client
+from tests.fakes.kube_api import FakeKubeAPI, kube_client, service_account_identity
 
 from .conftest import wait_until
 
@@ -76,6 +76,8 @@ async def test_a_profile_is_a_namespace_with_accounts_bindings_quota_and_network
     assert quota["spec"]["hard"] == {
         "cpu": "8",
         "memory": "32Gi",
+        "limits.cpu": "8",  # a quota on requests bounds the limits too
+        "limits.memory": "32Gi",
         "requests.nvidia.com/gpu": "2",
         "persistentvolumeclaims": "10",
     }
@@ -330,3 +332,91 @@ def test_bad_profiles_are_refused_with_the_field_at_fault(body: dict[str, object
     with pytest.raises(BadRequest) as refused:
         parse_profile(body)
     assert refused.value.field == field
+
+
+def pod(name: str, **spec: object) -> dict[str, object]:
+    container = {"name": "main", "image": "busybox"}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [container], **spec}}
+
+
+async def create_as(kube_api: FakeKubeAPI, account: str, namespace: str, body: dict[str, object]) -> tuple[int, str]:
+    """POST a Pod as `account` of team-a (its RBAC and admission apply); the status and message."""
+    token = kube_api.add_identity(*service_account_identity("team-a", account))
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.post(f"{kube_api.url}/api/v1/namespaces/{namespace}/pods", json=body) as response:
+            return response.status, str((await response.json()).get("message", ""))
+
+
+@pytest.fixture
+def notebook_roles(kube_api: FakeKubeAPI) -> None:
+    for role in yaml.safe_load_all(ROLES_FILE.read_text()):
+        kube_api.create("clusterroles", role)
+
+
+@pytest.mark.usefixtures("notebook_roles")
+async def test_a_notebook_terminal_cannot_start_a_privileged_pod_in_its_profile(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    labels = kube_api.get("namespaces", "", "team-a")["metadata"]["labels"]  # type: ignore[index]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    root_of_the_node = pod("escape", volumes=[{"name": "root", "hostPath": {"path": "/"}}])
+    root_of_the_node["spec"]["containers"][0]["securityContext"] = {"privileged": True}  # type: ignore[index]
+    status, message = await create_as(kube_api, "default-editor", "team-a", root_of_the_node)
+    assert status == 403 and "privileged" in message and "hostPath" in message
+    assert (await create_as(kube_api, "default-editor", "team-a", pod("job")))[0] == 201  # ordinary pods run
+
+
+async def test_the_pod_security_level_is_a_setting(kube_api: FakeKubeAPI, tmp_path: Path) -> None:
+    async for provisioner in provisioner_for(kube_api, tmp_path):
+        provisioner.pod_security = "restricted"
+        await provisioner.create(TEAM)
+    labels = kube_api.get("namespaces", "", "team-a")["metadata"]["labels"]  # type: ignore[index]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.usefixtures("notebook_roles")
+async def test_a_quota_of_one_cpu_bounds_limits_and_pods_without_limits_get_defaults(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(Profile("team-a", "user:alice@example.com", parse_profile(ONE_CPU).quota))
+    greedy = pod("greedy")
+    greedy["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "100m"}, "limits": {"cpu": "512"}}  # type: ignore[index]
+    status, message = await create_as(kube_api, "default-editor", "team-a", greedy)
+    assert status == 403 and "exceeded quota" in message and "limits.cpu" in message
+    status, _ = await create_as(kube_api, "default-editor", "team-a", pod("plain"))  # no resources of its own
+    assert status == 201
+    [plain] = kube_api.objects("pods", "team-a")
+    assert plain["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
+
+
+async def test_a_deleted_limit_range_comes_back(provisioner: Provisioner, kube_api: FakeKubeAPI) -> None:
+    await provisioner.create(TEAM)
+    kube_api.delete("limitranges", "team-a", "notebook-limits")
+    assert await provisioner.reconcile_once() == {"team-a": ["limitrange/notebook-limits"]}
+
+
+ONE_CPU = {"name": "team-a", "owner": "alice@example.com", "quota": {"cpu": "1", "memory": "4Gi"}}
+
+
+async def test_service_account_tokens_are_mounted_only_when_the_profile_asks(
+    provisioner: Provisioner, kube_api: FakeKubeAPI
+) -> None:
+    await provisioner.create(TEAM)
+    await provisioner.create(parse_profile({"name": "team-b", "owner": "b@x.org", "mountServiceAccountToken": True}))
+    for namespace, mounted in (("team-a", False), ("team-b", True)):
+        for account in ("default-editor", "default-viewer"):
+            found = kube_api.get("serviceaccounts", namespace, account)
+            assert found is not None and found["automountServiceAccountToken"] is mounted, (namespace, account)
+    kube_api.delete("serviceaccounts", "team-b", "default-editor")  # put back as the profile asked
+    await provisioner.reconcile_once()
+    assert kube_api.get("serviceaccounts", "team-b", "default-editor")["automountServiceAccountToken"] is True  # type: ignore[index]
+    listed = {profile.name: profile.mount_token for profile in await provisioner.list_profiles()}
+    assert listed == {"team-a": False, "team-b": True}
+
+
+async def test_kubeflow_mode_cannot_unmount_the_token(kubeflow: Provisioner) -> None:
+    with pytest.raises(BadRequest, match="always mounts") as caught:
+        await kubeflow.create(parse_profile({"name": "team-a", "owner": "a@x.org", "mountServiceAccountToken": False}))
+    assert caught.value.field == "mountServiceAccountToken"

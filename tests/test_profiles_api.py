@@ -177,17 +177,21 @@ async def test_a_cluster_admin_lists_the_profiles_with_owner_and_quota(
     profiles = (await resp.json())["profiles"]
     assert "alice" not in [p["name"] for p in profiles]  # a namespace the gateway did not make
     assert [p for p in profiles if p["name"].startswith("team-")] == [
-        {"name": "team-a", "owner": "user:a@x.org", "quota": quota},
-        {"name": "team-b", "owner": "user:bob@example.com", "quota": {}},
+        {"name": "team-a", "owner": "user:a@x.org", "quota": {**quota, "limits.cpu": "4"}, **NO_TOKEN},
+        {"name": "team-b", "owner": "user:bob@example.com", "quota": {}, **NO_TOKEN},
     ]
 
 
 async def test_kubeflow_mode_lists_the_profile_objects(gateways: Factory, kube_api: FakeKubeAPI) -> None:
     client: Client = await gateways(user=ROOT, profiles="kubeflow")
     body = {"name": "team-a", "owner": "alice@example.com", "quota": {"memory": "8Gi"}}
-    assert (await client.post("/api/profiles", json=body)).status == 201
+    created = await client.post("/api/profiles", json=body)
+    assert created.status == 201
+    assert (await created.json())["mountServiceAccountToken"] is True  # Kubeflow mounts it, and says so
     listed = await (await client.get("/api/profiles")).json()
-    team_a = {"name": "team-a", "owner": "user:alice@example.com", "quota": {"memory": "8Gi"}}
+    team_a: dict[str, object] = {"name": "team-a", "owner": "user:alice@example.com"}
+    team_a["quota"] = {"memory": "8Gi", "limits.memory": "8Gi"}
+    team_a["mountServiceAccountToken"] = True  # Kubeflow's profile controller always mounts it
     assert team_a in listed["profiles"]
     assert listed["mode"] == "kubeflow"
 
@@ -197,3 +201,7 @@ async def test_only_a_cluster_admin_may_list_profiles(gateways: Factory) -> None
     resp = await client.get("/api/profiles")
     assert resp.status == 403
     assert "cluster-admin" in (await resp.json())["message"]
+
+
+# Limits are bounded with requests (`limits.cpu` follows `cpu`), and notebooks get no API token unless asked.
+NO_TOKEN = {"mountServiceAccountToken": False}

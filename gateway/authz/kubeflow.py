@@ -1,8 +1,9 @@
 """`KubeflowPolicies`: roles read (never written) from Kubeflow's own objects, kept current by watch.
 
-A Profile's `spec.owner` (kind User) is `admin` of the namespace the Profile names; a KFAM RoleBinding
-in a profile's namespace (annotations `user` and `role`, roleRef ClusterRole kubeflow-admin, -edit or
--view) gives that user that role there. Each rule carries the object it came from.
+A Profile's `spec.owner` (kind User) is `admin` of the namespace the Profile names, if that namespace
+is the Profile's (`profile_ownership`); a KFAM RoleBinding in such a namespace (annotations `user` and
+`role`, roleRef ClusterRole kubeflow-admin, -edit or -view) gives that user that role there. Each rule
+carries the object it came from.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..kube.kubeflow_names import (
 from ..kube.reflector import Reflector, stop, watch_health
 from ..kube.watch_health import WatchHealth
 from .authorizer import Source
+from .profile_ownership import PROFILE_NAMESPACES, owned_namespaces
 from .rules import PolicyError, Role, Rule, make_rule
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,8 @@ class KubeflowPolicies:
         """List both kinds before serving; if the API does not answer, start without Kubeflow's roles
         (refusing is the safe side) and keep trying in the background."""
         self._reflectors = [
-            Reflector(self.client, kind, None, on_change=self._changed) for kind in (PROFILES, ROLEBINDINGS)
+            Reflector(self.client, kind, None, on_change=self._changed)
+            for kind in (PROFILES, ROLEBINDINGS, PROFILE_NAMESPACES)
         ]
         results = await asyncio.gather(*(r.sync() for r in self._reflectors), return_exceptions=True)
         for result in results:
@@ -81,32 +84,38 @@ class KubeflowPolicies:
         """Every rule Kubeflow's objects give now (the first object to give a rule names its source)."""
         if not self._reflectors:
             return {}
-        profiles, bindings = (reflector.objects for reflector in self._reflectors)
-        return rules_from(profiles, bindings)
+        profiles, bindings, namespaces = (reflector.objects for reflector in self._reflectors)
+        return rules_from(profiles, bindings, namespaces)
 
 
 async def list_rules(client: KubeClient) -> dict[Rule, Source]:
     """The rules Kubeflow's objects give now, from one list of each (no watch): for `policy check`.
     Raises `KubernetesError` when the API does not answer (a check without them could say "denied" wrongly)."""
-    reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS)]
+    reflectors = [Reflector(client, kind, None) for kind in (PROFILES, ROLEBINDINGS, PROFILE_NAMESPACES)]
     for reflector in reflectors:
         await reflector.sync()  # the same view the watch would hold after its first list
-    profiles, bindings = (reflector.objects for reflector in reflectors)
-    return rules_from(profiles, bindings)
+    profiles, bindings, namespaces = (reflector.objects for reflector in reflectors)
+    return rules_from(profiles, bindings, namespaces)
 
 
 def rules_from(
-    profiles: dict[str, dict[str, JsonObject]], bindings: dict[str, dict[str, JsonObject]]
+    profiles: dict[str, dict[str, JsonObject]],
+    bindings: dict[str, dict[str, JsonObject]],
+    namespaces: dict[str, dict[str, JsonObject]],
 ) -> dict[Rule, Source]:
-    """Rules from Profiles (`{"": {name: obj}}`) and RoleBindings (`{namespace: {name: obj}}`)."""
+    """Rules from Profiles (`{"": {name: obj}}`) that own their namespace (`namespaces`, likewise), and
+    RoleBindings (`{namespace: {name: obj}}`) in those namespaces."""
     found: dict[Rule, Source] = {}
+    owned = owned_namespaces(profiles, namespaces)
     for names in profiles.values():
         for name, profile in sorted(names.items()):
+            if name not in owned:
+                continue
             rule = profile_rule(name, profile)
             if rule is not None:
                 found.setdefault(rule, Source("kubeflow-profile", name))
     for namespace, by_name in sorted(bindings.items()):
-        if namespace not in profiles.get("", {}):
+        if namespace not in owned:
             continue  # KFAM only manages profile namespaces; other RoleBindings are none of ours
         for name, binding in sorted(by_name.items()):
             rule = rolebinding_rule(namespace, binding)

@@ -18,6 +18,7 @@ from ..errors import BadRequest, Conflict, Forbidden, PreconditionRequired
 from ..identity import Identity
 from ..kube.watch_health import WatchHealth
 from .authorizer import PolicyAuthorizer, Snapshot, Source, build_snapshot, personal_namespace
+from .rule_limits import with_limited_rule
 from .rules import EMPTY, EMPTY_MARKER, EVERY_NAMESPACE, PolicyDoc, PolicyError, Rule, make_rule
 from .stores import PolicyStore
 
@@ -173,8 +174,14 @@ class PolicyManager:
 
     # -- changes ----------------------------------------------------------------------------------
 
-    async def grant(self, rule: Rule, if_match: str | None = None, *, via: str = "api") -> Change:
-        """Add `rule` (idempotent). `via` says what asked, for the audit log."""
+    async def grant(
+        self, rule: Rule, if_match: str | None = None, *, via: str = "api", limit: int | None = None
+    ) -> Change:
+        """Add `rule` (idempotent). `via` says what asked, for the audit log; `limit`, for a namespace
+        admin's grant, is their namespace's rule limit (`rule_limits`), checked on the latest document."""
+        if limit is not None:
+            before, after = await self._update(lambda doc: with_limited_rule(doc, rule, limit=limit), if_match)
+            return Change("policy.grant", via, before.version, after.version, rule=rule)
         before, after = await self._update(lambda doc: doc.with_rule(rule), if_match)
         return Change("policy.grant", via, before.version, after.version, rule=rule)
 

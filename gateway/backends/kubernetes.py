@@ -92,8 +92,10 @@ class KubernetesBackend:
         watch_timeout_s: float = WATCH_TIMEOUT_S,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),  # status depends on a notebook's age
         apply_poddefaults: bool = False,  # no PodDefault webhook in the cluster: the gateway applies them
+        root_namespaces: frozenset[str] = frozenset(),  # where an admin lets notebooks run as root
     ) -> None:
         self.client, self.namespaces = client, namespaces
+        self.root_namespaces = root_namespaces
         self.apply_poddefaults = apply_poddefaults
         self.clock = clock
         self.route_resolver = route_resolver or service_resolver(cluster_domain)
@@ -187,7 +189,7 @@ class KubernetesBackend:
             if volume.size is None:
                 raise InvalidNotebookSpec(f"The new volume {volume.name} needs a size.", field="datavols")
         claims = [pvc_object(namespace, volume, notebook=spec.name) for volume in new_claims(spec)]
-        body = notebook_object(namespace, spec, creator=creator)
+        body = notebook_object(namespace, spec, creator=creator, allow_root=namespace in self.root_namespaces)
         client = self.client
         chosen = await self._chosen_poddefaults(namespace, spec.configurations) if spec.configurations else []
         if self.apply_poddefaults:  # recorded even when empty: a start then knows the template is all the user's

@@ -20,6 +20,7 @@ from ..kube.kubeflow_names import (
     STOP_ANNOTATION,
     URI_REWRITE_ANNOTATION,
 )
+from ..pod_security import notebook_container_security, notebook_pod_security
 from . import Notebook, NotebookSpec, Status, Volume
 from .poddefaults import Injected, injected_record, read_injected
 
@@ -46,8 +47,9 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' timestamps (RFC 3339, UTC, who
 # -- building --------------------------------------------------------------------------------------
 
 
-def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None) -> JsonObject:
-    """The Notebook the web app's POST /api/namespaces/<ns>/notebooks creates for this form.
+def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None, allow_root: bool = False) -> JsonObject:
+    """The Notebook the web app's POST /api/namespaces/<ns>/notebooks creates for this form, with a
+    securityContext that passes Pod Security `restricted` (runAsNonRoot unless `allow_root`).
 
     The controller adds the rest: NB_PREFIX=/notebook/<ns>/<name> in the container's environment,
     the StatefulSet, and the Service `<name>` on port 80 that the gateway routes to.
@@ -76,6 +78,7 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None) 
         "resources": resources,
         "volumeMounts": mounts,
         "env": [],
+        "securityContext": notebook_container_security(),
     }
     return {
         "apiVersion": API_VERSION,
@@ -92,6 +95,7 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None) 
             "template": {
                 "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT,
+                    "securityContext": notebook_pod_security(allow_root=allow_root),
                     "containers": [container],
                     "volumes": list(volumes.values()),
                     "tolerations": [],

@@ -1,5 +1,11 @@
-"""`NotebookWatcher`: list-then-watch of Notebooks (and the Warning events about them) across the
-watched namespaces, and the route table the proxy reads, kept in step with them.
+"""`NotebookWatcher`: list-then-watch of Notebooks (and the Warning events about them, and their
+Services) across the watched namespaces, and the route table the proxy reads, kept in step with them.
+
+A notebook's Service lives in its namespace, where `default-editor` may edit it: turned into an
+ExternalName, or replaced by one the notebook does not own, it would point the gateway (and the
+signed-in user's identity headers) at any host. So a notebook is routed only while its Service, if
+there is one, is a ClusterIP Service that the Notebook controls (ownerReferences). With none yet, its
+name resolves to nothing; once one appears, the watch sees it before it can be used.
 
 Each (kind, namespace) pair is one `kube.reflector.Reflector`; meanwhile the last known view keeps serving.
 """
@@ -11,7 +17,7 @@ from collections.abc import Callable, Iterator
 
 from yarl import URL
 
-from ..kube.client import EVENTS, NOTEBOOKS, JsonObject, KubeClient, WatchEvent
+from ..kube.client import EVENTS, NOTEBOOKS, JsonObject, Kind, KubeClient, WatchEvent
 from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, watch_health
 from ..kube.watch_health import WatchHealth
 from .notebook_resource import is_routable
@@ -19,6 +25,7 @@ from .notebook_resource import is_routable
 RouteResolver = Callable[[str, str], URL]  # (namespace, name) -> the notebook's upstream origin
 # The Notebook controller re-emits its Pod's and StatefulSet's events onto the Notebook.
 WARNINGS_SELECTOR = "involvedObject.kind=Notebook,type=Warning"
+NOTEBOOK_SERVICES = Kind("", "v1", "services", "service")
 
 
 def service_resolver(cluster_domain: str) -> RouteResolver:
@@ -56,11 +63,15 @@ class NotebookWatcher:
             Reflector(client, EVENTS, ns, field_selector=WARNINGS_SELECTOR, watch_timeout_s=watch_timeout_s)
             for ns in scopes
         ]
+        self.services = [
+            Reflector(client, NOTEBOOK_SERVICES, ns, on_change=self._service_changed, watch_timeout_s=watch_timeout_s)
+            for ns in scopes
+        ]
         self.routes: dict[tuple[str, str], URL] = {}
 
     @property
     def reflectors(self) -> list[Reflector]:
-        return [*self.notebooks, *self.warnings]
+        return [*self.notebooks, *self.warnings, *self.services]
 
     @property
     def synced(self) -> bool:
@@ -129,16 +140,32 @@ class NotebookWatcher:
         key = object_key(event.object) if event is not None else None
         if event is None or key is None:
             self._rebuild_routes()
-        elif event.type != "DELETED" and is_routable(event.object):
+        elif event.type != "DELETED" and self._routable(*key, event.object):
             self.routes[key] = self._resolver(*key)
         else:
             self.routes.pop(key, None)
+
+    def _service_changed(self, event: WatchEvent | None) -> None:
+        """A Service added, edited or deleted: the route of the notebook of that name follows."""
+        key = object_key(event.object) if event is not None else None
+        if event is None or key is None:
+            self._rebuild_routes()
+            return
+        notebook = self.notebook(*key)
+        if notebook is not None and self._routable(*key, notebook):
+            self.routes[key] = self._resolver(*key)
+        else:
+            self.routes.pop(key, None)
+
+    def _routable(self, namespace: str, name: str, notebook: JsonObject) -> bool:
+        service = self._objects(self.services, namespace).get(name)
+        return is_routable(notebook) and (service is None or is_notebooks_service(service, notebook))
 
     def _rebuild_routes(self) -> None:
         self.routes = {
             (namespace, name): self._resolver(namespace, name)
             for namespace, name, obj in self._all_notebooks()
-            if is_routable(obj)
+            if self._routable(namespace, name, obj)
         }
 
     def _all_notebooks(self) -> Iterator[tuple[str, str, JsonObject]]:
@@ -146,3 +173,25 @@ class NotebookWatcher:
             for namespace, names in reflector.objects.items():
                 for name, obj in names.items():
                     yield namespace, name, obj
+
+
+def is_notebooks_service(service: JsonObject, notebook: JsonObject) -> bool:
+    """Whether `service` is one the gateway may send `notebook`'s traffic to: a ClusterIP Service (no
+    ExternalName, no external name at all) whose controlling owner is this Notebook (kind, name and,
+    when both carry one, uid)."""
+    spec = service.get("spec")
+    spec = spec if isinstance(spec, dict) else {}
+    if spec.get("type", "ClusterIP") != "ClusterIP" or spec.get("externalName"):
+        return False
+    metadata, notebook_metadata = service.get("metadata"), notebook.get("metadata")
+    owners = metadata.get("ownerReferences") if isinstance(metadata, dict) else None
+    name = notebook_metadata.get("name") if isinstance(notebook_metadata, dict) else None
+    uid = notebook_metadata.get("uid") if isinstance(notebook_metadata, dict) else None
+    return any(
+        isinstance(owner, dict)
+        and owner.get("kind") == "Notebook"
+        and owner.get("controller") is True
+        and owner.get("name") == name
+        and (uid is None or owner.get("uid") in (None, uid))
+        for owner in (owners if isinstance(owners, list) else [])
+    )

@@ -20,6 +20,9 @@ NOTEBOOK_NAME_LABEL = "notebook-name"  # the controller labels a notebook's pod 
 # -- Profiles and KFAM (contributors) ---------------------------------------------------------------
 
 PROFILE_OWNER_FIELD = "owner"  # a Profile's `spec.owner`: {"kind": "User", "name": ...}
+# What the profile controller annotates the namespace it makes with: the Profile owner's name. A
+# Profile owns its namespace only when this matches (the controller refuses otherwise).
+NAMESPACE_OWNER_ANNOTATION = "owner"
 KFAM_USER_ANNOTATION = "user"  # on a contributor's RoleBinding: the user it is for
 KFAM_ROLE_ANNOTATION = "role"  # and the role KFAM meant (admin, edit or view)
 # The ClusterRoles KFAM binds contributors to.

@@ -21,7 +21,7 @@ from ..backends import Notebook
 from ..errors import BadRequest, Forbidden, GatewayError, InvalidPath
 from ..kube.kubeflow_names import CREATOR_ANNOTATION, SERVER_TYPE_ANNOTATION, STOP_ANNOTATION
 from ..names import is_dns_label
-from ..notebook_form import parse_notebook_form
+from ..notebook_form import check_one_notebook_grant, parse_notebook_form
 from ..routing import NOTEBOOK_ROOT
 from ..spawner import SpawnerConfig
 from . import audit_request
@@ -69,6 +69,8 @@ async def create_notebook(request: web.Request) -> web.Response:
         audit.notebook = spec.name
         audit.details.update(image=spec.image, cpu=spec.cpu, memory=spec.memory, volumes=volumes)
         _authorize(request, namespace, "create", spec.name)
+        if not _allowed(request, namespace, "create"):  # a grant on this notebook only
+            check_one_notebook_grant(spec, request.app[keys.SPAWNER])
         notebook = await request.app[keys.BACKEND].create(namespace, spec, creator=request[keys.IDENTITY].subject)
     log.info("notebook %s/%s created by %s", namespace, spec.name, request[keys.IDENTITY].subject)
     # The web app answers 200 (not 201) with a message; existing clients check for exactly that.
@@ -207,6 +209,15 @@ def _name(request: web.Request) -> str:
 
 def _authorize(request: web.Request, namespace: str, action: Action, name: str | None = None) -> None:
     request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, action, name)
+
+
+def _allowed(request: web.Request, namespace: str, action: Action) -> bool:
+    """Whether the user may do `action` namespace-wide (not only on one notebook)."""
+    try:
+        _authorize(request, namespace, action)
+    except Forbidden:
+        return False
+    return True
 
 
 def _flag(request: web.Request, key: str) -> bool:

@@ -27,7 +27,7 @@ from ..authz.rules import (
     normalise_subject,
     rule_from_json,
 )
-from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, ServiceUnavailable
+from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, RuleLimitReached, ServiceUnavailable
 from ..names import is_dns_label
 from .bodies import read_json
 
@@ -74,15 +74,22 @@ async def grant(request: web.Request) -> web.Response:
     body = await read_json(request, RULE_BODY_MAX_BYTES)
     rule = _rule(body)
     _authorize_change(request, rule)
-    if _cluster_level(request):
+    cluster_level = _cluster_level(request)
+    if cluster_level:
         if rule.effect == "deny" and isinstance(body, dict) and "guard" not in body:
             # A deny set from above is aimed at someone below: the namespace's own admin must not lift it.
             rule = dataclasses.replace(rule, guard="cluster")
     elif rule.guard == "cluster":
         raise Forbidden("Only a cluster-admin may set guard cluster (a rule only cluster-admins may change).")
     request.app[keys.AUDIT].require_writable()  # 503 before the change, never after it
+    # A namespace admin's grants count against their namespace's limit; a cluster-admin's do not.
+    limit = None if cluster_level else request.app[keys.SETTINGS].namespace_rule_limit
     with _store_errors():
-        change = await request.app[keys.POLICIES].grant(rule, if_match(request))
+        try:
+            change = await request.app[keys.POLICIES].grant(rule, if_match(request), limit=limit)
+        except RuleLimitReached:
+            request.app[keys.METRICS].rule_limit_refusals.inc()
+            raise
     audit_change(request, change)
     return _changed(change)
 

@@ -5,6 +5,7 @@ Profile); creating and deleting are audited.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from aiohttp import web
@@ -40,6 +41,8 @@ async def create(request: web.Request) -> web.Response:
     provisioner = _provisioner(request)
     request.app[keys.AUDIT].require_writable()  # 503 before anything is made, never after
     await provisioner.create(profile)
+    if provisioner.mode == "kubeflow":  # Kubeflow's profile controller mounts the token whatever was asked
+        profile = dataclasses.replace(profile, mount_token=True)
     _audit(request, "profile.create", profile.name, {**describe(profile), "mode": provisioner.mode})
     if provisioner.mode == "gateway":  # in Kubeflow the Profile's owner comes in through GATEWAY_KUBEFLOW_POLICIES
         owner = Rule(profile.owner, profile.name, "admin")

@@ -36,6 +36,9 @@ from aiohttp import web
 
 from gateway.kube.client import KubeClient
 
+from .admission import AdmissionRequest, review
+from .pod_admission import PodRefused, admit_pod
+
 # Kubeflow's CRDs, kept in the repository (tests/kubeflow/SOURCES.md says where each came from).
 CRD_DIR = Path(__file__).parents[1] / "kubeflow" / "crds"
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
@@ -102,6 +105,20 @@ RESOURCES = {
         Resource("rbac.authorization.k8s.io", ("v1",), "roles", "Role", True),
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "ClusterRole", False),
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
+        Resource("", ("v1",), "limitranges", "LimitRange", True),
+        # Admitted as tests/fakes/pod_admission.py says: LimitRange defaults, Pod Security, ResourceQuota.
+        Resource("", ("v1",), "pods", "Pod", True),
+        # Enforced on the requests of the identities of `add_identity()` (tests/fakes/admission.py).
+        Resource(
+            "admissionregistration.k8s.io", ("v1",), "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False
+        ),
+        Resource(
+            "admissionregistration.k8s.io",
+            ("v1",),
+            "validatingadmissionpolicybindings",
+            "ValidatingAdmissionPolicyBinding",
+            False,
+        ),
     )
 }
 SUBJECT_ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
@@ -454,6 +471,9 @@ class FakeKubeAPI:
 
     def __init__(self, *, token: str | None = "test-token", bookmark_interval_s: float = 60.0) -> None:
         self.token = token  # requests must carry `Authorization: Bearer <token>` when set
+        # Other bearer tokens -> (user, groups): their requests are authorized by RBAC and admitted by
+        # the ValidatingAdmissionPolicies, as a real server does; `token`'s are not (a cluster admin).
+        self.identities: dict[str, tuple[str, list[str]]] = {}
         self.bookmark_interval_s = bookmark_interval_s
         self.requests: list[RecordedRequest] = []
         self.committed_at: dict[int, float] = {}  # revision -> time.perf_counter() of its change
@@ -523,8 +543,16 @@ class FakeKubeAPI:
         """Make the next `method` on `plural` fail (e.g. an admission webhook refusing a create)."""
         self._failures.append(InjectedFailure(method, plural, KubeError(code, reason, message), dry_run))
 
-    def write_kubeconfig(self, path: Path, *, context: str = "fake") -> Path:
-        user: Obj = {"token": self.token} if self.token else {}
+    def add_identity(self, user: str, groups: list[str]) -> str:
+        """A bearer token that authenticates as `user` with `groups`; its requests are authorized and admitted."""
+        token = f"identity-{uuid.uuid4().hex}"
+        self.identities[token] = (user, list(groups))
+        return token
+
+    def write_kubeconfig(self, path: Path, *, context: str = "fake", token: str | None = None) -> Path:
+        """A kubeconfig for this server, with the admin token or (`token`) one of `add_identity()`."""
+        token = token or self.token
+        user: Obj = {"token": token} if token else {}
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -637,16 +665,26 @@ class FakeKubeAPI:
         try:
             if self._mode == "503":
                 raise KubeError(503, "ServiceUnavailable", "the API server is shutting down")
-            if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
+            who = self.identities.get(request.headers.get("Authorization", "").removeprefix("Bearer "))
+            if (
+                who is None
+                and self.token is not None
+                and request.headers.get("Authorization") != f"Bearer {self.token}"
+            ):
                 raise KubeError(401, "Unauthorized", "Unauthorized")
             if request.method == "POST" and request.path == SUBJECT_ACCESS_REVIEWS:
+                if who is not None:
+                    self._authorize(who, "create", SUBJECT_ACCESS_REVIEW, "", "", None)
                 return web.json_response(self.review_access(await self._json_body(request)), status=201)
             resource, version, namespace, name, sub = self._parse_path(request.path)
+            if who is not None:
+                verb = _verb(request.method, name, query)
+                self._authorize(who, verb, resource, namespace, name or "", sub)
             if request.method == "GET" and name is None and query.get("watch", "").lower() in ("1", "true"):
                 return await self._watch(request, resource, version, namespace, query)
             self._maybe_fail(request.method, resource, query)
             warnings: list[str] = []
-            status, body = await self._dispatch(request, resource, version, namespace, name, sub, query, warnings)
+            status, body = await self._dispatch(request, resource, version, namespace, name, sub, query, warnings, who)
             headers = {"Warning": ", ".join(f'299 - "unknown field \\"{w}\\""' for w in warnings)} if warnings else {}
             if warnings:
                 self.requests[-1] = dataclasses.replace(record, warnings=tuple(warnings))
@@ -692,6 +730,7 @@ class FakeKubeAPI:
         sub: str | None,
         query: dict[str, str],
         warnings: list[str],
+        who: tuple[str, list[str]] | None = None,
     ) -> tuple[int, Obj]:
         method, dry_run = request.method, query.get("dryRun") == "All"
         if resource.namespaced and not namespace and method != "GET":
@@ -700,6 +739,8 @@ class FakeKubeAPI:
             return 200, self._list(resource, version, namespace, query)
         if method == "POST" and name is None:
             body = await self._json_body(request)
+            if who is not None and isinstance(body, dict):
+                self._admit_write(who, "CREATE", resource, version, namespace, body, None)
             obj, dropped = self._create(resource, version, namespace, body, dry_run=dry_run, strict=_strict(query))
             warnings.extend(dropped)
             return 201, obj
@@ -712,16 +753,80 @@ class FakeKubeAPI:
             return 200, self._render(resource, version, current)
         if method == "PUT":
             body = await self._json_body(request)
+            if who is not None and isinstance(body, dict):
+                self._admit_write(who, "UPDATE", resource, version, namespace, body, current)
             return 200, self._update(resource, version, current, body, sub, dry_run, warnings, strict=_strict(query))
         if method == "PATCH":
             body = await self._json_body(request)
             # Patch the object as this version shows it, so its apiVersion matches the URL's.
             patched = self._patch(resource, self._render(resource, version, current), body, request.content_type)
+            if who is not None and isinstance(patched, dict):
+                self._admit_write(who, "UPDATE", resource, version, namespace, patched, current)
             return 200, self._update(resource, version, current, patched, sub, dry_run, warnings, patch=True)
         if method == "DELETE":
             options = await self._json_body(request) if request.can_read_body else {}
+            if who is not None:
+                self._admit_write(who, "DELETE", resource, version, namespace, None, current)
             return 200, self._delete(resource, version, current, options, dry_run)
         raise KubeError(405, "MethodNotAllowed", f"the server does not allow this method on {resource.plural}")
+
+    def _authorize(
+        self, who: tuple[str, list[str]], verb: str, resource: Resource, namespace: str, name: str, sub: str | None
+    ) -> None:
+        """403 unless RBAC allows `who` the request, worded as the API server words it."""
+        attributes = {"verb": verb, "group": resource.group, "resource": resource.plural, "namespace": namespace}
+        attributes |= {"name": name, "subresource": sub or ""}
+        decision = self.review_access({"spec": {"user": who[0], "groups": who[1], "resourceAttributes": attributes}})
+        if decision["status"]["allowed"]:
+            return
+        scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+        what = f'{resource.qualified} "{name}"' if name else resource.qualified
+        message = (
+            f'{what} is forbidden: User "{who[0]}" cannot {verb} resource "{resource.plural}" '
+            f'in API group "{resource.group}" {scope}'
+        )
+        raise KubeError(403, "Forbidden", message, {"name": name, "group": resource.group, "kind": resource.plural})
+
+    def _admit_write(
+        self,
+        who: tuple[str, list[str]],
+        operation: str,
+        resource: Resource,
+        version: str,
+        namespace: str,
+        obj: Obj | None,
+        old: Obj | None,
+    ) -> None:
+        """What the API server checks of a write beyond the verb: RBAC's escalation check on a binding's
+        roleRef (`bind` on the role; holding all of its permissions instead is not modelled), then the
+        ValidatingAdmissionPolicies."""
+        name = ((obj or old or {}).get("metadata") or {}).get("name") or ""
+        if resource.plural in ("rolebindings", "clusterrolebindings") and obj is not None:
+            ref = obj.get("roleRef") or {}
+            role = RESOURCES["clusterroles" if ref.get("kind") == "ClusterRole" else "roles"]
+            self._authorize(
+                who, "bind", role, "" if role.plural == "clusterroles" else namespace, ref.get("name", ""), None
+            )
+        namespace_object = self._objects["namespaces"].get(("", namespace)) if namespace else None
+        request = AdmissionRequest(
+            operation,
+            who[0],
+            tuple(who[1]),
+            resource.group,
+            version,
+            resource.plural,
+            resource.kind,
+            namespace,
+            name,
+            copy.deepcopy(obj),
+            copy.deepcopy(old),
+            copy.deepcopy(namespace_object),
+        )
+        denial = review(
+            self.objects("validatingadmissionpolicies"), self.objects("validatingadmissionpolicybindings"), request
+        )
+        if denial is not None:
+            raise KubeError(denial.code, denial.reason, denial.message)
 
     async def _json_body(self, request: web.Request) -> Any:
         try:
@@ -752,6 +857,8 @@ class FakeKubeAPI:
             raise KubeError(400, "BadRequest", "the body of the request must be a JSON object")
         self._check_kind(resource, version, body)
         metadata = body.setdefault("metadata", {})
+        if not resource.namespaced:
+            metadata.pop("namespace", None)  # the API server clears it on a cluster-scoped object
         if metadata.get("namespace", namespace) != namespace:
             raise KubeError(
                 400,
@@ -774,6 +881,8 @@ class FakeKubeAPI:
         if resource.crd is not None:
             body.pop("status", None)  # the status subresource owns it
         obj, dropped = self._admit(resource, version, body, name, strict)
+        if resource.plural == "pods":
+            obj = self._admit_pod(obj, namespace)
         if (namespace, name) in self._objects[resource.plural]:
             details = {"name": name, "group": resource.group, "kind": resource.plural}
             raise KubeError(409, "AlreadyExists", f'{resource.qualified} "{name}" already exists', details)
@@ -983,6 +1092,19 @@ class FakeKubeAPI:
                     return
         finally:
             self._aggregating = False
+
+    def _admit_pod(self, pod: Obj, namespace: str) -> Obj:
+        """The built-in admission a new Pod goes through in its namespace (403 when refused)."""
+        try:
+            return admit_pod(
+                pod,
+                self._objects["namespaces"].get(("", namespace)),
+                self.objects("limitranges", namespace),
+                self.objects("resourcequotas", namespace),
+                self.objects("pods", namespace),
+            )
+        except PodRefused as exc:
+            raise KubeError(403, "Forbidden", str(exc)) from None
 
     def _check_kind(self, resource: Resource, version: str, body: Obj) -> None:
         kind, api_version = body.get("kind"), body.get("apiVersion")
@@ -1242,6 +1364,17 @@ def _spec_finalizers(obj: Obj) -> list[str]:
     return list(finalizers) if isinstance(finalizers, list) and obj.get("kind") == "Namespace" else []
 
 
+def _verb(method: str, name: str | None, query: dict[str, str]) -> str:
+    """The RBAC verb of a request."""
+    if method == "GET":
+        if name is not None:
+            return "get"
+        return "watch" if query.get("watch", "").lower() in ("1", "true") else "list"
+    if method == "DELETE" and name is None:
+        return "deletecollection"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(method, method.lower())
+
+
 def _key(obj: Obj) -> tuple[str, str]:
     return obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
 
@@ -1267,10 +1400,11 @@ async def kube_api() -> AsyncIterator[FakeKubeAPI]:
 
 
 @contextlib.asynccontextmanager
-async def kube_client(api: FakeKubeAPI, directory: Path) -> AsyncIterator[KubeClient]:
+async def kube_client(api: FakeKubeAPI, directory: Path, *, token: str | None = None) -> AsyncIterator[KubeClient]:
     """A gateway `KubeClient` on `api` (a kubeconfig written into `directory`), opened as app.py opens
-    the gateway's one, and closed after its users: for tests that build a component by hand."""
-    client = KubeClient(kubeconfig=api.write_kubeconfig(directory / "kubeconfig"))
+    the gateway's one, and closed after its users: for tests that build a component by hand. `token`:
+    one of `add_identity()`, to act as that identity (RBAC and admission apply) instead of the admin."""
+    client = KubeClient(kubeconfig=api.write_kubeconfig(directory / "kubeconfig", token=token))
     await client.open()
     try:
         yield client

@@ -54,9 +54,13 @@ class KubeController:
         existing = self.api.get("services", namespace, name)
         if existing is not None:
             return existing
+        notebook = self.api.get("notebooks", namespace, name) or {"metadata": {}}
+        owner = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "name": name, "controller": True}
+        owner |= {"blockOwnerDeletion": True, "uid": notebook["metadata"].get("uid", "")}
         service = {
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "ownerReferences": [owner]},
             "spec": {
+                "type": "ClusterIP",
                 "selector": {"statefulset": name},
                 "ports": [{"name": f"http-{name}", "port": 80, "targetPort": 8888, "protocol": "TCP"}],
             },
