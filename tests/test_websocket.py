@@ -16,7 +16,7 @@ from aiohttp import WSMsgType
 from tests.conftest import Client, wait_until
 from tests.fakes.upstream import KERNEL_PROTOCOL, FakeUpstream, WsClose
 from tests.origins import OriginClient, in_both_origin_modes  # noqa: F401  (fixture: every test here runs in both)
-from tests.test_proxy import serving
+from tests.test_proxy import CLIENT_IDENTITY, serving
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 WS = "/notebook/alice/nb1/ws"
@@ -120,14 +120,17 @@ async def test_client_vanishing_closes_the_notebook_side_without_handler_cancell
 
 async def test_handshake_headers_are_filtered_like_http(gateway: Client) -> None:
     origin = str(gateway.make_url(WS).origin())  # the notebook's own origin when it has one
-    headers = {"Cookie": "_xsrf=2|x", "X-Forwarded-User": "admin"}  # the session cookie comes from the jar
+    # the session cookie comes from the jar; the identity headers are the HTTP test's own literal list
+    headers = {"Cookie": "_xsrf=2|x", **CLIENT_IDENTITY}
     async with gateway.ws_connect(WS, headers=headers) as ws:
         await ws.send_str("handshake")
-        seen = {name.lower(): value for name, value in json.loads(await ws.receive_str()).items()}
+        seen = {name.lower().replace("_", "-"): value for name, value in json.loads(await ws.receive_str()).items()}
     assert seen["origin"] == origin
     assert seen["cookie"] == "_xsrf=2|x"
     assert seen["host"] == f"{gateway.make_url(WS).host}:{gateway.port}"
-    assert "x-forwarded-user" not in seen
+    sent = {name.lower().replace("_", "-") for name in CLIENT_IDENTITY}
+    assert {name for name in seen if name in sent} == {"kubeflow-userid", "kubeflow-groups"}
+    assert seen["kubeflow-userid"] == "alice@example.com" and "admin" not in str(seen)
 
 
 async def test_refused_upgrade_passes_the_notebooks_status(gateway: Client) -> None:
