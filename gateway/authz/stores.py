@@ -57,15 +57,8 @@ def _check(doc: PolicyDoc, if_match: str | None) -> None:
         )
 
 
-class MemoryPolicyStore:
-    """Policies for this process only (lost on restart): tests, and a gateway without GATEWAY_POLICY_FILE."""
-
-    kind: Literal["file", "configmap", "memory"] = "memory"
-    location = "memory"
-
-    def __init__(self, doc: PolicyDoc = EMPTY) -> None:
-        self._doc = doc
-        self._lock = asyncio.Lock()
+class _Unwatched:
+    """A store in this process or on a mounted file: nothing to open, close or watch."""
 
     async def open(self) -> None:
         pass
@@ -74,7 +67,18 @@ class MemoryPolicyStore:
         pass
 
     def watch_health(self) -> WatchHealth | None:
-        return None  # nothing watched
+        return None
+
+
+class MemoryPolicyStore(_Unwatched):
+    """Policies for this process only (lost on restart): tests, and a gateway without GATEWAY_POLICY_FILE."""
+
+    kind: Literal["file", "configmap", "memory"] = "memory"
+    location = "memory"
+
+    def __init__(self, doc: PolicyDoc = EMPTY) -> None:
+        self._doc = doc
+        self._lock = asyncio.Lock()
 
     async def load(self) -> PolicyDoc:
         return self._doc
@@ -94,7 +98,7 @@ _StatToken = tuple[int, int, int]  # (inode, size, mtime_ns): a rename or an edi
 _MISSING: _StatToken = (-1, -1, -1)
 
 
-class FilePolicyStore:
+class FilePolicyStore(_Unwatched):
     """A CSV policy file. File I/O runs in worker threads; `flock` on a sibling `.lock` file keeps
     two processes (or threads) from interleaving their read-modify-write cycles."""
 
@@ -105,15 +109,6 @@ class FilePolicyStore:
         self.location = str(path)
         self._lock_path = path.with_name(f".{path.name}.lock")
         self._seen: tuple[_StatToken | None, PolicyDoc | None] = (None, None)
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    def watch_health(self) -> WatchHealth | None:
-        return None  # nothing watched
 
     async def load(self) -> PolicyDoc:
         """The file's policy, creating the file (with its header) when there is none yet."""
