@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -31,6 +31,7 @@ from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
 from .logs import REQUEST_ID, scrub
 from .web import audit_request, notebook_login
+from .web.responses import render_error, wants_html
 from .web.signin import identify
 
 log = logging.getLogger(__name__)
@@ -67,48 +68,6 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         raise
     finally:
         REQUEST_ID.reset(token)
-
-
-def wants_html(request: web.Request) -> bool:
-    """True for a browser navigation; API calls, XHR/fetch and WebSockets get JSON."""
-    return is_navigation(request.headers, request.path)
-
-
-def is_navigation(headers: Mapping[str, str], path: str) -> bool:
-    """Whether a request for `path` with these headers is a browser navigation (not an API call, XHR or fetch)."""
-    if path.startswith("/api/") or headers.get("X-Requested-With"):
-        return False
-    if headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
-        return False
-    return "text/html" in headers.get("Accept", "")
-
-
-def render_error(request: web.Request, exc: GatewayError) -> web.Response:
-    """The page or JSON body for an error: never a traceback, always the request id."""
-    request_id = request.get(keys.REQUEST_ID, "-")
-    if wants_html(request):
-        template = request.app[keys.TEMPLATES].get_template("error.html")
-        identity = request.get(keys.IDENTITY)
-        body = template.render(
-            status=exc.status,
-            code=exc.code,
-            message=exc.message,
-            request_id=request_id,
-            user=identity.subject if identity is not None else None,  # the layout shows SIGN OUT then
-        )
-        return web.Response(status=exc.status, text=body, content_type="text/html", headers=exc.headers)
-    # `success`/`status`/`log` are what Kubeflow's Jupyter web app clients read; `error`/`message` ours.
-    payload: dict[str, object] = {
-        "error": exc.code,
-        "message": exc.message,
-        "success": False,
-        "status": exc.status,
-        "log": exc.message,
-        "request_id": request_id,
-    }
-    if exc.field:
-        payload["field"] = exc.field
-    return web.json_response(payload, status=exc.status, headers=exc.headers)
 
 
 @web.middleware

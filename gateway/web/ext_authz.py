@@ -24,10 +24,10 @@ from aiohttp import web
 from .. import keys
 from ..errors import Forbidden, LoginRequired
 from ..identity import Identity
-from ..middlewares import is_navigation, render_error
 from ..sessions import Session
 from . import notebook_login
 from .oauth import safe_return_path
+from .responses import is_navigation, render_error
 
 routes = web.RouteTableDef()
 
