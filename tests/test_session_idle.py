@@ -13,18 +13,11 @@ from aiohttp import web
 from gateway import keys
 
 from .conftest import Client
+from .test_sessions import Clock
 
 IDLE_S = 240.0  # four minutes: short enough that the store writes back each touch (idle_s / 4 = 60 s)
 LIST = "/api/namespaces/alice/notebooks"
 BACKGROUND = {"X-Gateway-Background": "1"}  # what the pages' own polling sends (gateway.js)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
