@@ -3,6 +3,7 @@ built-in dev provider, and a fake one for every token a provider should never se
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -178,20 +179,38 @@ def fake_settings(idp: FakeIdP) -> dict[str, Any]:
     return {"oidc_issuer": idp.issuer, "oidc_client_id": idp.client_id, "oidc_client_secret": idp.client_secret}
 
 
-@pytest.mark.parametrize(
-    "mint",
-    [Mint.UNKNOWN_KID, Mint.SAME_KID_OTHER_KEY, Mint.ALG_NONE, Mint.HS256_PUBLIC_KEY, Mint.WRONG_AUD, Mint.WRONG_ISS,
-     Mint.EXPIRED, Mint.NBF_FUTURE, Mint.IAT_FUTURE, Mint.WRONG_NONCE, Mint.MISSING_NONCE, Mint.AZP_OTHER,
-     Mint.MULTI_AUD_NO_AZP],
-)  # fmt: skip
-async def test_a_bad_id_token_is_refused_and_creates_no_session(
-    mint: Mint, fake: FakeIdP, start_gateway: StartGateway
+# Each forgery or misuse, and the reason the user and the audit log must be told: a 401 alone would look
+# the same whichever check caught it (or if a different check refused the token by luck).
+BAD_ID_TOKENS = {
+    Mint.UNKNOWN_KID: "signed with a key the provider does not publish",
+    Mint.SAME_KID_OTHER_KEY: "signature verification failed",
+    Mint.ALG_NONE: "algorithm 'none' is not accepted",
+    Mint.HS256_PUBLIC_KEY: "algorithm 'hs256' is not accepted",
+    Mint.WRONG_AUD: "audience",
+    Mint.WRONG_ISS: "issuer",
+    Mint.EXPIRED: "expired",
+    Mint.NBF_FUTURE: "not yet valid (nbf)",
+    Mint.IAT_FUTURE: "(iat)",
+    Mint.WRONG_NONCE: "nonce does not match",
+    Mint.MISSING_NONCE: "nonce does not match",
+    Mint.AZP_OTHER: "issued to another client (azp)",
+    Mint.MULTI_AUD_NO_AZP: "several audiences and no authorized party",
+}
+
+
+@pytest.mark.parametrize("mint", BAD_ID_TOKENS, ids=lambda m: m.value)
+async def test_a_bad_id_token_is_refused_with_its_reason_and_creates_no_session(
+    mint: Mint, fake: FakeIdP, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
-    client = await start_gateway(unused_port(), **fake_settings(fake))
+    client = await start_gateway(unused_port(), audit_dir=tmp_path / "audit", **fake_settings(fake))
     fake.mint = mint
     resp = await sign_in_fake(client, fake)
     assert resp.status == 401
     assert not has_session(client)
+    page = html.unescape(await resp.text()).lower()
+    assert BAD_ID_TOKENS[mint] in page and "invalid_token" in page
+    [failed] = audit_events(tmp_path / "audit", "auth.login")
+    assert failed["outcome"] == "failed" and BAD_ID_TOKENS[mint] in failed["reason"].lower()
 
 
 async def test_a_good_token_with_several_audiences_and_our_azp_is_accepted(
@@ -464,15 +483,21 @@ async def test_tokens_from_another_issuer_are_checked_as_strictly(
     match case:
         case "another audience":
             token, status = service_account_token(issuer, audience="some-other-service"), 401
+            reason = "audience"
         case "claims the provider":  # the cluster's key must not vouch for the provider's users
             token, status = service_account_token(issuer, iss=fake.issuer, aud=fake.client_id), 401
+            reason = "signed with a key the provider does not publish"
         case "unknown issuer":
             token, status = service_account_token(issuer, iss="https://issuer.example"), 401
+            reason = "issuer is not one this gateway accepts"
         case _:  # a valid token naming alice's address is the cluster's "alice", not the provider's alice
-            token, status = service_account_token(issuer, email=FAKE_ALICE.email), 200
+            token, status, reason = service_account_token(issuer, email=FAKE_ALICE.email), 200, ""
     resp = await client.get("/oauth2/userinfo", headers={"Authorization": f"Bearer {token}"})
     assert resp.status == status
-    if status == 200:
+    if status == 401:
+        body = await resp.json()
+        assert body["error"] == "invalid_token" and reason in body["message"].lower()
+    else:
         assert (await resp.json())["user"] == f"cluster:{FAKE_ALICE.email}"
 
 
