@@ -487,6 +487,46 @@ async def test_a_review_or_binding_the_server_would_refuse_is_422(api_client: cl
     assert "subjects[0].namespace: Required value" in text(caught.value)
 
 
+async def test_a_bindings_role_cannot_be_changed_in_place(api_client: client.ApiClient) -> None:
+    rbac = client.RbacAuthorizationV1Api(api_client)
+    await rbac.create_namespaced_role_binding("alice", role_binding("b", "view", subject("User", "bob")))
+    for change in (
+        lambda: rbac.patch_namespaced_role_binding("b", "alice", {"roleRef": {"name": "admin"}}),
+        lambda: rbac.replace_namespaced_role_binding("b", "alice", role_binding("b", "edit", subject("User", "bob"))),
+    ):
+        with pytest.raises(ApiException) as caught:
+            await change()
+        assert caught.value.status == 422 and "roleRef: Invalid value: cannot change roleRef" in text(caught.value)
+    assert (await rbac.read_namespaced_role_binding("b", "alice")).role_ref.name == "view"
+    patched = await rbac.patch_namespaced_role_binding("b", "alice", {"subjects": [{"kind": "User", "name": "carol"}]})
+    assert patched.subjects[0].name == "carol"  # the rest of a binding may change
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ({"labels": {"owner": "alice@example.com"}}, 'metadata.labels: Invalid value: \\"alice@example.com\\"'),
+        ({"labels": {"a": "x" * 64}}, "metadata.labels: Invalid value"),
+        ({"labels": {"-bad": "1"}}, 'metadata.labels: Invalid value: \\"-bad\\"'),
+        ({"annotations": {"Example.COM/x": "1"}}, "metadata.annotations: Invalid value"),
+        (
+            {"annotations": {"big": "x" * (256 * 1024)}},
+            "metadata.annotations: Too long: must have at most 262144 bytes",
+        ),
+    ],
+)
+async def test_labels_and_annotations_the_server_refuses_are_422(
+    api: client.CustomObjectsApi, metadata: dict[str, Any], message: str
+) -> None:
+    body = notebook("nb1")
+    body["metadata"] |= metadata
+    with pytest.raises(ApiException) as caught:
+        await create(api, body)
+    assert caught.value.status == 422 and message in text(caught.value)
+    body["metadata"] = {"name": "nb1", "labels": {"a": "x" * 63, "example.com/b": ""}, "annotations": {"k": "v"}}
+    assert (await create(api, body))["metadata"]["labels"]["a"] == "x" * 63
+
+
 # -- namespace deletion ----------------------------------------------------------------------------
 
 

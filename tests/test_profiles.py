@@ -48,9 +48,12 @@ def names(kube_api: FakeKubeAPI, plural: str, namespace: str) -> list[str]:
 
 
 async def may(kube_api: FakeKubeAPI, account: str, namespace: str, group: str, resource: str) -> bool:
-    """Whether `account` (in team-a) may create `resource` in `namespace`, asked over HTTP."""
+    """Whether `account` (in team-a) may create `resource` in `namespace`, asked over HTTP as the API server
+    asks about a request with the account's token: its user name and its groups (a grant to every service
+    account of team-a, or of the cluster, counts as much as one to the account by name)."""
     attributes = {"namespace": namespace, "verb": "create", "group": group, "resource": resource}
-    review = {"spec": {"user": f"system:serviceaccount:team-a:{account}", "resourceAttributes": attributes}}
+    user, groups = service_account_identity("team-a", account)
+    review = {"spec": {"user": user, "groups": groups, "resourceAttributes": attributes}}
     headers = {"Authorization": f"Bearer {kube_api.token}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         async with http.post(f"{kube_api.url}/apis/authorization.k8s.io/v1/subjectaccessreviews", json=review) as r:

@@ -276,6 +276,50 @@ def core_causes(resource: Resource, obj: Obj) -> list[Obj]:
     return []
 
 
+# apimachinery's validation of object metadata: label keys and annotation keys are qualified names (an
+# optional DNS-subdomain prefix and "/", then a name of at most 63 characters), label values at most 63
+# characters of the same alphabet, and all annotations together at most 256 KiB.
+QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+TOTAL_ANNOTATION_BYTES = 256 * 1024
+
+
+def qualified_name_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not DNS_SUBDOMAIN.fullmatch(prefix)):
+        return "prefix part a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters"
+    if not name or len(name) > 63:
+        return "name part must be no more than 63 characters" if name else "name part must be non-empty"
+    if not QUALIFIED_NAME.fullmatch(name):
+        return "name part must consist of alphanumeric characters, '-', '_' or '.'"
+    return None
+
+
+def metadata_causes(metadata: Obj) -> list[Obj]:
+    causes = []
+    labels, annotations = metadata.get("labels") or {}, metadata.get("annotations") or {}
+    for where, values in (("metadata.labels", labels), ("metadata.annotations", annotations)):
+        for key in values:
+            if (problem := qualified_name_problem(str(key))) is not None:
+                causes.append(cause("FieldValueInvalid", where, f"Invalid value: {json.dumps(key)}: {problem}"))
+    for value in labels.values():
+        if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.fullmatch(value):
+            problem = "a valid label must be an empty string or at most 63 alphanumeric characters, '-', '_' or '.'"
+            causes.append(
+                cause("FieldValueInvalid", "metadata.labels", f"Invalid value: {json.dumps(value)}: {problem}")
+            )
+    size = sum(len(str(key)) + len(str(value)) for key, value in annotations.items())
+    if size > TOTAL_ANNOTATION_BYTES:
+        causes.append(
+            cause(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                f"Too long: must have at most {TOTAL_ANNOTATION_BYTES} bytes",
+            )
+        )
+    return causes
+
+
 def binding_causes(binding: Obj, *, cluster: bool) -> list[Obj]:
     """RBAC's validation of what a binding grants and to whom: a ClusterRoleBinding grants only a
     ClusterRole, and names each ServiceAccount's namespace (it has none of its own to default to)."""
@@ -949,6 +993,11 @@ class FakeKubeAPI:
                 del body["status"]
         obj, dropped = self._admit(resource, version, body, name, strict)
         warnings.extend(dropped)
+        if resource.plural in ("rolebindings", "clusterrolebindings") and obj.get("roleRef") != current.get("roleRef"):
+            # RBAC's ValidateRoleBindingUpdate: a binding's role is fixed for its life (delete and recreate).
+            raise invalid(
+                resource, name, [cause("FieldValueInvalid", "roleRef", "Invalid value: cannot change roleRef")]
+            )
         meta = obj["metadata"]
         for key in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "generation"):
             if key in current["metadata"]:
@@ -1134,6 +1183,8 @@ class FakeKubeAPI:
                     )
                 ],
             )
+        if causes := metadata_causes(body.get("metadata") or {}):
+            raise invalid(resource, name, causes)
         dropped: list[str] = []
         obj = copy.deepcopy(body)
         if resource.crd is not None:
