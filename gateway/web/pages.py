@@ -81,7 +81,10 @@ async def notebooks(request: web.Request) -> web.Response:
     allowed: list[str] = []
     if namespace is not None:
         request.app[keys.AUTHZ].require(identity, namespace, "view")
-        items = [notebook_item(notebook) for notebook in await request.app[keys.BACKEND].list(namespace)]
+        items = [
+            notebook_item(notebook, request.app[keys.SPAWNER])
+            for notebook in await request.app[keys.BACKEND].list(namespace)
+        ]
         allowed = [
             action for action in ("create", "connect", "stop", "start", "delete") if may(request, namespace, action)
         ]
