@@ -478,7 +478,7 @@ def _gpus(form: Mapping[str, object], defaults: SpawnerConfig) -> tuple[tuple[st
         raise InvalidNotebookSpec(
             f"{vendor[:100]!r} is not a GPU vendor offered here; use one of {offered}.", field="gpus.vendor"
         )
-    count = int(num)
+    count = num if isinstance(num, int) else int(str(num))
     if count not in defaults.gpu_counts:
         offered = ", ".join(str(n) for n in defaults.gpu_counts)
         raise InvalidNotebookSpec(f"{count} GPUs are not offered here; choose one of {offered}.", field="gpus.num")

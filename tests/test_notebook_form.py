@@ -315,8 +315,8 @@ def test_gpus_without_vendors_in_the_config_are_refused() -> None:
 
 
 def test_the_gpu_counts_offered_come_from_the_config() -> None:
-    gpus = {"value": {"vendor": "nvidia.com/gpu", "vendors": [{"limitsKey": "nvidia.com/gpu", "uiName": "NVIDIA"}]}}
-    gpus["value"] |= {"num": "1", "counts": [1, 3]}
+    vendors = [{"limitsKey": "nvidia.com/gpu", "uiName": "NVIDIA"}]
+    gpus: dict[str, Any] = {"value": {"vendor": "nvidia.com/gpu", "vendors": vendors, "num": "1", "counts": [1, 3]}}
     defaults = editable_kubeflow_config(gpus=gpus)
     assert parse({"name": "nb1"}, defaults).gpus == (("nvidia.com/gpu", 1),)  # the default
     assert parse({"name": "nb1", "gpus": {"num": "3", "vendor": "nvidia.com/gpu"}}, defaults).gpus[0][1] == 3
