@@ -17,7 +17,8 @@ from .backends import NotebookSpec, Volume
 from .errors import Forbidden, InvalidNotebookSpec
 from .names import is_dns_label, is_dns_subdomain
 from .quantities import parse_quantity, scale_quantity
-from .spawner import SpawnerConfig
+from .spawner import SERVER_TYPES as SPAWNER_SERVER_TYPES
+from .spawner import PodChoice, SpawnerConfig
 
 # What the Jupyter web app's form sends (kubeflow/notebooks, NotebookFormObject, after its
 # getSubmitNotebook() clean-up). Anything else is refused, so a typo never passes silently.
@@ -46,7 +47,7 @@ FIELDS = frozenset(
         "datavols",
     }
 )
-SERVER_TYPES = ("jupyter", "group-one", "group-two")
+SERVER_TYPES = tuple(SPAWNER_SERVER_TYPES)  # jupyter (JupyterLab), group-one (VS Code), group-two (RStudio)
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
 NAME_PLACEHOLDER = "{notebook-name}"
@@ -82,7 +83,13 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
             f"The body's namespace {str(given_namespace)[:100]!r} differs from the URL's {namespace!r}.",
             field="namespace",
         )
-    image = _image(form, defaults)
+    server_type = _choice(form, "serverType", SERVER_TYPES, "jupyter")
+    if server_type not in defaults.server_types:
+        raise InvalidNotebookSpec(
+            f"The server type {server_type} is not offered here: it has no images in the spawner config.",
+            field="serverType",
+        )
+    image = _image(form, defaults, server_type)
     cpu = _quantity(form, "cpu", defaults.cpu, "CPU")
     memory = _quantity(form, "memory", defaults.memory, "Memory")
     workspace = _workspace(form, name, defaults)
@@ -92,6 +99,8 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
     ]
     _check_unique([("workspace", workspace)] if workspace else [], data_volumes)
     _check_unsupported(form)
+    affinity = _pod_choice(form, "affinityConfig", defaults.affinity_default, defaults.affinity_options)
+    toleration = _pod_choice(form, "tolerationGroup", defaults.toleration_default, defaults.toleration_options)
     spec = NotebookSpec(
         name=name,
         image=image,
@@ -101,12 +110,19 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         memory_limit=_limit(form, "memoryLimit", memory, defaults.memory_limit_factor, "Memory"),
         workspace=workspace,
         data_volumes=tuple(volume for _, volume in data_volumes),
-        server_type=_choice(form, "serverType", SERVER_TYPES, "jupyter"),
+        server_type=server_type,
         image_pull_policy=_choice(form, "imagePullPolicy", PULL_POLICIES, defaults.image_pull_policy),
         configurations=_configurations(form),
+        gpus=_gpus(form, defaults),
+        affinity_config=affinity.key if affinity else "",
+        affinity=affinity.value if affinity else None,
+        toleration_group=toleration.key if toleration else "",
+        tolerations=tuple(toleration.value) if toleration else (),
+        shm=_bool(form, "shm", defaults.shm),
     )
     if defaults.read_only:
-        fixed = parse_notebook_form({"name": name}, namespace=namespace, defaults=_free(defaults))
+        bare = {"name": name, "serverType": server_type}  # the type picks which default image applies
+        fixed = parse_notebook_form(bare, namespace=namespace, defaults=_free(defaults))
         _check_read_only(form, spec, fixed, defaults.read_only)
     _check_maximums(spec, defaults.maximums)
     return spec
@@ -159,6 +175,10 @@ def _check_read_only(
         "noWorkspace": spec.workspace != fixed.workspace,
         "datavols": spec.data_volumes != fixed.data_volumes,
         "configurations": spec.configurations != fixed.configurations,
+        "gpus": spec.gpus != fixed.gpus,
+        "affinityConfig": spec.affinity_config != fixed.affinity_config,
+        "tolerationGroup": spec.toleration_group != fixed.toleration_group,
+        "shm": spec.shm != fixed.shm,
     }
     # Name a field the body sent before one it did not (a limit that followed a changed request).
     for field in sorted(read_only, key=lambda key: (key not in form, key)):
@@ -250,8 +270,10 @@ def _name(form: Mapping[str, object]) -> str:
     return name
 
 
-def _image(form: Mapping[str, object], defaults: SpawnerConfig) -> str:
-    """The image to run: a standard one, or a custom one if the configuration allows them."""
+def _image(form: Mapping[str, object], defaults: SpawnerConfig, server_type: str) -> str:
+    """The image to run: a standard one of the server type, or a custom one if the configuration
+    allows them (the web app takes a custom image for any server type)."""
+    default, standard = defaults.images_for(server_type)
     _bool(form, "allowCustomImage", defaults.allow_custom_image)  # the client echoes the config; ours decides
     use_custom = _bool(form, "customImageCheck", True)
     custom = _str(form, "customImage", "").strip()
@@ -260,11 +282,14 @@ def _image(form: Mapping[str, object], defaults: SpawnerConfig) -> str:
     elif "customImageCheck" in form and use_custom:
         raise InvalidNotebookSpec("Enter the custom image to use.", field="customImage")
     else:
-        image, field = _str(form, "image", defaults.image).strip() or defaults.image, "image"
-    if image in (defaults.image, *defaults.images):
+        image, field = _str(form, "image", default).strip() or default, "image"
+    if image in (default, *standard):
         return image
     if not defaults.allow_custom_image:
-        raise InvalidNotebookSpec("Custom images are not allowed here: pick one of the standard images.", field=field)
+        other = "" if server_type == "jupyter" else " of this server type"
+        raise InvalidNotebookSpec(
+            f"Custom images are not allowed here: pick one of the standard images{other}.", field=field
+        )
     if len(image) > MAX_IMAGE_CHARS or IMAGE_REFERENCE.fullmatch(image) is None:
         raise InvalidNotebookSpec(
             f"{image[:100]!r} is not a container image reference like registry.example.com/team/image:tag.",
@@ -428,20 +453,52 @@ def _configurations(form: Mapping[str, object]) -> tuple[str, ...]:
 def _check_unsupported(form: Mapping[str, object]) -> None:
     """Check the fields a `NotebookSpec` cannot carry yet; refuse a request that needs one of them,
     rather than create a notebook server without what was asked for."""
-    _bool(form, "shm", False)  # /dev/shm sizing: a pod detail with nothing to ask for locally
-    gpus = _object(form.get("gpus", {}), "gpus", 'gpus must be an object like {"num": "none"}.')
-    _keys(gpus, "gpus", {"num", "vendor"})
-    _str(gpus, "vendor", "", path="gpus.vendor")
-    num = gpus.get("num", "none")
-    if num not in ("none", 0, "0"):
-        if isinstance(num, bool) or not (isinstance(num, int) or (isinstance(num, str) and num.isdigit())):
-            raise InvalidNotebookSpec("gpus.num must be 'none' or a whole number.", field="gpus.num")
-        raise InvalidNotebookSpec("GPUs cannot be requested: no GPU vendors are configured.", field="gpus")
-    for field, what in (("affinityConfig", "affinity configurations"), ("tolerationGroup", "toleration groups")):
-        if _str(form, field, "") not in ("", "none"):
-            raise InvalidNotebookSpec(f"No {what} are configured; use 'none'.", field=field)
     if _environment(form.get("environment", "")):
         raise InvalidNotebookSpec("Environment variables cannot be set yet.", field="environment")
+
+
+def _gpus(form: Mapping[str, object], defaults: SpawnerConfig) -> tuple[tuple[str, int], ...]:
+    """`{"num": "none" | "<n>", "vendor": "<limitsKey>"}`: a vendor of the config and a count it offers."""
+    default = {"num": str(defaults.gpu_num or "none"), "vendor": defaults.gpu_vendor}
+    gpus = _object(form.get("gpus", default), "gpus", 'gpus must be an object like {"num": "none"}.')
+    _keys(gpus, "gpus", {"num", "vendor"})
+    vendor = _str(gpus, "vendor", defaults.gpu_vendor, path="gpus.vendor")
+    num = gpus.get("num", "none")
+    if num in ("none", "", 0, "0"):
+        return ()
+    whole = (isinstance(num, int) and num > 0) or (isinstance(num, str) and num.isdigit() and len(num) < 4)
+    if isinstance(num, bool) or not whole:
+        raise InvalidNotebookSpec("gpus.num must be 'none' or a whole number.", field="gpus.num")
+    if not defaults.gpu_vendors:
+        raise InvalidNotebookSpec("GPUs cannot be requested: no GPU vendors are configured.", field="gpus")
+    if not vendor:
+        raise InvalidNotebookSpec("Choose the GPU vendor.", field="gpus.vendor")
+    if defaults.gpu_vendor_named(vendor) is None:
+        offered = ", ".join(v.limits_key for v in defaults.gpu_vendors)
+        raise InvalidNotebookSpec(
+            f"{vendor[:100]!r} is not a GPU vendor offered here; use one of {offered}.", field="gpus.vendor"
+        )
+    count = num if isinstance(num, int) else int(str(num))
+    if count not in defaults.gpu_counts:
+        offered = ", ".join(str(n) for n in defaults.gpu_counts)
+        raise InvalidNotebookSpec(f"{count} GPUs are not offered here; choose one of {offered}.", field="gpus.num")
+    return ((vendor, count),)
+
+
+def _pod_choice(
+    form: Mapping[str, object], field: str, default: str, options: tuple[PodChoice, ...]
+) -> PodChoice | None:
+    """An affinity config or toleration group of the config, by key; None for "none" (or "")."""
+    key = _str(form, field, default)
+    if key in ("", "none"):
+        return None
+    chosen = next((option for option in options if option.key == key), None)
+    if chosen is None:
+        if not options:
+            raise InvalidNotebookSpec(f"No {field} options are configured here; use 'none'.", field=field)
+        offered = ", ".join(option.key for option in options)
+        raise InvalidNotebookSpec(f"{key[:100]!r} is not one of the {field} options: {offered}.", field=field)
+    return chosen
 
 
 def _environment(value: object) -> dict[str, object]:

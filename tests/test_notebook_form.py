@@ -140,20 +140,30 @@ def test_an_unchecked_custom_image_is_ignored() -> None:
         ),
         ({"datavols": [{"mount": "/d", "existingSource": {"nfs": {}}}]}, "datavols[0].existingSource", "persistentVo"),
         ({"datavols": {"mount": "/d"}}, "datavols", "must be a list"),
-        ({"gpus": {"num": 1, "vendor": "nvidia.com/gpu"}}, "gpus", "GPUs cannot be requested"),
-        ({"gpus": {"num": "many"}}, "gpus.num", "whole number"),
+        ({"gpus": {"num": 1, "vendor": "example.com/tpu"}}, "gpus.vendor", "not a GPU vendor offered here"),
+        ({"gpus": {"num": "1"}}, "gpus.vendor", "Choose the GPU vendor"),
+        ({"gpus": {"num": "3", "vendor": "nvidia.com/gpu"}}, "gpus.num", "3 GPUs are not offered"),
+        ({"gpus": {"num": "many", "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),
+        ({"gpus": {"num": -1, "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),
+        ({"gpus": {"num": True, "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),
+        ({"gpus": {"num": "1", "vendor": "nvidia.com/gpu", "fractional": "0.5"}}, "gpus.fractional", "Unknown"),
+        ({"gpus": "1"}, "gpus", "must be an object"),
+        ({"serverType": "group-one", "image": DEFAULTS.image}, "image", None),  # a JupyterLab image as VS Code
+        ({"shm": "yes"}, "shm", "true or false"),
+        ({"tolerationGroup": "gpu-nodes"}, "tolerationGroup", "No tolerationGroup options"),
         ({"environment": '{"A": "1"}'}, "environment", "cannot be set yet"),
         ({"environment": "{not json"}, "environment", "JSON object"),
         ({"configurations": ["ok", "not a label"]}, "configurations[1]", "PodDefault labels"),
         ({"configurations": [3]}, "configurations[0]", "PodDefault labels"),
-        ({"affinityConfig": "big-nodes"}, "affinityConfig", "No affinity configurations"),
+        ({"affinityConfig": "big-nodes"}, "affinityConfig", "No affinityConfig options are configured"),
     ],
 )
-def test_each_bad_field_is_refused_by_name(change: dict[str, Any], field: str, message: str) -> None:
+def test_each_bad_field_is_refused_by_name(change: dict[str, Any], field: str, message: str | None) -> None:
+    strict = dataclasses.replace(DEFAULTS, allow_custom_image=False) if message is None else DEFAULTS
     with pytest.raises(InvalidNotebookSpec) as caught:
-        parse({"name": "nb1", **change})
+        parse({"name": "nb1", **change}, strict)
     assert caught.value.field == field
-    assert message in caught.value.message
+    assert (message or "standard images of this server type") in caught.value.message
 
 
 def test_configurations_are_poddefault_labels_kept_once_in_order() -> None:
@@ -240,6 +250,131 @@ def test_the_admins_maximums_are_enforced_by_field(change: dict[str, Any], field
 def test_a_maximum_that_is_not_a_quantity_is_a_malformed_config(tmp_path: Path) -> None:
     form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
     form["spawnerFormDefaults"]["cpu"]["max"] = "lots"
+    (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
+    with pytest.raises(ValueError, match="malformed"):
+        SpawnerConfig.load(tmp_path / "spawner.yaml")
+
+
+# -- the rest of the web app's form: server types, GPUs, affinity, tolerations, shared memory ------
+
+AFFINITY = {
+    "nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "lifecycle", "operator": "In", "values": ["nb"]}]}]
+        }
+    }
+}
+TOLERATIONS = [{"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+CHOICES = {
+    "affinityConfig": {
+        "value": "",
+        "options": [{"configKey": "dedicated", "displayName": "Dedicated node", "affinity": AFFINITY}],
+    },
+    "tolerationGroup": {
+        "value": "",
+        "options": [{"groupKey": "gpu", "displayName": "GPU nodes", "tolerations": TOLERATIONS}],
+    },
+}
+
+
+def editable_kubeflow_config(**sections: dict[str, Any]) -> SpawnerConfig:
+    return dataclasses.replace(kubeflow_config(**sections), read_only=frozenset())
+
+
+@pytest.mark.parametrize(
+    ("server_type", "image"),
+    [
+        ("group-one", "ghcr.io/kubeflow/kubeflow/notebook-servers/codeserver-python:latest"),
+        ("group-two", "ghcr.io/kubeflow/kubeflow/notebook-servers/rstudio-tidyverse:latest"),
+    ],
+)
+def test_each_server_type_gets_its_own_default_image(server_type: str, image: str) -> None:
+    spec = parse({"name": "nb1", "serverType": server_type}, editable_kubeflow_config())
+    assert (spec.server_type, spec.image) == (server_type, image)
+
+
+def test_a_server_type_without_images_in_the_config_is_not_offered() -> None:
+    defaults = dataclasses.replace(DEFAULTS, group_images={})
+    with pytest.raises(InvalidNotebookSpec, match="not offered here") as caught:
+        parse({"name": "nb1", "serverType": "group-two"}, defaults)
+    assert caught.value.field == "serverType"
+
+
+def test_gpus_are_a_configured_vendor_and_an_offered_count() -> None:
+    spec = parse({"name": "nb1", "gpus": {"num": "2", "vendor": "amd.com/gpu"}}, editable_kubeflow_config())
+    assert spec.gpus == (("amd.com/gpu", 2),)
+    assert parse({"name": "nb1", "gpus": {"num": 8, "vendor": "nvidia.com/gpu"}}).gpus == (("nvidia.com/gpu", 8),)
+    assert parse({"name": "nb1", "gpus": {"num": "none", "vendor": ""}}).gpus == ()
+
+
+def test_gpus_without_vendors_in_the_config_are_refused() -> None:
+    defaults = dataclasses.replace(DEFAULTS, gpu_vendors=())
+    with pytest.raises(InvalidNotebookSpec, match="no GPU vendors are configured") as caught:
+        parse({"name": "nb1", "gpus": {"num": "1", "vendor": "nvidia.com/gpu"}}, defaults)
+    assert caught.value.field == "gpus"
+
+
+def test_the_gpu_counts_offered_come_from_the_config() -> None:
+    vendors = [{"limitsKey": "nvidia.com/gpu", "uiName": "NVIDIA"}]
+    gpus: dict[str, Any] = {"value": {"vendor": "nvidia.com/gpu", "vendors": vendors, "num": "1", "counts": [1, 3]}}
+    defaults = editable_kubeflow_config(gpus=gpus)
+    assert parse({"name": "nb1"}, defaults).gpus == (("nvidia.com/gpu", 1),)  # the default
+    assert parse({"name": "nb1", "gpus": {"num": "3", "vendor": "nvidia.com/gpu"}}, defaults).gpus[0][1] == 3
+    with pytest.raises(InvalidNotebookSpec, match="choose one of 1, 3"):
+        parse({"name": "nb1", "gpus": {"num": "2", "vendor": "nvidia.com/gpu"}}, defaults)
+
+
+def test_affinity_and_tolerations_are_the_admins_choices_by_key() -> None:
+    defaults = editable_kubeflow_config(**CHOICES)
+    spec = parse({"name": "nb1", "affinityConfig": "dedicated", "tolerationGroup": "gpu"}, defaults)
+    assert (spec.affinity_config, spec.affinity) == ("dedicated", AFFINITY)
+    assert (spec.toleration_group, spec.tolerations) == ("gpu", tuple(TOLERATIONS))
+    none = parse({"name": "nb1", "affinityConfig": "none", "tolerationGroup": ""}, defaults)
+    assert (none.affinity, none.tolerations) == (None, ())
+    with pytest.raises(InvalidNotebookSpec, match="not one of the affinityConfig options: dedicated") as caught:
+        parse({"name": "nb1", "affinityConfig": "other"}, defaults)
+    assert caught.value.field == "affinityConfig"
+
+
+def test_shared_memory_follows_the_config_unless_the_form_says() -> None:
+    assert parse({"name": "nb1"}).shm is True  # Kubeflow's default, and ours
+    assert parse({"name": "nb1", "shm": False}).shm is False
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"gpus": {"num": "1", "vendor": "nvidia.com/gpu"}}, "gpus"),
+        ({"affinityConfig": "dedicated"}, "affinityConfig"),
+        ({"tolerationGroup": "gpu"}, "tolerationGroup"),
+        ({"shm": False}, "shm"),
+        # A fixed image is each server type's default: VS Code's is taken, another one is not.
+        ({"serverType": "group-one", "customImage": "example.com/code:1"}, "customImage"),
+    ],
+)
+def test_read_only_pod_settings_cannot_be_changed(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidNotebookSpec, match="read-only") as caught:
+        parse({"name": "nb1", **change}, kubeflow_config(**CHOICES, image={"readOnly": True}))
+    assert caught.value.field == field
+    echoed = {"gpus": {"num": "none", "vendor": ""}, "affinityConfig": "", "tolerationGroup": "", "shm": True}
+    assert parse({"name": "nb1", **echoed}, kubeflow_config(**CHOICES)).shm is True
+    vs_code = parse({"name": "nb1", "serverType": "group-one"}, kubeflow_config(**CHOICES, image={"readOnly": True}))
+    assert vs_code.image == "ghcr.io/kubeflow/kubeflow/notebook-servers/codeserver-python:latest"
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"gpus": {"value": {"vendors": [{"limitsKey": "not a resource", "uiName": "X"}], "num": "none"}}},
+        {"gpus": {"value": {"vendor": "amd.com/gpu", "vendors": [], "num": "none"}}},
+        {"gpus": {"value": {"vendors": [], "num": "none", "counts": [0]}}},
+        {"affinityConfig": {"value": "missing", "options": []}},
+        {"tolerationGroup": {"value": "", "options": [{"groupKey": "g", "tolerations": {"not": "a list"}}]}},
+    ],
+)
+def test_a_malformed_pod_section_is_a_malformed_config(tmp_path: Path, section: dict[str, Any]) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
+    form["spawnerFormDefaults"] |= section
     (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
     with pytest.raises(ValueError, match="malformed"):
         SpawnerConfig.load(tmp_path / "spawner.yaml")

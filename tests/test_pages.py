@@ -151,12 +151,16 @@ async def test_the_form_offers_the_configured_defaults(gateway_factory: Factory,
     client = await gateway_factory(backend="local", local_dir=tmp_path)
     page = await (await client.get("/notebooks/new?ns=alice", headers=BROWSER_HEADERS)).text()
     spawner = client.app[keys.SPAWNER]
-    assert f"<option selected>{spawner.image}</option>" in page
+    assert f'<option value="{spawner.image}" selected>{spawner.image}</option>' in page
     assert all(
-        f"<option{' selected' if image == spawner.image else ''}>{image}</option>" in page for image in spawner.images
+        f'<option value="{image}"{" selected" if image == spawner.image else ""}>{image}</option>' in page
+        for image in spawner.images
     )
     assert 'id="cpu" name="cpu" value="0.5"' in page
     assert 'id="memory" name="memory" value="1.0Gi"' in page
+    assert 'placeholder="0.6"' in page and 'placeholder="1.2Gi"' in page  # the limits an empty field gets
+    # The local backend runs JupyterLab processes: no other server types, GPUs or pod settings offered.
+    assert 'name="serverType"' not in page and 'id="gpu-count"' not in page and 'id="shm"' not in page
 
 
 async def test_admin_links_are_shown_to_those_who_may_use_them(gateway_factory: Factory, tmp_path: Path) -> None:

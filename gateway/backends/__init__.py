@@ -56,6 +56,15 @@ class NotebookSpec:
     image_pull_policy: str = "IfNotPresent"
     # PodDefault selector labels ("configurations"): each becomes `<label>: "true"` on the Notebook.
     configurations: tuple[str, ...] = ()
+    # Device-plugin resources in the container's limits, as (limitsKey, count): ("nvidia.com/gpu", 2).
+    gpus: tuple[tuple[str, int], ...] = ()
+    # The spawner config's affinity config and toleration group (by key; "" for none) and what they
+    # put into the pod spec.
+    affinity_config: str = ""
+    affinity: JsonObject | None = None
+    toleration_group: str = ""
+    tolerations: tuple[JsonObject, ...] = ()
+    shm: bool = False  # a memory-backed /dev/shm
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +108,9 @@ class NotebookBackend(Protocol):
 
     name: str
     has_configurations: bool
+    # Whether notebook servers are Kubernetes pods: only then can they be VS Code or RStudio servers,
+    # have GPUs, affinity, tolerations or a shared-memory volume.
+    runs_pods: bool
 
     async def open(self) -> None: ...
 
@@ -143,6 +155,7 @@ class WithoutKubernetes:
     protocol that need it: no configurations to list, none to make or delete (405), no watch."""
 
     has_configurations = False
+    runs_pods = False
 
     async def poddefaults(self, namespace: str) -> list[JsonObject]:
         return []

@@ -21,6 +21,7 @@ from yarl import URL
 from ..errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     GatewayError,
     InvalidNotebookSpec,
     KubernetesConflict,
@@ -38,6 +39,7 @@ from ..kube.kubeflow_names import CREATOR_ANNOTATION
 from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, stop
 from ..kube.watch_health import WatchHealth
 from . import Deletion, Notebook, NotebookSpec
+from .gpu_quota import RESOURCE_QUOTAS, gpu_quota_problem
 from .notebook_resource import (
     START_PATCH,
     claim_names,
@@ -48,6 +50,7 @@ from .notebook_resource import (
     notebook_object,
     pvc_object,
     read_notebook,
+    read_spec,
     reconfiguring_start_patch,
     stop_patch,
     with_injected,
@@ -81,6 +84,7 @@ class KubernetesBackend:
 
     name = "kubernetes"
     has_configurations = True
+    runs_pods = True
 
     def __init__(
         self,
@@ -191,6 +195,7 @@ class KubernetesBackend:
         claims = [pvc_object(namespace, volume, notebook=spec.name) for volume in new_claims(spec)]
         body = notebook_object(namespace, spec, creator=creator, allow_root=namespace in self.root_namespaces)
         client = self.client
+        await self._check_gpu_quota(namespace, spec.gpus)
         chosen = await self._chosen_poddefaults(namespace, spec.configurations) if spec.configurations else []
         if self.apply_poddefaults:  # recorded even when empty: a start then knows the template is all the user's
             body = with_injected(body, apply_poddefaults(body, chosen))
@@ -221,6 +226,18 @@ class KubernetesBackend:
         log.info("created notebook %s/%s (volumes: %s) for %s", namespace, spec.name, ", ".join(made) or "-", creator)
         self.watcher.observe(created)
         return read_notebook(created, [], self.clock())
+
+    async def _check_gpu_quota(
+        self, namespace: str, gpus: tuple[tuple[str, int], ...], *, starting: str | None = None
+    ) -> None:
+        """Refuse GPUs that the namespace's quota has no room for (see `gpu_quota`)."""
+        if not gpus:
+            return
+        with kube_errors("notebook", namespace, starting or ""):
+            quotas = await self.client.list(RESOURCE_QUOTAS, namespace)
+        problem = gpu_quota_problem(quotas.items, self.watcher.notebooks_in(namespace), gpus, starting=starting)
+        if problem is not None:
+            raise Forbidden(problem, field="gpus")
 
     async def _chosen_poddefaults(self, namespace: str, labels: tuple[str, ...]) -> builtins.list[JsonObject]:
         """The namespace's PodDefaults selecting `labels`; a label none selects is refused."""
@@ -279,7 +296,11 @@ class KubernetesBackend:
     async def start(self, namespace: str, name: str) -> Notebook:
         """Remove `kubeflow-resource-stopped`; the controller starts the server again. Where the gateway
         applies configurations (no webhook), the same patch re-applies them as they are now, as the
-        webhook would to the new pod: see `_start_patch`."""
+        webhook would to the new pod: see `_start_patch`. A stopped server with GPUs starts only
+        when the namespace's GPU quota has room for them."""
+        known = self.watcher.notebook(namespace, name) if self._watcher is not None else None
+        if known is not None and is_stopped(known):
+            await self._check_gpu_quota(namespace, read_spec(known).gpus, starting=name)
         if not self.apply_poddefaults:
             return await self._patch(namespace, name, START_PATCH)
         self._check_served(namespace)

@@ -40,6 +40,10 @@ NOTE = (
     "The local backend runs Jupyter from the gateway's own Python environment: "
     "the image, CPU and memory are recorded but not applied."
 )
+# What a local Jupyter process cannot be, refused rather than run as something else: the web app's
+# other server types need their images (code-server, RStudio), and GPUs a device plugin.
+ONLY_JUPYTER = "The local backend runs JupyterLab only: VS Code and RStudio servers need the Kubernetes backend."
+NO_GPUS = "The local backend cannot give a server GPUs: they need the Kubernetes backend and a device plugin."
 # Imported by the Jupyter process, never by the gateway (it needs jupyter_server).
 GATEWAY_ONLY = "gateway.backends.jupyter_auth.GatewayOnly"
 UPSTREAM_TOKEN_ENV = "NOTEBOOK_GATEWAY_UPSTREAM_TOKEN"  # jupyter_auth.TOKEN_ENV
@@ -300,6 +304,10 @@ class LocalBackend(WithoutKubernetes):
             raise InvalidNotebookSpec(f"Namespace {namespace!r} is not a valid DNS-1123 label.", field="namespace")
         if not is_dns_label(spec.name):
             raise InvalidNotebookSpec(f"Name {spec.name!r} is not a valid DNS-1123 label.", field="name")
+        if spec.server_type != "jupyter":
+            raise InvalidNotebookSpec(ONLY_JUPYTER, field="serverType")
+        if spec.gpus:
+            raise InvalidNotebookSpec(NO_GPUS, field="gpus")
         links = volume_links(spec)
         key = (namespace, spec.name)
         if key in self._servers:

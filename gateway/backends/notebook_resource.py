@@ -7,6 +7,7 @@ Pure: plain JSON dicts in and out, no I/O. Anything malformed in an object read 
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -42,6 +43,9 @@ WORKSPACE_MOUNT = "/home/jovyan"
 # The web app's grace period for a Notebook the controller has not reported on yet.
 NEW_NOTEBOOK_GRACE_S = 10
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # Kubernetes' timestamps (RFC 3339, UTC, whole seconds)
+SHM_VOLUME, SHM_MOUNT = "dshm", "/dev/shm"  # the web app's names
+# Container limits that are no device: what is left in the limits are GPUs and the like.
+NOT_DEVICES = ("cpu", "memory", "ephemeral-storage")
 
 
 # -- building --------------------------------------------------------------------------------------
@@ -63,6 +67,9 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None, 
         annotations[CREATOR_ANNOTATION] = creator
     resources: dict[str, dict[str, str]] = {"requests": {"cpu": spec.cpu, "memory": spec.memory}}
     limits = {key: value for key, value in (("cpu", spec.cpu_limit), ("memory", spec.memory_limit)) if value}
+    # As the web app writes them: the vendor's resource in the limits, the count as a string (Kubernetes
+    # sets an extended resource's request to its limit).
+    limits.update((vendor, str(count)) for vendor, count in spec.gpus)
     if limits:
         resources["limits"] = limits
     # The web app lists data volumes before the workspace; a claim mounted twice is one pod volume.
@@ -71,6 +78,9 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None, 
     for volume in (*spec.data_volumes, *([spec.workspace] if spec.workspace else [])):
         volumes.setdefault(volume.name, {"name": volume.name, "persistentVolumeClaim": {"claimName": volume.name}})
         mounts.append({"name": volume.name, "mountPath": volume.mount_path})
+    if spec.shm:  # the web app's "Enable Shared Memory": PyTorch's data loaders need more than 64 MiB
+        volumes[SHM_VOLUME] = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory"}}
+        mounts.append({"name": SHM_VOLUME, "mountPath": SHM_MOUNT})
     container: JsonObject = {
         "name": spec.name,
         "image": spec.image,
@@ -80,6 +90,15 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None, 
         "env": [],
         "securityContext": notebook_container_security(),
     }
+    pod: JsonObject = {
+        "serviceAccountName": SERVICE_ACCOUNT,
+        "securityContext": notebook_pod_security(allow_root=allow_root),
+        "containers": [container],
+        "volumes": list(volumes.values()),
+        "tolerations": [copy.deepcopy(toleration) for toleration in spec.tolerations],
+    }
+    if spec.affinity is not None:
+        pod["affinity"] = copy.deepcopy(spec.affinity)
     return {
         "apiVersion": API_VERSION,
         "kind": "Notebook",
@@ -91,17 +110,7 @@ def notebook_object(namespace: str, spec: NotebookSpec, *, creator: str | None, 
             "labels": {APP_LABEL: spec.name, **dict.fromkeys(spec.configurations, "true")},
             "annotations": annotations,
         },
-        "spec": {
-            "template": {
-                "spec": {
-                    "serviceAccountName": SERVICE_ACCOUNT,
-                    "securityContext": notebook_pod_security(allow_root=allow_root),
-                    "containers": [container],
-                    "volumes": list(volumes.values()),
-                    "tolerations": [],
-                }
-            }
-        },
+        "spec": {"template": {"spec": pod}},
     }
 
 
@@ -219,8 +228,10 @@ def read_spec(obj: JsonObject) -> NotebookSpec:
     resources = _dict(container, "resources")
     requests, limits = _dict(resources, "requests"), _dict(resources, "limits")
     claims = {}
+    shm = False
     for volume in _list(pod, "volumes"):
         if isinstance(volume, dict):
+            shm = shm or (_str(volume, "name") == SHM_VOLUME and "emptyDir" in volume)
             claim = _str(_dict(volume, "persistentVolumeClaim"), "claimName")
             if claim:
                 claims[_str(volume, "name")] = claim
@@ -247,7 +258,23 @@ def read_spec(obj: JsonObject) -> NotebookSpec:
         image_pull_policy=_str(container, "imagePullPolicy") or "IfNotPresent",
         # The configurations the gateway applied to the pod template (none known where a webhook applies them).
         configurations=tuple(injected or ()),
+        gpus=read_devices(limits),
+        affinity=_dict(pod, "affinity") or None,
+        tolerations=tuple(t for t in _list(pod, "tolerations") if isinstance(t, dict)),
+        shm=shm,
     )
+
+
+def read_devices(limits: JsonObject) -> tuple[tuple[str, int], ...]:
+    """The device-plugin resources in a container's limits with whole counts, e.g. (("nvidia.com/gpu", 2),)."""
+    devices = []
+    for key, value in limits.items():
+        if key in NOT_DEVICES or key.startswith("hugepages-") or "/" not in key:
+            continue
+        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if text.isdigit() and len(text) < 6:
+            devices.append((key, int(text)))
+    return tuple(devices)
 
 
 def is_stopped(obj: JsonObject) -> bool:

@@ -48,7 +48,7 @@ async def list_notebooks(request: web.Request) -> web.Response:
     namespace = _namespace(request)
     _authorize(request, namespace, "view")
     notebooks = await request.app[keys.BACKEND].list(namespace)
-    return _success(request, notebooks=[notebook_item(notebook) for notebook in notebooks])
+    return _success(request, notebooks=[notebook_item(notebook, request.app[keys.SPAWNER]) for notebook in notebooks])
 
 
 @routes.get("/api/namespaces/{namespace}/notebooks/{name}", name="api_notebook")
@@ -56,7 +56,7 @@ async def get_notebook(request: web.Request) -> web.Response:
     namespace, name = _namespace(request), _name(request)
     _authorize(request, namespace, "view", name)
     notebook = await request.app[keys.BACKEND].get(namespace, name)
-    return _success(request, notebook=notebook_item(notebook))
+    return _success(request, notebook=notebook_item(notebook, request.app[keys.SPAWNER]))
 
 
 @routes.post("/api/namespaces/{namespace}/notebooks", name="api_create_notebook")
@@ -68,13 +68,19 @@ async def create_notebook(request: web.Request) -> web.Response:
         volumes = [volume.name for volume in (spec.workspace, *spec.data_volumes) if volume is not None]
         audit.notebook = spec.name
         audit.details.update(image=spec.image, cpu=spec.cpu, memory=spec.memory, volumes=volumes)
+        if spec.server_type != "jupyter":
+            audit.details.update(server_type=spec.server_type)
+        if spec.gpus:
+            audit.details.update(gpus={vendor: count for vendor, count in spec.gpus})
         _authorize(request, namespace, "create", spec.name)
         if not _allowed(request, namespace, "create"):  # a grant on this notebook only
             check_one_notebook_grant(spec, request.app[keys.SPAWNER])
         notebook = await request.app[keys.BACKEND].create(namespace, spec, creator=request[keys.IDENTITY].subject)
     log.info("notebook %s/%s created by %s", namespace, spec.name, request[keys.IDENTITY].subject)
     # The web app answers 200 (not 201) with a message; existing clients check for exactly that.
-    return _success(request, message="Notebook created successfully.", notebook=notebook_item(notebook))
+    return _success(
+        request, message="Notebook created successfully.", notebook=notebook_item(notebook, request.app[keys.SPAWNER])
+    )
 
 
 @routes.patch("/api/namespaces/{namespace}/notebooks/{name}", name="api_patch_notebook")
@@ -89,7 +95,11 @@ async def patch_notebook(request: web.Request) -> web.Response:
         if not stopped and notebook.spec.configurations:  # re-applied by the gateway (no PodDefault webhook)
             audit.details.update(configurations=list(notebook.spec.configurations))
     verb = "stopped" if stopped else "started"
-    return _success(request, message=f"Notebook {name} {verb} successfully.", notebook=notebook_item(notebook))
+    return _success(
+        request,
+        message=f"Notebook {name} {verb} successfully.",
+        notebook=notebook_item(notebook, request.app[keys.SPAWNER]),
+    )
 
 
 @routes.delete("/api/namespaces/{namespace}/notebooks/{name}", name="api_delete_notebook")
@@ -116,7 +126,7 @@ async def delete_notebook(request: web.Request) -> web.Response:
 # -- response shapes ---------------------------------------------------------------------------
 
 
-def notebook_item(notebook: Notebook) -> dict[str, object]:
+def notebook_item(notebook: Notebook, config: SpawnerConfig) -> dict[str, object]:
     """One notebook as the Jupyter web app lists it, plus a few facts of ours (`url`, `notes`, limits)."""
     spec = notebook.spec
     created = notebook.created_at
@@ -140,7 +150,7 @@ def notebook_item(notebook: Notebook) -> dict[str, object]:
         "memory": spec.memory,
         "cpuLimit": spec.cpu_limit,
         "memoryLimit": spec.memory_limit,
-        "gpus": {"count": 0, "message": ""},
+        "gpus": gpu_summary(spec.gpus, config),
         "volumes": [volume.name for volume in (spec.workspace, *spec.data_volumes) if volume is not None],
         "status": {"phase": notebook.status.phase, "message": notebook.status.message, "state": ""},
         "stopped": notebook.stopped,
@@ -156,9 +166,30 @@ def notebook_item(notebook: Notebook) -> dict[str, object]:
     }
 
 
+def gpu_summary(gpus: tuple[tuple[str, int], ...], config: SpawnerConfig) -> dict[str, object]:
+    """The web app's `gpus` of a listed notebook: the total of the configured vendors' devices and
+    a message such as "1 NVIDIA, 2 AMD" (other device resources are not GPUs to it)."""
+    count, parts = 0, []
+    for vendor in config.gpu_vendors:
+        for key, number in gpus:
+            if key == vendor.limits_key:
+                count += number
+                parts.append(f"{number} {vendor.ui_name}")
+    return {"count": count, "message": ", ".join(parts)}
+
+
 def spawner_form_defaults(config: SpawnerConfig) -> dict[str, object]:
     """The defaults in the shape of spawner_ui_config.yaml's `spawnerFormDefaults`, which the web app's
     form reads from /api/config. Options the gateway does not offer are present and empty."""
+    read_only = config.read_only
+
+    def section(name: str, value: object, key: str | None = None, **extra: object) -> dict[str, object]:
+        return {"value": value, **extra, **({"readOnly": True} if (key or name) in read_only else {})}
+
+    def group(server_type: str) -> dict[str, object]:
+        default, options = config.images_for(server_type)
+        return {"value": default, "options": list(options)}
+
     new_pvc = {
         "metadata": {"name": config.workspace_name_template},
         "spec": {
@@ -166,21 +197,41 @@ def spawner_form_defaults(config: SpawnerConfig) -> dict[str, object]:
             "accessModes": [config.workspace_access_mode],
         },
     }
+    vendors = [{"limitsKey": vendor.limits_key, "uiName": vendor.ui_name} for vendor in config.gpu_vendors]
+    gpus = {"vendor": config.gpu_vendor, "vendors": vendors, "num": str(config.gpu_num or "none")}
     return {
-        "image": {"value": config.image, "options": list(config.images)},
-        "imageGroupOne": {"value": "", "options": []},
-        "imageGroupTwo": {"value": "", "options": []},
+        "image": section("image", config.image, options=list(config.images)),
+        "imageGroupOne": group("group-one"),
+        "imageGroupTwo": group("group-two"),
         "allowCustomImage": config.allow_custom_image,
-        "imagePullPolicy": {"value": config.image_pull_policy},
-        "cpu": {"value": config.cpu, "limitFactor": config.cpu_limit_factor or "none"},
-        "memory": {"value": config.memory, "limitFactor": config.memory_limit_factor or "none"},
-        "workspaceVolume": {"value": {"mount": config.workspace_mount, "newPvc": new_pvc}},
-        "dataVolumes": {"value": []},
-        "gpus": {"value": {"num": "none", "vendors": []}},
-        "affinityConfig": {"value": "", "options": []},
-        "tolerationGroup": {"value": "", "options": []},
-        "shm": {"value": False},
-        "configurations": {"value": []},
+        "hideRegistry": config.hide_registry,
+        "hideTag": config.hide_tag,
+        "imagePullPolicy": section("imagePullPolicy", config.image_pull_policy),
+        "cpu": section("cpu", config.cpu, limitFactor=config.cpu_limit_factor or "none"),
+        "memory": section("memory", config.memory, limitFactor=config.memory_limit_factor or "none"),
+        "workspaceVolume": section(
+            "workspaceVolume", {"mount": config.workspace_mount, "newPvc": new_pvc}, "workspace"
+        ),
+        "dataVolumes": section("dataVolumes", [], "datavols"),
+        "gpus": section("gpus", gpus, counts=list(config.gpu_counts)),
+        "affinityConfig": section(
+            "affinityConfig",
+            config.affinity_default,
+            options=[
+                {"configKey": o.key, "displayName": o.display_name, "affinity": o.value}
+                for o in config.affinity_options
+            ],
+        ),
+        "tolerationGroup": section(
+            "tolerationGroup",
+            config.toleration_default,
+            options=[
+                {"groupKey": o.key, "displayName": o.display_name, "tolerations": o.value}
+                for o in config.toleration_options
+            ],
+        ),
+        "shm": section("shm", config.shm),
+        "configurations": section("configurations", []),
         "environment": {"value": {}},
     }
 

@@ -20,6 +20,7 @@ from ..errors import BadRequest, Forbidden, NotFound
 from ..names import is_dns_label
 from ..profiles import describe
 from .api import notebook_item
+from .spawner_form import spawner_form
 
 STATIC_DIR = Path(__file__).parent / "static"
 EVERY_NAMESPACE = "*"  # a rule for every namespace: cluster-wide roles
@@ -81,7 +82,10 @@ async def notebooks(request: web.Request) -> web.Response:
     allowed: list[str] = []
     if namespace is not None:
         request.app[keys.AUTHZ].require(identity, namespace, "view")
-        items = [notebook_item(notebook) for notebook in await request.app[keys.BACKEND].list(namespace)]
+        items = [
+            notebook_item(notebook, request.app[keys.SPAWNER])
+            for notebook in await request.app[keys.BACKEND].list(namespace)
+        ]
         allowed = [
             action for action in ("create", "connect", "stop", "start", "delete") if may(request, namespace, action)
         ]
@@ -110,14 +114,17 @@ async def new_notebook(request: web.Request) -> web.Response:
     if namespace is None:
         raise Forbidden("You have no namespace to create a notebook server in; ask an administrator for access.")
     request.app[keys.AUTHZ].require(identity, namespace, "create")
-    found = await request.app[keys.BACKEND].poddefaults(namespace)  # none where the backend has none
+    backend = request.app[keys.BACKEND]
+    found = await backend.poddefaults(namespace)  # none where the backend has none
+    spawner = request.app[keys.SPAWNER]
     return render(
         request,
         "new_notebook.html",
         current="notebooks",
         namespace=namespace,
-        spawner=request.app[keys.SPAWNER],
+        spawner=spawner,
         configurations=[configuration_item(obj) for obj in found],
+        **spawner_form(spawner, pods=backend.runs_pods),
     )
 
 

@@ -12,7 +12,8 @@
   const accessMode = form.dataset.accessMode;
   const saveKey = `notebook-gateway:new-server:${namespace}`;
   const nameInput = form.elements.namedItem("name");
-  const imageSelect = document.getElementById("image");
+  const gpuCount = document.getElementById("gpu-count");
+  const gpuVendor = document.getElementById("gpu-vendor");
   const customCheck = document.getElementById("use-custom-image");
   const customInput = document.getElementById("custom-image");
   const workspace = document.getElementById("workspace");
@@ -49,12 +50,16 @@
   // The API's `field` -> the slot beside that input. Returns false when no slot fits.
   function placeError(field, message) {
     if (!field) return false;
-    const simple = { name: "name", image: "image", customImage: "custom-image", cpu: "cpu", cpuLimit: "cpu",
-                     memory: "memory", memoryLimit: "memory", configurations: "configurations" };
+    const simple = { name: "name", image: imageSelect().id, customImage: "custom-image", cpu: "cpu",
+                     cpuLimit: "cpu-limit", memory: "memory", memoryLimit: "memory-limit",
+                     imagePullPolicy: "image-pull-policy", configurations: "configurations",
+                     serverType: "server-type", "gpus.num": "gpu-count", "gpus.vendor": "gpu-vendor",
+                     affinityConfig: "affinity-config", tolerationGroup: "toleration-group", shm: "shm" };
     if (simple[field]) {
       const id = simple[field];
       return showError(document.getElementById(`${id}-error`), document.getElementById(id), message);
     }
+    if (field === "gpus") return showError(document.getElementById("gpus-error"), gpuCount, message);
     if (field.startsWith("workspace")) return volumeError(workspace, field.slice("workspace".length), message);
     const match = /^datavols\[(\d+)\](.*)$/.exec(field);
     if (match) {
@@ -98,14 +103,45 @@
     followName();
   });
 
-  // -- images and volumes -------------------------------------------------------------------------
+  // -- server types, images, GPUs and volumes ----------------------------------------------------
+
+  // The chosen server type; each has its own list of images (the spawner config's image groups).
+  function serverType() {
+    const chosen = form.querySelector('input[name="serverType"]:checked');
+    return chosen ? chosen.value : "jupyter";
+  }
+
+  function imageField() {
+    return form.querySelector(`[data-server-type="${serverType()}"]`);
+  }
+
+  function imageSelect() {
+    return imageField().querySelector("select");
+  }
+
+  // A field the spawner config made read-only is shown but not sent: the server then gets its default.
+  function editable(element) {
+    return Boolean(element) && !element.hasAttribute("data-read-only");
+  }
+
+  function syncServerType() {
+    for (const field of form.querySelectorAll("[data-server-type]")) field.hidden = field !== imageField();
+    syncCustomImage();
+  }
+  for (const radio of form.querySelectorAll('input[name="serverType"]')) radio.addEventListener("change", syncServerType);
 
   function syncCustomImage() {
     if (!customCheck) return;
     document.getElementById("custom-image-field").hidden = !customCheck.checked;
-    imageSelect.disabled = customCheck.checked;
+    imageSelect().disabled = customCheck.checked;
   }
   if (customCheck) customCheck.addEventListener("change", syncCustomImage);
+
+  function syncGpus() {
+    if (!gpuCount) return;
+    document.getElementById("gpu-vendor-field").hidden = gpuCount.value === "none";
+  }
+  if (gpuCount) gpuCount.addEventListener("change", syncGpus);
 
   function syncKind(fieldset) {
     const kind = fieldset.querySelector('[data-part="kind"]').value;
@@ -191,24 +227,38 @@
     return [...form.querySelectorAll('input[name="configurations"]:checked')].map((box) => box.value);
   }
 
+  // The web app's body (its getSubmitNotebook()), leaving out the fields that are read-only.
   function body() {
     const useCustom = Boolean(customCheck && customCheck.checked);
-    const payload = {
-      name: nameInput.value,
-      namespace,
-      image: imageSelect.value,
-      cpu: form.elements.namedItem("cpu").value.trim(),
-      memory: form.elements.namedItem("memory").value.trim(),
-      datavols: [...volumeList.children].map(volumeBody),
-      configurations: chosenConfigurations(),
+    const payload = { name: nameInput.value, namespace, serverType: serverType() };
+    const put = (key, element, value) => {
+      if (editable(element)) payload[key] = value === undefined ? element.value.trim() : value;
     };
+    put("image", imageSelect());
+    put("imagePullPolicy", document.getElementById("image-pull-policy"));
+    put("cpu", document.getElementById("cpu"));
+    put("memory", document.getElementById("memory"));
+    for (const [key, id] of [["cpuLimit", "cpu-limit"], ["memoryLimit", "memory-limit"]]) {
+      const input = document.getElementById(id);
+      if (input.value.trim()) put(key, input);  // empty: request x the limit factor
+    }
+    if (gpuCount) put("gpus", gpuCount, { num: gpuCount.value, vendor: gpuCount.value === "none" ? "" : gpuVendor.value });
+    put("affinityConfig", document.getElementById("affinity-config"));
+    put("tolerationGroup", document.getElementById("toleration-group"));
+    const shm = document.getElementById("shm");
+    put("shm", shm, shm && shm.checked);
     if (customCheck) {
       payload.customImageCheck = useCustom;
       payload.customImage = useCustom ? customInput.value.trim() : "";
     }
-    const ws = volumeBody(workspace);
-    if (ws === null) payload.noWorkspace = true;
-    else payload.workspace = ws;
+    put("datavols", document.getElementById("data-volumes"), [...volumeList.children].map(volumeBody));
+    const configurations = document.getElementById("configurations");
+    if (!configurations || editable(configurations)) payload.configurations = chosenConfigurations();
+    if (editable(workspace)) {
+      const ws = volumeBody(workspace);
+      if (ws === null) payload.noWorkspace = true;
+      else payload.workspace = ws;
+    }
     return payload;
   }
 
@@ -223,9 +273,20 @@
       parts.edited = fieldset.querySelector('[data-part="name"]').dataset.edited === "true";
       return parts;
     };
+    const value = (id) => (document.getElementById(id) ? document.getElementById(id).value : "");
+    const shm = document.getElementById("shm");
     return {
       name: nameInput.value,
-      image: imageSelect.value,
+      serverType: serverType(),
+      image: imageSelect().value,
+      pullPolicy: value("image-pull-policy"),
+      cpuLimit: value("cpu-limit"),
+      memoryLimit: value("memory-limit"),
+      gpuCount: value("gpu-count"),
+      gpuVendor: value("gpu-vendor"),
+      affinity: value("affinity-config"),
+      tolerations: value("toleration-group"),
+      shm: shm ? shm.checked : null,
       custom: customCheck ? customCheck.checked : false,
       customImage: customInput ? customInput.value : "",
       cpu: form.elements.namedItem("cpu").value,
@@ -256,7 +317,27 @@
       return;
     }
     nameInput.value = saved.name || "";
-    if ([...imageSelect.options].some((option) => option.value === saved.image)) imageSelect.value = saved.image;
+    const radio = form.querySelector(`input[name="serverType"][value="${CSS.escape(saved.serverType || "jupyter")}"]`);
+    if (radio) radio.checked = true;
+    syncServerType();
+    const select = imageSelect();
+    if ([...select.options].some((option) => option.value === saved.image)) select.value = saved.image;
+    const choose = (id, value) => {
+      const element = document.getElementById(id);
+      if (!element || value === undefined || value === null || element.hasAttribute("data-read-only")) return;
+      if (element.tagName === "SELECT" && ![...element.options].some((option) => option.value === value)) return;
+      element.value = value;
+    };
+    choose("image-pull-policy", saved.pullPolicy);
+    choose("cpu-limit", saved.cpuLimit);
+    choose("memory-limit", saved.memoryLimit);
+    choose("gpu-count", saved.gpuCount);
+    choose("gpu-vendor", saved.gpuVendor);
+    choose("affinity-config", saved.affinity);
+    choose("toleration-group", saved.tolerations);
+    const shm = document.getElementById("shm");
+    if (shm && typeof saved.shm === "boolean" && editable(shm)) shm.checked = saved.shm;
+    syncGpus();
     if (customCheck) {
       customCheck.checked = Boolean(saved.custom);
       customInput.value = saved.customImage || "";
@@ -304,7 +385,8 @@
     launch.removeAttribute("aria-busy");
   });
 
-  syncCustomImage();
+  syncServerType();
+  syncGpus();
   restore();
   followName();
   launch.disabled = false; // ready: LAUNCH (and Enter in a field) now posts through this script
