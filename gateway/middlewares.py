@@ -162,6 +162,9 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics.observe_request(label, request.method, status, time.perf_counter() - started)
+        identity = request.get(keys.IDENTITY)
+        if identity is not None:
+            metrics.active.seen(identity.subject)
 
 
 class AccessLogger(AbstractAccessLogger):
