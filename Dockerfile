@@ -11,6 +11,10 @@ COPY gateway ./gateway
 RUN /opt/gateway/bin/pip install .
 
 FROM python:3.12-slim
+# `docker build --build-arg COMMIT=$(git rev-parse --short=12 HEAD) .`: shown by `--version` and
+# notebook_gateway_build_info.
+ARG COMMIT=""
+ENV NOTEBOOK_GATEWAY_COMMIT=$COMMIT
 ENV PATH=/opt/gateway/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

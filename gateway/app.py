@@ -123,6 +123,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.AUTHZ] = policy_manager.authorizer
     policy_manager.claims = namespace_claims(app)
     app[keys.METRICS].policy_source_refused.set_function(lambda: 0 if policy_manager.problem is None else 1)
+    policy_manager.authorizer.on_denied = lambda action: app[keys.METRICS].authz_denials.labels(action).inc()
+    app[keys.METRICS].registry.register(health.StateCollector(app))  # watches and notebooks, read at each scrape
     app[keys.WEBSOCKETS] = set()
     app[keys.UPSTREAM_SLOTS] = UserSlots(settings.upstream_requests_per_user, "requests to notebook servers")
     app[keys.WEBSOCKET_SLOTS] = UserSlots(settings.websockets_per_user, "WebSockets")
@@ -135,6 +137,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.REFUSALS] = RefusalSampler(settings.audit_refusal_clients)
     app.cleanup_ctx.extend(
         [
+            health.metrics_listener,
             http_client,
             session_store,
             notebook_credentials,
@@ -261,13 +264,14 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
     kind = settings.session_store or ("memory" if settings.dev_provider else "redis")
     clock = app.get(keys.CLOCK, time.time)
     if kind == "memory":
-        app[keys.SESSIONS] = MemorySessionStore(expiry, clock)
+        app[keys.SESSIONS] = app[keys.METRICS].timed_sessions(MemorySessionStore(expiry, clock))
         app[keys.FAILURES] = MemoryFailureCounter(settings.login_failures_max, settings.login_failures_window_s)
         yield
         return
     client = open_redis(settings)
     app[keys.REDIS] = client  # shared: the audit stream lives in the same Redis
-    app[keys.SESSIONS] = RedisSessionStore(client, expiry, clock, outage_grace_s=settings.session_outage_grace_s)
+    store = RedisSessionStore(client, expiry, clock, outage_grace_s=settings.session_outage_grace_s)
+    app[keys.SESSIONS] = app[keys.METRICS].timed_sessions(store)
     app[keys.FAILURES] = RedisFailureCounter(client, settings.login_failures_max, settings.login_failures_window_s)
     try:
         await client.ping()
@@ -286,7 +290,9 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         raise ConfigError(["GATEWAY_OIDC_ISSUER, GATEWAY_OIDC_CLIENT_SECRET and GATEWAY_COOKIE_SECRET are required"])
     # Its own client: the upstream one passes bodies and headers through untouched, which is wrong
     # for talking to the provider (forms need a Content-Type, JSON may come compressed).
-    idp_http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+    idp_http = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=15), trace_configs=[app[keys.METRICS].provider_trace()]
+    )
     oidc = OIDCClient(
         idp_http,
         issuer=str(settings.oidc_issuer),
@@ -540,6 +546,7 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
     discovery = None
     if isinstance(backend, KubernetesBackend):
         backend.observer = discovery = notebook_discovery(app)
+        backend.on_first_ready = app[keys.METRICS].notebook_startup.observe
     try:
         await backend.open()  # never serve from an empty view
     except ValueError as exc:  # e.g. a malformed routes file: a configuration problem, not a crash

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=1, le=65535, description="Port to listen on.")
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve `/metrics` on this port (a second listener on GATEWAY_HOST) and answer 404 for it on "
+        "the user port. Unset: `/metrics` on the user port.",
+    )
     public_url: AnyHttpUrl | None = Field(
         None,
         description="URL users reach the gateway at (scheme, host, port). Default: http://<host>:<port>.",
@@ -443,7 +450,7 @@ class Settings(BaseSettings):
         200,
         ge=1,
         description="The most policy rules a namespace's admins may hold in it; a grant past it is refused "
-        "(409) and counted in gateway_policy_rule_limit_refusals_total. Cluster-admins' grants (and profile "
+        "(409) and counted in notebook_gateway_policy_rule_limit_refusals_total. Cluster-admins' grants (and profile "
         "owners') take no limit, and namespace admins' grants also stop short of the store's last 128 KiB.",
     )
     notebook_root_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -523,6 +530,12 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
         return value
+
+    @model_validator(mode="after")
+    def _metrics_port_is_its_own(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError("GATEWAY_METRICS_PORT must differ from GATEWAY_PORT (it is a second listener)")
+        return self
 
     @model_validator(mode="after")
     def _dev_provider_on_loopback(self) -> Settings:

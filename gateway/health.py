@@ -1,4 +1,5 @@
-"""`/healthz` (the process is alive), `/readyz` (ready to serve; lists what is not) and `/metrics`.
+"""`/healthz` (the process is alive), `/readyz` (ready to serve; lists what is not) and `/metrics`
+(on the user port, or on a listener of its own with GATEWAY_METRICS_PORT).
 
 Kubernetes restarts a pod whose liveness probe fails and stops routing to one whose readiness
 probe fails, so `/healthz` checks nothing external: a Redis outage must not restart every replica.
@@ -12,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Literal, get_args
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from . import keys
-from .errors import ServiceUnavailable
+from .backends import Phase
+from .errors import NotFound, ServiceUnavailable
 from .kube.watch_health import WatchHealth
 
 log = logging.getLogger(__name__)
@@ -175,5 +178,79 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics", name="metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.METRICS].registry)
+    if request.app[keys.SETTINGS].metrics_port is not None:
+        raise NotFound("Metrics are served on the metrics port.")  # not to whoever reaches the user port
+    return exposition(request.app)
+
+
+def exposition(app: web.Application) -> web.Response:
+    body = generate_latest(app[keys.METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def metrics_listener(app: web.Application) -> AsyncIterator[None]:
+    """GATEWAY_METRICS_PORT: a second listener in this process that serves `/metrics` and nothing else,
+    so that the NetworkPolicy can admit the monitoring namespace to it alone."""
+    settings = app[keys.SETTINGS]
+    if settings.metrics_port is None:
+        yield
+        return
+
+    async def scrape(_: web.Request) -> web.Response:
+        return exposition(app)
+
+    listener = web.Application()
+    listener.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(listener, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.metrics_port).start()
+        log.info("serving /metrics on %s:%s", settings.host, settings.metrics_port)
+        yield
+    finally:
+        await runner.cleanup()
+
+
+class StateCollector:
+    """What /readyz knows, on /metrics at each scrape: every watch's state and how long since the
+    Kubernetes API last answered it, and the notebook servers by phase."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        app, now = self.app, time.time()
+        state = GaugeMetricFamily(
+            "notebook_gateway_watch_state",
+            "1 for each Kubernetes watch's current state (ok, degraded: the API does not answer and the last "
+            "view serves, not_synced: the first list has not come), else 0.",
+            labels=["watch", "state"],
+        )
+        age = GaugeMetricFamily(
+            "notebook_gateway_watch_last_sync_age_seconds",
+            "Seconds since the Kubernetes API last answered the watch that has gone longest without (its lag).",
+            labels=["watch"],
+        )
+        for name, read in WATCHES.items():
+            health = read(app)
+            if health is None:
+                continue
+            age_s = None if health.last_ok is None else max(now - health.last_ok, 0.0)
+            current, _ = describe_watch(health, age_s)
+            for each in get_args(WatchStatus):
+                state.add_metric([name, each], 1 if each == current else 0)
+            if age_s is not None:
+                age.add_metric([name], age_s)
+        yield state
+        yield age
+        phases = GaugeMetricFamily(
+            "notebook_gateway_notebooks",
+            "Notebook servers the backend knows now, by phase (ready, waiting, stopped, warning, terminating, "
+            "unavailable).",
+            labels=["phase"],
+        )
+        backend = app.get(keys.BACKEND)
+        counts = backend.phase_counts() if backend is not None else {}
+        for phase in get_args(Phase):
+            phases.add_metric([phase], counts.get(phase, 0))
+        yield phases

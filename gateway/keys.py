@@ -67,6 +67,8 @@ IDENTITY = web.RequestKey("identity", Identity)
 SESSION = web.RequestKey("session", Session)  # absent for bearer-token and public requests
 # The result of the one canonical path parse; None when the path names no notebook.
 NOTEBOOK_PATH: web.RequestKey[NotebookPath | None] = web.RequestKey("notebook_path")
+# Seconds from sending a proxied request to the notebook's response headers (the access log's upstream_ms).
+UPSTREAM_S = web.RequestKey("upstream_s", float)
 CONTINUED = web.RequestKey("continued", bool)  # `100 Continue` was sent (see web/limits.py)
 # Set when the request came to a notebook's own origin (isolated mode): that origin, e.g. https://nb1--alice.nb.example.com
 NOTEBOOK_ORIGIN = web.RequestKey("notebook_origin", str)

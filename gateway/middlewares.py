@@ -162,15 +162,24 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     finally:
         metrics.observe_request(label, request.method, status, time.perf_counter() - started)
+        identity = request.get(keys.IDENTITY)
+        if identity is not None:
+            metrics.active.seen(identity.subject)
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request with the request id and the query string scrubbed of secrets."""
+    """One line per request (docs/operators.md, "Access log"): who (our identity, never a credential),
+    the client behind trusted proxies, the method, the path with secret query values scrubbed, the
+    status, bytes sent, the duration and, for proxied requests, the notebook's time to its headers.
+    Its fields are flat, so the JSON formatter writes them as one object a log pipeline reads as is."""
 
     def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
+        identity = request.get(keys.IDENTITY)
+        upstream_s = request.get(keys.UPSTREAM_S)
+        path = scrub(request.path_qs)
         # The record is made here rather than by `logger.info`, which would first walk the stack to
         # find its caller (always this method, and no format prints it): one line per request, so it counts.
         record = logger.makeRecord(
@@ -179,15 +188,20 @@ class AccessLogger(AbstractAccessLogger):
             __file__,
             0,
             "%s %s %s %.1fms",
-            (request.method, scrub(request.path_qs), response.status, time * 1000),
+            (request.method, path, response.status, time * 1000),
             None,
             extra={
                 "request_id": request.get(keys.REQUEST_ID, "-"),
                 "client_request_id": request.get(keys.CLIENT_REQUEST_ID),  # the client's own, for its correlation
-                "remote": request.remote,
+                "user": identity.subject if identity is not None else None,
+                "client": request.get(keys.CLIENT_IP, request.remote),  # behind trusted proxies: the client they name
+                "remote": request.remote,  # the peer itself (a proxy, or the client)
+                "method": request.method,
+                "path": path,
                 "status": response.status,
-                "duration_ms": round(time * 1000, 2),
                 "bytes": response.body_length,
+                "duration_ms": round(time * 1000, 2),
+                "upstream_ms": None if upstream_s is None else round(upstream_s * 1000, 2),
             },
         )
         logger.handle(record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -148,6 +149,7 @@ async def _forward_http(request: web.Request, url: URL, target: NotebookPath, to
     with upstream_errors(target, metrics, settings.upstream_timeout_s):
         async with deadline.timeout:
             deadline.active = True
+            sent = time.perf_counter()
             try:
                 upstream = await app[keys.HTTP].request(
                     request.method,
@@ -158,6 +160,7 @@ async def _forward_http(request: web.Request, url: URL, target: NotebookPath, to
                 )
             finally:
                 deadline.active = False
+                request[keys.UPSTREAM_S] = time.perf_counter() - sent
         try:
             length = upstream.content_length
             if length is not None and length <= SMALL_BODY_BYTES and request.method != "HEAD":

@@ -28,7 +28,7 @@ async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 
 def events_written(samples: dict[Any, float], action: str, outcome: str) -> float:
-    return samples[("gateway_audit_events_total", (("action", action), ("outcome", outcome)))]
+    return samples[("notebook_gateway_audit_events_total", (("action", action), ("outcome", outcome)))]
 
 
 async def test_audit_metrics_are_exported_at_zero_from_the_start(gateway_factory: Factory, routes_file: Any) -> None:
@@ -36,11 +36,11 @@ async def test_audit_metrics_are_exported_at_zero_from_the_start(gateway_factory
     samples = await scrape(client)
     assert events_written(samples, "notebook.delete", "denied") == 0
     assert events_written(samples, "notebook.discovered", "allowed") == 0
-    assert samples[("gateway_audit_write_failures_total", (("sink", "file"),))] == 0
-    assert samples[("gateway_audit_writable", ())] == 1
-    assert samples[("gateway_audit_waiting_events", ())] == 0
-    assert samples[("gateway_audit_dropped_events_total", ())] == 0
-    assert not [name for name, _ in samples if name == "gateway_audit_spooled_events"]  # no Redis, no stream
+    assert samples[("notebook_gateway_audit_write_failures_total", (("sink", "file"),))] == 0
+    assert samples[("notebook_gateway_audit_writable", ())] == 1
+    assert samples[("notebook_gateway_audit_waiting_events", ())] == 0
+    assert samples[("notebook_gateway_audit_dropped_events_total", ())] == 0
+    assert not [name for name, _ in samples if name == "notebook_gateway_audit_spooled_events"]  # no Redis, no stream
 
 
 async def test_events_and_failures_are_counted_and_writable_follows_the_file(
@@ -54,11 +54,11 @@ async def test_events_and_failures_are_counted_and_writable_follows_the_file(
     with audit_unwritable(audit_dir):
         assert (await client.post("/api/policies", json=BOB_EDIT)).status == 503
         samples = await scrape(client)
-        assert samples[("gateway_audit_writable", ())] == 0
-        assert samples[("gateway_audit_write_failures_total", (("sink", "file"),))] >= 1
+        assert samples[("notebook_gateway_audit_writable", ())] == 0
+        assert samples[("notebook_gateway_audit_write_failures_total", (("sink", "file"),))] >= 1
     assert (await client.post("/api/policies", json=BOB_EDIT)).status == 200
     samples = await scrape(client)
-    assert samples[("gateway_audit_writable", ())] == 1
+    assert samples[("notebook_gateway_audit_writable", ())] == 1
     assert events_written(samples, "policy.grant", "allowed") == grants + 1
 
 
@@ -74,7 +74,7 @@ async def test_events_waiting_for_redis_are_the_spooled_backlog(
     )
 
     async def spooled() -> float:
-        return (await scrape(client))[("gateway_audit_spooled_events", ())]
+        return (await scrape(client))[("notebook_gateway_audit_spooled_events", ())]
 
     assert await spooled() == 0
     assert (await client.get("/api/namespaces/alice/notebooks")).status == 401  # access.denied, shipped at once
@@ -85,7 +85,7 @@ async def test_events_waiting_for_redis_are_the_spooled_backlog(
     await wait_until(lambda: spooled_is(spooled, 3))
 
     async def shipping_failed() -> bool:  # the shipper's next attempt, which may come after the scrape above
-        return (await scrape(client))[("gateway_audit_write_failures_total", (("sink", "redis"),))] >= 1
+        return (await scrape(client))[("notebook_gateway_audit_write_failures_total", (("sink", "redis"),))] >= 1
 
     await wait_until(shipping_failed)
     own_redis_server.start()  # same port: the shipper reconnects and replays the backlog

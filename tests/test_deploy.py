@@ -205,7 +205,7 @@ def is_secret(field: str) -> bool:
 def test_base_builds_the_expected_objects(manifests: dict[str, Manifest]) -> None:
     assert set(manifests) == {
         *("ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler"),
-        *("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"),
+        *("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "NetworkPolicy"),
         *("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"),
     }
     [source] = container(manifests)["envFrom"]
@@ -240,10 +240,14 @@ def test_probes_ports_and_grace_period_match_the_gateway(manifests: dict[str, Ma
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz" in served
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz" in served
     settings = settings_from(gateway_env(manifests))
-    [port] = gateway["ports"]
+    port, metrics_port = gateway["ports"]
     assert port["containerPort"] == settings.port
-    [service_port] = manifests["Service"]["spec"]["ports"]
+    assert (metrics_port["name"], metrics_port["containerPort"]) == ("metrics", settings.metrics_port)
+    service_port, service_metrics = manifests["Service"]["spec"]["ports"]
     assert (service_port["port"], service_port["targetPort"]) == (80, port["name"])
+    assert service_metrics["targetPort"] == "metrics"
+    annotations = manifests["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
     pre_stop_s = int(gateway["lifecycle"]["preStop"]["exec"]["command"][-1])
     grace_s = manifests["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace_s > pre_stop_s + settings.shutdown_grace_s
@@ -576,3 +580,89 @@ def test_the_admission_policy_binds_the_gateways_account_to_the_labels_the_code_
     expressions = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
     assert f"['{MANAGED_BY}'] == '{GATEWAY}'" in expressions  # the label gateway/profiles.py puts on namespaces
     assert all(validation["reason"] == "Forbidden" for validation in policy["spec"]["validations"])
+
+
+# -- monitoring: the metrics port, the NetworkPolicy, the ServiceMonitor and the alerts -----------------
+
+MONITORING_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+
+
+def render_with_monitoring(overlay: str, tmp_path: Path) -> list[Manifest]:
+    """`overlay` with the deploy/monitoring component, as docs/operators.md tells operators to add it (in the
+    overlay's kustomization, whose namespace its objects then take)."""
+    here = tmp_path / "with-monitoring"
+    here.mkdir()
+    namespace = yaml.safe_load((DEPLOY / overlay / "kustomization.yaml").read_text())["namespace"]
+    (here / "kustomization.yaml").write_text(
+        f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {namespace}\n"
+        f"resources:\n  - {os.path.relpath(DEPLOY / overlay, here)}\n"
+        f"components:\n  - {os.path.relpath(DEPLOY / 'monitoring', here)}\n"
+    )
+    assert KUBECTL is not None
+    done = subprocess.run([KUBECTL, "kustomize", str(here)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def exported_metric_names() -> set[str]:
+    """Every metric name the gateway's source defines (each starts with the prefix)."""
+    names: set[str] = set()
+    for path in (ROOT / "gateway").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                if re.fullmatch(r"notebook_gateway_[a-z_]+", node.value):
+                    names.add(node.value)
+    return names
+
+
+def metric_names_in(text: str) -> set[str]:
+    """The metric names an expression or a document uses, without the suffixes Prometheus adds."""
+    found = set(re.findall(r"notebook_gateway_[a-z_]*[a-z]", text))
+    return {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in found}
+
+
+def test_the_gateway_admits_the_metrics_port_only_from_monitoring(manifests: dict[str, Manifest]) -> None:
+    policy = manifests["NetworkPolicy"]
+    labels = manifests["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    users, monitoring = policy["spec"]["ingress"]
+    assert users == {"ports": [{"port": "http", "protocol": "TCP"}]}  # from anywhere: the ingress, wherever it runs
+    assert monitoring["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert monitoring["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+    names = {port["name"] for port in container(manifests)["ports"]}
+    assert names == {"http", "metrics"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_monitoring_component_scrapes_the_metrics_port_of_the_overlays_gateway(
+    overlay: str, tmp_path: Path
+) -> None:
+    docs = render_with_monitoring(overlay, tmp_path)
+    assert {(doc["apiVersion"], doc["kind"]) for doc in docs} <= KNOWN_KINDS | MONITORING_KINDS
+    objects = by_kind(docs)
+    monitor, service = objects["ServiceMonitor"], objects["Service"]
+    namespace = objects["Deployment"]["metadata"]["namespace"]
+    assert monitor["metadata"]["namespace"] == objects["PrometheusRule"]["metadata"]["namespace"] == namespace
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
+
+
+def test_every_alert_names_metrics_the_gateway_exports(tmp_path: Path) -> None:
+    rules = by_kind(render_with_monitoring("overlays/standalone", tmp_path))["PrometheusRule"]
+    exported = exported_metric_names()
+    alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]]
+    assert len({rule["alert"] for rule in alerts}) == len(alerts)
+    for rule in alerts:
+        assert {"severity"} <= set(rule["labels"]) and rule["annotations"]["summary"]
+        named = metric_names_in(rule["expr"])
+        assert named <= exported, f"{rule['alert']} names {named - exported}"
+    # The alerts docs/security.md lists are among them, and every metric the docs name exists.
+    security = (ROOT / "docs" / "security.md").read_text()
+    shipped = " ".join(rule["expr"] for rule in alerts)
+    listed = security[security.index("Alerts worth having") :].split("\n\n", 1)[0]
+    assert metric_names_in(listed) <= metric_names_in(shipped)
+    for doc in ("security.md", "operators.md", "admins.md"):
+        assert metric_names_in((ROOT / "docs" / doc).read_text()) <= exported, doc

@@ -27,10 +27,10 @@ async def static_gateway(gateway_factory: Callable[..., Any], routes_file: Route
 
 
 def request_count(text: str, **labels: str) -> float:
-    """The value of gateway_requests_total for exactly these labels, 0 when absent."""
+    """The value of notebook_gateway_requests_total for exactly these labels, 0 when absent."""
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "gateway_requests_total" and sample.labels == labels:
+            if sample.name == "notebook_gateway_requests_total" and sample.labels == labels:
                 return sample.value
     return 0.0
 
@@ -117,8 +117,8 @@ async def test_metrics_count_requests_by_class_and_status(
     text = await resp.text()
     assert request_count(text, route_class="health", method="GET", status="200") == 1
     assert request_count(text, route_class="proxy", method="GET", status="404") == 1
-    assert "gateway_request_duration_seconds_bucket" in text
-    assert "gateway_websockets_open 0.0" in text
+    assert "notebook_gateway_request_duration_seconds_bucket" in text
+    assert "notebook_gateway_websockets_open 0.0" in text
 
 
 async def test_responses_carry_a_request_id(gateway_factory: Callable[..., Any], routes_file: RoutesFile) -> None:

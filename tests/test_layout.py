@@ -18,7 +18,10 @@ GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 # the one path parse, `sessions` what the authenticator reads; onboarding uses the policies and profiles.
 # Leaves import nothing of the gateway but `names` (which the settings use to check names).
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("leaves (plain values)", ("names", "cookies", "quantities", "backoff", "origins")),  # config checks names
+    (
+        "leaves (plain values)",
+        ("names", "cookies", "quantities", "backoff", "origins", "version"),
+    ),  # config checks names
     ("leaves", ("config", "errors", "identity", "logs", "spawner", "pod_security")),
     (
         "components (foundations)",

@@ -12,13 +12,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from gateway import logs
 from gateway.app import create_app
 from gateway.middlewares import AccessLogger
 
-from .conftest import make_settings, unused_port, wait_until
+from .conftest import give_own_namespace, make_settings, unused_port, wait_until
 from .fakes.node_idp import sign_in
 
 
@@ -123,3 +124,70 @@ async def test_a_sign_out_through_the_provider_writes_no_token_to_any_log_line(
     assert any("id_token_hint=eyJ" in hop for hop in hops)  # the token really went by, as a query value
     await wait_until(lambda: "/logout?" in gateway_log.getvalue())
     assert "eyJ" not in gateway_log.getvalue()  # no JWT (header `{"...`, base64url) in any line
+
+
+async def test_a_proxied_request_is_one_json_access_line_with_who_where_and_how_long(
+    aiohttp_server: Callable[..., Any],
+    routes_file: Callable[..., Path],
+    gateway_log: io.StringIO,
+) -> None:
+    """The line a log pipeline parses: our identity (never a credential), the client a trusted proxy names,
+    the scrubbed path, status, bytes sent, the duration and the notebook's time to its headers."""
+    body = b"hello from the notebook\n" * 10
+
+    async def notebook(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="text/plain")
+
+    upstream_app = web.Application()
+    upstream_app.router.add_route("*", "/{tail:.*}", notebook)
+    upstream = await aiohttp_server(upstream_app)
+    port = unused_port()
+    settings = make_settings(
+        public_url=f"http://127.0.0.1:{port}",
+        dev_provider=True,
+        notebook_origins="single",
+        trusted_proxies=("127.0.0.1/32",),  # the test client stands in for the ingress
+        routes_file=routes_file({("alice", "nb1"): str(upstream.make_url("/"))}),
+    )
+    app = create_app(settings)
+    give_own_namespace(app, "alice@example.com")
+    access = {"access_log_class": AccessLogger, "access_log": logging.getLogger("gateway.access")}
+    server = await aiohttp_server(app, port=port, **access)
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(headers={"Origin": f"http://127.0.0.1:{port}"}, cookie_jar=jar) as http:
+        callback = await sign_in(http, server.make_url("/oauth2/start"), "alice@example.com", "any password")
+        async with http.get(callback, allow_redirects=False) as resp:
+            assert resp.status == 302
+        url = URL(
+            f"{server.make_url('/')}notebook/alice/nb1/api/contents?token=s3cret&_xsrf=x5rf&type=file", encoded=True
+        )
+        async with http.get(url, headers={"X-Forwarded-For": "203.0.113.9"}) as resp:
+            assert resp.status == 200
+            assert await resp.read() == body
+            ours = resp.headers["X-Request-Id"]
+    await wait_until(lambda: ours in gateway_log.getvalue())
+    [line] = [
+        json.loads(text)
+        for text in gateway_log.getvalue().splitlines()
+        if json.loads(text)["request_id"] == ours and json.loads(text)["logger"] == "gateway.access"
+    ]
+    assert line["user"] == "alice@example.com"
+    assert (line["client"], line["remote"]) == ("203.0.113.9", "127.0.0.1")
+    assert line["method"] == "GET"
+    assert line["path"] == "/notebook/alice/nb1/api/contents?token=***&_xsrf=***&type=file"
+    assert line["status"] == 200
+    assert len(body) < line["bytes"] < len(body) + 1024  # what went on the wire: the body and the headers
+    assert 0 <= line["upstream_ms"] <= line["duration_ms"]  # the notebook's part is inside the whole
+    assert all(not isinstance(value, dict | list) for value in line.values())  # flat: no nesting to unpack
+    log_text = gateway_log.getvalue()
+    assert "s3cret" not in log_text and "x5rf" not in log_text
+    # A request that never reached a notebook has no upstream time, and nobody signed in has no user.
+    async with aiohttp.ClientSession() as anonymous, anonymous.get(server.make_url("/healthz")) as resp:
+        health_id = resp.headers["X-Request-Id"]
+    await wait_until(lambda: health_id in gateway_log.getvalue())
+    [health] = [
+        json.loads(text)
+        for text in gateway_log.getvalue().splitlines()
+        if json.loads(text)["request_id"] == health_id and json.loads(text)["logger"] == "gateway.access"
+    ]
+    assert (health["user"], health["upstream_ms"], health["client"]) == (None, None, "127.0.0.1")

@@ -193,7 +193,7 @@ async def test_an_emptied_configmap_key_keeps_the_last_good_policy_and_is_report
     assert (await gateway.get("/notebook/alice/nb1/echo")).status == 200  # alice keeps her namespace
     ready = await (await gateway.get("/readyz")).json()
     assert ready["ready"] and "holds no rules" in ready["degraded"]["policy"]
-    assert "gateway_policy_source_refused 1.0" in await (await gateway.get("/metrics")).text()
+    assert "notebook_gateway_policy_source_refused 1.0" in await (await gateway.get("/metrics")).text()
     edit_policy(kube_api, f"{EMPTY_MARKER}\n")
     await wait_until(lambda: gateway.app[keys.POLICIES].problem is None)
     assert (await gateway.get("/notebook/alice/nb1/echo")).status == 403
@@ -211,7 +211,7 @@ async def test_one_namespace_admin_cannot_fill_the_shared_policies(gateways: Fac
     assert "3 rules" in answer["message"]
     assert (await alice.post("/api/policies", json=BOB_EDIT)).status == 200  # granting a held rule again is fine
     samples = await scrape(alice)
-    assert samples[("gateway_policy_rule_limit_refusals_total", ())] == 1
+    assert samples[("notebook_gateway_policy_rule_limit_refusals_total", ())] == 1
     async with signed_in(alice, root) as admin:  # a cluster-admin's grants take no limit
         async with admin.post("/api/policies", json={**BOB_EDIT, "subject": "user:dave@example.com"}) as resp:
             assert resp.status == 200, await resp.text()

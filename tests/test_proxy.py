@@ -320,7 +320,7 @@ async def test_refused_upstream_is_502_naming_the_notebook(
     text = await page.text()
     assert page.status == 502 and "alice/nb1" in text and "Traceback" not in text
     metrics = await (await gateway.get("/metrics")).text()
-    assert 'gateway_upstream_errors_total{kind="unavailable"} 2.0' in metrics
+    assert 'notebook_gateway_upstream_errors_total{kind="unavailable"} 2.0' in metrics
 
 
 async def test_slow_upstream_is_504(

@@ -153,9 +153,9 @@ async def test_open_websockets_are_counted_and_audited_when_closed(
         await ws.send_str("12345")
         await ws.receive_str()
         metrics = await (await gateway.get("/metrics")).text()
-        assert "gateway_websockets_open 1.0" in metrics
+        assert "notebook_gateway_websockets_open 1.0" in metrics
     await wait_until(lambda: any("websocket" in r.getMessage() for r in caplog.records))
     event = json.loads(next(r.getMessage() for r in caplog.records if "websocket" in r.getMessage()))
     assert (event["action"], event["namespace"], event["notebook"]) == ("notebook.access", "alice", "nb1")
     assert (event["details"]["bytes_in"], event["details"]["bytes_out"]) == (5, 5)
-    assert "gateway_websockets_open 0.0" in await (await gateway.get("/metrics")).text()
+    assert "notebook_gateway_websockets_open 0.0" in await (await gateway.get("/metrics")).text()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -155,6 +155,8 @@ class PolicyAuthorizer:
 
     def __init__(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        # Told of each refusal by `require` (the app counts them on /metrics); `allows` asks, it is not refused.
+        self.on_denied: Callable[[Action], None] | None = None
 
     @property
     def snapshot(self) -> Snapshot:
@@ -174,6 +176,8 @@ class PolicyAuthorizer:
             log.debug(
                 "denied: %s may not %s in %s/%s (%s)", identity.subject, action, namespace, notebook or "*", refusal
             )
+            if self.on_denied is not None:
+                self.on_denied(action)
             raise Forbidden(refusal)
 
     def allows(self, identity: Identity, namespace: str, action: Action, notebook: str | None = None) -> bool:

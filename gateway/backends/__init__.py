@@ -149,6 +149,10 @@ class NotebookBackend(Protocol):
         """Its watches of the Kubernetes API, for /readyz; None when it watches nothing."""
         ...
 
+    def phase_counts(self) -> dict[Phase, int]:
+        """How many notebook servers it knows now, by phase (for /metrics). Pure lookup: no I/O."""
+        ...
+
 
 class WithoutKubernetes:
     """What a backend that does not run on Kubernetes (local, static) answers for the parts of the

@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import copy
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -38,7 +39,7 @@ from ..kube.client import NOTEBOOKS, PODDEFAULTS, PVCS, JsonObject, KubeClient, 
 from ..kube.kubeflow_names import CREATOR_ANNOTATION
 from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, stop
 from ..kube.watch_health import WatchHealth
-from . import Deletion, Notebook, NotebookSpec
+from . import Deletion, Notebook, NotebookSpec, Phase
 from .gpu_quota import RESOURCE_QUOTAS, gpu_quota_problem
 from .notebook_resource import (
     START_PATCH,
@@ -48,6 +49,7 @@ from .notebook_resource import (
     made_volumes,
     new_claims,
     notebook_object,
+    notebook_status,
     pvc_object,
     read_notebook,
     read_spec,
@@ -107,6 +109,7 @@ class KubernetesBackend:
         self._watcher: NotebookWatcher | None = None
         self._task: asyncio.Task[None] | None = None
         self.observer: NotebookObserver | None = None  # set before open() to hear of every Notebook
+        self.on_first_ready: Callable[[float], None] | None = None  # set before open(): creation-to-ready seconds
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -116,6 +119,7 @@ class KubernetesBackend:
         self._watcher = NotebookWatcher(
             self.client, self.namespaces, self.route_resolver, watch_timeout_s=self.watch_timeout_s
         )
+        self._watcher.on_first_ready = self.on_first_ready
         if self.observer is not None:
             for reflector in self._watcher.notebooks:
                 reflector.on_change = _reporting(reflector, self.observer)
@@ -176,6 +180,15 @@ class KubernetesBackend:
             with kube_errors("notebook", namespace, name):
                 obj = await self.client.get(NOTEBOOKS, namespace, name)
         return read_notebook(obj, watcher.warnings_in(namespace), self.clock())
+
+    def phase_counts(self) -> dict[Phase, int]:
+        watcher = self._watcher
+        if watcher is None or not watcher.synced:
+            return {}
+        now, counts = self.clock(), Counter[Phase]()
+        for namespace, _, obj in watcher.all_notebooks():
+            counts[notebook_status(obj, watcher.warnings_in(namespace), now).phase] += 1
+        return dict(counts)
 
     def _ready_watcher(self) -> NotebookWatcher:
         watcher = self.watcher

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +33,7 @@ from yarl import URL
 
 from ..errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
 from ..names import is_dns_label, is_dns_subdomain
-from . import Deletion, Notebook, NotebookSpec, Status, Volume, WithoutKubernetes
+from . import Deletion, Notebook, NotebookSpec, Phase, Status, Volume, WithoutKubernetes
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,9 @@ class LocalBackend(WithoutKubernetes):
 
     async def get(self, namespace: str, name: str) -> Notebook:
         return self._notebook(self._find(namespace, name))
+
+    def phase_counts(self) -> dict[Phase, int]:
+        return dict(Counter(server.status.phase for server in self._servers.values()))
 
     def _find(self, namespace: str, name: str) -> Server:
         server = self._servers.get((namespace, name))

@@ -13,7 +13,9 @@ Each (kind, namespace) pair is one `kube.reflector.Reflector`; meanwhile the las
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from yarl import URL
 
@@ -68,6 +70,10 @@ class NotebookWatcher:
             for ns in scopes
         ]
         self.routes: dict[tuple[str, str], URL] = {}
+        # Told how long each notebook created after this watcher started took to be ready (for /metrics).
+        self.on_first_ready: Callable[[float], None] | None = None
+        self._started_at = time.time()
+        self._starting: dict[tuple[str, str], float] = {}  # created since then, not yet ready: creation time
 
     @property
     def reflectors(self) -> list[Reflector]:
@@ -102,6 +108,10 @@ class NotebookWatcher:
 
     def notebooks_in(self, namespace: str) -> list[JsonObject]:
         return [obj for _, obj in sorted(self._objects(self.notebooks, namespace).items())]
+
+    def all_notebooks(self) -> Iterator[tuple[str, str, JsonObject]]:
+        """(namespace, name, object) of every notebook in the view."""
+        return self._all_notebooks()
 
     def warnings_in(self, namespace: str) -> list[JsonObject]:
         return list(self._objects(self.warnings, namespace).values())
@@ -144,6 +154,24 @@ class NotebookWatcher:
             self.routes[key] = self._resolver(*key)
         else:
             self.routes.pop(key, None)
+        if event is not None and key is not None and self.on_first_ready is not None:
+            self._time_startup(key, event)
+
+    def _time_startup(self, key: tuple[str, str], event: WatchEvent) -> None:
+        """Creation to first readiness, for the notebooks created while this watcher runs: those it
+        saw not ready first (one seen ready at once, or made before a restart, is not timed)."""
+        if event.type == "DELETED":
+            self._starting.pop(key, None)
+            return
+        status = event.object.get("status")
+        replicas = status.get("readyReplicas") if isinstance(status, dict) else None
+        ready = isinstance(replicas, int) and replicas >= 1
+        if not ready:
+            created = creation_time(event.object)
+            if created is not None and created >= self._started_at:
+                self._starting.setdefault(key, created)
+        elif (created := self._starting.pop(key, None)) is not None and self.on_first_ready is not None:
+            self.on_first_ready(max(time.time() - created, 0.0))
 
     def _service_changed(self, event: WatchEvent | None) -> None:
         """A Service added, edited or deleted: the route of the notebook of that name follows."""
@@ -173,6 +201,16 @@ class NotebookWatcher:
             for namespace, names in reflector.objects.items():
                 for name, obj in names.items():
                     yield namespace, name, obj
+
+
+def creation_time(obj: JsonObject) -> float | None:
+    """An object's `metadata.creationTimestamp` as a Unix time; None when absent or malformed."""
+    metadata = obj.get("metadata")
+    stamp = metadata.get("creationTimestamp") if isinstance(metadata, dict) else None
+    try:
+        return datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else None
+    except ValueError:
+        return None
 
 
 def is_notebooks_service(service: JsonObject, notebook: JsonObject) -> bool:

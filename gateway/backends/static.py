@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import tomllib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from yarl import URL
 
 from ..errors import MethodNotSupported, NotebookNotFound
 from ..names import is_dns_label
-from . import Deletion, Notebook, NotebookSpec, Status, WithoutKubernetes
+from . import Deletion, Notebook, NotebookSpec, Phase, Status, WithoutKubernetes
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,9 @@ class StaticBackend(WithoutKubernetes):
     def route(self, namespace: str, name: str) -> URL | None:
         found = self._routes.get((namespace, name))
         return None if found is None else found.url
+
+    def phase_counts(self) -> dict[Phase, int]:
+        return dict(Counter(self._notebook(route).status.phase for route in self._routes.values()))
 
     async def list(self, namespace: str) -> list[Notebook]:
         routes = self._routes

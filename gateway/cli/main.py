@@ -9,7 +9,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import config, logs
+from .. import config, logs, version
 from ..app import create_app
 from ..audit.log import send_to_stdout
 from ..middlewares import AccessLogger
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="notebook-gateway", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML file of settings (environment variables win)")
+    parser.add_argument("--version", action=PrintVersion, help="print the version (and commit, when known) and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     dev = commands.add_parser("dev", help="run on this machine: local Jupyter servers, 127.0.0.1 only")
     dev.add_argument("--port", type=int, help="port to listen on (default 8080, or GATEWAY_PORT)")
@@ -50,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return check(settings)
     return run(settings, dev=args.command == "dev")
+
+
+class PrintVersion(argparse.Action):
+    """`--version`, worked out only when asked (finding the commit may ask git)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version.describe())
+        parser.exit()
 
 
 def check(settings: config.Settings) -> int:

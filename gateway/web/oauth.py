@@ -59,7 +59,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
     if "error" in request.query:
         reason = request.query.get("error", "")[:100]
         refused = LoginFailed(f"The identity provider did not sign you in ({reason}).")
-        await signin.failed(request, refused, reason=f"provider said {reason}")
+        await signin.failed(request, refused, reason=f"provider said {reason}", metric_reason="provider_refused")
         raise refused
     try:
         verified = await authenticator.finish(
@@ -72,6 +72,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         raise
     await signin.check(request, verified.identity.subject)
     session = await authenticator.open_session(verified)
+    request.app[keys.METRICS].signins.inc()
     return_to = verified.return_to
     _audit(request, session.identity, "auth.login", "allowed", session=session)
     for step in await request.app[keys.ONBOARDING].welcome(session.identity):  # self-service profile, if on

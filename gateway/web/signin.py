@@ -43,9 +43,13 @@ async def check(request: web.Request, username: str | None = None) -> None:
         await request.app[keys.AUTHENTICATOR].limits.check(limit_address(request), username)
 
 
-async def failed(request: web.Request, exc: GatewayError, *, reason: str | None = None) -> None:
+async def failed(
+    request: web.Request, exc: GatewayError, *, reason: str | None = None, metric_reason: str | None = None
+) -> None:
     """A browser sign-in failed: count it and audit `auth.login` failed. `reason` is for the audit log,
-    when it should say more than the message the user sees."""
+    when it should say more than the message the user sees; `metric_reason` (a fixed word) for /metrics,
+    instead of the error's code."""
+    request.app[keys.METRICS].signin_failures.labels(metric_reason or exc.code).inc()
     username = await request.app[keys.AUTHENTICATOR].limits.failed(limit_address(request), exc)
     _emit(request, username, "auth.login", "failed", reason=reason or exc.message)
 
@@ -56,6 +60,7 @@ def _limits_audited(request: web.Request) -> Iterator[None]:
     try:
         yield
     except SignInLimited as exc:
+        request.app[keys.METRICS].signin_failures.labels(exc.code).inc()
         _emit(request, exc.username, "auth.rate_limited", "denied", reason=exc.by)
         raise
 
