@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from . import health, keys, proxy
+from .activity import Activity
 from .audit import AuditEvent, AuditLog, session_hash
 from .audit.chain import Sealer
 from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery, RedisLedger
@@ -144,6 +145,7 @@ def create_app(settings: Settings) -> web.Application:
             authentication,
             policy_engine,
             notebook_backend,
+            notebook_activity,
             profiles,
             onboarding,
         ]
@@ -553,6 +555,19 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
     finally:
         await backend.close()
         await stop_task(task)
+
+
+async def notebook_activity(app: web.Application) -> AsyncIterator[None]:
+    """Each server's last activity: touched by the proxy, flushed to Redis (when there is one) every few seconds."""
+    backend = app[keys.BACKEND]
+    activity = Activity(app.get(keys.REDIS), app.get(keys.CLOCK, time.time), alive=backend.route)
+    app[keys.ACTIVITY] = activity
+    app[keys.METRICS].watch_activity(activity.snapshot)
+    activity.start()
+    try:
+        yield
+    finally:
+        await activity.close()
 
 
 def notebook_discovery(app: web.Application) -> NotebookDiscovery:

@@ -9,6 +9,7 @@ import jinja2
 import redis.asyncio as redis
 from aiohttp import web
 
+from .activity import Activity
 from .audit import AuditLog
 from .audit.query import AuditStore
 from .audit.sampling import RefusalSampler
@@ -58,6 +59,7 @@ ONBOARDING = web.AppKey("onboarding", Onboarding)  # what a sign-in sets up: fir
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
 ORIGINS = web.AppKey("origins", NotebookOrigins)  # which host serves which notebook
+ACTIVITY = web.AppKey("activity", Activity)  # each notebook server's last use, shared by replicas through Redis
 CREDENTIALS = web.AppKey("credentials", CredentialStore)  # notebook origins' credentials and handshake codes
 
 REQUEST_ID = web.RequestKey("request_id", str)  # always the gateway's own: what the audit log records

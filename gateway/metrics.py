@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -82,6 +82,10 @@ class Metrics:
         children[0].inc()
         children[1].observe(duration_s)
 
+    def watch_activity(self, snapshot: Callable[[], Mapping[tuple[str, str], float]]) -> None:
+        """Export each notebook server's last activity, read from `snapshot()` at each scrape."""
+        self.registry.register(ActivityCollector(snapshot))
+
     def watch_audit(self, stats: Callable[[], AuditStats]) -> None:
         """Export the audit log's counts, read from `stats()` at each scrape (the audit log keeps them)."""
         self.registry.register(AuditCollector(stats))
@@ -134,3 +138,23 @@ class AuditCollector:
                 "Audit events in the audit files not yet in the Redis stream: the backlog replayed when Redis answers.",
                 value=stats.spooled,
             )
+
+
+class ActivityCollector:
+    """One series per notebook server this replica knows a last activity for. Bounded: only servers the
+    proxy routed to (they exist, and the user may connect), dropped when they are stopped or deleted,
+    and at most `activity.MAX_TRACKED` unflushed ones."""
+
+    def __init__(self, snapshot: Callable[[], Mapping[tuple[str, str], float]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "notebook_gateway_notebook_last_activity_timestamp_seconds",
+            "When a request or WebSocket message last went to the notebook server (Unix time), as this "
+            "replica knows it (its own traffic, and other replicas' as read from Redis).",
+            labels=["namespace", "notebook"],
+        )
+        for (namespace, name), timestamp in sorted(self.snapshot().items()):
+            family.add_metric([namespace, name], timestamp)
+        yield family

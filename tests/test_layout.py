@@ -23,7 +23,7 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "components (foundations)",
         ("routing", "forwarded", "sessions", "notebook_credentials", "ratelimit", "userslots", "redis_connection")
-        + ("kube", "audit"),
+        + ("kube", "audit", "activity"),
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
     ("components (features)", ("profiles", "notebook_form")),

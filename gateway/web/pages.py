@@ -19,7 +19,7 @@ from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import is_dns_label
 from ..profiles import describe
-from .api import notebook_item
+from .api import notebook_items
 
 STATIC_DIR = Path(__file__).parent / "static"
 EVERY_NAMESPACE = "*"  # a rule for every namespace: cluster-wide roles
@@ -81,7 +81,7 @@ async def notebooks(request: web.Request) -> web.Response:
     allowed: list[str] = []
     if namespace is not None:
         request.app[keys.AUTHZ].require(identity, namespace, "view")
-        items = [notebook_item(notebook) for notebook in await request.app[keys.BACKEND].list(namespace)]
+        items = await notebook_items(request, await request.app[keys.BACKEND].list(namespace))
         allowed = [
             action for action in ("create", "connect", "stop", "start", "delete") if may(request, namespace, action)
         ]

@@ -64,6 +64,7 @@
       element("td", { class: "memory", "data-label": "Memory" }),
       element("td", { class: "volumes", "data-label": "Volumes" }),
       element("td", { class: "created", "data-label": "Created" }),
+      element("td", { class: "activity", "data-label": "Last activity" }),
       actions,
     );
     return row;
@@ -100,6 +101,9 @@
     const created = row.querySelector(".created");
     created.textContent = ago(notebook.age);
     created.title = notebook.age;
+    const activity = row.querySelector(".activity");
+    activity.textContent = notebook.last_activity ? ago(notebook.last_activity) : "—";
+    activity.title = notebook.last_activity;
 
     const connect = row.querySelector('[data-action="connect"]');
     const toggle = row.querySelector('[data-action="toggle"]');
