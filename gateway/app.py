@@ -43,6 +43,7 @@ from .backends.local import LocalBackend
 from .backends.static import StaticBackend
 from .config import ConfigError, Settings
 from .cookies import CookieSigner
+from .culling import Culler, CullPolicy
 from .kube.client import KubeClient, KubeConfigError
 from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
@@ -146,6 +147,7 @@ def create_app(settings: Settings) -> web.Application:
             policy_engine,
             notebook_backend,
             notebook_activity,
+            idle_culling,
             profiles,
             onboarding,
         ]
@@ -568,6 +570,32 @@ async def notebook_activity(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await activity.close()
+
+
+async def idle_culling(app: web.Application) -> AsyncIterator[None]:
+    """GATEWAY_CULL_IDLE_AFTER: stop servers nobody used for that long (off when unset)."""
+    settings = app[keys.SETTINGS]
+    if settings.cull_idle_after is None:
+        yield
+        return
+    if settings.backend == "static":
+        raise ConfigError(["GATEWAY_CULL_IDLE_AFTER: the static backend cannot stop notebook servers"])
+    policy = CullPolicy(settings.cull_idle_after, frozenset(settings.cull_exempt_namespaces), settings.cull_warning_s)
+    app[keys.CULLING] = policy
+    culler = Culler(
+        policy,
+        app[keys.BACKEND],
+        app[keys.ACTIVITY],
+        app[keys.AUDIT],
+        app.get(keys.REDIS),
+        app.get(keys.CLOCK, time.time),
+        interval_s=settings.cull_check_interval_s,
+    )
+    task = asyncio.create_task(culler.run(), name="idle-culling")
+    try:
+        yield
+    finally:
+        await stop_task(task)
 
 
 def notebook_discovery(app: web.Application) -> NotebookDiscovery:

@@ -26,7 +26,7 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
         + ("kube", "audit", "activity"),
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
-    ("components (features)", ("profiles", "notebook_form")),
+    ("components (features)", ("profiles", "notebook_form", "culling")),
     ("components (sign-in set-up)", ("onboarding",)),  # grants and profiles for a new user: uses both
     ("slots", ("keys",)),
     ("edges", ("middlewares", "proxy", "health", "web")),

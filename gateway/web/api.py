@@ -124,7 +124,14 @@ async def delete_notebook(request: web.Request) -> web.Response:
 async def notebook_items(request: web.Request, notebooks: list[Notebook]) -> list[dict[str, object]]:
     """`notebook_item` for each, with its last activity (one Redis read for them all)."""
     last = await request.app[keys.ACTIVITY].last((notebook.namespace, notebook.name) for notebook in notebooks)
-    return [notebook_item(notebook, last.get((notebook.namespace, notebook.name))) for notebook in notebooks]
+    culling = request.app.get(keys.CULLING)
+    items = []
+    for notebook in notebooks:
+        item = notebook_item(notebook, used := last.get((notebook.namespace, notebook.name)))
+        culls_at = culling.culls_at(notebook, used) if culling is not None else None
+        item["cull_at"] = rfc3339(culls_at) if culls_at is not None else ""  # ours: when idle culling stops it
+        items.append(item)
+    return items
 
 
 def notebook_item(notebook: Notebook, last_activity: float | None = None) -> dict[str, object]:

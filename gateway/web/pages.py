@@ -98,6 +98,7 @@ async def notebooks(request: web.Request) -> web.Response:
         notebooks=items,
         allowed=allowed,
         first_admin=manager is not None and manager.made_first_user_admin(identity),
+        cull_warning_s=int(culling.warning_s) if (culling := request.app.get(keys.CULLING)) else 0,
     )
     remember(request, response, namespace)
     return response
