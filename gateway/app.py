@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from . import health, keys, proxy
+from .activity import Activity
 from .audit import AuditEvent, AuditLog, session_hash
 from .audit.chain import Sealer
 from .audit.discovery import LEDGER_FILE, FileLedger, Ledger, NotebookDiscovery, RedisLedger
@@ -42,6 +43,7 @@ from .backends.local import LocalBackend
 from .backends.static import StaticBackend
 from .config import ConfigError, Settings
 from .cookies import CookieSigner
+from .culling import Culler, CullPolicy
 from .kube.client import KubeClient, KubeConfigError
 from .kube.reflector import stop as stop_task
 from .logs import REQUEST_ID
@@ -147,6 +149,8 @@ def create_app(settings: Settings) -> web.Application:
             authentication,
             policy_engine,
             notebook_backend,
+            notebook_activity,
+            idle_culling,
             profiles,
             onboarding,
         ]
@@ -559,6 +563,45 @@ async def notebook_backend(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await backend.close()
+        await stop_task(task)
+
+
+async def notebook_activity(app: web.Application) -> AsyncIterator[None]:
+    """Each server's last activity: touched by the proxy, flushed to Redis (when there is one) every few seconds."""
+    backend = app[keys.BACKEND]
+    activity = Activity(app.get(keys.REDIS), app.get(keys.CLOCK, time.time), alive=backend.route)
+    app[keys.ACTIVITY] = activity
+    app[keys.METRICS].watch_activity(activity.snapshot)
+    activity.start()
+    try:
+        yield
+    finally:
+        await activity.close()
+
+
+async def idle_culling(app: web.Application) -> AsyncIterator[None]:
+    """GATEWAY_CULL_IDLE_AFTER: stop servers nobody used for that long (off when unset)."""
+    settings = app[keys.SETTINGS]
+    if settings.cull_idle_after is None:
+        yield
+        return
+    if settings.backend == "static":
+        raise ConfigError(["GATEWAY_CULL_IDLE_AFTER: the static backend cannot stop notebook servers"])
+    policy = CullPolicy(settings.cull_idle_after, frozenset(settings.cull_exempt_namespaces), settings.cull_warning_s)
+    app[keys.CULLING] = policy
+    culler = Culler(
+        policy,
+        app[keys.BACKEND],
+        app[keys.ACTIVITY],
+        app[keys.AUDIT],
+        app.get(keys.REDIS),
+        app.get(keys.CLOCK, time.time),
+        interval_s=settings.cull_check_interval_s,
+    )
+    task = asyncio.create_task(culler.run(), name="idle-culling")
+    try:
+        yield
+    finally:
         await stop_task(task)
 
 

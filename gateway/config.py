@@ -458,6 +458,31 @@ class Settings(BaseSettings):
         description="Namespaces (comma-separated) whose notebooks may run as root; everywhere else the "
         "gateway's Notebooks carry runAsNonRoot (and never privilege escalation or added capabilities).",
     )
+    cull_idle_after: float | None = Field(
+        None,
+        gt=0,
+        description="Stop (as STOP does) a notebook server that nobody used through the gateway for this long: "
+        "seconds, or a duration such as `90m`, `12h`, `2d`. Unset: never, as Kubeflow's culler is off by default. "
+        "Counts requests and WebSocket messages, not kernels' state: see docs/operators.md.",
+    )
+    cull_exempt_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Namespaces (comma-separated) whose notebook servers are never culled. A single server is "
+        'exempted by the annotation `notebook-gateway.kubeflow.org/cull-exempt: "true"` on its Notebook.',
+    )
+    cull_check_interval_s: float = Field(
+        60.0, gt=0, description="How often one replica (a Redis lease) looks for idle servers to stop."
+    )
+    cull_warning_s: float = Field(
+        3600.0, ge=0, description="The Notebook Servers page warns this long before an idle server is stopped."
+    )
+
+    @field_validator("cull_idle_after", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        if isinstance(value, str):
+            return parse_duration(value)
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
@@ -476,14 +501,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
         return tuple(networks)
 
-    @field_validator("bootstrap_admins", "namespaces", "notebook_root_namespaces", mode="before")
+    @field_validator(
+        "bootstrap_admins", "namespaces", "notebook_root_namespaces", "cull_exempt_namespaces", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(name for part in value.split(",") if (name := part.strip()))
         return value
 
-    @field_validator("namespaces", "policy_namespace", "notebook_root_namespaces", mode="after")
+    @field_validator(
+        "namespaces", "policy_namespace", "notebook_root_namespaces", "cull_exempt_namespaces", mode="after"
+    )
     @classmethod
     def _dns_labels(cls, value: tuple[str, ...] | str | None) -> tuple[str, ...] | str | None:
         for name in (value,) if isinstance(value, str) else value or ():
@@ -602,6 +631,23 @@ class Settings(BaseSettings):
             return str(self.public_url).rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `30m`, `12h` or `2d` as seconds; anything else is refused, not guessed."""
+    value = text.strip().lower()
+    unit = _DURATION_UNITS.get(value[-1:], 0)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise ValueError(f"{text[:50]!r} is not a duration: write seconds, or a number with s, m, h or d") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{text[:50]!r} is not a positive duration")
+    return seconds
 
 
 def is_loopback(host: str) -> bool:

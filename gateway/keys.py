@@ -9,6 +9,7 @@ import jinja2
 import redis.asyncio as redis
 from aiohttp import web
 
+from .activity import Activity
 from .audit import AuditLog
 from .audit.query import AuditStore
 from .audit.sampling import RefusalSampler
@@ -17,6 +18,7 @@ from .authz.authorizer import Authorizer
 from .authz.manager import PolicyManager
 from .backends import NotebookBackend
 from .config import Settings
+from .culling import CullPolicy
 from .identity import Identity
 from .kube.client import KubeClient
 from .metrics import Metrics
@@ -58,6 +60,8 @@ ONBOARDING = web.AppKey("onboarding", Onboarding)  # what a sign-in sets up: fir
 # Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
 WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
 ORIGINS = web.AppKey("origins", NotebookOrigins)  # which host serves which notebook
+ACTIVITY = web.AppKey("activity", Activity)  # each notebook server's last use, shared by replicas through Redis
+CULLING = web.AppKey("culling", CullPolicy)  # absent unless GATEWAY_CULL_IDLE_AFTER is set
 CREDENTIALS = web.AppKey("credentials", CredentialStore)  # notebook origins' credentials and handshake codes
 
 REQUEST_ID = web.RequestKey("request_id", str)  # always the gateway's own: what the audit log records

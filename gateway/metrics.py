@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
@@ -199,6 +199,9 @@ class Metrics:
     def timed_sessions(self, store: SessionStore) -> SessionStore:
         """`store`, with each call's time and failures on /metrics."""
         return TimedSessionStore(store, self)
+    def watch_activity(self, snapshot: Callable[[], Mapping[tuple[str, str], float]]) -> None:
+        """Export each notebook server's last activity, read from `snapshot()` at each scrape."""
+        self.registry.register(ActivityCollector(snapshot))
 
     def watch_audit(self, stats: Callable[[], AuditStats]) -> None:
         """Export the audit log's counts, read from `stats()` at each scrape (the audit log keeps them)."""
@@ -369,3 +372,21 @@ class TimedSessionStore:
             failed = False
         finally:
             self._done("ping", started, failed)
+class ActivityCollector:
+    """One series per notebook server this replica knows a last activity for. Bounded: only servers the
+    proxy routed to (they exist, and the user may connect), dropped when they are stopped or deleted,
+    and at most `activity.MAX_TRACKED` unflushed ones."""
+
+    def __init__(self, snapshot: Callable[[], Mapping[tuple[str, str], float]]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "notebook_gateway_notebook_last_activity_timestamp_seconds",
+            "When a request or WebSocket message last went to the notebook server (Unix time), as this "
+            "replica knows it (its own traffic, and other replicas' as read from Redis).",
+            labels=["namespace", "notebook"],
+        )
+        for (namespace, name), timestamp in sorted(self.snapshot().items()):
+            family.add_metric([namespace, name], timestamp)
+        yield family

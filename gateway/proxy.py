@@ -57,6 +57,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             + (f": {status.message}" if status.message else ".")
         )
     url = routing.upstream_url(base, target)
+    app[keys.ACTIVITY].touch_request(target.namespace, target.name, request.method, target.rest)
     token = backend.upstream_token(target.namespace, target.name) if isinstance(backend, UpstreamTokens) else None
     # Per-user caps (429 beyond them), so that one user cannot take every connection to notebooks.
     user = identity.subject

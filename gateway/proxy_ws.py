@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -90,6 +92,7 @@ async def connect(
 class Traffic:
     bytes_in: int = 0  # client -> notebook
     bytes_out: int = 0  # notebook -> client
+    touch: Callable[[], None] = lambda: None  # each message either way is activity (see gateway/activity.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ async def _pump(source: Side, sink: Side, traffic: Traffic, inbound: bool) -> En
         kind = msg.type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
             data: bytes = msg.data
+            traffic.touch()
             if inbound:
                 traffic.bytes_in += len(data)
             else:
@@ -156,7 +160,7 @@ async def relay(
     release = app[keys.POLICIES].hold(request[keys.IDENTITY], target.namespace, target.name, lambda: _revoke(client))
     session = request.get(keys.SESSION)  # None for a bearer token: nothing to sign out of
     watcher = _watch_session(app[keys.SESSIONS], session.id, client) if session is not None else None
-    traffic = Traffic()
+    traffic = Traffic(touch=functools.partial(app[keys.ACTIVITY].touch, target.namespace, target.name))
     started = time.monotonic()
     try:
         await _run(client, upstream, traffic, target)

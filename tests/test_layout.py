@@ -26,10 +26,10 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "components (foundations)",
         ("routing", "forwarded", "sessions", "notebook_credentials", "ratelimit", "userslots", "redis_connection")
-        + ("kube", "audit"),
+        + ("kube", "audit", "activity"),
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
-    ("components (features)", ("profiles", "notebook_form")),
+    ("components (features)", ("profiles", "notebook_form", "culling")),
     ("components (sign-in set-up)", ("onboarding",)),  # grants and profiles for a new user: uses both
     ("slots", ("keys",)),
     ("edges", ("middlewares", "proxy", "health", "web")),

@@ -48,6 +48,10 @@ ACTIONS: dict[str, ActionInfo] = {
     "notebook.stop": ActionInfo("A notebook server was stopped.", must_audit=True),
     "notebook.start": ActionInfo("A stopped notebook server was started.", must_audit=True),
     "notebook.delete": ActionInfo("A notebook server was deleted.", must_audit=True),
+    "notebook.culled": ActionInfo(
+        "Idle culling stopped a notebook server nobody used for GATEWAY_CULL_IDLE_AFTER (idle seconds, last activity).",
+        must_audit=True,
+    ),
     # Not must-audit: the Notebook already exists (made with kubectl or another tool), so nothing can be refused.
     "notebook.discovered": ActionInfo(
         "A Notebook the gateway did not create was first seen (uid; its creator annotation, which is a claim)."

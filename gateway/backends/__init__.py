@@ -80,6 +80,8 @@ class Notebook:
     stopped: bool = False
     # Facts the backend wants users to know (e.g. "images are not used by the local backend").
     notes: tuple[str, ...] = field(default=())
+    started_at: datetime | None = None  # when its server last started, where the backend knows it
+    cull_exempt: bool = False  # its owner asked that idle culling leave it running (an annotation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +130,10 @@ class NotebookBackend(Protocol):
     async def list(self, namespace: str) -> list[Notebook]: ...
 
     async def get(self, namespace: str, name: str) -> Notebook: ...
+
+    async def list_all(self) -> builtins.list[Notebook]:
+        """Every notebook server in every namespace the backend serves (the idle culler's round)."""
+        ...
 
     async def create(self, namespace: str, spec: NotebookSpec, *, creator: str | None) -> Notebook: ...
 

@@ -171,6 +171,12 @@ class KubernetesBackend:
         warnings, now = watcher.warnings_in(namespace), self.clock()
         return [read_notebook(obj, warnings, now) for obj in watcher.notebooks_in(namespace)]
 
+    async def list_all(self) -> builtins.list[Notebook]:
+        watcher, now = self._ready_watcher(), self.clock()
+        return [
+            read_notebook(obj, watcher.warnings_in(namespace), now) for namespace, _, obj in watcher.all_notebooks()
+        ]
+
     async def get(self, namespace: str, name: str) -> Notebook:
         watcher = self._ready_watcher()
         if not watcher.watches(namespace):

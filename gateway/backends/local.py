@@ -9,6 +9,7 @@ unless a delete asks for the ones its create made (`volumes=True`).
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import importlib.util
@@ -176,6 +177,7 @@ class Server:
     token: str = ""  # this process's token (UPSTREAM_TOKEN_ENV): sent upstream by the gateway, never to a browser
     supervisor: asyncio.Task[None] | None = None
     stopping: bool = False  # we are ending the process on purpose, so its exit is not a failure
+    started_at: datetime | None = None  # when its current (or last) process was launched
 
     @property
     def prefix(self) -> str:
@@ -270,6 +272,9 @@ class LocalBackend(WithoutKubernetes):
         servers = sorted((key[1], server) for key, server in self._servers.items() if key[0] == namespace)
         return [self._notebook(server) for _, server in servers]
 
+    async def list_all(self) -> builtins.list[Notebook]:
+        return [self._notebook(server) for _, server in sorted(self._servers.items())]
+
     async def get(self, namespace: str, name: str) -> Notebook:
         return self._notebook(self._find(namespace, name))
 
@@ -299,6 +304,7 @@ class LocalBackend(WithoutKubernetes):
             creator=record.creator,
             stopped=record.stopped,
             notes=tuple(notes),
+            started_at=server.started_at,
         )
 
     # -- changes --------------------------------------------------------------------------------
@@ -392,6 +398,7 @@ class LocalBackend(WithoutKubernetes):
     async def _launch(self, server: Server) -> None:
         """Start Jupyter for `server` (lock held) and a task that watches it become ready or exit."""
         paths, port = server.paths, free_port()
+        server.started_at = datetime.now(UTC)
         token = secrets.token_urlsafe(32)  # new for each process: a stopped server's token opens nothing
         env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}  # no gateway secrets
         env |= {

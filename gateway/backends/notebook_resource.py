@@ -35,6 +35,8 @@ MADE_FOR_LABEL = "notebook-gateway.kubeflow.org/notebook"  # on a PVC the gatewa
 # Where the gateway applies configurations itself (no PodDefault webhook): what it put into the pod
 # template, by configuration label (`poddefaults.injected_record`). A start takes exactly that out
 # again before it applies the configurations as they are then; a Notebook without it is left alone.
+# `"true"` on a Notebook: the gateway's idle culler leaves it running (Kubeflow's culler has no such annotation).
+CULL_EXEMPT_ANNOTATION = "notebook-gateway.kubeflow.org/cull-exempt"
 INJECTED_ANNOTATION = "notebook-gateway.kubeflow.org/poddefaults"
 # Kubeflow profiles bind this account to kubeflow-edit, so code in the notebook can itself create
 # Pods, Deployments, Services, Jobs, TFJobs and PyTorchJobs in its namespace.
@@ -216,6 +218,8 @@ def read_notebook(obj: JsonObject, warnings: Iterable[JsonObject], now: datetime
         created_at=_time(metadata.get("creationTimestamp")) or now,
         creator=_str(annotations, CREATOR_ANNOTATION) or None,
         stopped=STOP_ANNOTATION in annotations,
+        started_at=_time(_dict(_dict(_dict(obj, "status"), "containerState"), "running").get("startedAt")),
+        cull_exempt=_str(annotations, CULL_EXEMPT_ANNOTATION).lower() == "true",
     )
 
 

@@ -196,6 +196,10 @@ class NotebookWatcher:
             if self._routable(namespace, name, obj)
         }
 
+    def all_notebooks(self) -> list[tuple[str, str, JsonObject]]:
+        """(namespace, name, Notebook) for every Notebook watched, sorted."""
+        return sorted(self._all_notebooks(), key=lambda item: item[:2])
+
     def _all_notebooks(self) -> Iterator[tuple[str, str, JsonObject]]:
         for reflector in self.notebooks:
             for namespace, names in reflector.objects.items():

@@ -6,6 +6,7 @@ A bad file at start-up is a `ValueError`; a bad file later is logged and the las
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -177,6 +178,9 @@ class StaticBackend(WithoutKubernetes):
     async def list(self, namespace: str) -> list[Notebook]:
         routes = self._routes
         return [self._notebook(route) for key, route in sorted(routes.items()) if key[0] == namespace]
+
+    async def list_all(self) -> builtins.list[Notebook]:
+        return [self._notebook(route) for _, route in sorted(self._routes.items())]
 
     async def get(self, namespace: str, name: str) -> Notebook:
         found = self._routes.get((namespace, name))

@@ -15,6 +15,7 @@ from datetime import UTC
 from aiohttp import web
 
 from .. import keys
+from ..activity import rfc3339
 from ..audit import Outcome
 from ..authz.rules import Action
 from ..backends import Notebook
@@ -48,7 +49,7 @@ async def list_notebooks(request: web.Request) -> web.Response:
     namespace = _namespace(request)
     _authorize(request, namespace, "view")
     notebooks = await request.app[keys.BACKEND].list(namespace)
-    return _success(request, notebooks=[notebook_item(notebook, request.app[keys.SPAWNER]) for notebook in notebooks])
+    return _success(request, notebooks=await notebook_items(request, notebooks))
 
 
 @routes.get("/api/namespaces/{namespace}/notebooks/{name}", name="api_notebook")
@@ -56,7 +57,7 @@ async def get_notebook(request: web.Request) -> web.Response:
     namespace, name = _namespace(request), _name(request)
     _authorize(request, namespace, "view", name)
     notebook = await request.app[keys.BACKEND].get(namespace, name)
-    return _success(request, notebook=notebook_item(notebook, request.app[keys.SPAWNER]))
+    return _success(request, notebook=(await notebook_items(request, [notebook]))[0])
 
 
 @routes.post("/api/namespaces/{namespace}/notebooks", name="api_create_notebook")
@@ -76,6 +77,7 @@ async def create_notebook(request: web.Request) -> web.Response:
         if not _allowed(request, namespace, "create"):  # a grant on this notebook only
             check_one_notebook_grant(spec, request.app[keys.SPAWNER])
         notebook = await request.app[keys.BACKEND].create(namespace, spec, creator=request[keys.IDENTITY].subject)
+        request.app[keys.ACTIVITY].touch(namespace, spec.name)  # idle time counts from here
     log.info("notebook %s/%s created by %s", namespace, spec.name, request[keys.IDENTITY].subject)
     # The web app answers 200 (not 201) with a message; existing clients check for exactly that.
     return _success(
@@ -92,6 +94,8 @@ async def patch_notebook(request: web.Request) -> web.Response:
         _authorize(request, namespace, action, name)
         backend = request.app[keys.BACKEND]
         notebook = await (backend.stop(namespace, name) if stopped else backend.start(namespace, name))
+        if not stopped:
+            request.app[keys.ACTIVITY].touch(namespace, name)  # a start is use: idle time counts from here
         if not stopped and notebook.spec.configurations:  # re-applied by the gateway (no PodDefault webhook)
             audit.details.update(configurations=list(notebook.spec.configurations))
     verb = "stopped" if stopped else "started"
@@ -111,6 +115,7 @@ async def delete_notebook(request: web.Request) -> web.Response:
         audit.details.update(delete_volumes=volumes)
         _authorize(request, namespace, "delete", name)
         deletion = await request.app[keys.BACKEND].delete(namespace, name, volumes=volumes)
+        await request.app[keys.ACTIVITY].forget(namespace, name)  # a new server of this name starts afresh
         kept = [{"name": volume, "reason": why} for volume, why in deletion.kept]
         if volumes:
             audit.details.update(volumes_deleted=list(deletion.volumes), volumes_kept=kept)
@@ -126,8 +131,22 @@ async def delete_notebook(request: web.Request) -> web.Response:
 # -- response shapes ---------------------------------------------------------------------------
 
 
-def notebook_item(notebook: Notebook, config: SpawnerConfig) -> dict[str, object]:
-    """One notebook as the Jupyter web app lists it, plus a few facts of ours (`url`, `notes`, limits)."""
+async def notebook_items(request: web.Request, notebooks: list[Notebook]) -> list[dict[str, object]]:
+    """`notebook_item` for each, with its last activity (one Redis read for them all)."""
+    last = await request.app[keys.ACTIVITY].last((notebook.namespace, notebook.name) for notebook in notebooks)
+    culling = request.app.get(keys.CULLING)
+    items = []
+    for notebook in notebooks:
+        item = notebook_item(notebook, request.app[keys.SPAWNER], used := last.get((notebook.namespace, notebook.name)))
+        culls_at = culling.culls_at(notebook, used) if culling is not None else None
+        item["cull_at"] = rfc3339(culls_at) if culls_at is not None else ""  # ours: when idle culling stops it
+        items.append(item)
+    return items
+
+
+def notebook_item(notebook: Notebook, config: SpawnerConfig, last_activity: float | None = None) -> dict[str, object]:
+    """One notebook as the Jupyter web app lists it, plus a few facts of ours (`url`, `notes`, limits).
+    `last_activity`: a Unix time, shown as the web app shows Kubeflow's last-activity annotation."""
     spec = notebook.spec
     created = notebook.created_at
     if created.tzinfo is None:
@@ -143,7 +162,7 @@ def notebook_item(notebook: Notebook, config: SpawnerConfig) -> dict[str, object
         "namespace": notebook.namespace,
         "serverType": spec.server_type,
         "age": timestamp,
-        "last_activity": "",
+        "last_activity": rfc3339(last_activity) if last_activity else "",
         "image": spec.image,
         "shortImage": spec.image.rsplit("/", 1)[-1],
         "cpu": spec.cpu,

@@ -19,7 +19,7 @@ from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import is_dns_label
 from ..profiles import describe
-from .api import notebook_item
+from .api import notebook_items
 from .spawner_form import spawner_form
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -82,10 +82,7 @@ async def notebooks(request: web.Request) -> web.Response:
     allowed: list[str] = []
     if namespace is not None:
         request.app[keys.AUTHZ].require(identity, namespace, "view")
-        items = [
-            notebook_item(notebook, request.app[keys.SPAWNER])
-            for notebook in await request.app[keys.BACKEND].list(namespace)
-        ]
+        items = await notebook_items(request, await request.app[keys.BACKEND].list(namespace))
         allowed = [
             action for action in ("create", "connect", "stop", "start", "delete") if may(request, namespace, action)
         ]
@@ -102,6 +99,7 @@ async def notebooks(request: web.Request) -> web.Response:
         notebooks=items,
         allowed=allowed,
         first_admin=manager is not None and manager.made_first_user_admin(identity),
+        cull_warning_s=int(culling.warning_s) if (culling := request.app.get(keys.CULLING)) else 0,
     )
     remember(request, response, namespace)
     return response

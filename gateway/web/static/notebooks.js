@@ -14,6 +14,8 @@
   const notes = document.getElementById("notes");
   const dialog = document.getElementById("confirm-delete");
   const POLL_MS = 2000;
+  // Idle culling (when on): how long before a server is stopped the list warns about it.
+  const cullWarningMs = Number(section.dataset.cullWarningS || 0) * 1000;
 
   // phase -> [icon, label]; the icon's accessible name is the label.
   const PHASES = {
@@ -64,6 +66,7 @@
       element("td", { class: "memory", "data-label": "Memory" }),
       element("td", { class: "volumes", "data-label": "Volumes" }),
       element("td", { class: "created", "data-label": "Created" }),
+      element("td", { class: "activity", "data-label": "Last activity" }),
       actions,
     );
     return row;
@@ -100,6 +103,17 @@
     const created = row.querySelector(".created");
     created.textContent = ago(notebook.age);
     created.title = notebook.age;
+    const activity = row.querySelector(".activity");
+    activity.textContent = notebook.last_activity ? ago(notebook.last_activity) : "—";
+    activity.title = notebook.last_activity;
+    const culls = notebook.cull_at ? Date.parse(notebook.cull_at) - Date.now() : NaN;
+    if (culls <= cullWarningMs) {
+      // Idle culling stops it soon unless someone uses it: say so where the user looks.
+      const minutes = Math.max(0, Math.ceil(culls / 60000));
+      const warning = element("span", { class: "cull-warning" }, `idle: stops in ${minutes} min`);
+      warning.title = `Idle servers are stopped; open it to keep it running (at ${notebook.cull_at}).`;
+      activity.append(" ", warning);
+    }
 
     const connect = row.querySelector('[data-action="connect"]');
     const toggle = row.querySelector('[data-action="toggle"]');
