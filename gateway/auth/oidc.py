@@ -13,7 +13,7 @@ import logging
 import secrets
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -58,6 +58,7 @@ class Provider:
     end_session_endpoint: str | None
     userinfo_endpoint: str | None
     algorithms: frozenset[str]
+    device_authorization_endpoint: str | None = None  # RFC 8628, for the CLI's `login --device`
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,26 @@ class TokenSet:
     access_token: str | None
     refresh_token: str | None
     expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """The provider's answer to a device authorization request (RFC 8628 §3.2)."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_at: float
+    interval_s: float
+
+
+class TokenRequestRefused(InvalidToken):
+    """The token endpoint answered with an OAuth error (`error` is its code, e.g. `authorization_pending`)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"The identity provider refused the token request: {error}.")
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +251,10 @@ class TokenVerifier:
 
 class OIDCClient(TokenVerifier):
     """One relying party at one provider. Discovery is lazy and cached, so the gateway starts (and
-    existing sessions keep working) while the provider is down; only signing in needs it."""
+    existing sessions keep working) while the provider is down; only signing in needs it.
+
+    A confidential client (the gateway) authenticates with client_secret_basic; a public one (the CLI's
+    `login`, `client_secret=None`) only names itself, and PKCE alone binds its code (RFC 8252)."""
 
     def __init__(
         self,
@@ -238,7 +262,7 @@ class OIDCClient(TokenVerifier):
         *,
         issuer: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         redirect_uri: str,
         scopes: tuple[str, ...],
         timeout_s: float = 10.0,
@@ -284,6 +308,47 @@ class OIDCClient(TokenVerifier):
             claims = await self.verify(tokens.id_token, audience=self.client_id, nonce=None)
         return tokens, claims
 
+    async def device_authorization(self) -> DeviceAuthorization:
+        """Start the device flow (RFC 8628): a code for the person to enter at the provider's page."""
+        provider = await self.provider()
+        if provider.device_authorization_endpoint is None:
+            raise IdPUnavailable("The identity provider does not offer the device flow.")
+        form = {"client_id": self.client_id, "scope": " ".join(self.scopes)}
+        try:
+            async with self.http.post(
+                provider.device_authorization_endpoint,
+                data=form,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+            ) as resp:
+                data = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IdPUnavailable(f"The identity provider did not answer: {type(exc).__name__}") from None
+        if status != 200 or not isinstance(data, dict):
+            error = data.get("error", status) if isinstance(data, dict) else status
+            raise IdPUnavailable(f"The identity provider refused the device authorization: {error}.")
+        try:
+            return DeviceAuthorization(
+                device_code=str(data["device_code"]),
+                user_code=str(data["user_code"]),
+                verification_uri=str(data["verification_uri"]),
+                verification_uri_complete=data.get("verification_uri_complete"),
+                expires_at=time.time() + float(data["expires_in"]),
+                interval_s=float(data.get("interval", 5)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IdPUnavailable(f"The identity provider's device authorization lacks {exc}.") from None
+
+    async def device_token(self, device: DeviceAuthorization) -> tuple[TokenSet, dict[str, Any]]:
+        """One poll of the token endpoint for a device code: `TokenRequestRefused` with
+        `authorization_pending` or `slow_down` while the person has not finished."""
+        grant = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": device.device_code}
+        tokens = await self._token_request(grant)
+        if tokens.id_token is None:
+            raise InvalidToken("The identity provider returned no ID token.")
+        return tokens, await self.verify(tokens.id_token, audience=self.client_id, nonce=None)
+
     async def verify_logout_token(self, token: str) -> dict[str, Any]:
         """A back-channel logout token: signed like an ID token, with the logout event and no nonce."""
         claims = await self.verify(token, audience=self.client_id, nonce=None)
@@ -313,10 +378,12 @@ class OIDCClient(TokenVerifier):
 
     async def _token_request(self, form: dict[str, str]) -> TokenSet:
         provider = await self.provider()
-        headers = {
-            "Authorization": aiohttp.encode_basic_auth(_form_quote(self.client_id), _form_quote(self._client_secret)),
-            "Accept": "application/json",
-        }
+        headers = {"Accept": "application/json"}
+        if self._client_secret is None:
+            form = {**form, "client_id": self.client_id}
+        else:
+            secret = _form_quote(self._client_secret)
+            headers["Authorization"] = aiohttp.encode_basic_auth(_form_quote(self.client_id), secret)
         try:
             async with self.http.post(
                 provider.token_endpoint, data=form, headers=headers, timeout=self.timeout
@@ -335,7 +402,7 @@ class OIDCClient(TokenVerifier):
             error = str(data.get("error", "error"))
             if form["grant_type"] == "refresh_token" and error == "invalid_grant":
                 raise RefreshRejected()
-            raise InvalidToken(f"The identity provider refused the token request: {error}.")
+            raise TokenRequestRefused(error)
         expires_in = data.get("expires_in")
         return TokenSet(
             id_token=data.get("id_token"),
@@ -358,6 +425,7 @@ def _parse_discovery(doc: dict[str, Any], issuer: str) -> Provider:
             end_session_endpoint=doc.get("end_session_endpoint"),
             userinfo_endpoint=doc.get("userinfo_endpoint"),
             algorithms=frozenset(str(a) for a in advertised) & ASYMMETRIC_ALGORITHMS,
+            device_authorization_endpoint=doc.get("device_authorization_endpoint"),
         )
     except KeyError as exc:
         raise IdPUnavailable(f"The provider's discovery document lacks {exc}.") from None
