@@ -23,10 +23,11 @@ from urllib.parse import unquote_plus, urlencode
 import jinja2
 import jwt
 from aiohttp import web
-from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped, unused-ignore]
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multidict import MultiDictProxy
 from yarl import URL
+
+from .oidc import s256_challenge
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +359,7 @@ class DevProvider:
             raise _OAuthError("invalid_grant", "The redirect_uri does not match the authorization request.")
         verifier = _field(form, "code_verifier")
         if not _PKCE_VALUE.fullmatch(verifier) or not hmac.compare_digest(
-            str(create_s256_code_challenge(verifier)), code.code_challenge
+            s256_challenge(verifier), code.code_challenge
         ):
             raise _OAuthError("invalid_grant", "The code_verifier does not match the code_challenge.")
         self._spent[code_value] = (code.grant.sid, self._clock() + SPENT_TTL_S)

@@ -1,13 +1,23 @@
 """`OIDCClient`: discovery, PKCE, code exchange, token checks and refresh, over an injected aiohttp session.
 
-Tokens are checked with pyjwt against a JWKS we fetch ourselves; the steps follow Authlib's
-`parse_id_token`: pin `iss`, check `aud`, `azp` and `nonce`, accept only asymmetric algorithms the
-provider advertises, and refetch the JWKS once when a `kid` is unknown.
+Tokens are checked with pyjwt against a JWKS we fetch ourselves, as OpenID Connect Core §3.1.3.7 asks:
+pin `iss`, check `aud`, `azp` and `nonce`, accept only asymmetric algorithms the provider advertises, and
+refetch the JWKS once when a `kid` is unknown.
+
+Why no OAuth client library: authlib was imported here for one helper (the PKCE challenge, two lines of
+hashlib). Its async client would bring httpx beside aiohttp, a second HTTP stack with its own pools,
+timeouts and TLS settings, while this client shares the gateway's aiohttp session and its failure
+semantics (`IdPUnavailable` -> 503, `RefreshRejected` ends the session, a token refused after its
+signature checked out still names its user for the sign-in limits). Its claims validation would replace
+pyjwt's, which we keep for the extra issuers' JWKS anyway. The protocol steps are few and each is tested
+against a real provider (tests/test_oidc_providers.py, tests/test_signin.py) and a hostile fake one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import secrets
@@ -20,7 +30,6 @@ from urllib.parse import quote_plus
 
 import aiohttp
 import jwt
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from yarl import URL
 
 from ..errors import IdPUnavailable, InvalidToken, RefreshRejected
@@ -112,7 +121,7 @@ class PendingLogin:
 
     @property
     def challenge(self) -> str:
-        return str(create_s256_code_challenge(self.verifier))
+        return s256_challenge(self.verifier)
 
 
 class TokenVerifier:
@@ -429,6 +438,12 @@ def _parse_discovery(doc: dict[str, Any], issuer: str) -> Provider:
         )
     except KeyError as exc:
         raise IdPUnavailable(f"The provider's discovery document lacks {exc}.") from None
+
+
+def s256_challenge(verifier: str) -> str:
+    """PKCE's S256 code challenge (RFC 7636 §4.2): BASE64URL(SHA256(ASCII(verifier))), unpadded."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:
