@@ -61,6 +61,7 @@ from .userslots import UserSlots
 from .web import (
     api,
     audit_api,
+    cli_discovery,
     configurations_api,
     ext_authz,
     limits,
@@ -81,6 +82,7 @@ PUBLIC_ROUTES = (
     | ext_authz.PUBLIC
     | pages.PUBLIC
     | notebook_login.PUBLIC
+    | cli_discovery.PUBLIC
 )
 
 
@@ -168,6 +170,7 @@ def create_app(settings: Settings) -> web.Application:
             *audit_api.routes,
             *pages.routes,
             *notebook_login.routes,
+            *cli_discovery.routes,
         )
     )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static", expect_handler=limits.defer_continue)
@@ -179,8 +182,11 @@ def create_app(settings: Settings) -> web.Application:
             redirect_uris=(f"{settings.base_url}/oauth2/callback",),
             post_logout_redirect_uris=(f"{settings.base_url}/",),
         )
+        clients = {client.client_id: client}
+        if settings.cli_client_id is not None:  # `notebook-gateway login`: public, loopback redirects
+            clients[settings.cli_client_id] = DevClient(settings.cli_client_id, None, ("http://127.0.0.1/callback",))
         issuer = f"{settings.base_url}{DEV_IDP_PATH}"
-        app.add_subapp(DEV_IDP_PATH, create_dev_provider(issuer, {client.client_id: client}))
+        app.add_subapp(DEV_IDP_PATH, create_dev_provider(issuer, clients))
     # Last: it matches everything. `100 Continue` is sent by the proxy once the request is authorised.
     app.router.add_route("*", "/{tail:.*}", proxy.handle, name=limits.PROXY_ROUTE, expect_handler=limits.defer_continue)
     return app
@@ -331,7 +337,9 @@ async def authentication(app: web.Application) -> AsyncIterator[None]:
         app[keys.SESSIONS],
         CookieSigner(settings.cookie_secret.get_secret_value()),
         rules,
-        bearer_audiences=frozenset(settings.bearer_audiences),
+        # The CLI's public client signs people in for scripts: its ID tokens are meant for us too.
+        bearer_audiences=frozenset(settings.bearer_audiences)
+        | (frozenset({settings.cli_client_id}) if settings.cli_client_id else frozenset()),
         limits=SignInLimits(app[keys.FAILURES]),
         on_refresh_failed=refresh_failed_audit(app),
         extra_issuers=extra_issuers,

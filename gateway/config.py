@@ -194,6 +194,13 @@ class Settings(BaseSettings):
     )
     oidc_username_claim: str = Field("email", description="ID-token claim that names the user.")
     oidc_groups_claim: str = Field("groups", description="ID-token claim that lists the user's groups.")
+    cli_client_id: str | None = Field(
+        None,
+        description="A public OAuth client (no secret; loopback redirect http://127.0.0.1/callback on any port, "
+        "and the device flow if the provider has it) registered at the provider for `notebook-gateway login`. "
+        "Served at /.well-known/notebook-gateway, and accepted as an audience of bearer tokens. "
+        "`dev` registers `notebook-gateway-cli` with its development provider.",
+    )
     bearer_audiences: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
         description="Audiences accepted in bearer tokens besides the client id (comma-separated).",

@@ -230,3 +230,19 @@ async def test_logout_to_an_unregistered_uri_only_says_signed_out(idp: IdP) -> N
     params = {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": "https://evil.example/"}
     resp = await idp.http.get("/dev-idp/logout", params=params, allow_redirects=False)
     assert resp.status == 200 and "You are signed out" in await resp.text()
+
+
+def test_only_a_public_clients_loopback_redirect_matches_on_any_port() -> None:
+    cli = DevClient("notebook-gateway-cli", None, ("http://127.0.0.1/callback",))
+    assert cli.allows_redirect("http://127.0.0.1:54321/callback")
+    assert cli.allows_redirect("http://127.0.0.1/callback")
+    for other in (
+        "http://127.0.0.1:54321/elsewhere",
+        "https://127.0.0.1:54321/callback",
+        "http://localhost.evil.example:54321/callback",
+        "http://10.0.0.1:54321/callback",
+        "http://127.0.0.1:54321/callback?next=https://evil.example",
+    ):
+        assert not cli.allows_redirect(other), other
+    gateway = DevClient("notebook-gateway", "secret", ("http://127.0.0.1:8080/oauth2/callback",))
+    assert not gateway.allows_redirect("http://127.0.0.1:9999/oauth2/callback")  # confidential: exact match only

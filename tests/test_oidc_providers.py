@@ -15,6 +15,7 @@ from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
+from gateway.auth.oidc import s256_challenge
 from tests.conftest import wait_until
 from tests.fakes import node_idp as node_idp_module
 from tests.fakes.idp import FakeIdP, Mint, Refresh, b64
@@ -244,3 +245,9 @@ async def test_fake_logout_token_and_end_session(fake: FakeIdP, http: aiohttp.Cl
     async with http.get(url, allow_redirects=False) as resp:
         assert resp.headers["Location"] == f"{SIGNED_OUT}?state=x"
     assert fake.logouts == [{"id_token_hint": "t", "post_logout_redirect_uri": SIGNED_OUT, "state": "x"}]
+
+
+def test_the_pkce_challenge_is_rfc_7636s_example() -> None:
+    # RFC 7636 Appendix B: the one worked example of S256 in the specification.
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert s256_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"

@@ -3,15 +3,11 @@ What the pages do in a browser is in test_pages_browser.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from subprocess import PIPE
 from typing import Any
 
 from aiohttp import web
@@ -203,23 +199,6 @@ def test_an_api_is_found_whatever_its_parameters_are_called() -> None:
 
 async def _nothing(request: web.Request) -> web.Response:
     return web.Response()
-
-
-async def test_the_guides_token_script_lists_the_users_servers(gateway_factory: Factory, tmp_path: Path) -> None:
-    leave_stopped_notebook(tmp_path, "kubeflow-alice-example-com", "old")
-    # as her first sign-in left it
-    policy = write_policy(tmp_path, "user:alice@example.com, kubeflow-alice-example-com, admin")
-    client = await gateway_factory(user=None, backend="local", local_dir=tmp_path, policy_file=policy)
-    secret = client.app[keys.SETTINGS].oidc_client_secret
-    assert secret is not None
-    env = {**os.environ, "GATEWAY": str(client.make_url("/")).rstrip("/")}
-    env["GATEWAY_OIDC_CLIENT_SECRET"] = secret.get_secret_value()
-    script = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", guide_block("dev-token-script"), env=env, stdout=PIPE, stderr=PIPE
-    )
-    out, err = await script.communicate()
-    assert script.returncode == 0, err.decode()
-    assert out.decode().strip() == "['old']"
 
 
 def test_the_guides_pictures_are_taken_by_the_browser_tests() -> None:

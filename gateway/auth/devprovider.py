@@ -23,9 +23,11 @@ from urllib.parse import unquote_plus, urlencode
 import jinja2
 import jwt
 from aiohttp import web
-from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped, unused-ignore]
 from cryptography.hazmat.primitives.asymmetric import rsa
 from multidict import MultiDictProxy
+from yarl import URL
+
+from .oidc import s256_challenge
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +65,24 @@ _TEMPLATES = jinja2.Environment(
 
 @dataclass(frozen=True, slots=True)
 class DevClient:
-    """A client registered with the development provider (the gateway, in practice)."""
+    """A client registered with the development provider: the gateway (confidential), and the CLI's `login`
+    (public: `client_secret` None, PKCE alone binds its code, its loopback redirect on any port as RFC 8252 §7.3
+    asks)."""
 
     client_id: str
-    client_secret: str = field(repr=False)
+    client_secret: str | None = field(repr=False)
     redirect_uris: tuple[str, ...]
     post_logout_redirect_uris: tuple[str, ...] = ()
+
+    def allows_redirect(self, uri: str) -> bool:
+        if uri in self.redirect_uris:
+            return True
+        if self.client_secret is not None:
+            return False  # a confidential client's redirect_uri matches exactly
+        parsed = URL(uri)
+        if parsed.scheme != "http" or parsed.host != "127.0.0.1" or parsed.explicit_port is None:
+            return False
+        return str(parsed.with_port(None)) in self.redirect_uris
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +193,7 @@ class DevProvider:
                 "grant_types_supported": ["authorization_code", "refresh_token"],
                 "code_challenge_methods_supported": ["S256"],
                 "id_token_signing_alg_values_supported": ["RS256"],
-                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
                 "scopes_supported": list(SCOPES),
                 "claims_supported": [*PROTOCOL_CLAIMS, *(c for claims in SCOPE_CLAIMS.values() for c in claims)],
                 "subject_types_supported": ["public"],
@@ -202,7 +216,7 @@ class DevProvider:
         if client is None:
             return _page("error", 400, message="Unknown client_id: this application is not registered here.")
         redirect_uri = params.get("redirect_uri", "")
-        if redirect_uri not in client.redirect_uris:
+        if not client.allows_redirect(redirect_uri):
             return _page("error", 400, message="The redirect_uri is not registered for this application.")
 
         state = params.get("state")
@@ -301,7 +315,7 @@ class DevProvider:
         return web.json_response(body, headers=_NO_STORE)
 
     def _authenticate(self, request: web.Request, form: MultiDictProxy[Any]) -> DevClient:
-        """client_secret_basic or client_secret_post, exactly one of them."""
+        """client_secret_basic or client_secret_post, exactly one of them; a public client names itself only."""
         header = request.headers.get("Authorization", "")
         if header[:6].lower() == "basic ":
             if "client_secret" in form:
@@ -319,7 +333,11 @@ class DevProvider:
         else:
             client_id, secret = _field(form, "client_id"), _field(form, "client_secret")
         client = self._clients.get(client_id)
-        if client is None or not hmac.compare_digest(client.client_secret.encode(), secret.encode()):
+        if client is not None and client.client_secret is None and not header and "client_secret" not in form:
+            return client  # public: `none` (RFC 7591), its code was bound by PKCE
+        if client is None or client.client_secret is None:
+            raise _OAuthError("invalid_client", "Client authentication failed.", status=401)
+        if not hmac.compare_digest(client.client_secret.encode(), secret.encode()):
             raise _OAuthError("invalid_client", "Client authentication failed.", status=401)
         return client
 
@@ -341,7 +359,7 @@ class DevProvider:
             raise _OAuthError("invalid_grant", "The redirect_uri does not match the authorization request.")
         verifier = _field(form, "code_verifier")
         if not _PKCE_VALUE.fullmatch(verifier) or not hmac.compare_digest(
-            str(create_s256_code_challenge(verifier)), code.code_challenge
+            s256_challenge(verifier), code.code_challenge
         ):
             raise _OAuthError("invalid_grant", "The code_verifier does not match the code_challenge.")
         self._spent[code_value] = (code.grant.sid, self._clock() + SPENT_TTL_S)

@@ -1,26 +1,35 @@
 """`OIDCClient`: discovery, PKCE, code exchange, token checks and refresh, over an injected aiohttp session.
 
-Tokens are checked with pyjwt against a JWKS we fetch ourselves; the steps follow Authlib's
-`parse_id_token`: pin `iss`, check `aud`, `azp` and `nonce`, accept only asymmetric algorithms the
-provider advertises, and refetch the JWKS once when a `kid` is unknown.
+Tokens are checked with pyjwt against a JWKS we fetch ourselves, as OpenID Connect Core §3.1.3.7 asks:
+pin `iss`, check `aud`, `azp` and `nonce`, accept only asymmetric algorithms the provider advertises, and
+refetch the JWKS once when a `kid` is unknown.
+
+Why no OAuth client library: authlib was imported here for one helper (the PKCE challenge, two lines of
+hashlib). Its async client would bring httpx beside aiohttp, a second HTTP stack with its own pools,
+timeouts and TLS settings, while this client shares the gateway's aiohttp session and its failure
+semantics (`IdPUnavailable` -> 503, `RefreshRejected` ends the session, a token refused after its
+signature checked out still names its user for the sign-in limits). Its claims validation would replace
+pyjwt's, which we keep for the extra issuers' JWKS anyway. The protocol steps are few and each is tested
+against a real provider (tests/test_oidc_providers.py, tests/test_signin.py) and a hostile fake one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import secrets
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
 import aiohttp
 import jwt
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from yarl import URL
 
 from ..errors import IdPUnavailable, InvalidToken, RefreshRejected
@@ -58,6 +67,7 @@ class Provider:
     end_session_endpoint: str | None
     userinfo_endpoint: str | None
     algorithms: frozenset[str]
+    device_authorization_endpoint: str | None = None  # RFC 8628, for the CLI's `login --device`
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,26 @@ class TokenSet:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """The provider's answer to a device authorization request (RFC 8628 §3.2)."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None
+    expires_at: float
+    interval_s: float
+
+
+class TokenRequestRefused(InvalidToken):
+    """The token endpoint answered with an OAuth error (`error` is its code, e.g. `authorization_pending`)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"The identity provider refused the token request: {error}.")
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
 class PendingLogin:
     """What the browser's sign-in must come back with: kept server-side, keyed by `state`."""
 
@@ -91,7 +121,7 @@ class PendingLogin:
 
     @property
     def challenge(self) -> str:
-        return str(create_s256_code_challenge(self.verifier))
+        return s256_challenge(self.verifier)
 
 
 class TokenVerifier:
@@ -230,7 +260,10 @@ class TokenVerifier:
 
 class OIDCClient(TokenVerifier):
     """One relying party at one provider. Discovery is lazy and cached, so the gateway starts (and
-    existing sessions keep working) while the provider is down; only signing in needs it."""
+    existing sessions keep working) while the provider is down; only signing in needs it.
+
+    A confidential client (the gateway) authenticates with client_secret_basic; a public one (the CLI's
+    `login`, `client_secret=None`) only names itself, and PKCE alone binds its code (RFC 8252)."""
 
     def __init__(
         self,
@@ -238,7 +271,7 @@ class OIDCClient(TokenVerifier):
         *,
         issuer: str,
         client_id: str,
-        client_secret: str,
+        client_secret: str | None,
         redirect_uri: str,
         scopes: tuple[str, ...],
         timeout_s: float = 10.0,
@@ -284,6 +317,47 @@ class OIDCClient(TokenVerifier):
             claims = await self.verify(tokens.id_token, audience=self.client_id, nonce=None)
         return tokens, claims
 
+    async def device_authorization(self) -> DeviceAuthorization:
+        """Start the device flow (RFC 8628): a code for the person to enter at the provider's page."""
+        provider = await self.provider()
+        if provider.device_authorization_endpoint is None:
+            raise IdPUnavailable("The identity provider does not offer the device flow.")
+        form = {"client_id": self.client_id, "scope": " ".join(self.scopes)}
+        try:
+            async with self.http.post(
+                provider.device_authorization_endpoint,
+                data=form,
+                headers={"Accept": "application/json"},
+                timeout=self.timeout,
+            ) as resp:
+                data = await resp.json(content_type=None)
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IdPUnavailable(f"The identity provider did not answer: {type(exc).__name__}") from None
+        if status != 200 or not isinstance(data, dict):
+            error = data.get("error", status) if isinstance(data, dict) else status
+            raise IdPUnavailable(f"The identity provider refused the device authorization: {error}.")
+        try:
+            return DeviceAuthorization(
+                device_code=str(data["device_code"]),
+                user_code=str(data["user_code"]),
+                verification_uri=str(data["verification_uri"]),
+                verification_uri_complete=data.get("verification_uri_complete"),
+                expires_at=time.time() + float(data["expires_in"]),
+                interval_s=float(data.get("interval", 5)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IdPUnavailable(f"The identity provider's device authorization lacks {exc}.") from None
+
+    async def device_token(self, device: DeviceAuthorization) -> tuple[TokenSet, dict[str, Any]]:
+        """One poll of the token endpoint for a device code: `TokenRequestRefused` with
+        `authorization_pending` or `slow_down` while the person has not finished."""
+        grant = {"grant_type": "urn:ietf:params:oauth:grant-type:device_code", "device_code": device.device_code}
+        tokens = await self._token_request(grant)
+        if tokens.id_token is None:
+            raise InvalidToken("The identity provider returned no ID token.")
+        return tokens, await self.verify(tokens.id_token, audience=self.client_id, nonce=None)
+
     async def verify_logout_token(self, token: str) -> dict[str, Any]:
         """A back-channel logout token: signed like an ID token, with the logout event and no nonce."""
         claims = await self.verify(token, audience=self.client_id, nonce=None)
@@ -313,10 +387,12 @@ class OIDCClient(TokenVerifier):
 
     async def _token_request(self, form: dict[str, str]) -> TokenSet:
         provider = await self.provider()
-        headers = {
-            "Authorization": aiohttp.encode_basic_auth(_form_quote(self.client_id), _form_quote(self._client_secret)),
-            "Accept": "application/json",
-        }
+        headers = {"Accept": "application/json"}
+        if self._client_secret is None:
+            form = {**form, "client_id": self.client_id}
+        else:
+            secret = _form_quote(self._client_secret)
+            headers["Authorization"] = aiohttp.encode_basic_auth(_form_quote(self.client_id), secret)
         try:
             async with self.http.post(
                 provider.token_endpoint, data=form, headers=headers, timeout=self.timeout
@@ -335,7 +411,7 @@ class OIDCClient(TokenVerifier):
             error = str(data.get("error", "error"))
             if form["grant_type"] == "refresh_token" and error == "invalid_grant":
                 raise RefreshRejected()
-            raise InvalidToken(f"The identity provider refused the token request: {error}.")
+            raise TokenRequestRefused(error)
         expires_in = data.get("expires_in")
         return TokenSet(
             id_token=data.get("id_token"),
@@ -358,9 +434,16 @@ def _parse_discovery(doc: dict[str, Any], issuer: str) -> Provider:
             end_session_endpoint=doc.get("end_session_endpoint"),
             userinfo_endpoint=doc.get("userinfo_endpoint"),
             algorithms=frozenset(str(a) for a in advertised) & ASYMMETRIC_ALGORITHMS,
+            device_authorization_endpoint=doc.get("device_authorization_endpoint"),
         )
     except KeyError as exc:
         raise IdPUnavailable(f"The provider's discovery document lacks {exc}.") from None
+
+
+def s256_challenge(verifier: str) -> str:
+    """PKCE's S256 code challenge (RFC 7636 §4.2): BASE64URL(SHA256(ASCII(verifier))), unpadded."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def unverified_claims(token: str) -> dict[str, Any]:

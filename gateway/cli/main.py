@@ -1,4 +1,5 @@
-"""`notebook-gateway dev | serve | check-config | config-reference | policy | audit`."""
+"""`notebook-gateway dev | serve | check-config | config-reference | policy | audit | login | token | logout |
+notebooks`."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from ..app import create_app
 from ..audit.log import send_to_stdout
 from ..middlewares import AccessLogger
 from . import audit as audit_cli
+from . import login as login_cli
+from . import notebooks as notebooks_cli
 from . import policy as policy_cli
 
 log = logging.getLogger(__name__)
+DEV_CLI_CLIENT_ID = "notebook-gateway-cli"  # the public client `dev` registers with its development provider
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("config-reference", help="print every setting as a Markdown table")
     policy_cli.add_arguments(commands.add_parser("policy", help="check a decision, or lint a policy file"))
     audit_cli.add_arguments(commands.add_parser("audit", help="verify the audit log's hash chain, or search it"))
+    login_cli.add_arguments(commands)
+    notebooks_cli.add_arguments(commands.add_parser("notebooks", help="list, create, stop, start or delete servers"))
     args = parser.parse_args(argv)
     if args.command == "config-reference":
         print(config_reference())
@@ -39,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return policy_cli.run(args)
     if args.command == "audit":
         return audit_cli.run(args)
+    if args.command in ("login", "token", "logout"):
+        return login_cli.run(args)
+    if args.command == "notebooks":
+        return notebooks_cli.run(args)
 
     try:
         settings = config.load(args.config)
@@ -107,6 +117,8 @@ def dev_settings(settings: config.Settings, *, port: int | None) -> config.Setti
     # cluster-admin yet, the first person to sign in becomes one (the page tells them so).
     if "policy_file" not in settings.model_fields_set:
         update["policy_file"] = Path(".dev/policy.csv")
+    if settings.oidc_issuer is None and settings.cli_client_id is None:
+        update["cli_client_id"] = DEV_CLI_CLIENT_ID  # `notebook-gateway login` works against `dev` as it is
     if "auto_profile" not in settings.model_fields_set:
         update["auto_profile"] = True
     if "first_user_admin" not in settings.model_fields_set:

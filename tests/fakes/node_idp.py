@@ -87,7 +87,8 @@ def ensure_installed() -> None:
 
 
 class NodeIdP:
-    """The `oidc-provider` process: one confidential client, users alice and bob, PKCE required.
+    """The `oidc-provider` process: one confidential client (and, with `cli_client_id`, a public native one
+    with loopback redirects and the device flow), users alice and bob, PKCE required.
 
     `issuer` and `port` are known once `start()` returned; use it as a context manager or call `stop()`.
     """
@@ -99,6 +100,7 @@ class NodeIdP:
         post_logout_redirect_uris: Sequence[str] = (),
         client_id: str = "notebook-gateway",
         client_secret: str | None = None,
+        cli_client_id: str | None = None,
         backchannel_logout_uri: str | None = None,
         id_token_ttl_s: int = 3600,
         access_token_ttl_s: int = 3600,
@@ -116,6 +118,7 @@ class NodeIdP:
             "CLIENT_SECRET": self.client_secret,
             "REDIRECT_URIS": ",".join(redirect_uris),
             "POST_LOGOUT_REDIRECT_URIS": ",".join(post_logout_redirect_uris),
+            "CLI_CLIENT_ID": cli_client_id or "",
             "BACKCHANNEL_LOGOUT_URI": backchannel_logout_uri or "",
             "ID_TOKEN_TTL_S": str(id_token_ttl_s),
             "ACCESS_TOKEN_TTL_S": str(access_token_ttl_s),

@@ -4,7 +4,9 @@
 // Environment:
 //   PORT                      port on 127.0.0.1 (0 or unset: any free port; the issuer follows it)
 //   ISSUER                    issuer URL (default http://127.0.0.1:<port>)
-//   CLIENT_ID, CLIENT_SECRET  the one confidential client (client_secret_basic)
+//   CLIENT_ID, CLIENT_SECRET  the gateway's confidential client (client_secret_basic)
+//   CLI_CLIENT_ID             a public native client for `notebook-gateway login` (optional): no secret,
+//                             loopback redirect http://127.0.0.1:<any port>/callback (RFC 8252), device flow
 //   REDIRECT_URIS             comma-separated, matched exactly
 //   POST_LOGOUT_REDIRECT_URIS comma-separated (optional)
 //   BACKCHANNEL_LOGOUT_URI    where to POST logout tokens when a session ends (optional)
@@ -52,9 +54,21 @@ function configuration() {
     client.backchannel_logout_uri = env.BACKCHANNEL_LOGOUT_URI;
     client.backchannel_logout_session_required = true;
   }
+  const clients = [client];
+  if (env.CLI_CLIENT_ID) {
+    clients.push({
+      client_id: env.CLI_CLIENT_ID,
+      application_type: 'native', // a loopback redirect_uri matches on any port
+      token_endpoint_auth_method: 'none',
+      redirect_uris: ['http://127.0.0.1/callback'],
+      grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+      response_types: ['code'],
+      id_token_signed_response_alg: 'RS256',
+    });
+  }
   const ttl = (name, fallback) => Number(env[name] || fallback);
   return {
-    clients: [client],
+    clients,
     jwks: { keys: [signingKey] },
     cookies: {
       keys: [crypto.randomBytes(32).toString('hex')],
@@ -106,6 +120,7 @@ function configuration() {
       devInteractions: { enabled: false },
       backchannelLogout: { enabled: true },
       revocation: { enabled: true },
+      deviceFlow: { enabled: true },
       rpInitiatedLogout: {
         enabled: true,
         // The confirm button sits inside the form, so a scripted browser can submit it like a person would.
