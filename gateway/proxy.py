@@ -1,6 +1,7 @@
 """The catch-all handler: streams HTTP and WebSocket traffic to the notebook a path names.
 
-The `/notebook/<ns>/<name>/` prefix is kept (notebooks run with `base_url = NB_PREFIX`) and the
+The `/notebook/<ns>/<name>/` prefix is kept (notebooks run with `base_url = NB_PREFIX`), or replaced
+as the server's Notebook annotations ask (VS Code, RStudio: `backends.proxy_annotations`), and the
 rest of the path goes upstream exactly as the client sent it. Bodies stream both ways.
 """
 
