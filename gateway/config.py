@@ -10,6 +10,7 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
 
 from pydantic import (
     AnyHttpUrl,
@@ -35,6 +36,36 @@ from pydantic_settings import (
 from .names import is_dns_label, is_dns_subdomain
 
 ENV_PREFIX = "GATEWAY_"
+
+
+def parse_origin(value: str) -> str:
+    """`scheme://host[:port]` (http or https, no path, query, fragment or credentials), lower-cased;
+    a `ValueError` says what else it was."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port  # a bad port raises here
+    except ValueError:
+        raise ValueError(f"{value!r} is not an origin such as https://kubeflow.example.com") from None
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.password is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(f"{value!r} is not an origin such as https://kubeflow.example.com (scheme and host only)")
+    host = parts.hostname.lower()
+    if ":" in host:  # an IPv6 literal, written in brackets
+        try:
+            host = f"[{ipaddress.IPv6Address(host)}]"
+        except ValueError:
+            raise ValueError(f"{value!r} has a host that is not an IPv6 address") from None
+    elif not is_dns_subdomain(host):  # so nothing but a name goes into a header (no ';', space or '*')
+        raise ValueError(f"{value!r} has a host that is not a DNS name or an IP address")
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port is not None else "")
+
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -444,6 +475,30 @@ class Settings(BaseSettings):
         if value is not None and not is_dns_subdomain(value):
             raise ValueError(f"{value!r} is not a DNS name (lower-case labels separated by dots)")
         return value
+
+    dashboard_origin: str | None = Field(
+        None,
+        description="Origin of Kubeflow's central dashboard (e.g. `https://kubeflow.example.com`): the gateway's "
+        "pages may be framed by it, and only by it, and follow the namespace it selects. It must be on the same "
+        "site as the gateway (the session cookie is SameSite=Lax) and not a notebook origin. Unset: never framed.",
+    )
+
+    @field_validator("dashboard_origin", mode="after")
+    @classmethod
+    def _dashboard_origin(cls, value: str | None) -> str | None:
+        return None if value is None else parse_origin(value)
+
+    @model_validator(mode="after")
+    def _dashboard_is_not_a_notebook(self) -> Settings:
+        # A notebook that could frame the gateway's pages could make its visitors click on them.
+        host = urlsplit(self.dashboard_origin).hostname if self.dashboard_origin else None
+        domain = self.notebook_domain
+        if host and domain and (host == domain or host.endswith("." + domain)):
+            raise ValueError(
+                f"{ENV_PREFIX}DASHBOARD_ORIGIN {self.dashboard_origin} is under {ENV_PREFIX}NOTEBOOK_DOMAIN "
+                f"{domain}: notebooks' code runs there, and must never frame the gateway's pages"
+            )
+        return self
 
     # -- tenant isolation on the cluster (docs/operators.md, "What each ServiceAccount may do") --
     profile_pod_security: Literal["baseline", "restricted"] = Field(

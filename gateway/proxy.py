@@ -1,6 +1,7 @@
 """The catch-all handler: streams HTTP and WebSocket traffic to the notebook a path names.
 
-The `/notebook/<ns>/<name>/` prefix is kept (notebooks run with `base_url = NB_PREFIX`) and the
+The `/notebook/<ns>/<name>/` prefix is kept (notebooks run with `base_url = NB_PREFIX`), or replaced
+as the server's Notebook annotations ask (VS Code, RStudio: `backends.proxy_annotations`), and the
 rest of the path goes upstream exactly as the client sent it. Bodies stream both ways.
 """
 
@@ -18,6 +19,7 @@ from yarl import URL
 
 from . import keys, proxy_headers, proxy_ws, routing
 from .backends import UpstreamTokens
+from .backends.proxy_annotations import DEFAULT, ProxyBehaviour
 from .errors import BadRequest, Forbidden, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
@@ -56,7 +58,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             f"Notebook server {target.namespace}/{target.name} is {status.phase}"
             + (f": {status.message}" if status.message else ".")
         )
-    url = routing.upstream_url(base, target)
+    behaviour = backend.proxy_behaviour(target.namespace, target.name)  # VS Code, RStudio: from annotations
+    url = routing.upstream_url(base, target) if behaviour is DEFAULT else behaviour.upstream_url(base, target)
     app[keys.ACTIVITY].touch_request(target.namespace, target.name, request.method, target.rest)
     token = backend.upstream_token(target.namespace, target.name) if isinstance(backend, UpstreamTokens) else None
     # Per-user caps (429 beyond them), so that one user cannot take every connection to notebooks.
@@ -64,11 +67,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if proxy_ws.is_upgrade(request):
         app[keys.AUDIT].require_writable()  # its notebook.access event is written when it closes
         with app[keys.WEBSOCKET_SLOTS].hold(user), app[keys.UPSTREAM_SLOTS].hold(user):
-            return await _forward_websocket(request, url, target, token)
+            return await _forward_websocket(request, url, target, token, behaviour)
     _audit_access(request, target)
     with app[keys.UPSTREAM_SLOTS].hold(user):
         await limits.send_continue(request)  # authenticated and authorised: now the body may come
-        return await _forward_http(request, url, target, token)
+        return await _forward_http(request, url, target, token, behaviour)
 
 
 def _audit_access(request: web.Request, target: NotebookPath) -> None:
@@ -138,12 +141,16 @@ async def _request_body(content: aiohttp.StreamReader, deadline: _HeaderDeadline
         yield chunk
 
 
-async def _forward_http(request: web.Request, url: URL, target: NotebookPath, token: str | None) -> web.StreamResponse:
+async def _forward_http(
+    request: web.Request, url: URL, target: NotebookPath, token: str | None, behaviour: ProxyBehaviour
+) -> web.StreamResponse:
     app = request.app
     settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
-    headers = proxy_headers.upstream_headers(request, proxy_headers.policy_for(settings), request[keys.IDENTITY])
+    policy = proxy_headers.policy_for(settings)
+    headers = proxy_headers.upstream_headers(request, policy, request[keys.IDENTITY])
     proxy_headers.set_upstream_token(headers, token)
+    behaviour.set_headers(headers, policy.drop_websocket)
     deadline = _HeaderDeadline(settings.upstream_timeout_s)
     # A body keeps the client's Content-Length when it sent one; otherwise it goes chunked.
     body = _request_body(request.content, deadline) if request.body_exists else None
@@ -229,16 +236,16 @@ async def _stream_response(
 
 
 async def _forward_websocket(
-    request: web.Request, url: URL, target: NotebookPath, token: str | None
+    request: web.Request, url: URL, target: NotebookPath, token: str | None, behaviour: ProxyBehaviour
 ) -> web.StreamResponse:
     app = request.app
     settings = app[keys.SETTINGS]
     if not web.WebSocketResponse().can_prepare(request).ok:
         raise BadRequest("Invalid WebSocket handshake.")
-    headers = proxy_headers.upstream_headers(
-        request, proxy_headers.policy_for(settings), request[keys.IDENTITY], websocket=True
-    )
+    policy = proxy_headers.policy_for(settings)
+    headers = proxy_headers.upstream_headers(request, policy, request[keys.IDENTITY], websocket=True)
     proxy_headers.set_upstream_token(headers, token)
+    behaviour.set_headers(headers, policy.drop_websocket)
     with upstream_errors(target, app[keys.METRICS], settings.upstream_timeout_s):
         try:
             async with asyncio.timeout(settings.upstream_timeout_s):

@@ -85,6 +85,39 @@ def test_trusted_proxies_are_a_comma_separated_list_of_networks() -> None:
     assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.168.1.7/32"]
 
 
+def test_the_dashboard_origin_is_one_origin_written_the_way_browsers_compare_it() -> None:
+    assert (
+        config.load(dashboard_origin="HTTPS://Kubeflow.Example.com/").dashboard_origin == "https://kubeflow.example.com"
+    )
+    assert config.load(dashboard_origin="http://127.0.0.1:8080").dashboard_origin == "http://127.0.0.1:8080"
+    assert config.load().dashboard_origin is None
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "*",
+        "https://*.example.com",
+        "https://kf.example.com/dashboard",
+        "https://kf.example.com 'self'",
+        "https://kf.example.com; script-src *",
+        "https://user@kf.example.com",
+        "javascript://kf.example.com",
+        "kf.example.com",
+        "https://kf.example.com:99999",
+    ],
+)
+def test_a_dashboard_origin_that_is_not_exactly_one_origin_is_refused(origin: str) -> None:
+    # It goes into the pages' Content-Security-Policy: nothing but one origin may get there.
+    with pytest.raises(config.ConfigError, match="DASHBOARD_ORIGIN"):
+        config.load(dashboard_origin=origin)
+
+
+def test_a_notebook_origin_can_never_be_the_dashboard() -> None:
+    with pytest.raises(config.ConfigError, match="notebooks' code runs there"):
+        config.load(notebook_domain="nb.example.com", dashboard_origin="https://evil--alice.nb.example.com")
+
+
 def test_the_public_url_defaults_to_the_listening_address() -> None:
     assert config.load(host="127.0.0.1", port=8181).base_url == "http://127.0.0.1:8181"
     assert config.load(public_url="https://nb.example.com/").base_url == "https://nb.example.com"

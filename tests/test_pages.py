@@ -210,3 +210,30 @@ def test_the_guides_pictures_are_taken_by_the_browser_tests() -> None:
     )
     assert pictures == taken
     assert all((docs / "images" / f"{name}.png").is_file() for name in pictures)
+
+
+async def test_with_a_dashboard_origin_only_that_origin_may_frame_the_pages(
+    gateway_factory: Factory, tmp_path: Path
+) -> None:
+    client = await gateway_factory(backend="local", local_dir=tmp_path, dashboard_origin="https://KF.example.com/")
+    for path in ("/notebooks", "/notebooks/new", "/configurations"):
+        response = await client.get(path, headers=BROWSER_HEADERS)
+        assert response.status == 200, path
+        csp = [part.strip() for part in response.headers["Content-Security-Policy"].split(";")]
+        # Exactly one frame-ancestors, naming the dashboard alone: not 'self', not a wildcard, not a scheme.
+        assert [part for part in csp if part.startswith("frame-ancestors")] == [
+            "frame-ancestors https://kf.example.com"
+        ]
+        # X-Frame-Options cannot name an origin; left at DENY, browsers that honour it would refuse the dashboard.
+        assert "X-Frame-Options" not in response.headers
+        page = await response.text()
+        assert '<meta name="dashboard-origin" content="https://kf.example.com">' in page
+        assert '<script src="/static/dashboard.js" defer></script>' in page
+
+
+async def test_without_a_dashboard_origin_the_pages_load_no_dashboard_script(
+    gateway_factory: Factory, tmp_path: Path
+) -> None:
+    client = await gateway_factory(backend="local", local_dir=tmp_path)
+    page = await (await client.get("/notebooks", headers=BROWSER_HEADERS)).text()
+    assert "dashboard" not in page

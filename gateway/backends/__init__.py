@@ -16,6 +16,7 @@ from yarl import URL
 
 from ..errors import MethodNotSupported
 from ..kube.watch_health import WatchHealth
+from .proxy_annotations import DEFAULT, ProxyBehaviour
 
 # The Jupyter web app's phases, so its front end and ours read the same words.
 Phase = Literal["ready", "waiting", "stopped", "warning", "terminating", "unavailable"]
@@ -127,6 +128,11 @@ class NotebookBackend(Protocol):
         """The upstream origin of a ready notebook, or None. Pure lookup: no I/O."""
         ...
 
+    def proxy_behaviour(self, namespace: str, name: str) -> ProxyBehaviour:
+        """How to talk to a routed notebook (its path rewrite and request headers; `DEFAULT`: keep
+        the prefix, set nothing). Resolved when the route changes: a lookup, no I/O, no parsing."""
+        ...
+
     async def list(self, namespace: str) -> list[Notebook]: ...
 
     async def get(self, namespace: str, name: str) -> Notebook: ...
@@ -178,6 +184,9 @@ class WithoutKubernetes:
 
     def watch_health(self) -> WatchHealth | None:
         return None
+
+    def proxy_behaviour(self, namespace: str, name: str) -> ProxyBehaviour:
+        return DEFAULT
 
 
 @runtime_checkable

@@ -60,6 +60,7 @@ from .notebook_resource import (
 )
 from .notebook_watcher import NotebookWatcher, RouteResolver, service_resolver
 from .poddefaults import apply_poddefaults, chosen_poddefaults, configuration_labels, remove_injected, selector_label
+from .proxy_annotations import DEFAULT, ProxyBehaviour
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,9 @@ class KubernetesBackend:
 
     def route(self, namespace: str, name: str) -> URL | None:
         return self._watcher.route(namespace, name) if self._watcher is not None else None
+
+    def proxy_behaviour(self, namespace: str, name: str) -> ProxyBehaviour:
+        return self._watcher.proxy_behaviour(namespace, name) if self._watcher is not None else DEFAULT
 
     async def list(self, namespace: str) -> list[Notebook]:
         watcher = self._ready_watcher()

@@ -23,6 +23,7 @@ from ..kube.client import EVENTS, NOTEBOOKS, JsonObject, Kind, KubeClient, Watch
 from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, watch_health
 from ..kube.watch_health import WatchHealth
 from .notebook_resource import is_routable
+from .proxy_annotations import DEFAULT, ProxyBehaviour, from_annotations
 
 RouteResolver = Callable[[str, str], URL]  # (namespace, name) -> the notebook's upstream origin
 # The Notebook controller re-emits its Pod's and StatefulSet's events onto the Notebook.
@@ -74,6 +75,8 @@ class NotebookWatcher:
         self.on_first_ready: Callable[[float], None] | None = None
         self._started_at = time.time()
         self._starting: dict[tuple[str, str], float] = {}  # created since then, not yet ready: creation time
+        # Only the routed notebooks whose annotations ask for more than the prefix kept (VS Code, RStudio).
+        self.behaviours: dict[tuple[str, str], ProxyBehaviour] = {}
 
     @property
     def reflectors(self) -> list[Reflector]:
@@ -129,6 +132,9 @@ class NotebookWatcher:
     def route(self, namespace: str, name: str) -> URL | None:
         return self.routes.get((namespace, name))
 
+    def proxy_behaviour(self, namespace: str, name: str) -> ProxyBehaviour:
+        return self.behaviours.get((namespace, name), DEFAULT)
+
     @property
     def resolver(self) -> RouteResolver:
         return self._resolver
@@ -151,9 +157,9 @@ class NotebookWatcher:
         if event is None or key is None:
             self._rebuild_routes()
         elif event.type != "DELETED" and self._routable(*key, event.object):
-            self.routes[key] = self._resolver(*key)
+            self._add_route(key, event.object)
         else:
-            self.routes.pop(key, None)
+            self._drop_route(key)
         if event is not None and key is not None and self.on_first_ready is not None:
             self._time_startup(key, event)
 
@@ -181,20 +187,32 @@ class NotebookWatcher:
             return
         notebook = self.notebook(*key)
         if notebook is not None and self._routable(*key, notebook):
-            self.routes[key] = self._resolver(*key)
+            self._add_route(key, notebook)
         else:
-            self.routes.pop(key, None)
+            self._drop_route(key)
+
+    def _add_route(self, key: tuple[str, str], notebook: JsonObject) -> None:
+        behaviour = _behaviour(key, notebook)
+        if behaviour is DEFAULT:
+            self.behaviours.pop(key, None)
+        else:
+            self.behaviours[key] = behaviour
+        self.routes[key] = self._resolver(*key)
+
+    def _drop_route(self, key: tuple[str, str]) -> None:
+        self.routes.pop(key, None)
+        self.behaviours.pop(key, None)
 
     def _routable(self, namespace: str, name: str, notebook: JsonObject) -> bool:
         service = self._objects(self.services, namespace).get(name)
         return is_routable(notebook) and (service is None or is_notebooks_service(service, notebook))
 
     def _rebuild_routes(self) -> None:
-        self.routes = {
-            (namespace, name): self._resolver(namespace, name)
-            for namespace, name, obj in self._all_notebooks()
-            if self._routable(namespace, name, obj)
-        }
+        routable = [(ns, name, obj) for ns, name, obj in self._all_notebooks() if self._routable(ns, name, obj)]
+        behaviours = {(ns, name): _behaviour((ns, name), obj) for ns, name, obj in routable}
+        # Behaviours first: a route never exists without its behaviour in place.
+        self.behaviours = {key: behaviour for key, behaviour in behaviours.items() if behaviour is not DEFAULT}
+        self.routes = {(ns, name): self._resolver(ns, name) for ns, name, _ in routable}
 
     def all_notebooks(self) -> list[tuple[str, str, JsonObject]]:
         """(namespace, name, Notebook) for every Notebook watched, sorted."""
@@ -215,6 +233,10 @@ def creation_time(obj: JsonObject) -> float | None:
         return datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else None
     except ValueError:
         return None
+def _behaviour(key: tuple[str, str], notebook: JsonObject) -> ProxyBehaviour:
+    metadata = notebook.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    return from_annotations(*key, annotations) if isinstance(annotations, dict) else DEFAULT
 
 
 def is_notebooks_service(service: JsonObject, notebook: JsonObject) -> bool:

@@ -23,10 +23,14 @@ from yarl import URL
 from ..errors import MethodNotSupported, NotebookNotFound
 from ..names import is_dns_label
 from . import Deletion, Notebook, NotebookSpec, Phase, Status, WithoutKubernetes
+from .proxy_annotations import DEFAULT, MAX_HEADERS, ProxyBehaviour, check_header, check_rewrite
 
 log = logging.getLogger(__name__)
 
 ENTRY_KEYS = ("namespace", "name", "url")
+# Optional, for servers that are not Jupyter (as Kubeflow's annotations): `rewrite_uri = "/"` replaces
+# the /notebook/<ns>/<name>/ prefix upstream; `request_headers = {X-RStudio-Root-Path = "..."}` sets headers.
+OPTIONAL_KEYS = ("rewrite_uri", "request_headers")
 # What identifies a version of the file: a rewrite, an append or a rename-over all change it.
 Stamp = tuple[int, int, int]
 
@@ -37,6 +41,7 @@ class Route:
     name: str
     url: URL  # the upstream origin; the gateway adds /notebook/<ns>/<name>/
     since: datetime  # when this gateway first saw the route, shown as the notebook's creation time
+    behaviour: ProxyBehaviour = DEFAULT
 
 
 RouteTable = dict[tuple[str, str], Route]
@@ -66,14 +71,15 @@ def load_routes(path: Path, previous: Mapping[tuple[str, str], Route] | None = N
             raise ValueError(f"{where}: duplicate route for {namespace}/{name}")
         old = (previous or {}).get((namespace, name))
         since = old.since if old is not None and old.url == url else now
-        table[namespace, name] = Route(namespace, name, url, since)
+        table[namespace, name] = Route(namespace, name, url, since, _check_behaviour(where, entry))
     return table
 
 
 def _check_entry(where: str, entry: dict[str, object]) -> tuple[str, str, URL]:
-    unknown = sorted(set(entry) - set(ENTRY_KEYS))
+    unknown = sorted(set(entry) - set(ENTRY_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(ENTRY_KEYS)}")
+        expected = ", ".join(ENTRY_KEYS + OPTIONAL_KEYS)
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {expected}")
     values: dict[str, str] = {}
     for key in ENTRY_KEYS:
         value = entry.get(key)
@@ -88,6 +94,32 @@ def _check_entry(where: str, entry: dict[str, object]) -> tuple[str, str, URL]:
                 "(lowercase letters, digits and '-', at most 63 characters)"
             )
     return values["namespace"], values["name"], _check_url(where, values["url"])
+
+
+def _check_behaviour(where: str, entry: dict[str, object]) -> ProxyBehaviour:
+    """The entry's rewrite and headers, held to the rules a Notebook's annotations are; the file is
+    the operator's, so a bad value stops the load instead of being left out."""
+    rewrite = entry.get("rewrite_uri")
+    if rewrite is not None and not isinstance(rewrite, str):
+        raise ValueError(f"{where}: 'rewrite_uri' is not a string")
+    if rewrite is not None and (reason := check_rewrite(rewrite)) is not None:
+        raise ValueError(f"{where}: rewrite_uri {rewrite!r}: {reason}")
+    headers = entry.get("request_headers", {})
+    if not isinstance(headers, dict):
+        raise ValueError(f"{where}: 'request_headers' must be a table of header names to strings")
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"{where}: request_headers: more than {MAX_HEADERS} headers")
+    checked: dict[str, tuple[str, str, str]] = {}
+    for header, value in headers.items():
+        reason = check_header(header, value)
+        if reason is None and header.lower() in checked:
+            reason = f"header {header!r} is named twice"
+        if reason is not None:
+            raise ValueError(f"{where}: request_headers: {reason}")
+        checked[header.lower()] = (header, header.lower(), str(value))
+    if rewrite is None and not checked:
+        return DEFAULT
+    return ProxyBehaviour(rewrite, tuple(checked.values()))
 
 
 def _check_url(where: str, raw: str) -> URL:
@@ -174,6 +206,9 @@ class StaticBackend(WithoutKubernetes):
 
     def phase_counts(self) -> dict[Phase, int]:
         return dict(Counter(self._notebook(route).status.phase for route in self._routes.values()))
+    def proxy_behaviour(self, namespace: str, name: str) -> ProxyBehaviour:
+        found = self._routes.get((namespace, name))
+        return DEFAULT if found is None else found.behaviour
 
     async def list(self, namespace: str) -> list[Notebook]:
         routes = self._routes

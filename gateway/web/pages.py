@@ -7,6 +7,7 @@ JSON API for everything that changes state, so the API stays the only place that
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -31,15 +32,28 @@ NAMESPACE_COOKIE = "notebook_gateway_namespace"
 NAMESPACE_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 # Our pages run only our own scripts and styles and are never framed. No `form-action`: Chrome
 # applies it to the redirect after SIGN OUT, which may go to the identity provider's origin.
+PAGE_CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors {}"
 PAGE_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": PAGE_CSP.format("'none'"),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",  # pages name the user and their servers
 }
+
+
+@functools.cache
+def page_headers(dashboard_origin: str | None) -> dict[str, str]:
+    """PAGE_HEADERS, or with GATEWAY_DASHBOARD_ORIGIN, those that let exactly that origin frame the
+    page (Kubeflow's central dashboard shows its apps in an iframe). X-Frame-Options can only say
+    DENY or SAMEORIGIN, so it goes, and CSP's frame-ancestors (which browsers prefer) names the origin."""
+    if dashboard_origin is None:
+        return PAGE_HEADERS
+    headers = {key: value for key, value in PAGE_HEADERS.items() if key != "X-Frame-Options"}
+    headers["Content-Security-Policy"] = PAGE_CSP.format(dashboard_origin)
+    return headers
+
+
 # The JSON APIs the admin pages drive; a page (and its link) exists only once its API does.
 POLICIES_API = "/api/policies"
 ACCESS_API = "/api/namespaces/{}/access"
@@ -309,6 +323,7 @@ def navigation(request: web.Request) -> list[dict[str, str]]:
 def render(request: web.Request, template: str, *, current: str = "", **context: object) -> web.Response:
     identity = request.get(keys.IDENTITY)
     links = navigation(request) if identity is not None else []
+    dashboard_origin = request.app[keys.SETTINGS].dashboard_origin
     body = (
         request.app[keys.TEMPLATES]
         .get_template(template)
@@ -318,7 +333,8 @@ def render(request: web.Request, template: str, *, current: str = "", **context:
             current=current,
             # Whoever administers something is told, on every page, that notebooks share this origin.
             single_origin=not request.app[keys.ORIGINS].isolated and len(links) > 1,
+            dashboard_origin=dashboard_origin,  # static/dashboard.js follows its namespace messages
             **context,
         )
     )
-    return web.Response(text=body, content_type="text/html", headers=PAGE_HEADERS)
+    return web.Response(text=body, content_type="text/html", headers=page_headers(dashboard_origin))
