@@ -55,6 +55,7 @@ from .origins import NotebookOrigins
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .redis_connection import close_redis, open_redis
+from .session_cache import SessionCache
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
 from .userslots import UserSlots
@@ -281,6 +282,9 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
     client = open_redis(settings)
     app[keys.REDIS] = client  # shared: the audit stream lives in the same Redis
     store = RedisSessionStore(client, expiry, clock, outage_grace_s=settings.session_outage_grace_s)
+    if settings.session_cache_s > 0:
+        store.cache = SessionCache(client, store.channel, max_age_s=settings.session_cache_s)
+        listener = asyncio.get_running_loop().create_task(store.cache.run(), name="session-cache")
     app[keys.SESSIONS] = app[keys.METRICS].timed_sessions(store)
     app[keys.FAILURES] = RedisFailureCounter(client, settings.login_failures_max, settings.login_failures_window_s)
     try:
@@ -291,6 +295,10 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        if store.cache is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         await close_redis(client)
 
 

@@ -386,6 +386,14 @@ class Settings(BaseSettings):
         "this many seconds ago (0: off, every request needs Redis). Trades revocation delay for availability: "
         "see docs/operators.md.",
     )
+    session_cache_s: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        description="Keep a session read from Redis in this replica's memory for up to this long, so a busy browser's "
+        "requests need no Redis round trip (0: off). Every replica drops it the moment any replica changes or ends "
+        "it (a Redis channel); while that channel is not proven live, every request reads Redis.",
+    )
     redis_sentinel_master: str = Field("mymaster", min_length=1, description="The master name the sentinels monitor.")
     redis_sentinel_username: str | None = Field(None, description="ACL user for the sentinels themselves.")
     redis_sentinel_password: SecretStr | None = Field(

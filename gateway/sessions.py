@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from .errors import ServiceUnavailable
 from .identity import Identity
+from .session_cache import SessionCache, invalidation_channel
 
 Clock = Callable[[], float]
 
@@ -220,8 +221,12 @@ class RedisSessionStore:
         prefix: str = "ngw:",
         *,
         outage_grace_s: float = 0.0,
+        cache: SessionCache[Session] | None = None,
     ) -> None:
         self.client, self.expiry, self.clock, self.prefix = client, expiry, clock, prefix
+        # Every write of a session is announced here, in the same transaction, for the replicas' caches.
+        self.channel = invalidation_channel(prefix)
+        self.cache = cache
         self._reads = _ReadBatcher(client)
         # Off (0) by default: while Redis cannot be reached, a session this replica read from Redis at most
         # this long ago is still honoured. The price: a sign-out made on another replica in the last
@@ -236,6 +241,7 @@ class RedisSessionStore:
         async with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self._key(session.id), session.to_json(), px=ttl_ms)
+            pipe.publish(self.channel, session.id)
             for index in self._indexes(session):
                 pipe.sadd(index, session.id)
                 # The index lives as long as its longest session could; stale ids in it are harmless.
@@ -243,6 +249,14 @@ class RedisSessionStore:
             await pipe.execute()
 
     async def load(self, session_id: str, *, touch: bool = True) -> Session | None:
+        cache = self.cache
+        if cache is not None:
+            cached = cache.get(session_id)
+            if cached is not None:
+                now = self.clock()
+                if self.expiry.remaining_s(cached, now) > 0 and not (touch and self.expiry.due_touch(cached, now)):
+                    return cached
+            epoch = cache.epoch
         try:
             async with _available():
                 raw = await self._reads.get(self._key(session_id))
@@ -267,12 +281,17 @@ class RedisSessionStore:
         if touch and self.expiry.due_touch(session, now):
             session = replace(session, last_seen=now)
             await self.save(session)
+        elif cache is not None:
+            cache.put(session_id, session, epoch)
         return session
 
     async def delete(self, session_id: str) -> None:
         self._validated.pop(session_id, None)
         async with _available():
-            await self.client.delete(self._key(session_id))
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self._key(session_id))
+            pipe.publish(self.channel, session_id)
+            await pipe.execute()
 
     async def delete_for(self, *, provider_sub: str | None = None, provider_sid: str | None = None) -> int:
         indexes = [self.prefix + f"sub:{provider_sub}"] if provider_sub is not None else []
@@ -287,7 +306,10 @@ class RedisSessionStore:
                 self._validated.pop(session_id, None)
             if not ids:
                 return 0
-            deleted = await self.client.delete(*(self._key(i) for i in ids))
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*(self._key(i) for i in ids))
+            pipe.publish(self.channel, " ".join(ids))
+            deleted, _ = await pipe.execute()
             await self.client.srem(indexes[0], *ids)
             return int(deleted)
 

@@ -37,8 +37,9 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("entry", ("cli",)),
 )
 COMPONENT_ROWS = {"components (foundations)", "components", "components (features)", "components (sign-in set-up)"}
-# proxy*.py is one edge in three modules (HTTP, header hygiene, WebSocket); `python -m gateway` is the CLI.
-GROUP_OF = {"proxy_headers": "proxy", "proxy_ws": "proxy", "__main__": "cli"}
+# proxy*.py is one edge in three modules (HTTP, header hygiene, WebSocket); `python -m gateway` is the CLI;
+# the session cache is part of the Redis session store.
+GROUP_OF = {"proxy_headers": "proxy", "proxy_ws": "proxy", "__main__": "cli", "session_cache": "sessions"}
 # The edge helpers every edge may import: the request's audit facts (who, which session, from where).
 # the sign-in limits as a request meets them (the middleware, ext_authz and the OAuth routes alike), and the
 # request limits (bodies, Expect: 100-continue) that the proxy and the gateway's own routes share, and who a
