@@ -491,11 +491,11 @@ async def test_a_bindings_role_cannot_be_changed_in_place(api_client: client.Api
     rbac = client.RbacAuthorizationV1Api(api_client)
     await rbac.create_namespaced_role_binding("alice", role_binding("b", "view", subject("User", "bob")))
     for change in (
-        lambda: rbac.patch_namespaced_role_binding("b", "alice", {"roleRef": {"name": "admin"}}),
-        lambda: rbac.replace_namespaced_role_binding("b", "alice", role_binding("b", "edit", subject("User", "bob"))),
+        rbac.patch_namespaced_role_binding("b", "alice", {"roleRef": {"name": "admin"}}),
+        rbac.replace_namespaced_role_binding("b", "alice", role_binding("b", "edit", subject("User", "bob"))),
     ):
         with pytest.raises(ApiException) as caught:
-            await change()
+            await change
         assert caught.value.status == 422 and "roleRef: Invalid value: cannot change roleRef" in text(caught.value)
     assert (await rbac.read_namespaced_role_binding("b", "alice")).role_ref.name == "view"
     patched = await rbac.patch_namespaced_role_binding("b", "alice", {"subjects": [{"kind": "User", "name": "carol"}]})

@@ -7,7 +7,7 @@ import html
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -207,7 +207,7 @@ async def test_a_bad_id_token_is_refused_with_its_reason_and_creates_no_session(
     resp = await sign_in_fake(client, fake)
     assert resp.status == 401
     assert not has_session(client)
-    page = html.unescape(await resp.text()).lower()
+    page = html.unescape(await cast(aiohttp.ClientResponse, resp).text()).lower()
     assert BAD_ID_TOKENS[mint] in page and "invalid_token" in page
     [failed] = audit_events(tmp_path / "audit", "auth.login")
     assert failed["outcome"] == "failed" and BAD_ID_TOKENS[mint] in failed["reason"].lower()
