@@ -112,10 +112,6 @@ class NotebookWatcher:
     def notebooks_in(self, namespace: str) -> list[JsonObject]:
         return [obj for _, obj in sorted(self._objects(self.notebooks, namespace).items())]
 
-    def all_notebooks(self) -> Iterator[tuple[str, str, JsonObject]]:
-        """(namespace, name, object) of every notebook in the view."""
-        return self._all_notebooks()
-
     def warnings_in(self, namespace: str) -> list[JsonObject]:
         return list(self._objects(self.warnings, namespace).values())
 
