@@ -863,7 +863,13 @@ def workers_report(workers: list[WorkersRun], args: argparse.Namespace) -> list[
         )
     first, last = workers[0], workers[-1]
     if any(run.processes < run.workers for run in workers):
-        lines += ["", f"The gateway did not start the asked number of processes: {args.workers_env} had no effect."]
+        lines += [
+            "",
+            f"The gateway did not start the asked number of processes: {args.workers_env} had no effect "
+            f"(the gateway got {min(r.gateway_cores for r in workers):.2f}-{max(r.gateway_cores for r in workers):.2f}"
+            f" of a core; wrk and the upstream {max(r.wrk_cores + r.upstream_cores for r in workers):.2f} at most; "
+            "the rest of the machine went elsewhere).",
+        ]
     elif last.workers > first.workers:
         busy = last.gateway_cores + last.upstream_cores + last.wrk_cores
         lines += [
