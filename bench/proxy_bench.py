@@ -449,6 +449,16 @@ def measure_http(
     )
 
 
+def idle_cpu_share(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU seconds per second each process tree spends with no traffic (timers, reloads, housekeeping): at one
+    connection this is shared by few requests, so it shows in the CPU per request there."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    started = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - started
+    return {name: (cpu_seconds(pid) - before[name]) / elapsed for name, pid in pids.items()}
+
+
 def children_cpu_seconds() -> float:
     """CPU of this process's waited-for children: wrk runs (the servers are waited for only at the end)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -712,6 +722,7 @@ def render(
     ws: dict[tuple[str, str], WsRun],
     jupyter: dict[str, HttpRun],
     rss: dict[str, int],
+    idle_cpu: dict[str, float],
     workers: list[WorkersRun],
     env: dict[str, str],
     args: argparse.Namespace,
@@ -735,11 +746,12 @@ def render(
         "## Summary (issue 15's columns)",
         "",
         f"req/s at {args.connections} connections; p50 added = p50 at 1 connection minus direct's; WebSocket "
-        "= ping-pong echoes (one in flight per connection); idle RSS after start-up and a few requests.",
+        "= ping-pong echoes (one in flight per connection); idle RSS after start-up and a few requests; idle CPU "
+        f"= CPU time per second over {args.idle_seconds:g} s without traffic.",
         "",
         "| | req/s ÷ direct | proxy CPU µs/request | p50 added at 1 connection | p99 at 1 connection "
-        "| WebSocket echo ÷ direct | CPU µs/round trip | idle RSS |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| WebSocket echo ÷ direct | CPU µs/round trip | idle RSS | idle CPU |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, run in http.items():
         one = lat.get(name)
@@ -751,7 +763,7 @@ def render(
         label = LABELS[name] + (" (upstream)" if name == "direct" else "")
         lines.append(
             f"| {label} | {run.rps / direct.rps:.2f} | {run.cpu_us_per_request:.0f} | {added} | {p99} | {echo} | "
-            f"{echo_cpu} | {mib(rss[name])} |"
+            f"{echo_cpu} | {mib(rss[name])} | {idle_cpu[name] * 1000:.1f} ms/s |"
         )
     lines += [
         "",
@@ -851,7 +863,13 @@ def workers_report(workers: list[WorkersRun], args: argparse.Namespace) -> list[
         )
     first, last = workers[0], workers[-1]
     if any(run.processes < run.workers for run in workers):
-        lines += ["", f"The gateway did not start the asked number of processes: {args.workers_env} had no effect."]
+        lines += [
+            "",
+            f"The gateway did not start the asked number of processes: {args.workers_env} had no effect "
+            f"(the gateway got {min(r.gateway_cores for r in workers):.2f}-{max(r.gateway_cores for r in workers):.2f}"
+            f" of a core; wrk and the upstream {max(r.wrk_cores + r.upstream_cores for r in workers):.2f} at most; "
+            "the rest of the machine went elsewhere).",
+        ]
     elif last.workers > first.workers:
         busy = last.gateway_cores + last.upstream_cores + last.wrk_cores
         lines += [
@@ -885,6 +903,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-duration", type=float, default=5.0, help="seconds of the 1-connection wrk run (0: skip it)"
     )
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU measured over (default 5)")
     parser.add_argument("--rounds", type=int, default=1, help="repeat everything, report medians (default 1)")
     parser.add_argument("--ws-connections", type=int, default=4, help="WebSocket connections (default 4)")
     parser.add_argument("--ws-messages", type=int, default=5000, help="round trips per connection (default 5000)")
@@ -1033,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(log.read_text()[-3000:], file=sys.stderr)
                 return 1
         rss = {name: rss_bytes(pid) for name, pid in pids.items()}  # idle: started, a few requests served
+        idle_cpu = idle_cpu_share(pids, args.idle_seconds)
         print("pids: " + ", ".join(f"{name} {pid}" for name, pid in pids.items()), flush=True)  # for py-spy
         http_runs: dict[str, list[HttpRun]] = {name: [] for name in origins}
         lat_runs: dict[str, list[HttpRun]] = {name: [] for name in origins} if args.latency_duration else {}
@@ -1073,13 +1093,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"workers {count}: {wrun_.processes} processes, {wrun_.rps:,.0f} req/s", flush=True)
             workers.append(wrun_)
     env = environment(nginx)
-    report = render(http, lat, ws, jupyter, rss, workers, env, args)
+    report = render(http, lat, ws, jupyter, rss, idle_cpu, workers, env, args)
     print(report)
     args.out.write_text(report)
     raw = {
         "environment": env,
         "args": {k: str(v) for k, v in vars(args).items()},
         "idle_rss": rss,
+        "idle_cpu_s_per_s": idle_cpu,
         "http": {name: [asdict(r) for r in runs] for name, runs in http_runs.items()},
         "one_connection": {name: [asdict(r) for r in runs] for name, runs in lat_runs.items()},
         "jupyter": {name: [asdict(r) for r in runs] for name, runs in jupyter_runs.items()},
