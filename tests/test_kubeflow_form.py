@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from gateway import keys
+from gateway.backends.gpu_quota import gpu_quota_problem
 from gateway.backends.kubernetes import KubernetesBackend
 from gateway.kube.client import KubeClient
 from gateway.notebook_form import parse_notebook_form
@@ -343,3 +344,15 @@ async def test_the_gpu_quota_set_on_a_profile_is_the_one_a_new_server_meets(
         ("first", "allowed", {"nvidia.com/gpu": 1}),
         ("second", "denied", {"nvidia.com/gpu": 1}),
     ]
+
+
+def test_gpus_in_use_by_other_pods_count_and_an_unreadable_quota_value_is_skipped() -> None:
+    quota = {
+        "metadata": {"name": "q"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "2", "requests.amd.com/gpu": "lots"}},
+        "status": {"used": {"requests.nvidia.com/gpu": "2"}},  # a training Job's pods, not a notebook
+    }
+    problem = gpu_quota_problem([quota], [], (("nvidia.com/gpu", 1),))
+    assert problem is not None and "allows 2 nvidia.com/gpu and 2 are in use" in problem
+    assert gpu_quota_problem([quota], [], (("amd.com/gpu", 8),)) is None  # no readable bound on AMD
+    assert gpu_quota_problem([], [], (("nvidia.com/gpu", 8),)) is None  # no quota, no bound
