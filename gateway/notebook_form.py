@@ -466,7 +466,9 @@ def _gpus(form: Mapping[str, object], defaults: SpawnerConfig) -> tuple[tuple[st
     num = gpus.get("num", "none")
     if num in ("none", "", 0, "0"):
         return ()
-    whole = (isinstance(num, int) and num > 0) or (isinstance(num, str) and num.isdigit() and len(num) < 4)
+    whole = (isinstance(num, int) and num > 0) or (
+        isinstance(num, str) and num.isascii() and num.isdigit() and len(num) < 4
+    )
     if isinstance(num, bool) or not whole:
         raise InvalidNotebookSpec("gpus.num must be 'none' or a whole number.", field="gpus.num")
     if not defaults.gpu_vendors:

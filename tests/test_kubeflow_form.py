@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway import keys
+from gateway.backends.gpu_quota import gpu_quota_problem
 from gateway.backends.kubernetes import KubernetesBackend
 from gateway.kube.client import KubeClient
 from gateway.notebook_form import parse_notebook_form
@@ -318,3 +320,39 @@ async def test_the_local_backend_refuses_what_it_cannot_run(
     answer = await resp.json()
     assert (resp.status, answer["field"]) == (400, field)
     assert words in answer["message"]
+
+
+async def test_the_gpu_quota_set_on_a_profile_is_the_one_a_new_server_meets(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, spawner_file: Path, kube_api: FakeKubeAPI
+) -> None:
+    root = "root@example.com"
+    gateway: Client = await gateway_factory(
+        user=root, backend="kubernetes", kubeconfig=kubeconfig, bootstrap_admins=(root,), spawner_config=spawner_file
+    )
+    profile = {"name": "team-a", "owner": root, "quota": {"nvidia.com/gpu": "1"}}
+    assert (await gateway.post("/api/profiles", json=profile)).status == 201
+    one = {"namespace": "team-a", "gpus": {"vendor": "nvidia.com/gpu", "num": "1"}}
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("first", **one))
+    assert resp.status == 200, await resp.text()
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("second", **one))
+    assert resp.status == 403
+    assert "allows 1 nvidia.com/gpu and 1 are in use" in (await resp.json())["message"]
+    audit_dir = gateway.app[keys.SETTINGS].audit_dir
+    lines = b"".join(path.read_bytes() for path in sorted(audit_dir.glob("audit-*.jsonl"))).splitlines()
+    creates = [event for event in map(json.loads, lines) if event["action"] == "notebook.create"]
+    assert [(e["notebook"], e["outcome"], e["details"].get("gpus")) for e in creates] == [
+        ("first", "allowed", {"nvidia.com/gpu": 1}),
+        ("second", "denied", {"nvidia.com/gpu": 1}),
+    ]
+
+
+def test_gpus_in_use_by_other_pods_count_and_an_unreadable_quota_value_is_skipped() -> None:
+    quota = {
+        "metadata": {"name": "q"},
+        "spec": {"hard": {"requests.nvidia.com/gpu": "2", "requests.amd.com/gpu": "lots"}},
+        "status": {"used": {"requests.nvidia.com/gpu": "2"}},  # a training Job's pods, not a notebook
+    }
+    problem = gpu_quota_problem([quota], [], (("nvidia.com/gpu", 1),))
+    assert problem is not None and "allows 2 nvidia.com/gpu and 2 are in use" in problem
+    assert gpu_quota_problem([quota], [], (("amd.com/gpu", 8),)) is None  # no readable bound on AMD
+    assert gpu_quota_problem([], [], (("nvidia.com/gpu", 8),)) is None  # no quota, no bound

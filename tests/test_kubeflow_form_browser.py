@@ -13,7 +13,7 @@ from playwright.async_api import Page, expect
 
 from tests.fakes.kube_api import FakeKubeAPI
 
-from .browser import browser_page, dev_gateway_running, expect_path, form_ready, sign_in
+from .browser import browser_page, dev_gateway_running, expect_path, form_ready, server_row, sign_in
 from .test_kubeflow_form import AFFINITY, CODE_SERVER, RSTUDIO, TOLERATIONS, kubeflow_form
 
 ALICE_NS = "kubeflow-alice-example-com"  # the namespace a dev gateway gives alice@example.com
@@ -77,6 +77,7 @@ async def test_the_server_type_gpus_and_scheduling_choices_make_the_notebook(
         await page.get_by_label("Memory limit").fill("2Gi")
         await page.get_by_role("button", name="LAUNCH").click()
         await expect_path(page, "/notebooks")
+        await expect(server_row(page, "stats").locator("td.gpus")).to_have_text("2 AMD")  # the list's GPUs
     notebook = kube_api.get("notebooks", ALICE_NS, "stats")
     assert notebook is not None
     annotations = notebook["metadata"]["annotations"]

@@ -146,6 +146,7 @@ def test_an_unchecked_custom_image_is_ignored() -> None:
         ({"gpus": {"num": "many", "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),
         ({"gpus": {"num": -1, "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),
         ({"gpus": {"num": True, "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),
+        ({"gpus": {"num": "\u00b2", "vendor": "nvidia.com/gpu"}}, "gpus.num", "whole number"),  # a digit to str.isdigit
         ({"gpus": {"num": "1", "vendor": "nvidia.com/gpu", "fractional": "0.5"}}, "gpus.fractional", "Unknown"),
         ({"gpus": "1"}, "gpus", "must be an object"),
         ({"serverType": "group-one", "image": DEFAULTS.image}, "image", None),  # a JupyterLab image as VS Code

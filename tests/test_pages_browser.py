@@ -95,7 +95,7 @@ async def test_an_error_from_the_api_is_shown_beside_its_field(page: Page, dev_g
     await sign_in(page, "alice@example.com")
     await form_ready(page)
     await page.get_by_label("Name", exact=True).fill("good-name")
-    memory = page.get_by_label("Memory")
+    memory = page.get_by_label("Memory", exact=True)
     await memory.fill("lots")
     await page.get_by_role("button", name="LAUNCH").click()
     await expect(memory).to_have_attribute("aria-invalid", "true")
@@ -165,12 +165,12 @@ async def test_the_form_survives_signing_in_again(page: Page, dev_gateway: DevGa
     await sign_in(page, "alice@example.com")
     await form_ready(page)
     await page.get_by_label("Name", exact=True).fill("kept")
-    await page.get_by_label("CPU").fill("0.25")
+    await page.get_by_label("CPU", exact=True).fill("0.25")
     await page.context.clear_cookies(name=SESSION_COOKIE)
     await page.get_by_role("button", name="LAUNCH").click()  # 401: off to sign in, the form saved
     await sign_in(page, "alice@example.com")
     await expect(page.get_by_label("Name", exact=True)).to_have_value("kept")
-    await expect(page.get_by_label("CPU")).to_have_value("0.25")
+    await expect(page.get_by_label("CPU", exact=True)).to_have_value("0.25")
     await page.get_by_role("button", name="LAUNCH").click()
     await expect(server_row(page, "kept")).to_be_visible()
 

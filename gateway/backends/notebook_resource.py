@@ -276,7 +276,7 @@ def read_devices(limits: JsonObject) -> tuple[tuple[str, int], ...]:
         if key in NOT_DEVICES or key.startswith("hugepages-") or "/" not in key:
             continue
         text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        if text.isdigit() and len(text) < 6:
+        if text.isascii() and text.isdigit() and len(text) < 6:
             devices.append((key, int(text)))
     return tuple(devices)
 

@@ -64,6 +64,7 @@
       element("td", { class: "image", "data-label": "Image" }),
       element("td", { class: "cpu", "data-label": "CPU" }),
       element("td", { class: "memory", "data-label": "Memory" }),
+      element("td", { class: "gpus", "data-label": "GPUs" }),
       element("td", { class: "volumes", "data-label": "Volumes" }),
       element("td", { class: "created", "data-label": "Created" }),
       element("td", { class: "activity", "data-label": "Last activity" }),
@@ -99,6 +100,7 @@
     image.title = notebook.image;
     row.querySelector(".cpu").textContent = notebook.cpu;
     row.querySelector(".memory").textContent = notebook.memory;
+    row.querySelector(".gpus").textContent = notebook.gpus.message || "—"; // e.g. "2 NVIDIA", as the web app says
     row.querySelector(".volumes").textContent = notebook.volumes.join(", ") || "—";
     const created = row.querySelector(".created");
     created.textContent = ago(notebook.age);
