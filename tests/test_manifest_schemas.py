@@ -15,7 +15,15 @@ import pytest
 import yaml
 
 from tests.fakes.kube_api import prune
-from tests.test_deploy import DEPLOY, KUSTOMIZATIONS, OVERLAYS, pytestmark, render, render_with_monitoring
+from tests.test_deploy import (
+    DEPLOY,
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    pytestmark,
+    render,
+    render_with_components,
+    render_with_monitoring,
+)
 
 CRDS = Path(__file__).resolve().parent / "crds"
 # The oldest Kubernetes the manifests support (ValidatingAdmissionPolicy is v1 from 1.30), and the newest
@@ -81,9 +89,9 @@ def test_every_rendered_object_is_valid_for_its_api(kustomization: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_monitoring_objects_are_valid_for_the_prometheus_operator(overlay: str, tmp_path: Path) -> None:
-    docs = render_with_monitoring(overlay, tmp_path)
-    assert {doc["kind"] for doc in docs} >= {"ServiceMonitor", "PrometheusRule"}
+def test_the_overlays_with_every_component_are_valid(overlay: str, tmp_path: Path) -> None:
+    docs = render_with_components(overlay, tmp_path, "monitoring", "audit-volume")
+    assert {doc["kind"] for doc in docs} >= {"ServiceMonitor", "PrometheusRule", "PersistentVolumeClaim"}
     assert report(docs) == {}
 
 
