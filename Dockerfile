@@ -5,10 +5,15 @@ FROM python:3.12-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/gateway
 WORKDIR /src
+# The pinned and hashed dependencies first (requirements.lock, made by scripts/lock): the image gets
+# the versions CI tested, not whatever is newest on the day it is built, and a layer that only a lock
+# change rebuilds. Then the project itself, without resolving anything again.
+COPY requirements.lock ./
+RUN /opt/gateway/bin/pip install --require-hashes -r requirements.lock
 # Only what `pip install .` reads (see .dockerignore), so edits to tests or docs do not bust the cache.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN /opt/gateway/bin/pip install .
+RUN /opt/gateway/bin/pip install --no-deps . && /opt/gateway/bin/pip check
 
 FROM python:3.12-slim
 # `docker build --build-arg COMMIT=$(git rev-parse --short=12 HEAD) .`: shown by `--version` and

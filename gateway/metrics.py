@@ -271,9 +271,13 @@ class ActiveUsers:
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s, self.clock = window_s, clock
         self._last_seen: dict[str, float] = {}
+        self._prune_at = 1024  # also pruned as it grows, so that memory stays bounded when nobody scrapes
 
     def seen(self, subject: str) -> None:
         self._last_seen[subject] = self.clock()
+        if len(self._last_seen) >= self._prune_at:
+            self.count()
+            self._prune_at = 2 * len(self._last_seen) + 1024
 
     def count(self) -> int:
         horizon = self.clock() - self.window_s

@@ -588,15 +588,20 @@ MONITORING_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring
 
 
 def render_with_monitoring(overlay: str, tmp_path: Path) -> list[Manifest]:
-    """`overlay` with the deploy/monitoring component, as docs/operators.md tells operators to add it (in the
-    overlay's kustomization, whose namespace its objects then take)."""
-    here = tmp_path / "with-monitoring"
+    """`overlay` with the deploy/monitoring component, as docs/operators.md tells operators to add it."""
+    return render_with_components(overlay, tmp_path, "monitoring")
+
+
+def render_with_components(overlay: str, tmp_path: Path, *components: str) -> list[Manifest]:
+    """`overlay` with these components of deploy/ (in the overlay's kustomization, whose namespace their
+    objects then take), as docs/operators.md tells operators to add them."""
+    here = tmp_path / f"with-{'-'.join(components)}"
     here.mkdir()
     namespace = yaml.safe_load((DEPLOY / overlay / "kustomization.yaml").read_text())["namespace"]
+    listed = "".join(f"  - {os.path.relpath(DEPLOY / component, here)}\n" for component in components)
     (here / "kustomization.yaml").write_text(
         f"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: {namespace}\n"
-        f"resources:\n  - {os.path.relpath(DEPLOY / overlay, here)}\n"
-        f"components:\n  - {os.path.relpath(DEPLOY / 'monitoring', here)}\n"
+        f"resources:\n  - {os.path.relpath(DEPLOY / overlay, here)}\ncomponents:\n{listed}"
     )
     assert KUBECTL is not None
     done = subprocess.run([KUBECTL, "kustomize", str(here)], capture_output=True, text=True, timeout=60)
@@ -666,3 +671,39 @@ def test_every_alert_names_metrics_the_gateway_exports(tmp_path: Path) -> None:
     assert metric_names_in(listed) <= metric_names_in(shipped)
     for doc in ("security.md", "operators.md", "admins.md"):
         assert metric_names_in((ROOT / "docs" / doc).read_text()) <= exported, doc
+
+
+# -- audit files on a persistent volume (deploy/audit-volume) -----------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_audit_volume_gives_each_pod_its_own_directory_on_a_claim(overlay: str, tmp_path: Path) -> None:
+    docs = render_with_components(overlay, tmp_path, "audit-volume")
+    claims = [doc for doc in docs if doc["kind"] == "PersistentVolumeClaim"]
+    [claim] = [doc for doc in claims if not is_redis(doc)]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # replicas on several nodes write at once
+    objects = by_kind([doc for doc in docs if doc["kind"] != "PersistentVolumeClaim"])
+    assert claim["metadata"]["namespace"] == objects["Deployment"]["metadata"]["namespace"]
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["audit"] == {"name": "audit", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+    gateway = container(objects)
+    [mount] = [mount for mount in gateway["volumeMounts"] if mount["name"] == "audit"]
+    env = [item["name"] for item in gateway["env"]]
+    # Kubernetes expands $(POD_NAME) only when POD_NAME is defined before the variable that uses it.
+    assert env.index("POD_NAME") < env.index("GATEWAY_AUDIT_DIR")
+    values = {item["name"]: item for item in gateway["env"]}
+    assert values["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert values["GATEWAY_AUDIT_DIR"]["value"] == f"{mount['mountPath']}/$(POD_NAME)"  # one chain per pod
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]  # the new volume is writable
+    settings = settings_from({**gateway_env(objects), "GATEWAY_AUDIT_DIR": values["GATEWAY_AUDIT_DIR"]["value"]})
+    assert settings.audit_dir.parent == Path(mount["mountPath"])
+
+
+def test_without_the_audit_volume_the_audit_files_live_as_long_as_the_pod(manifests: dict[str, Manifest]) -> None:
+    """The base: an emptyDir (docs/operators.md says what that loses), at the directory the settings name."""
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    [audit] = [volume for volume in pod["volumes"] if volume["name"] == "audit"]
+    assert "emptyDir" in audit
+    [mount] = [mount for mount in container(manifests)["volumeMounts"] if mount["name"] == "audit"]
+    assert settings_from(gateway_env(manifests)).audit_dir == Path(mount["mountPath"])

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import keys
 from gateway.backends import NotebookSpec
-from gateway.metrics import Metrics
+from gateway.metrics import ActiveUsers, Metrics
 from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.kube_controller import KubeController
 
@@ -158,3 +158,21 @@ async def test_notebooks_by_phase_watch_state_and_time_to_ready(
     assert value(samples, "notebook_gateway_watch_state", watch="notebook_watch", state="degraded") == 1
     assert value(samples, "notebook_gateway_watch_state", watch="notebook_watch", state="ok") == 0
     await kube_api.come_back()
+
+
+def test_active_users_count_each_user_once_within_the_window_and_forget_the_rest() -> None:
+    now = [1000.0]
+    active = ActiveUsers(window_s=900, clock=lambda: now[0])
+    for _ in range(3):
+        active.seen("alice@example.com")
+    active.seen("bob@example.com")
+    assert active.count() == 2
+    now[0] += 600
+    active.seen("bob@example.com")
+    now[0] += 400  # alice last seen 1000 s ago, bob 400 s ago
+    assert active.count() == 1
+    # Without scrapes, memory stays bounded by the users of the window: old entries go as new ones come.
+    for i in range(5000):
+        now[0] += 1
+        active.seen(f"user{i}@example.com")
+    assert len(active._last_seen) <= 2 * 900 + 1024
