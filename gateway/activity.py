@@ -141,6 +141,21 @@ class Activity:
             except (redis.RedisError, OSError) as exc:
                 log.warning("last activity of %s/%s not removed from Redis: %s", namespace, name, exc)
 
+    async def retain(self, keys: Iterable[Key]) -> None:
+        """Forget every server but `keys` (those that exist): servers deleted outside the gateway
+        (kubectl) leave no time behind in Redis. Called by the culler's round, once across replicas."""
+        if self.client is None:
+            return
+        keep = {_member(key) for key in keys}
+        try:
+            members = await self.client.zrange(REDIS_KEY, 0, -1)
+            names = [member.decode() if isinstance(member, bytes) else str(member) for member in members]
+            gone = [name for name in names if name not in keep]
+            if gone:
+                await self.client.zrem(REDIS_KEY, *gone)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("last activity: could not clear deleted servers from Redis: %s", exc)
+
     def _prune(self) -> None:
         """Drop this replica's flushed times for servers that no longer run (bounds /metrics to running
         servers; Redis keeps them for the list page and the culler)."""

@@ -107,6 +107,7 @@ class Culler:
             return []  # an incomplete view could make a running server look never used
         await self.activity.flush()  # this replica's latest traffic first, so Redis has every replica's
         notebooks = await self.backend.list_all()
+        await self.activity.retain((notebook.namespace, notebook.name) for notebook in notebooks)
         last = await self.activity.last((notebook.namespace, notebook.name) for notebook in notebooks)
         now = self.clock()
         culled = []

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from gateway.backends import NotebookSpec, Phase, Volume
-from gateway.backends.local import NOTE, LocalBackend
+from gateway.backends.local import NOTE, LocalBackend, tail
 from gateway.errors import InvalidNotebookSpec
 
 from .conftest import wait_until
@@ -172,3 +172,13 @@ async def test_delete_with_volumes_removes_only_the_folders_its_create_made(tmp_
         assert sorted(path.name for path in volumes.iterdir()) == ["datasets", "nb2-data"]
     finally:
         await local.close()
+
+
+def test_the_log_tail_is_bounded_in_lines_and_bytes(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    assert tail(log, 10) == []  # no log yet
+    log.write_text("".join(f"line {n}\n" for n in range(100)))
+    assert tail(log, 3) == ["line 97", "line 98", "line 99"]
+    log.write_bytes(b"x" * 5000 + b"\nlast \xff line\n")
+    # Read from the last 1000 bytes only: the cut first line is dropped, bad bytes are replaced.
+    assert tail(log, 10, limit_bytes=1000) == ["last \ufffd line"]

@@ -52,7 +52,7 @@ KNOWN_KINDS = {
 }
 # KubeClient method -> the RBAC verb its request needs (a dry-run create is still a create).
 VERB_OF_METHOD = {"get": "get", "list": "list", "watch": "watch", "create": "create", "patch": "patch"}
-VERB_OF_METHOD |= {"delete": "delete", "replace": "update"}
+VERB_OF_METHOD |= {"delete": "delete", "replace": "update", "read_log": "get"}
 SIMPLE_STATEMENTS = (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.Expr, ast.Return)
 # What the gateway's RBAC and admission objects are, as the fake API server stores them.
 ACCESS_KINDS = {

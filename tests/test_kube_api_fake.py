@@ -587,3 +587,35 @@ async def test_a_terminating_namespace_refuses_new_content_and_waits_for_finaliz
     )
     assert kube_api.get(PLURAL, "alice", "nb1") is None
     assert kube_api.get("namespaces", "", "alice") is None
+
+
+async def test_pod_logs_follow_the_api_servers_conventions(kube_api: FakeKubeAPI, api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    with pytest.raises(ApiException) as missing:
+        await core.read_namespaced_pod_log("nb1-0", "alice")
+    assert missing.value.status == 404
+    containers = [{"name": "nb1", "image": "jupyter"}, {"name": "istio-proxy", "image": "proxy"}]
+    kube_api.create("pods", {"metadata": {"name": "nb1-0"}, "spec": {"containers": containers}}, "alice")
+    kube_api.set_log("alice", "nb1-0", "nb1", "one\ntwo\nthree\n")
+    with pytest.raises(ApiException) as unnamed:  # two containers: which one must be said
+        await core.read_namespaced_pod_log("nb1-0", "alice")
+    assert unnamed.value.status == 400 and "a container name must be specified" in text(unnamed.value)
+    with pytest.raises(ApiException) as stranger:
+        await core.read_namespaced_pod_log("nb1-0", "alice", container="nope")
+    assert stranger.value.status == 400
+    assert await core.read_namespaced_pod_log("nb1-0", "alice", container="nb1") == "one\ntwo\nthree\n"
+    assert await core.read_namespaced_pod_log("nb1-0", "alice", container="nb1", tail_lines=2) == "two\nthree\n"
+    assert await core.read_namespaced_pod_log("nb1-0", "alice", container="nb1", limit_bytes=5) == "one\nt"
+
+
+async def test_events_are_listed_by_the_object_they_are_about(
+    kube_api: FakeKubeAPI, api_client: client.ApiClient
+) -> None:
+    for name, about in (("a", "nb1"), ("b", "nb2")):
+        event = {"metadata": {"name": name}, "involvedObject": {"kind": "Notebook", "name": about}, "reason": "R"}
+        kube_api.create("events", event, "alice")
+    core = client.CoreV1Api(api_client)
+    found = await core.list_namespaced_event(
+        "alice", field_selector="involvedObject.kind=Notebook,involvedObject.name=nb1"
+    )
+    assert [event.metadata.name for event in found.items] == ["a"]

@@ -13,6 +13,7 @@ from playwright.async_api import Page, expect
 
 from gateway.cookies import SESSION_COOKIE
 from tests.fakes.kube_api import FakeKubeAPI
+from tests.fakes.kube_controller import KubeController
 
 from .browser import (
     JUPYTER_START_S,
@@ -383,3 +384,40 @@ async def test_a_cluster_admin_creates_and_deletes_a_profile(page: Page, kube_ap
         await dialog.get_by_role("button", name="DELETE").click()
         await expect(row).to_have_count(0)
     assert kube_api.get("namespaces", "", "team-a") is None
+
+
+async def test_a_servers_detail_page_shows_its_tabs(page: Page, kube_api: FakeKubeAPI, tmp_path: Path) -> None:
+    hostile = "<img src=x onerror=alert(1)>"
+    container = {"name": "nb1", "image": "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0"}
+    body = {"metadata": {"name": "nb1"}, "spec": {"template": {"spec": {"containers": [container]}}}}
+    kube_api.create("notebooks", body, "alice")
+    controller = KubeController(kube_api)
+    controller.mark_ready("alice", "nb1")
+    controller.warn("alice", "nb1", "BackOff", f"restarting {hostile}")
+    kube_api.create("pods", {"metadata": {"name": "nb1-0"}, "spec": {"containers": [container]}}, "alice")
+    kube_api.set_log("alice", "nb1-0", "nb1", f"Jupyter Server is running\n{hostile}\n")
+    scripts_run: list[str] = []
+    page.on("dialog", lambda dialog: scripts_run.append(dialog.message))
+    kubeconfig = kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+    with dev_gateway_running(tmp_path, backend="kubernetes", kubeconfig=str(kubeconfig)) as gateway:
+        await page.goto(gateway.url("/notebooks?ns=alice"))
+        await sign_in(page, "alice@example.com")  # the first to sign in to a dev gateway: cluster-admin
+        await server_row(page, "nb1").get_by_role("link", name="nb1").click()
+        await expect(page).to_have_url(re.compile(r"^https?://[^/]+/notebooks/alice/nb1#overview$"))
+        tabs = page.get_by_role("tablist", name="Server details")
+        await expect(tabs.get_by_role("tab", name="OVERVIEW")).to_have_attribute("aria-selected", "true")
+        await expect(page.get_by_role("tabpanel", name="OVERVIEW")).to_contain_text("jupyter-scipy:v1.10.0")
+        await expect(page.locator("#logs")).to_be_hidden()
+        await tabs.get_by_role("tab", name="EVENTS").click()
+        await expect(page.locator("#events")).to_contain_text(f"restarting {hostile}")  # shown as text
+        await tabs.get_by_role("tab", name="LOGS").click()
+        await expect(page.locator("#overview")).to_be_hidden()
+        await expect(page.locator("pre.log")).to_have_text(f"Jupyter Server is running\n{hostile}")
+        await screenshot(page, "notebook-detail", tmp_path)
+        await page.keyboard.press("ArrowRight")  # the tabs pattern: arrows move between tabs
+        await expect(tabs.get_by_role("tab", name="YAML")).to_be_focused()
+        await expect(page.locator("pre.yaml")).to_contain_text("name: nb1")
+        await page.reload()  # the chosen tab is in the address, so a reload keeps it
+        await expect(page.locator("pre.yaml")).to_be_visible()
+        await expect(page.locator("#logs")).to_be_hidden()
+    assert scripts_run == []  # the hostile log line and event never ran as markup

@@ -195,3 +195,35 @@ class UpstreamTokens(Protocol):
     the proxy sends it as `Authorization: token <token>`. Backends without it are not asked."""
 
     def upstream_token(self, namespace: str, name: str) -> str | None: ...
+
+
+# The detail page's logs: at most this many lines, and this many bytes, of the end of a server's log.
+LOG_TAIL_LINES = 1000
+LOG_TAIL_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLog:
+    """The end of a server's log: `pod` names where it comes from (a pod, or the local process)."""
+
+    pod: str
+    lines: tuple[str, ...]
+    note: str = ""  # why there is no log (e.g. "the server is stopped: it has no pod")
+
+
+@runtime_checkable
+class ServerDetails(Protocol):
+    """A backend that can show a server's detail page (kubernetes, local): its resource as YAML, its
+    events (all of them, newest first) and the tail of its log. The static backend knows none of it."""
+
+    async def resource(self, namespace: str, name: str) -> JsonObject:
+        """The Notebook as the API server has it (local: as the backend records it), without managedFields."""
+        ...
+
+    async def events(self, namespace: str, name: str) -> list[JsonObject]: ...
+
+    def pod_name(self, namespace: str, name: str) -> str:
+        """The pod a server runs in (the notebook controller's StatefulSet names it `<name>-0`)."""
+        ...
+
+    async def logs(self, namespace: str, name: str, *, tail_lines: int = LOG_TAIL_LINES) -> ServerLog: ...

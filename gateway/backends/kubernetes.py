@@ -35,15 +35,16 @@ from ..errors import (
     NotFound,
     ServiceUnavailable,
 )
-from ..kube.client import NOTEBOOKS, PODDEFAULTS, PVCS, JsonObject, KubeClient, WatchEvent
+from ..kube.client import EVENTS, NOTEBOOKS, POD_LOGS, PODDEFAULTS, PVCS, JsonObject, KubeClient, WatchEvent
 from ..kube.kubeflow_names import CREATOR_ANNOTATION
 from ..kube.reflector import WATCH_TIMEOUT_S, Reflector, object_key, stop
 from ..kube.watch_health import WatchHealth
-from . import Deletion, Notebook, NotebookSpec, Phase
+from . import LOG_TAIL_BYTES, LOG_TAIL_LINES, Deletion, Notebook, NotebookSpec, Phase, ServerLog
 from .gpu_quota import RESOURCE_QUOTAS, gpu_quota_problem
 from .notebook_resource import (
     START_PATCH,
     claim_names,
+    event_time,
     injected_configurations,
     is_stopped,
     made_volumes,
@@ -65,6 +66,7 @@ from .proxy_annotations import DEFAULT, ProxyBehaviour
 log = logging.getLogger(__name__)
 
 UNAVAILABLE = "Kubernetes API unavailable"
+EVENTS_SHOWN = 200  # the newest events of a notebook on its detail page
 START_ATTEMPTS = 3  # a start that re-applies configurations retries when the Notebook changed under it
 Subject = Literal["notebook", "new notebook", "volume"]
 
@@ -199,6 +201,64 @@ class KubernetesBackend:
         for namespace, _, obj in watcher.all_notebooks():
             counts[notebook_status(obj, watcher.warnings_in(namespace), now).phase] += 1
         return dict(counts)
+    # -- the detail page --------------------------------------------------------------------------------
+
+    async def resource(self, namespace: str, name: str) -> JsonObject:
+        obj = await self._object(namespace, name)
+        shown = copy.deepcopy(obj)
+        metadata = shown.get("metadata")
+        if isinstance(metadata, dict):
+            metadata.pop("managedFields", None)  # the server's bookkeeping: noise on a page
+        return shown
+
+    async def events(self, namespace: str, name: str) -> builtins.list[JsonObject]:
+        """Every event about this Notebook (not one of the same name before it), newest first, as the web
+        app's detail page lists them."""
+        obj = await self._object(namespace, name)
+        uid = _dict_of(obj, "metadata").get("uid")
+        with kube_errors("notebook", namespace, name):
+            found = await self.client.list(
+                EVENTS, namespace, field_selector=f"involvedObject.kind=Notebook,involvedObject.name={name}"
+            )
+        events = [event for event in found.items if _dict_of(event, "involvedObject").get("uid") in (None, "", uid)]
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return sorted(events, key=lambda event: event_time(event) or oldest, reverse=True)[:EVENTS_SHOWN]
+
+    def pod_name(self, namespace: str, name: str) -> str:
+        return f"{name}-0"  # the notebook controller's StatefulSet of one replica
+
+    async def logs(self, namespace: str, name: str, *, tail_lines: int = LOG_TAIL_LINES) -> ServerLog:
+        """The end of the notebook container's log, bounded in lines and bytes by the API server itself."""
+        obj = await self._object(namespace, name)
+        pod = self.pod_name(namespace, name)
+        if is_stopped(obj):
+            return ServerLog(pod, (), "The server is stopped: it has no pod, so no log.")
+        try:
+            text = await self.client.read_log(
+                POD_LOGS,
+                namespace,
+                pod,
+                container=name,  # the web app names the notebook's container after it (istio adds a sidecar)
+                tail_lines=max(1, min(tail_lines, LOG_TAIL_LINES)),
+                limit_bytes=LOG_TAIL_BYTES,
+            )
+        except KubernetesNotFound:
+            return ServerLog(pod, (), "The server's pod does not exist (yet): no log.")
+        except KubernetesError as exc:
+            if exc.api_status == 400:  # e.g. the container has not started yet
+                return ServerLog(pod, (), f"No log yet: {exc.description[:300]}")
+            raise notebook_error(exc, "notebook", namespace, name) from None
+        return ServerLog(pod, tuple(text.splitlines()))
+
+    async def _object(self, namespace: str, name: str) -> JsonObject:
+        watcher = self._ready_watcher()
+        if not watcher.watches(namespace):
+            raise NotebookNotFound(f"There is no notebook server {namespace}/{name}.")
+        obj = watcher.notebook(namespace, name)
+        if obj is None:
+            with kube_errors("notebook", namespace, name):
+                obj = await self.client.get(NOTEBOOKS, namespace, name)
+        return obj
 
     def _ready_watcher(self) -> NotebookWatcher:
         watcher = self.watcher
@@ -536,3 +596,8 @@ def _report(observer: NotebookObserver, obj: JsonObject) -> None:
         creator=creator if isinstance(creator, str) else None,
         created=created if isinstance(created, str) else None,
     )
+
+
+def _dict_of(obj: JsonObject, key: str) -> JsonObject:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}

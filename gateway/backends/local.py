@@ -34,7 +34,19 @@ from yarl import URL
 
 from ..errors import InvalidNotebookSpec, NotebookExists, NotebookNotFound
 from ..names import is_dns_label, is_dns_subdomain
-from . import Deletion, Notebook, NotebookSpec, Phase, Status, Volume, WithoutKubernetes
+from . import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
+    Deletion,
+    JsonObject,
+    Notebook,
+    NotebookSpec,
+    Phase,
+    ServerLog,
+    Status,
+    Volume,
+    WithoutKubernetes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +292,45 @@ class LocalBackend(WithoutKubernetes):
 
     def phase_counts(self) -> dict[Phase, int]:
         return dict(Counter(server.status.phase for server in self._servers.values()))
+    # -- the detail page ----------------------------------------------------------------------------
+
+    async def resource(self, namespace: str, name: str) -> JsonObject:
+        """What this backend knows of the server, in the shape of a Notebook (there is no such object here)."""
+        server = self._find(namespace, name)
+        record = server.record
+        spec = dataclasses.asdict(record.spec)
+        started = server.started_at.isoformat() if server.started_at else None
+        return {
+            "apiVersion": "notebook-gateway/local",
+            "kind": "LocalNotebook",
+            "metadata": {
+                "name": record.name,
+                "namespace": record.namespace,
+                "creationTimestamp": record.created_at.isoformat(),
+                "creator": record.creator,
+            },
+            "spec": {**spec, "stopped": record.stopped, "madeVolumes": list(record.made_volumes)},
+            "status": {
+                "phase": server.status.phase,
+                "message": server.status.message,
+                "startedAt": started,
+                "pid": server.process.pid if server.process is not None else None,
+                "log": str(server.paths.log),
+            },
+        }
+
+    async def events(self, namespace: str, name: str) -> builtins.list[JsonObject]:
+        self._find(namespace, name)
+        return []  # no Kubernetes here: what happened is in the log
+
+    def pod_name(self, namespace: str, name: str) -> str:
+        return f"{name}-local"  # no pod: the local Jupyter process, named for the logs' URL
+
+    async def logs(self, namespace: str, name: str, *, tail_lines: int = LOG_TAIL_LINES) -> ServerLog:
+        server = self._find(namespace, name)
+        lines = await asyncio.to_thread(tail, server.paths.log, max(1, min(tail_lines, LOG_TAIL_LINES)))
+        note = "" if lines else "Jupyter has written nothing yet."
+        return ServerLog(self.pod_name(namespace, name), tuple(lines), note)
 
     def _find(self, namespace: str, name: str) -> Server:
         server = self._servers.get((namespace, name))
@@ -611,6 +662,22 @@ def open_log(paths: Paths, port: int) -> BinaryIO:
     file.write(f"--- {datetime.now(UTC).isoformat()} starting Jupyter on 127.0.0.1:{port}\n".encode())
     file.flush()
     return file
+
+
+def tail(path: Path, lines: int, limit_bytes: int = LOG_TAIL_BYTES) -> list[str]:
+    """The last `lines` lines of a file, read from at most its last `limit_bytes` (a log may be huge)."""
+    try:
+        with path.open("rb") as file:
+            end = file.seek(0, os.SEEK_END)
+            file.seek(max(0, end - limit_bytes))
+            text = file.read(limit_bytes).decode("utf-8", errors="replace")
+            cut = end > limit_bytes  # the first line read may be the end of a longer one
+    except OSError:
+        return []
+    found = text.splitlines()
+    if cut and found:
+        found = found[1:]
+    return found[-lines:]
 
 
 def read_last_line(path: Path) -> str:

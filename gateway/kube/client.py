@@ -54,6 +54,8 @@ NOTEBOOKS = Kind("kubeflow.org", "v1", "notebooks")
 PODDEFAULTS = Kind("kubeflow.org", "v1alpha1", "poddefaults")
 PVCS = Kind("", "v1", "persistentvolumeclaims", "persistent_volume_claim")
 EVENTS = Kind("", "v1", "events", "event")
+# A pod's log (`pods/log`, GET): read only with `read_log`, which bounds it. The gateway never reads pods themselves.
+POD_LOGS = Kind("", "v1", "pods/log", "pod_log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +286,31 @@ class KubeClient:
             await self._call(fn, kind.group, kind.version, namespace, kind.plural, name, **extra)
         else:
             await self._call(getattr(self._core, f"delete_namespaced_{kind.core_name}"), name, namespace, **extra)
+
+    async def read_log(
+        self, kind: Kind, namespace: str, name: str, *, container: str, tail_lines: int, limit_bytes: int
+    ) -> str:
+        """The last `tail_lines` lines of a pod's container log, at most `limit_bytes` (both bounded by
+        the API server, so a huge log never crosses the wire), as text with undecodable bytes replaced."""
+        assert kind.plural == "pods/log", kind
+        fn = self._core.read_namespaced_pod_log
+        try:
+            response = await fn(
+                name,
+                namespace,
+                container=container,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            async with response:
+                status, body = response.status, await response.content.read(limit_bytes + 1)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise api_error(0, "Unavailable", _describe(exc)) from None
+        if not 200 <= status < 300:
+            raise error_from_body(status, body)
+        return bytes(body[:limit_bytes]).decode("utf-8", "replace")
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -533,8 +533,13 @@ class FakeKubeAPI:
         # Set to leave deleted namespaces Terminating (content and all) until `collect_namespaces()`.
         self.hold_namespaces = False
         self._aggregating = False  # the ClusterRole aggregation controller is at work (no re-entry)
+        self.logs: dict[tuple[str, str, str], str] = {}  # (namespace, pod, container): its log (`set_log`)
 
     # -- lifecycle and test hooks -----------------------------------------------------------------
+
+    def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        """What `GET .../pods/<pod>/log?container=<container>` answers (the pod must exist too)."""
+        self.logs[namespace, pod, container] = text
 
     async def start(self) -> None:
         app = web.Application(client_max_size=8 * 1024 * 1024)
@@ -726,6 +731,8 @@ class FakeKubeAPI:
                 self._authorize(who, verb, resource, namespace, name or "", sub)
             if request.method == "GET" and name is None and query.get("watch", "").lower() in ("1", "true"):
                 return await self._watch(request, resource, version, namespace, query)
+            if sub == "log":
+                return self._pod_log(request.method, namespace, name or "", query)
             self._maybe_fail(request.method, resource, query)
             warnings: list[str] = []
             status, body = await self._dispatch(request, resource, version, namespace, name, sub, query, warnings, who)
@@ -753,9 +760,36 @@ class FakeKubeAPI:
         if bool(namespace) != resource.namespaced and (namespace or len(rest) > 1):
             raise KubeError(404, "NotFound", "the server could not find the requested resource")
         sub = rest[2] if len(rest) == 3 else None
+        if sub == "log" and resource.plural == "pods" and len(rest) == 3:
+            return resource, version, namespace, rest[1], sub  # GET pods/<name>/log: text, not an object
         if sub is not None and (sub != "status" or resource.crd is None):
             raise KubeError(404, "NotFound", "the server could not find the requested resource")
         return resource, version, namespace, rest[1] if len(rest) > 1 else None, sub
+
+    def _pod_log(self, method: str, namespace: str, name: str, query: dict[str, str]) -> web.Response:
+        """The log subresource as the API server serves it: text/plain; the pod must exist, the container be
+        one of its own (named whenever it has several), `tailLines` the last lines, `limitBytes` a cap."""
+        if method != "GET":
+            raise KubeError(405, "MethodNotAllowed", "the server does not allow this method on pods/log")
+        pod = self._objects["pods"].get((namespace, name))
+        if pod is None:
+            raise not_found(RESOURCES["pods"], name)
+        containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = query.get("container") or (containers[0] if len(containers) == 1 else "")
+        if not container:
+            raise KubeError(
+                400, "BadRequest", f"a container name must be specified for pod {name}, choose one of: {containers}"
+            )
+        if container not in containers:
+            raise KubeError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        text = self.logs.get((namespace, name, container), "")
+        if "tailLines" in query:
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(query["tailLines"]) :] if int(query["tailLines"]) else [])
+        body = text.encode()
+        if "limitBytes" in query:
+            body = body[: int(query["limitBytes"])]
+        return web.Response(body=body, content_type="text/plain")
 
     def _maybe_fail(self, method: str, resource: Resource, query: dict[str, str]) -> None:
         dry_run = query.get("dryRun") == "All"

@@ -94,7 +94,9 @@
     row.dataset.phase = inFlight ? "busy" : phase;
     row.querySelector(".phase").textContent = label;
     row.querySelector(".message").textContent = inFlight ? "" : notebook.status.message;
-    row.querySelector(".name").textContent = notebook.name;
+    const link = element("a", { href: `/notebooks/${encodeURIComponent(namespace)}/${encodeURIComponent(notebook.name)}` });
+    link.textContent = notebook.name; // details: overview, events, logs, YAML
+    row.querySelector(".name").replaceChildren(link);
     const image = row.querySelector(".image");
     image.textContent = notebook.shortImage;
     image.title = notebook.image;
