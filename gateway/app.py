@@ -68,6 +68,7 @@ from .web import (
     limits,
     notebook_details,
     notebook_login,
+    openapi,
     pages,
     policies_api,
     profiles_api,
@@ -85,6 +86,7 @@ PUBLIC_ROUTES = (
     | pages.PUBLIC
     | notebook_login.PUBLIC
     | cli_discovery.PUBLIC
+    | openapi.PUBLIC
 )
 
 
@@ -174,6 +176,7 @@ def create_app(settings: Settings) -> web.Application:
             *pages.routes,
             *notebook_login.routes,
             *cli_discovery.routes,
+            *openapi.routes,
         )
     )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static", expect_handler=limits.defer_continue)

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -32,6 +33,7 @@ from tests.fakes.node_idp import (
     sign_in,
 )
 from tests.fakes.upstream import FakeUpstream
+from tests.openapi_check import ResponseChecker
 from tests.origins import OriginClient
 from tests.processes import end_process
 
@@ -279,3 +281,20 @@ def redis_server() -> Iterator[RedisServer]:
 def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, which the test may stop and restart; its data survives that."""
     yield from _redis_server(tmp_path)
+
+
+@pytest.fixture
+def openapi_checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[ResponseChecker]:
+    """Every gateway `gateway_factory` builds in the test checks its JSON API answers against
+    /api/openapi.json (tests/openapi_check.py); a module opts in with `pytestmark`. The test fails on
+    any answer the document does not describe."""
+    checker, original = ResponseChecker(), create_app
+
+    def checked_app(settings: Settings) -> web.Application:
+        app = original(settings)
+        app.middlewares.insert(0, checker.middleware)  # outermost: it sees errors as clients get them
+        return app
+
+    monkeypatch.setattr(sys.modules[__name__], "create_app", checked_app)
+    yield checker
+    assert not checker.mismatches, "answers that /api/openapi.json does not describe:\n" + "\n".join(checker.mismatches)

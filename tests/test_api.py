@@ -26,6 +26,9 @@ from gateway.spawner import SpawnerConfig
 
 from .conftest import Client, wait_until
 
+# Every JSON answer these tests see must match /api/openapi.json (tests/openapi_check.py).
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 NOTEBOOKS = "/api/namespaces/alice/notebooks"
 IMAGE = SpawnerConfig.load().image
 CREATED = datetime(2024, 5, 1, 12, 30, 5, tzinfo=UTC)

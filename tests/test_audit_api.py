@@ -12,6 +12,9 @@ import pytest
 
 from .conftest import Client, RedisServer, sign_in_dev, wait_until
 
+# Every JSON answer these tests see must match /api/openapi.json (tests/openapi_check.py).
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 ADMIN, ALICE = "admin@example.com", "alice@example.com"
 Factory = Callable[..., Any]
 

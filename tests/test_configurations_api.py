@@ -18,6 +18,9 @@ from tests.fakes.kube_api import FakeKubeAPI
 from .conftest import Client
 from .test_api import RecordingAudit, RecordingAuthorizer
 
+# Every JSON answer these tests see must match /api/openapi.json (tests/openapi_check.py).
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 PODDEFAULTS = "/api/namespaces/alice/poddefaults"
 IMAGE = "ghcr.io/kubeflow/kubeflow/notebook-servers/jupyter-scipy:v1.10.0"
 FORM = {

@@ -20,6 +20,9 @@ from tests.fakes.node_idp import sign_in
 from tests.fakes.upstream import FakeUpstream
 from tests.test_api import RecordingAudit
 
+# Every JSON answer these tests see must match /api/openapi.json (tests/openapi_check.py).
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 Factory = Callable[..., Any]
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 BOB_EDIT = {"subject": "user:bob@example.com", "namespace": "alice", "role": "edit"}

@@ -22,6 +22,9 @@ from tests.test_api import RecordingAudit
 
 from .conftest import Client, wait_until
 
+# Every JSON answer these tests see must match /api/openapi.json (tests/openapi_check.py).
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 Factory = Callable[..., Any]
 ROOT = "root@example.com"
 

@@ -26,6 +26,7 @@ from ..notebook_form import check_one_notebook_grant, parse_notebook_form
 from ..routing import NOTEBOOK_ROOT
 from ..spawner import SpawnerConfig
 from . import audit_request
+from .api_models import NotebookPatch, parse_body
 from .bodies import read_json
 
 log = logging.getLogger(__name__)
@@ -300,13 +301,7 @@ def _flag(request: web.Request, key: str) -> bool:
 
 def _stopped(body: object) -> bool:
     """A PATCH body is exactly `{"stopped": true}` or `{"stopped": false}`."""
-    if isinstance(body, dict):
-        unknown = sorted(set(body) - {"stopped"})
-        if unknown:
-            raise BadRequest(f"Unknown field(s): {', '.join(unknown)}; send only 'stopped'.", field=unknown[0])
-        if isinstance(body.get("stopped"), bool):
-            return bool(body["stopped"])
-    raise BadRequest('The body must be {"stopped": true} or {"stopped": false}.', field="stopped")
+    return parse_body(NotebookPatch, body).stopped
 
 
 # -- audit ---------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from .. import keys
 from ..audit import AuditEvent
 from ..authz.manager import Change
 from ..authz.rules import (
-    ACTIONS,
     CLUSTER_ROLES,
     EVERY_NAMESPACE,
     ROLES,
@@ -29,6 +28,7 @@ from ..authz.rules import (
 )
 from ..errors import BadRequest, Conflict, Forbidden, InvalidPath, RuleLimitReached, ServiceUnavailable
 from ..names import is_dns_label
+from .api_models import AccessCheck, PolicyReplace, parse_body
 from .bodies import read_json
 
 log = logging.getLogger(__name__)
@@ -107,11 +107,9 @@ async def revoke(request: web.Request) -> web.Response:
 
 @routes.put("/api/policies", name="api_policies_replace")
 async def replace(request: web.Request) -> web.Response:
-    body = await read_json(request, RULES_BODY_MAX_BYTES)
-    if not isinstance(body, dict) or not isinstance(body.get("rules"), list) or set(body) - {"rules", "version"}:
-        raise BadRequest('The body must be {"rules": [rule, ...]}.', field="rules")
+    wanted = parse_body(PolicyReplace, await read_json(request, RULES_BODY_MAX_BYTES))
     rules = []
-    for index, item in enumerate(body["rules"]):
+    for index, item in enumerate(wanted.rules):
         try:
             rules.append(rule_from_json(item))
         except PolicyError as exc:
@@ -129,26 +127,9 @@ async def replace(request: web.Request) -> web.Response:
 
 @routes.post("/api/policies/check", name="api_policies_check")
 async def check(request: web.Request) -> web.Response:
-    body = await read_json(request, RULE_BODY_MAX_BYTES)
-    if not isinstance(body, dict):
-        raise BadRequest('The body must be {"user", "groups"?, "namespace", "action", "notebook"?}.')
-    unknown = sorted(set(body) - {"user", "groups", "namespace", "action", "notebook"})
-    if unknown:
-        raise BadRequest(f"Unknown field(s): {', '.join(unknown)[:200]}.", field=unknown[0])
-    user, groups = body.get("user"), body.get("groups", [])
-    namespace, action, notebook = body.get("namespace"), body.get("action"), body.get("notebook")
-    if not isinstance(user, str) or not user.strip() or len(user) > MAX_NAME_CHARS:
-        raise BadRequest("user is required: a username as sign-in reports it.", field="user")
-    if not isinstance(groups, list) or not all(isinstance(g, str) and g and len(g) <= MAX_NAME_CHARS for g in groups):
-        raise BadRequest("groups must be a list of group names.", field="groups")
-    if not isinstance(namespace, str) or not (namespace == EVERY_NAMESPACE or is_dns_label(namespace)):
-        raise BadRequest("namespace must be a DNS-1123 label or *.", field="namespace")
-    if action not in ACTIONS:
-        raise BadRequest(f"action must be one of {', '.join(ACTIONS)}.", field="action")
-    if notebook is not None and (not isinstance(notebook, str) or not is_dns_label(notebook)):
-        raise BadRequest("notebook must be a DNS-1123 label, or absent.", field="notebook")
+    asked = parse_body(AccessCheck, await read_json(request, RULE_BODY_MAX_BYTES))
+    user, groups, namespace, action, notebook = asked.user, asked.groups, asked.namespace, asked.action, asked.notebook
     _require_manage(request, namespace)
-    user = user.strip()
     username = user.lower() if "@" in user else user  # as sign-in normalises it
     explanation = request.app[keys.POLICIES].authorizer.explain(
         username, tuple(sorted(set(groups))), namespace, action, notebook

@@ -1,0 +1,75 @@
+"""`/api/openapi.json`: a valid OpenAPI 3.1 document that describes every /api route the app serves, and
+that the API's answers match (the modules that opt in to `openapi_checked` check every answer they see)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import hdrs
+from openapi_spec_validator import OpenAPIV31SpecValidator
+
+from gateway.web.openapi import OPERATIONS, document
+from tests.conftest import Client
+from tests.openapi_check import ResponseChecker
+
+Factory = Callable[..., Any]
+
+
+async def test_the_document_is_valid_openapi_3_1_and_served_without_a_session(
+    gateway_factory: Factory, tmp_path: Path
+) -> None:
+    client: Client = await gateway_factory(user=None, backend="local", local_dir=tmp_path)
+    resp = await client.get("/api/openapi.json")
+    assert resp.status == 200
+    served = await resp.json()
+    assert served["openapi"] == "3.1.0" and served == document()
+    OpenAPIV31SpecValidator(served).validate()  # raises with the first problem
+
+
+async def test_every_api_route_the_app_serves_is_described_and_nothing_else(
+    gateway_factory: Factory, tmp_path: Path
+) -> None:
+    client: Client = await gateway_factory(user=None, backend="local", local_dir=tmp_path)
+    served = {
+        (route.method, route.resource.canonical)
+        for route in client.app.router.routes()
+        if route.resource is not None
+        and route.resource.canonical.startswith("/api/")
+        and route.method != hdrs.METH_HEAD  # aiohttp's automatic HEAD for each GET
+    }
+    assert served == set(OPERATIONS)
+    described = {(method.upper(), path) for path, item in document()["paths"].items() for method in item}
+    assert described == served
+
+
+def test_the_checker_catches_an_answer_the_document_does_not_describe() -> None:
+    checker = ResponseChecker()
+    good = {"success": True, "status": 200, "user": "alice@example.com", "notebooks": []}
+    checker.check("GET", "/api/namespaces/{namespace}/notebooks", 200, good)
+    assert (checker.checked, checker.mismatches) == (1, [])
+    checker.check("GET", "/api/namespaces/{namespace}/notebooks", 200, {**good, "notebooks": [{"name": "nb1"}]})
+    checker.check("GET", "/api/namespaces/{namespace}/notebooks", 403, {"error": "forbidden"})
+    assert len(checker.mismatches) >= 2
+    assert any("403" in mismatch and "'message' is a required property" in mismatch for mismatch in checker.mismatches)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"stopped": "yes"}, "stopped"),
+        ({"stopped": True, "image": "x"}, "image"),
+        ([], "stopped"),
+    ],
+)
+async def test_a_model_checked_body_is_refused_with_the_field_at_fault(
+    gateway_factory: Factory, tmp_path: Path, openapi_checked: ResponseChecker, body: object, field: str
+) -> None:
+    client: Client = await gateway_factory(backend="local", local_dir=tmp_path)
+    resp = await client.patch("/api/namespaces/alice/notebooks/nb1", json=body)
+    assert resp.status == 400
+    answer = await resp.json()
+    assert answer.get("field") == field and answer["error"] == "bad_request"
+    assert openapi_checked.checked == 1
