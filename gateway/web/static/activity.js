@@ -45,7 +45,7 @@ const Activity = (() => {
     });
     chart.append(svg("title", { id: "activity-svg-title" }, `Events per hour. ${summary}`));
     chart.append(svg("text", { x: LEFT - 6, y: 10, class: "scale", "text-anchor": "end" }, String(top)));
-    chart.append(svg("text", { x: LEFT - 6, y: UP + AXIS + DOWN - 2, class: "scale denied", "text-anchor": "end" }, String(bottom)));
+    chart.append(svg("text", { x: LEFT - 6, y: UP + AXIS + DOWN - 2, class: "scale denied", "text-anchor": "end" }, String(denied ? bottom : 0)));
     chart.append(svg("line", { x1: LEFT, x2: WIDTH, y1: UP, y2: UP, class: "axis" }));
     chart.append(svg("line", { x1: LEFT, x2: WIDTH, y1: UP + AXIS, y2: UP + AXIS, class: "axis" }));
     const every = Math.ceil(hours.length / 12);
@@ -62,7 +62,7 @@ const Activity = (() => {
       // An invisible full-height target, so the tooltip shows anywhere in the hour's column.
       group.append(svg("rect", { x: LEFT + index * slot, y: 0, width: slot, height: UP + AXIS + DOWN, class: "target" }));
       chart.append(group);
-      if (index % every === 0) {
+      if (index % every === 0 && LEFT + index * slot + slot / 2 + 30 < WIDTH) {  // no label cut by the edge
         chart.append(svg("text", { x: LEFT + index * slot + slot / 2, y: UP + AXIS - 6, class: "tick", "text-anchor": "middle" }, hourLabel(hour.hour)));
       }
     });

@@ -43,16 +43,16 @@
 
   function row(event) {
     const tr = element("tr", { "data-outcome": event.outcome });
-    const cell = element("td", { class: "time" });
+    const cell = element("td", { class: "time", "data-label": "Time" });
     cell.append(Gateway.time(event.time));
     tr.append(cell);
     tr.append(element("th", { scope: "row" }, event.action));
-    tr.append(element("td", { class: `outcome ${event.outcome}` }, event.outcome));
-    const user = element("td");
+    tr.append(element("td", { class: `outcome ${event.outcome}`, "data-label": "Outcome" }, event.outcome));
+    const user = element("td", { "data-label": "User" });
     if (event.actor && event.actor !== "-") user.append(link(event.actor, { user: event.actor }));
     else user.textContent = "—";
     tr.append(user);
-    const where = element("td");
+    const where = element("td", { "data-label": "Where" });
     if (event.namespace && event.notebook) {
       where.append(link(`${event.namespace}/${event.notebook}`, { namespace: event.namespace, notebook: event.notebook }));
     } else if (event.namespace) {
@@ -61,11 +61,11 @@
       where.textContent = "—";
     }
     tr.append(where);
-    const about = element("td", { class: "about" });
+    const about = element("td", { class: "about", "data-label": "Details" });
     if (event.reason) about.append(element("span", { class: "reason" }, event.reason));
     if (event.details && Object.keys(event.details).length) about.append(fields(event.details));
     tr.append(about);
-    tr.append(element("td", {}, event.client_ip || ""));
+    tr.append(element("td", { "data-label": "Client" }, event.client_ip || "—"));
     return tr;
   }
 
