@@ -39,6 +39,9 @@ from tests.processes import end_process
 
 Client = TestClient[web.Request, web.Application]
 
+# Every audit event the run makes is checked against the published schema at the end of the run.
+pytest_plugins = ["tests.audit_schema"]
+
 
 def unused_port() -> int:
     with socket.socket() as sock:

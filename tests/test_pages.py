@@ -203,11 +203,10 @@ async def _nothing(request: web.Request) -> web.Response:
 
 def test_the_guides_pictures_are_taken_by_the_browser_tests() -> None:
     docs = Path(__file__).parents[1] / "docs"
-    guides = (docs / "users.md").read_text() + (docs / "admins.md").read_text()
+    guides = "".join((docs / name).read_text() for name in ("users.md", "admins.md", "security.md"))
     pictures = set(re.findall(r"\]\(images/([a-z-]+)\.png\)", guides))
-    taken = set(
-        re.findall(r'screenshot\([a-z]+, "([a-z-]+)"', (Path(__file__).parent / "test_pages_browser.py").read_text())
-    )
+    browser_tests = "".join(path.read_text() for path in Path(__file__).parent.glob("test_*_browser.py"))
+    taken = set(re.findall(r'screenshot\([a-z]+, "([a-z-]+)"', browser_tests))
     assert pictures == taken
     assert all((docs / "images" / f"{name}.png").is_file() for name in pictures)
 

@@ -12,6 +12,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal, get_args
 
 from ..identity import Identity
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Bump when a field changes meaning or goes away; adding a field with a default does not need it.
 SCHEMA_VERSION = 1
+# The JSON Schema of `to_record()` (with the chain fields the files add): keep it with every field added.
+SCHEMA_PATH = Path(__file__).with_name("schema") / f"audit-event.v{SCHEMA_VERSION}.json"
 
 Outcome = Literal["allowed", "denied", "failed"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)

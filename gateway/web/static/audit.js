@@ -1,6 +1,7 @@
 // The Audit page: the filters in the address are sent to GET /api/audit; events are shown newest
-// first with links (a user's events, a notebook's history), older pages on demand, a live tail that
-// polls the first page for new event ids, and CSV / JSON export of the same search.
+// first with links (a user's events, a notebook's history), details as labelled fields, times in
+// the reader's zone (UTC on hover), older pages on demand, a live tail that polls the first page for
+// new event ids, streamed exports of the same search, and the activity chart (events per hour).
 "use strict";
 
 (() => {
@@ -11,13 +12,14 @@
   for (const [key, value] of new URLSearchParams(location.search)) {
     if (value.trim()) filters.set(key, value.trim());
   }
-  const api = (extra = {}) => {
+  const api = (extra = {}, path = "/api/audit") => {
     const query = new URLSearchParams(filters);
     for (const [key, value] of Object.entries(extra)) query.set(key, value);
-    return `/api/audit?${query}`;
+    return `${path}?${query}`;
   };
-  document.getElementById("export-csv").href = api({ format: "csv", limit: "1000" });
-  document.getElementById("export-json").href = api({ format: "json", limit: "1000" });
+  for (const format of ["csv", "jsonl", "ecs"]) {
+    document.getElementById(`export-${format}`).href = api({ format }, "/api/audit/export");
+  }
   const empty = document.getElementById("empty");
   const older = document.getElementById("older");
   const tail = document.getElementById("live-tail");
@@ -41,14 +43,16 @@
 
   function row(event) {
     const tr = element("tr", { "data-outcome": event.outcome });
-    tr.append(element("td", { class: "time" }, String(event.time).replace("T", " ").replace("Z", "")));
+    const cell = element("td", { class: "time", "data-label": "Time" });
+    cell.append(Gateway.time(event.time));
+    tr.append(cell);
     tr.append(element("th", { scope: "row" }, event.action));
-    tr.append(element("td", { class: `outcome ${event.outcome}` }, event.outcome));
-    const user = element("td");
+    tr.append(element("td", { class: `outcome ${event.outcome}`, "data-label": "Outcome" }, event.outcome));
+    const user = element("td", { "data-label": "User" });
     if (event.actor && event.actor !== "-") user.append(link(event.actor, { user: event.actor }));
     else user.textContent = "—";
     tr.append(user);
-    const where = element("td");
+    const where = element("td", { "data-label": "Where" });
     if (event.namespace && event.notebook) {
       where.append(link(`${event.namespace}/${event.notebook}`, { namespace: event.namespace, notebook: event.notebook }));
     } else if (event.namespace) {
@@ -57,13 +61,34 @@
       where.textContent = "—";
     }
     tr.append(where);
-    const about = element("td", { class: "about" });
+    const about = element("td", { class: "about", "data-label": "Details" });
     if (event.reason) about.append(element("span", { class: "reason" }, event.reason));
-    const details = event.details && Object.keys(event.details).length ? JSON.stringify(event.details) : "";
-    if (details) about.append(element("code", { class: "details" }, details));
+    if (event.details && Object.keys(event.details).length) about.append(fields(event.details));
     tr.append(about);
-    tr.append(element("td", {}, event.client_ip || ""));
+    tr.append(element("td", { "data-label": "Client" }, event.client_ip || "—"));
     return tr;
+  }
+
+  // Details as a list of labelled fields: `bytes_in` reads "Bytes in"; lists are joined; nested
+  // objects (a filter, a rule) are shown as compact JSON, still as text, never as markup.
+  function label(key) {
+    const words = key.replace(/_/g, " ");
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  function value(item) {
+    if (item === null || item === undefined) return "—";
+    if (Array.isArray(item)) return item.every((x) => typeof x !== "object" || x === null) ? item.join(", ") || "—" : JSON.stringify(item);
+    if (typeof item === "object") return JSON.stringify(item);
+    return String(item);
+  }
+
+  function fields(details) {
+    const list = element("dl", { class: "details" });
+    for (const [key, item] of Object.entries(details)) {
+      list.append(element("dt", {}, label(key)), element("dd", {}, value(item)));
+    }
+    return list;
   }
 
   function shown(event) {
@@ -85,8 +110,8 @@
     const created = events.find((event) => event.action === "notebook.create" && event.outcome === "allowed");
     const opened = events.find((event) => event.action === "notebook.access");
     const parts = [];
-    if (created) parts.push(`Created by ${created.actor} at ${created.time}.`);
-    if (opened) parts.push(`Last opened by ${opened.actor} at ${opened.time}.`);
+    if (created) parts.push(`Created by ${created.actor} at ${Gateway.localTime(created.time)}.`);
+    if (opened) parts.push(`Last opened by ${opened.actor} at ${Gateway.localTime(opened.time)}.`);
     box.textContent = parts.join(" ") || "Neither its creation nor an access is among the events loaded.";
     box.hidden = false;
   }
@@ -125,4 +150,5 @@
   document.addEventListener("visibilitychange", schedule);
   older.addEventListener("click", () => load({ more: true }));
   load();
+  Activity.draw(document.getElementById("activity-chart"), api({}, "/api/audit/activity"));
 })();

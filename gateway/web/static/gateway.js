@@ -71,6 +71,24 @@ const Gateway = (() => {
     box.hidden = !message;
   }
 
+  // Times: the API speaks UTC (`2024-05-01T12:30:05.123Z`); people read their own zone. A <time>
+  // element keeps the exact UTC instant in `datetime` and shows it on hover.
+  function localTime(iso) {
+    const when = new Date(iso);
+    if (Number.isNaN(when.getTime())) return String(iso);
+    return when.toLocaleString(undefined, {
+      year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    });
+  }
+
+  function time(iso) {
+    const node = document.createElement("time");
+    node.setAttribute("datetime", iso);
+    node.title = `${String(iso).replace("T", " ").replace("Z", "")} UTC`;
+    node.textContent = localTime(iso);
+    return node;
+  }
+
   // The namespace selector switches as soon as a namespace is picked.
   document.addEventListener("DOMContentLoaded", () => {
     for (const select of document.querySelectorAll("select[data-autosubmit]")) {
@@ -78,5 +96,5 @@ const Gateway = (() => {
     }
   });
 
-  return { ApiError, call, banner, signInAgain, beforeSignIn };
+  return { ApiError, call, banner, signInAgain, beforeSignIn, localTime, time };
 })();
