@@ -576,3 +576,66 @@ def test_the_admission_policy_binds_the_gateways_account_to_the_labels_the_code_
     expressions = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
     assert f"['{MANAGED_BY}'] == '{GATEWAY}'" in expressions  # the label gateway/profiles.py puts on namespaces
     assert all(validation["reason"] == "Forbidden" for validation in policy["spec"]["validations"])
+
+
+# The app's routes that the Kubeflow overlay's VirtualService leaves alone, each for a reason: probes and
+# Prometheus reach the pod directly (and `/healthz` on the host is the dashboard's), `/` is the dashboard's
+# page, and the notebook-origin callback is served on the notebook origins (routed whole by their own route).
+NOT_ON_THE_GATEWAY_HOST = {"healthz", "readyz", "metrics", "index", "notebook_callback"}
+# What the central dashboard serves on the same host (centraldashboard app/server.ts, api.ts, api_workgroup.ts):
+# none of it may be taken by the gateway's routes.
+DASHBOARD_PATHS = [
+    "/",
+    "/healthz",
+    "/index.html",
+    "/api/namespaces",
+    "/api/workgroup/exists",
+    "/api/workgroup/env-info",
+    "/api/dashboard-links",
+    "/api/dashboard-settings",
+    "/api/activities/kubeflow-user",
+    "/api/metrics/node",
+    "/pipeline/",
+]
+SAMPLE_PARAMETERS = {"namespace": "kubeflow-user-example-com", "name": "nb1", "path": "check", "tail": ""}
+
+
+def sample_path(canonical: str, route_name: str | None) -> str:
+    """A path the route answers, its {parameters} filled in."""
+    if route_name == "static":
+        return "/static/gateway.css"
+    if route_name == "proxy":
+        return "/notebook/kubeflow-user-example-com/nb1/lab"
+    return re.sub(r"\{(\w+)(?::[^}]*)?\}", lambda m: SAMPLE_PARAMETERS[m.group(1)], canonical)
+
+
+def istio_route(routes: list[Manifest], path: str) -> Manifest | None:
+    """The first http route of a VirtualService that takes `path` (Istio: in order; a route with
+    several matches takes a request any of them matches; regex is RE2, matched whole)."""
+
+    def matches(uri: dict[str, str]) -> bool:
+        if "prefix" in uri:
+            return path.startswith(uri["prefix"])
+        if "exact" in uri:
+            return path == uri["exact"]
+        return re.fullmatch(uri["regex"], path) is not None
+
+    return next((route for route in routes if any(matches(match["uri"]) for match in route["match"])), None)
+
+
+def test_the_kubeflow_overlay_routes_every_path_the_app_serves(rendered: dict[str, list[Manifest]]) -> None:
+    from gateway.app import create_app  # builds, opens nothing
+
+    objects = by_kind(rendered["overlays/kubeflow"])
+    app = create_app(settings_from(gateway_env(objects)))
+    routes = objects["VirtualService"]["spec"]["http"]
+    paths = {
+        sample_path(resource.canonical, resource.name)
+        for resource in app.router.resources()
+        if resource.name not in NOT_ON_THE_GATEWAY_HOST
+    }
+    assert len(paths) > 25  # every page, API and OAuth route, not a handful
+    unrouted = sorted(path for path in paths if istio_route(routes, path) is None)
+    assert unrouted == [], "add these to deploy/overlays/kubeflow/virtualservice.yaml"
+    # And the dashboard keeps its own paths on the same host.
+    assert [path for path in DASHBOARD_PATHS if istio_route(routes, path) is not None] == []
