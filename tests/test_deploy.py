@@ -22,7 +22,22 @@ from gateway import health
 from gateway.config import ENV_PREFIX, Settings
 from gateway.errors import KubernetesForbidden
 from gateway.kube.client import PVCS, KubeClient
-from gateway.profiles import GATEWAY, MANAGED_BY, NAMESPACES, PROFILE_ROLEBINDINGS, Profile, Provisioner
+from gateway.profile_access import (
+    AUTHORIZATION_POLICIES,
+    AUTHORIZATION_POLICY_NAME,
+    NamespacePending,
+    ProfileAccess,
+    authorization_policy,
+)
+from gateway.profiles import (
+    GATEWAY,
+    MANAGED_BY,
+    NAMESPACES,
+    NETWORK_POLICY_NAME,
+    PROFILE_ROLEBINDINGS,
+    Profile,
+    Provisioner,
+)
 from tests.fakes.kube_api import FakeKubeAPI, kube_client, service_account_identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +139,8 @@ def used_permissions(*, kubeflow_mode: bool = False) -> set[tuple[str, str, str]
     `NAME = Kind(group, version, plural)` constants; a kind passed through anything but a name (or a
     comprehension in the same statement as the Reflector) is not seen, and the test then fails.
     `kubeflow_mode`: the calls of GATEWAY_PROFILES=kubeflow, where of gateway/profiles.py only those on
-    Kubeflow Profiles run (the rest provisions namespaces, which Kubeflow's controller does there)."""
+    Kubeflow Profiles run (the rest provisions namespaces, which Kubeflow's controller does there), and
+    gateway/profile_access.py runs (only there)."""
     paths = sorted((ROOT / "gateway").rglob("*.py"))
     trees = [ast.parse(path.read_text()) for path in paths]
     kinds: dict[str, tuple[str, str]] = {}
@@ -136,6 +152,8 @@ def used_permissions(*, kubeflow_mode: bool = False) -> set[tuple[str, str, str]
     for path, tree in zip(paths, trees, strict=True):
         if kubeflow_mode and path == ROOT / "gateway" / "profiles.py":
             used |= _calls_on(tree, {"KUBEFLOW_PROFILES": kinds["KUBEFLOW_PROFILES"]})
+        elif not kubeflow_mode and path == ROOT / "gateway" / "profile_access.py":
+            continue  # runs only in kubeflow mode
         else:
             used |= _calls_on(tree, kinds)
     return used
@@ -475,9 +493,14 @@ def test_kubeflow_overlay_grants_only_what_kubeflow_mode_calls(rendered: dict[st
     objects = by_kind(rendered["overlays/kubeflow"])
     cluster, namespaced = granted([objects["ClusterRole"]], "ClusterRole"), granted([objects["Role"]], "Role")
     assert cluster | namespaced == used_permissions(kubeflow_mode=True)
-    # The profile controller provisions: the gateway writes no namespace, quota or binding, and binds nothing.
+    # The profile controller provisions: the gateway writes no namespace, quota, account or binding, and
+    # binds nothing; of what gateway mode provisions it keeps only the NetworkPolicy that lets it in.
     writes = {(resource, verb) for _, resource, verb in cluster if verb not in ("get", "list", "watch")}
-    assert {resource for resource, _ in writes} & (PROVISIONING | {"rolebindings"}) == set()
+    assert {resource for resource, _ in writes} & (PROVISIONING | {"rolebindings"}) == {"networkpolicies"}
+    assert {verb for resource, verb in writes if resource in ("networkpolicies", "authorizationpolicies")} == {
+        "create",
+        "patch",
+    }
 
 
 def apply_access(kube_api: FakeKubeAPI, docs: list[Manifest]) -> str:
@@ -563,6 +586,28 @@ async def test_under_kubeflow_the_gateways_account_writes_only_notebooks_in_prof
         error = await refused(as_gateway.create(PROFILE_ROLEBINDINGS, namespace, takeover(namespace)))
         assert "cannot create resource" in error  # RBAC: no RoleBinding writes in kubeflow mode
         await refused(as_gateway.delete(NAMESPACES, "", namespace))
+
+
+@pytest.mark.parametrize("as_gateway", ["overlays/kubeflow"], indirect=True)
+async def test_under_kubeflow_the_gateway_keeps_its_way_into_profile_namespaces_and_no_other(
+    as_gateway: KubeClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.create(
+        "namespaces", {"metadata": {"name": "team-b", "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}}
+    )
+    for name in ("team-b", "kube-system"):  # a Profile naming a namespace the profile controller did not make
+        kube_api.create(
+            "profiles", {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": "b@x.org"}}}
+        )
+    access = ProfileAccess(as_gateway, gateway_namespace="kubeflow")
+    with pytest.raises(NamespacePending, match="kube-system"):
+        await access.reconcile_once()
+    assert kube_api.get("networkpolicies", "team-b", NETWORK_POLICY_NAME) is not None
+    assert kube_api.get("authorizationpolicies", "team-b", AUTHORIZATION_POLICY_NAME) is not None
+    assert kube_api.objects("networkpolicies", "kube-system") == []
+    assert kube_api.objects("authorizationpolicies", "kube-system") == []
+    error = await refused(as_gateway.create(AUTHORIZATION_POLICIES, "kube-system", authorization_policy("kubeflow")))
+    assert "tenant namespaces" in error
 
 
 def test_the_admission_policy_binds_the_gateways_account_to_the_labels_the_code_sets(
