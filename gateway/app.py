@@ -52,6 +52,7 @@ from .middlewares import authenticate, canonical_path, error_pages, measure, req
 from .notebook_credentials import MemoryCredentialStore, RedisCredentialStore
 from .onboarding import Onboarding
 from .origins import NotebookOrigins
+from .profile_access import ProfileAccess
 from .profiles import Provisioner
 from .ratelimit import MemoryFailureCounter, RedisFailureCounter
 from .redis_connection import close_redis, open_redis
@@ -637,7 +638,8 @@ def notebook_discovery(app: web.Application) -> NotebookDiscovery:
 
 
 async def profiles(app: web.Application) -> AsyncIterator[None]:
-    """The profile provisioner (Kubernetes backend only) and, in gateway mode, its reconcile loop."""
+    """The profile provisioner (Kubernetes backend only) and its reconcile loop: in gateway mode of the
+    gateway's own profiles, in kubeflow mode of the gateway's access to every Profile's namespace."""
     settings = app[keys.SETTINGS]
     if settings.backend != "kubernetes":
         yield
@@ -649,6 +651,9 @@ async def profiles(app: web.Application) -> AsyncIterator[None]:
     task = None
     if settings.profiles == "gateway":
         task = asyncio.create_task(provisioner.reconcile(settings.profile_reconcile_interval_s), name="profiles")
+    else:  # Kubeflow's controller makes the namespaces; the gateway keeps its way in to their notebooks
+        access = ProfileAccess(client, gateway_namespace=own_namespace())
+        task = asyncio.create_task(access.reconcile(settings.profile_reconcile_interval_s), name="profile-access")
     try:
         yield
     finally:

@@ -324,8 +324,9 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         description="How often (seconds) the gateway relists its profiles and puts back what was deleted or "
-        "edited: service accounts, RoleBindings, quota, NetworkPolicy (GATEWAY_PROFILES=gateway; watches "
-        "repair most changes at once).",
+        "edited: service accounts, RoleBindings, quota, NetworkPolicy (GATEWAY_PROFILES=gateway), or each "
+        "Kubeflow Profile namespace's NetworkPolicy and Istio AuthorizationPolicy admitting the gateway "
+        "(GATEWAY_PROFILES=kubeflow); watches repair most changes at once.",
     )
     first_user_admin: bool = Field(
         False,

@@ -443,27 +443,32 @@ class Provisioner:
         }
 
     def _network_policy(self) -> JsonObject:
-        """Notebook pods accept traffic only from the gateway's pods (on Jupyter's port) and from
-        pods in their own namespace; other pods (a job's) are not restricted here."""
-        gateway = {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": self.gateway_namespace}},
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": GATEWAY}},
-        }
-        return {
-            "metadata": self._meta(NETWORK_POLICY_NAME),
-            "spec": {
-                "podSelector": {"matchExpressions": [{"key": NOTEBOOK_NAME_LABEL, "operator": "Exists"}]},
-                "policyTypes": ["Ingress"],
-                "ingress": [
-                    {"from": [gateway], "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}]},
-                    {"from": [{"podSelector": {}}]},
-                ],
-            },
-        }
+        return network_policy(self.gateway_namespace)
 
     @staticmethod
     def _meta(name: str) -> dict[str, object]:
         return {"name": name, "labels": {MANAGED_BY: GATEWAY}}
+
+
+def network_policy(gateway_namespace: str) -> JsonObject:
+    """Notebook pods accept traffic only from the gateway's pods (on Jupyter's port) and from pods in
+    their own namespace; other pods (a job's) are not restricted here. Also what `profile_access`
+    keeps in every Kubeflow Profile namespace."""
+    gateway = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": gateway_namespace}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": GATEWAY}},
+    }
+    return {
+        "metadata": {"name": NETWORK_POLICY_NAME, "labels": {MANAGED_BY: GATEWAY}},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": NOTEBOOK_NAME_LABEL, "operator": "Exists"}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {"from": [gateway], "ports": [{"protocol": "TCP", "port": NOTEBOOK_PORT}]},
+                {"from": [{"podSelector": {}}]},
+            ],
+        },
+    }
 
 
 async def _created(call: Awaitable[JsonObject]) -> bool:

@@ -22,7 +22,22 @@ from gateway import health
 from gateway.config import ENV_PREFIX, Settings
 from gateway.errors import KubernetesForbidden
 from gateway.kube.client import PVCS, KubeClient
-from gateway.profiles import GATEWAY, MANAGED_BY, NAMESPACES, PROFILE_ROLEBINDINGS, Profile, Provisioner
+from gateway.profile_access import (
+    AUTHORIZATION_POLICIES,
+    AUTHORIZATION_POLICY_NAME,
+    NamespacePending,
+    ProfileAccess,
+    authorization_policy,
+)
+from gateway.profiles import (
+    GATEWAY,
+    MANAGED_BY,
+    NAMESPACES,
+    NETWORK_POLICY_NAME,
+    PROFILE_ROLEBINDINGS,
+    Profile,
+    Provisioner,
+)
 from tests.fakes.kube_api import FakeKubeAPI, kube_client, service_account_identity
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +139,8 @@ def used_permissions(*, kubeflow_mode: bool = False) -> set[tuple[str, str, str]
     `NAME = Kind(group, version, plural)` constants; a kind passed through anything but a name (or a
     comprehension in the same statement as the Reflector) is not seen, and the test then fails.
     `kubeflow_mode`: the calls of GATEWAY_PROFILES=kubeflow, where of gateway/profiles.py only those on
-    Kubeflow Profiles run (the rest provisions namespaces, which Kubeflow's controller does there)."""
+    Kubeflow Profiles run (the rest provisions namespaces, which Kubeflow's controller does there), and
+    gateway/profile_access.py runs (only there)."""
     paths = sorted((ROOT / "gateway").rglob("*.py"))
     trees = [ast.parse(path.read_text()) for path in paths]
     kinds: dict[str, tuple[str, str]] = {}
@@ -136,6 +152,8 @@ def used_permissions(*, kubeflow_mode: bool = False) -> set[tuple[str, str, str]
     for path, tree in zip(paths, trees, strict=True):
         if kubeflow_mode and path == ROOT / "gateway" / "profiles.py":
             used |= _calls_on(tree, {"KUBEFLOW_PROFILES": kinds["KUBEFLOW_PROFILES"]})
+        elif not kubeflow_mode and path == ROOT / "gateway" / "profile_access.py":
+            continue  # runs only in kubeflow mode
         else:
             used |= _calls_on(tree, kinds)
     return used
@@ -479,9 +497,14 @@ def test_kubeflow_overlay_grants_only_what_kubeflow_mode_calls(rendered: dict[st
     objects = by_kind(rendered["overlays/kubeflow"])
     cluster, namespaced = granted([objects["ClusterRole"]], "ClusterRole"), granted([objects["Role"]], "Role")
     assert cluster | namespaced == used_permissions(kubeflow_mode=True)
-    # The profile controller provisions: the gateway writes no namespace, quota or binding, and binds nothing.
+    # The profile controller provisions: the gateway writes no namespace, quota, account or binding, and
+    # binds nothing; of what gateway mode provisions it keeps only the NetworkPolicy that lets it in.
     writes = {(resource, verb) for _, resource, verb in cluster if verb not in ("get", "list", "watch")}
-    assert {resource for resource, _ in writes} & (PROVISIONING | {"rolebindings"}) == set()
+    assert {resource for resource, _ in writes} & (PROVISIONING | {"rolebindings"}) == {"networkpolicies"}
+    assert {verb for resource, verb in writes if resource in ("networkpolicies", "authorizationpolicies")} == {
+        "create",
+        "patch",
+    }
 
 
 def apply_access(kube_api: FakeKubeAPI, docs: list[Manifest]) -> str:
@@ -567,6 +590,28 @@ async def test_under_kubeflow_the_gateways_account_writes_only_notebooks_in_prof
         error = await refused(as_gateway.create(PROFILE_ROLEBINDINGS, namespace, takeover(namespace)))
         assert "cannot create resource" in error  # RBAC: no RoleBinding writes in kubeflow mode
         await refused(as_gateway.delete(NAMESPACES, "", namespace))
+
+
+@pytest.mark.parametrize("as_gateway", ["overlays/kubeflow"], indirect=True)
+async def test_under_kubeflow_the_gateway_keeps_its_way_into_profile_namespaces_and_no_other(
+    as_gateway: KubeClient, kube_api: FakeKubeAPI
+) -> None:
+    kube_api.create(
+        "namespaces", {"metadata": {"name": "team-b", "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}}
+    )
+    for name in ("team-b", "kube-system"):  # a Profile naming a namespace the profile controller did not make
+        kube_api.create(
+            "profiles", {"metadata": {"name": name}, "spec": {"owner": {"kind": "User", "name": "b@x.org"}}}
+        )
+    access = ProfileAccess(as_gateway, gateway_namespace="kubeflow")
+    with pytest.raises(NamespacePending, match="kube-system"):
+        await access.reconcile_once()
+    assert kube_api.get("networkpolicies", "team-b", NETWORK_POLICY_NAME) is not None
+    assert kube_api.get("authorizationpolicies", "team-b", AUTHORIZATION_POLICY_NAME) is not None
+    assert kube_api.objects("networkpolicies", "kube-system") == []
+    assert kube_api.objects("authorizationpolicies", "kube-system") == []
+    error = await refused(as_gateway.create(AUTHORIZATION_POLICIES, "kube-system", authorization_policy("kubeflow")))
+    assert "tenant namespaces" in error
 
 
 def test_the_admission_policy_binds_the_gateways_account_to_the_labels_the_code_sets(
@@ -707,3 +752,64 @@ def test_without_the_audit_volume_the_audit_files_live_as_long_as_the_pod(manife
     assert "emptyDir" in audit
     [mount] = [mount for mount in container(manifests)["volumeMounts"] if mount["name"] == "audit"]
     assert settings_from(gateway_env(manifests)).audit_dir == Path(mount["mountPath"])
+# The app's routes that the Kubeflow overlay's VirtualService leaves alone, each for a reason: probes and
+# Prometheus reach the pod directly (and `/healthz` on the host is the dashboard's), `/` is the dashboard's
+# page, and the notebook-origin callback is served on the notebook origins (routed whole by their own route).
+NOT_ON_THE_GATEWAY_HOST = {"healthz", "readyz", "metrics", "index", "notebook_callback"}
+# What the central dashboard serves on the same host (centraldashboard app/server.ts, api.ts, api_workgroup.ts):
+# none of it may be taken by the gateway's routes.
+DASHBOARD_PATHS = [
+    "/",
+    "/healthz",
+    "/index.html",
+    "/api/namespaces",
+    "/api/workgroup/exists",
+    "/api/workgroup/env-info",
+    "/api/dashboard-links",
+    "/api/dashboard-settings",
+    "/api/activities/kubeflow-user",
+    "/api/metrics/node",
+    "/pipeline/",
+]
+SAMPLE_PARAMETERS = {"namespace": "kubeflow-user-example-com", "name": "nb1", "path": "check", "tail": ""}
+
+
+def sample_path(canonical: str, route_name: str | None) -> str:
+    """A path the route answers, its {parameters} filled in."""
+    if route_name == "static":
+        return "/static/gateway.css"
+    if route_name == "proxy":
+        return "/notebook/kubeflow-user-example-com/nb1/lab"
+    return re.sub(r"\{(\w+)(?::[^}]*)?\}", lambda m: SAMPLE_PARAMETERS[m.group(1)], canonical)
+
+
+def istio_route(routes: list[Manifest], path: str) -> Manifest | None:
+    """The first http route of a VirtualService that takes `path` (Istio: in order; a route with
+    several matches takes a request any of them matches; regex is RE2, matched whole)."""
+
+    def matches(uri: dict[str, str]) -> bool:
+        if "prefix" in uri:
+            return path.startswith(uri["prefix"])
+        if "exact" in uri:
+            return path == uri["exact"]
+        return re.fullmatch(uri["regex"], path) is not None
+
+    return next((route for route in routes if any(matches(match["uri"]) for match in route["match"])), None)
+
+
+def test_the_kubeflow_overlay_routes_every_path_the_app_serves(rendered: dict[str, list[Manifest]]) -> None:
+    from gateway.app import create_app  # builds, opens nothing
+
+    objects = by_kind(rendered["overlays/kubeflow"])
+    app = create_app(settings_from(gateway_env(objects)))
+    routes = objects["VirtualService"]["spec"]["http"]
+    paths = {
+        sample_path(resource.canonical, resource.name)
+        for resource in app.router.resources()
+        if resource.name not in NOT_ON_THE_GATEWAY_HOST
+    }
+    assert len(paths) > 25  # every page, API and OAuth route, not a handful
+    unrouted = sorted(path for path in paths if istio_route(routes, path) is None)
+    assert unrouted == [], "add these to deploy/overlays/kubeflow/virtualservice.yaml"
+    # And the dashboard keeps its own paths on the same host.
+    assert [path for path in DASHBOARD_PATHS if istio_route(routes, path) is not None] == []

@@ -30,7 +30,8 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
     ("components (features)", ("profiles", "notebook_form", "culling")),
-    ("components (sign-in set-up)", ("onboarding",)),  # grants and profiles for a new user: uses both
+    # Built on profiles: grants and profiles for a new user (uses both); the gateway's access to Kubeflow's.
+    ("components (sign-in set-up)", ("onboarding", "profile_access")),
     ("slots", ("keys",)),
     ("edges", ("middlewares", "proxy", "health", "web")),
     ("wiring", ("app",)),

@@ -102,6 +102,8 @@ RESOURCES = {
         Resource("", ("v1",), "serviceaccounts", "ServiceAccount", True),
         Resource("", ("v1",), "resourcequotas", "ResourceQuota", True),
         Resource("networking.k8s.io", ("v1",), "networkpolicies", "NetworkPolicy", True),
+        # What the gateway keeps in Kubeflow Profile namespaces besides (gateway/profile_access.py).
+        Resource("security.istio.io", ("v1beta1", "v1"), "authorizationpolicies", "AuthorizationPolicy", True),
         Resource("rbac.authorization.k8s.io", ("v1",), "roles", "Role", True),
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterroles", "ClusterRole", False),
         Resource("rbac.authorization.k8s.io", ("v1",), "clusterrolebindings", "ClusterRoleBinding", False),
