@@ -15,6 +15,7 @@ from ..audit.log import send_to_stdout
 from ..middlewares import AccessLogger
 from . import audit as audit_cli
 from . import policy as policy_cli
+from . import workers
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,12 @@ def dev_settings(settings: config.Settings, *, port: int | None) -> config.Setti
     return settings.model_copy(update=update)
 
 
-def run(settings: config.Settings, *, dev: bool) -> int:
+def run(settings: config.Settings, *, dev: bool, worker: int | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
+    if settings.workers > 1 and worker is None:  # this process only supervises (cli/workers.py)
+        if problems := workers.problems(settings, dev=dev):
+            return report(problems)
+        return workers.supervise(settings, run)
     if settings.audit_stdout and not dev:
         send_to_stdout()  # bare JSON lines on stdout for shippers (dev shows them among the logs)
     try:
@@ -153,6 +158,7 @@ def run(settings: config.Settings, *, dev: bool) -> int:
             access_log_class=AccessLogger,
             access_log=logging.getLogger("gateway.access"),
             print=announce,
+            reuse_port=settings.workers > 1,  # the workers share the port; the kernel spreads connections
         )
     except config.ConfigError as exc:  # found while opening resources, e.g. a malformed routes file
         return report(exc.problems)
