@@ -8,7 +8,7 @@ WORKDIR /src
 # Only what `pip install .` reads (see .dockerignore), so edits to tests or docs do not bust the cache.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN /opt/gateway/bin/pip install .
+RUN /opt/gateway/bin/pip install ".[fast]"
 
 FROM python:3.12-slim
 ENV PATH=/opt/gateway/bin:$PATH \

@@ -162,6 +162,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest silence inside a streamed response body (long-poll, SSE) before it is cut.",
     )
+    event_loop: Literal["auto", "asyncio"] = Field(
+        "auto",
+        description="`auto`: uvloop when it is installed (the `fast` extra), else asyncio's own loop; `asyncio`: "
+        "always asyncio's.",
+    )
     workers: int = Field(
         1,
         ge=1,
