@@ -16,11 +16,12 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.cli import workers as cli_workers
 from gateway.cookies import SESSION_COOKIE, CookieSigner
 from gateway.identity import Identity
 from gateway.sessions import Expiry, RedisSessionStore, Session, new_session_id
 
-from .conftest import RedisServer, unused_port, wait_for_port, wait_until
+from .conftest import RedisServer, make_settings, unused_port, wait_for_port, wait_until
 from .replicas import Fleet, require_tools
 
 COOKIE_SECRET = "workers-share-this-cookie-secret-0123456789"
@@ -133,3 +134,13 @@ async def test_a_worker_that_dies_takes_the_others_down_so_the_pod_restarts(work
     os.kill(pids[0], signal.SIGKILL)
     assert workers.proc.wait(timeout=60) != 0
     assert not any(running(pid) for pid in pids)
+
+
+def test_workers_are_refused_where_one_process_must_hold_the_state(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.toml"
+    routes.write_text("")
+    local = make_settings(workers=2, backend="local", session_store="redis")
+    assert any("local backend" in problem for problem in cli_workers.problems(local, dev=False))
+    memory = make_settings(workers=2, routes_file=routes, session_store="memory")
+    assert any("SESSION_STORE" in problem for problem in cli_workers.problems(memory, dev=False))
+    assert cli_workers.problems(make_settings(workers=2, routes_file=routes, session_store="redis"), dev=False) == []
