@@ -287,8 +287,9 @@ async def session_store(app: web.Application) -> AsyncIterator[None]:
         return
     client = open_redis(settings)
     app[keys.REDIS] = client  # shared: the audit stream lives in the same Redis
-    store = RedisSessionStore(client, expiry, clock, outage_grace_s=settings.session_outage_grace_s)
-    if settings.session_cache_s > 0:
+    cached = settings.session_cache_s > 0
+    store = RedisSessionStore(client, expiry, clock, outage_grace_s=settings.session_outage_grace_s, announce=cached)
+    if store.channel is not None:
         store.cache = SessionCache(client, store.channel, max_age_s=settings.session_cache_s)
         listener = asyncio.get_running_loop().create_task(store.cache.run(), name="session-cache")
     app[keys.SESSIONS] = app[keys.METRICS].timed_sessions(store)

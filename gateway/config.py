@@ -200,6 +200,19 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest silence inside a streamed response body (long-poll, SSE) before it is cut.",
     )
+    event_loop: Literal["auto", "asyncio"] = Field(
+        "auto",
+        description="`auto`: uvloop when it is installed (the `fast` extra), else asyncio's own loop; `asyncio`: "
+        "always asyncio's.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="`serve` as this many worker processes on one port (SO_REUSEPORT), to use that many cores: each "
+        "a whole gateway sharing sessions through Redis, with its own audit chain in GATEWAY_AUDIT_DIR/worker-<i>. "
+        "Redis sessions only; not with the local backend. See docs/operators.md.",
+    )
     shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

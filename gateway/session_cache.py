@@ -84,14 +84,17 @@ class SessionCache(Generic[Session]):
     async def run(self) -> None:
         """Listen for invalidations until cancelled, reconnecting after any failure (the cache is off meanwhile)."""
         backoff = Backoff(0.1, 5.0)
+        failed_before = False
         while True:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
                 await self._listen(pubsub, backoff)
             except (RedisError, OSError) as exc:
-                if self._proven_at > 0:
+                # Once per outage (and at the first attempt: a Redis ACL user without @pubsub never gets further).
+                if self._proven_at > 0 or not failed_before:
                     log.warning("session cache off: its invalidation channel failed (%s); reading Redis", exc)
+                failed_before = True
             finally:
                 self._distrust()
                 with contextlib.suppress(RedisError, OSError):

@@ -222,10 +222,12 @@ class RedisSessionStore:
         *,
         outage_grace_s: float = 0.0,
         cache: SessionCache[Session] | None = None,
+        announce: bool = False,
     ) -> None:
         self.client, self.expiry, self.clock, self.prefix = client, expiry, clock, prefix
-        # Every write of a session is announced here, in the same transaction, for the replicas' caches.
-        self.channel = invalidation_channel(prefix)
+        # With `announce` (the session cache on), every write of a session is published on this channel in the same
+        # transaction, for the replicas' caches. Off, no PUBLISH is sent: a Redis ACL user without @pubsub still works.
+        self.channel = invalidation_channel(prefix) if announce else None
         self.cache = cache
         self._reads = _ReadBatcher(client)
         # Off (0) by default: while Redis cannot be reached, a session this replica read from Redis at most
@@ -241,7 +243,8 @@ class RedisSessionStore:
         async with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.set(self._key(session.id), session.to_json(), px=ttl_ms)
-            pipe.publish(self.channel, session.id)
+            if self.channel:
+                pipe.publish(self.channel, session.id)
             for index in self._indexes(session):
                 pipe.sadd(index, session.id)
                 # The index lives as long as its longest session could; stale ids in it are harmless.
@@ -290,7 +293,8 @@ class RedisSessionStore:
         async with _available():
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self._key(session_id))
-            pipe.publish(self.channel, session_id)
+            if self.channel:
+                pipe.publish(self.channel, session_id)
             await pipe.execute()
 
     async def delete_for(self, *, provider_sub: str | None = None, provider_sid: str | None = None) -> int:
@@ -308,8 +312,9 @@ class RedisSessionStore:
                 return 0
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(*(self._key(i) for i in ids))
-            pipe.publish(self.channel, " ".join(ids))
-            deleted, _ = await pipe.execute()
+            if self.channel:
+                pipe.publish(self.channel, " ".join(ids))
+            deleted = (await pipe.execute())[0]
             await self.client.srem(indexes[0], *ids)
             return int(deleted)
 

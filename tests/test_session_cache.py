@@ -37,7 +37,8 @@ async def replicas(own_redis_server: RedisServer) -> AsyncIterator[list[Replica]
     listeners = []
     for _ in range(2):
         client = redis.Redis.from_url(own_redis_server.url, socket_timeout=2, socket_connect_timeout=1)
-        store = RedisSessionStore(client, EXPIRY, clock=clock)
+        store = RedisSessionStore(client, EXPIRY, clock=clock, announce=True)
+        assert store.channel is not None
         cache: SessionCache[Session] = SessionCache(client, store.channel, max_age_s=30)
         store.cache = cache
         listeners.append(asyncio.create_task(cache.run()))

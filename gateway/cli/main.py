@@ -4,6 +4,7 @@ notebooks`."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from . import audit as audit_cli
 from . import login as login_cli
 from . import notebooks as notebooks_cli
 from . import policy as policy_cli
+from . import workers
 
 log = logging.getLogger(__name__)
 DEV_CLI_CLIENT_ID = "notebook-gateway-cli"  # the public client `dev` registers with its development provider
@@ -135,8 +137,12 @@ def dev_settings(settings: config.Settings, *, port: int | None) -> config.Setti
     return settings.model_copy(update=update)
 
 
-def run(settings: config.Settings, *, dev: bool) -> int:
+def run(settings: config.Settings, *, dev: bool, worker: int | None = None) -> int:
     logs.configure(settings.log_level, settings.log_format)
+    if settings.workers > 1 and worker is None:  # this process only supervises (cli/workers.py)
+        if problems := workers.problems(settings, dev=dev):
+            return report(problems)
+        return workers.supervise(settings, run)
     if settings.audit_stdout and not dev:
         send_to_stdout()  # bare JSON lines on stdout for shippers (dev shows them among the logs)
     try:
@@ -171,16 +177,31 @@ def run(settings: config.Settings, *, dev: bool) -> int:
     try:
         web.run_app(
             app,
+            loop=new_event_loop(settings.event_loop),
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_grace_s,
             access_log_class=AccessLogger,
             access_log=logging.getLogger("gateway.access"),
             print=announce,
+            reuse_port=settings.workers > 1,  # the workers share the port; the kernel spreads connections
         )
     except config.ConfigError as exc:  # found while opening resources, e.g. a malformed routes file
         return report(exc.problems)
     return 0
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed (`pip install notebook-gateway[fast]`) and not turned off: the same asyncio API
+    on libuv, with cheaper socket reads and writes, which is most of what a proxy does."""
+    if kind == "auto":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
 if __name__ == "__main__":

@@ -14,10 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client as kube
-from kubernetes_asyncio import config as kube_config
-from kubernetes_asyncio.client.exceptions import ApiException
-from kubernetes_asyncio.watch import Watch
 
 from ..errors import (
     KubernetesConflict,
@@ -30,6 +26,18 @@ from ..errors import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _library() -> tuple[Any, Any]:
+    """`kubernetes_asyncio` and its `config`, imported on first use: the library's generated models cost about
+    30 MiB and a second of start-up, which a gateway with the static or local backend and file policies never needs
+    (those import this module only for its types)."""
+    import kubernetes_asyncio.client
+    import kubernetes_asyncio.config
+    import kubernetes_asyncio.watch
+
+    return kubernetes_asyncio, kubernetes_asyncio.config
+
 
 JsonObject = dict[str, object]
 
@@ -133,12 +141,13 @@ class KubeClient:
         Raises `KubeConfigError` when neither gives a usable configuration."""
         if self._api is not None:
             raise RuntimeError("the Kubernetes client is open already")
-        configuration = kube.Configuration()
+        kube, kube_config = _library()
+        configuration = kube.client.Configuration()
         try:
             if self.kubeconfig is None and self.context is None:
                 try:
-                    kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-                    self._api = kube.ApiClient(configuration)
+                    kube_config.load_incluster_config(client_configuration=configuration)
+                    self._api = kube.client.ApiClient(configuration)
                     return
                 except kube_config.ConfigException:
                     pass  # not in a cluster: the default kubeconfig, as kubectl would
@@ -151,7 +160,7 @@ class KubeClient:
         except (kube_config.ConfigException, OSError, ValueError, TypeError, KeyError) as exc:
             where = f"kubeconfig {self.kubeconfig}" if self.kubeconfig is not None else "the default kubeconfig"
             raise KubeConfigError(f"cannot configure the Kubernetes client from {where}: {exc}") from None
-        self._api = kube.ApiClient(configuration)
+        self._api = kube.client.ApiClient(configuration)
 
     @property
     def closed(self) -> bool:
@@ -168,11 +177,11 @@ class KubeClient:
 
     @property
     def _custom(self) -> Any:
-        return kube.CustomObjectsApi(self._opened())
+        return _library()[0].client.CustomObjectsApi(self._opened())
 
     @property
     def _core(self) -> Any:
-        return kube.CoreV1Api(self._opened())
+        return _library()[0].client.CoreV1Api(self._opened())
 
     def _opened(self) -> Any:
         if self._api is None:
@@ -216,8 +225,9 @@ class KubeClient:
         read_timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT_S, sock_read=timeout_s + 15)
         if on_open is not None:
             fn = _reporting_open(fn, on_open)
+        kube = _library()[0]
         try:
-            async with Watch(return_type="object") as watch:
+            async with kube.watch.Watch(return_type="object") as watch:
                 stream = watch.stream(
                     fn,
                     *args,
@@ -229,7 +239,7 @@ class KubeClient:
                 )
                 async for raw in stream:
                     yield _watch_event(raw)
-        except ApiException as exc:
+        except kube.client.exceptions.ApiException as exc:
             # The watch helper puts "<reason>: <message>" in `reason` for an ERROR event.
             reason, _, message = str(exc.reason or "").partition(": ")
             raise api_error(int(exc.status or 0), reason, message or reason) from None

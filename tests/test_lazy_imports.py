@@ -1,0 +1,25 @@
+"""A gateway that needs no Kubernetes loads no Kubernetes library: `kubernetes_asyncio` (about 30 MiB of generated
+models and a second of start-up) is imported when the Kubernetes client opens, not with the modules that name its
+types. Checked in a fresh interpreter, since this test run has imported it long ago."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = """
+import sys
+import gateway.cli.main, gateway.app, gateway.backends.kubernetes, gateway.authz.kubeflow, gateway.profiles
+print(sorted(name for name in sys.modules if name.startswith("kubernetes")))
+from gateway.kube.client import _library
+_library()
+print("kubernetes_asyncio.client" in sys.modules)
+"""
+
+
+def test_the_kubernetes_library_is_imported_only_when_a_client_needs_it() -> None:
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout + done.stderr
