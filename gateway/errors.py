@@ -9,6 +9,7 @@ GatewayError                 500 internal_error
   LoginRequired              401 login_required
   LoginFailed                401 login_failed          (a page, not another round to the provider)
   InvalidToken               401 invalid_token         (a bearer, ID or logout token did not check out)
+    TokenRequestRefused      401 invalid_token         (the token endpoint answered an OAuth error)
   RefreshRejected            401 login_required        (the provider refused the refresh token: the session ends)
   Forbidden                  403 forbidden
     NotAllowed               403 not_allowed           (the provider vouched, the sign-in rules keep the user out)
@@ -166,6 +167,14 @@ class InvalidToken(GatewayError):
         # name may be counted against. A forged token's claims never are.
         self.signed_claims = signed_claims
         self.username: str | None = None  # set by whoever knows how to read a username from the claims
+
+
+class TokenRequestRefused(InvalidToken):
+    """The token endpoint answered with an OAuth error (`error` is its code, e.g. `authorization_pending`)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(f"The identity provider refused the token request: {error}.")
+        self.error = error
 
 
 class RefreshRejected(GatewayError):

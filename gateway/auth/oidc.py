@@ -32,7 +32,7 @@ import aiohttp
 import jwt
 from yarl import URL
 
-from ..errors import IdPUnavailable, InvalidToken, RefreshRejected
+from ..errors import IdPUnavailable, InvalidToken, RefreshRejected, TokenRequestRefused
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,6 @@ class DeviceAuthorization:
     verification_uri_complete: str | None
     expires_at: float
     interval_s: float
-
-
-class TokenRequestRefused(InvalidToken):
-    """The token endpoint answered with an OAuth error (`error` is its code, e.g. `authorization_pending`)."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(f"The identity provider refused the token request: {error}.")
-        self.error = error
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..auth.oidc import DeviceAuthorization, OIDCClient, PendingLogin, TokenRequestRefused, TokenSet
-from ..errors import GatewayError, RefreshRejected
+from ..auth.oidc import DeviceAuthorization, OIDCClient, PendingLogin, TokenSet
+from ..errors import GatewayError, RefreshRejected, TokenRequestRefused
 from . import token_store
 from .token_store import StoredLogin, TokenStoreError
 
