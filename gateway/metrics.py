@@ -199,6 +199,7 @@ class Metrics:
     def timed_sessions(self, store: SessionStore) -> SessionStore:
         """`store`, with each call's time and failures on /metrics."""
         return TimedSessionStore(store, self)
+
     def watch_activity(self, snapshot: Callable[[], Mapping[tuple[str, str], float]]) -> None:
         """Export each notebook server's last activity, read from `snapshot()` at each scrape."""
         self.registry.register(ActivityCollector(snapshot))
@@ -376,6 +377,8 @@ class TimedSessionStore:
             failed = False
         finally:
             self._done("ping", started, failed)
+
+
 class ActivityCollector:
     """One series per notebook server this replica knows a last activity for. Bounded: only servers the
     proxy routed to (they exist, and the user may connect), dropped when they are stopped or deleted,

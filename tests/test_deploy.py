@@ -752,6 +752,8 @@ def test_without_the_audit_volume_the_audit_files_live_as_long_as_the_pod(manife
     assert "emptyDir" in audit
     [mount] = [mount for mount in container(manifests)["volumeMounts"] if mount["name"] == "audit"]
     assert settings_from(gateway_env(manifests)).audit_dir == Path(mount["mountPath"])
+
+
 # The app's routes that the Kubeflow overlay's VirtualService leaves alone, each for a reason: probes and
 # Prometheus reach the pod directly (and `/healthz` on the host is the dashboard's), `/` is the dashboard's
 # page, and the notebook-origin callback is served on the notebook origins (routed whole by their own route).

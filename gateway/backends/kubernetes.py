@@ -201,6 +201,7 @@ class KubernetesBackend:
         for namespace, _, obj in watcher.all_notebooks():
             counts[notebook_status(obj, watcher.warnings_in(namespace), now).phase] += 1
         return dict(counts)
+
     # -- the detail page --------------------------------------------------------------------------------
 
     async def resource(self, namespace: str, name: str) -> JsonObject:

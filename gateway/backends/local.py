@@ -292,6 +292,7 @@ class LocalBackend(WithoutKubernetes):
 
     def phase_counts(self) -> dict[Phase, int]:
         return dict(Counter(server.status.phase for server in self._servers.values()))
+
     # -- the detail page ----------------------------------------------------------------------------
 
     async def resource(self, namespace: str, name: str) -> JsonObject:

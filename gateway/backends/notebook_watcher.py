@@ -229,6 +229,8 @@ def creation_time(obj: JsonObject) -> float | None:
         return datetime.fromisoformat(stamp).timestamp() if isinstance(stamp, str) else None
     except ValueError:
         return None
+
+
 def _behaviour(key: tuple[str, str], notebook: JsonObject) -> ProxyBehaviour:
     metadata = notebook.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None

@@ -206,6 +206,7 @@ class StaticBackend(WithoutKubernetes):
 
     def phase_counts(self) -> dict[Phase, int]:
         return dict(Counter(self._notebook(route).status.phase for route in self._routes.values()))
+
     def proxy_behaviour(self, namespace: str, name: str) -> ProxyBehaviour:
         found = self._routes.get((namespace, name))
         return DEFAULT if found is None else found.behaviour
