@@ -272,8 +272,8 @@ class NewNotebook(Model):
 
     name: str = Field(description="A DNS-1123 label.")
     namespace: str | None = Field(None, description="The URL's namespace, if given.")
-    serverType: Literal["jupyter", "group-one", "group-two"] = Field(
-        "jupyter", description="JupyterLab, VS Code or RStudio (one the configuration has images for)."
+    serverType: Literal["jupyter", "group-one", "group-two", ""] = Field(
+        "jupyter", description="JupyterLab, VS Code or RStudio (one the configuration has images for); empty: jupyter."
     )
     image: str | None = None
     customImage: str | None = None
