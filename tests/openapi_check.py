@@ -19,12 +19,15 @@ def schema_for(ref: str) -> dict[str, Any]:
     return {"$ref": ref, "components": document()["components"]}
 
 
-def answer_schema(method: str, path: str, status: int) -> dict[str, Any] | None:
-    """What the document says `method path` answers with `status`; None for a route it does not describe."""
+def answer_schema(method: str, path: str, status: int) -> dict[str, Any] | bool | None:
+    """What the document says `method path` answers with `status` in JSON; None for a route it does not
+    describe, False (no JSON is valid) when it describes that answer in other types only."""
     operation = document()["paths"].get(path, {}).get(method.lower())
     if operation is None:
         return None
     described = operation["responses"].get(str(status), operation["responses"]["default"])
+    if "application/json" not in described["content"]:
+        return False
     schema: dict[str, Any] = described["content"]["application/json"]["schema"]
     return schema_for(schema["$ref"]) if "$ref" in schema else schema
 

@@ -21,6 +21,8 @@ from gateway.audit.events import SCHEMA_PATH, AuditEvent
 
 from .conftest import Client, sign_in_dev
 
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 ADMIN, ALICE = "admin@example.com", "alice@example.com"
 Factory = Callable[..., Any]
 

@@ -23,6 +23,8 @@ from tests.fakes.kube_api import FakeKubeAPI, kube_client
 
 from .conftest import Client, wait_until
 
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 KUBEFLOW_CONFIG = Path(__file__).parent / "kubeflow" / "spawner_ui_config.yaml"
 CODE_SERVER = "ghcr.io/kubeflow/kubeflow/notebook-servers/codeserver-python:latest"
 RSTUDIO = "ghcr.io/kubeflow/kubeflow/notebook-servers/rstudio-tidyverse:latest"

@@ -24,6 +24,8 @@ from .conftest import Client, wait_until
 from .test_backend_kubernetes import nb_spec
 from .test_deploy import apply_access, render
 
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 API = "/api/namespaces/alice/notebooks/nb1"
 HOSTILE = '<script>alert("log")</script><img src=x onerror=alert(1)>'
 PODS = Kind("", "v1", "pods", "pod")

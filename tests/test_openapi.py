@@ -11,6 +11,7 @@ import pytest
 from aiohttp import hdrs
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
+from gateway.notebook_form import FIELDS, PULL_POLICIES, SERVER_TYPES
 from gateway.web.openapi import OPERATIONS, document
 from tests.conftest import Client
 from tests.openapi_check import ResponseChecker
@@ -43,6 +44,14 @@ async def test_every_api_route_the_app_serves_is_described_and_nothing_else(
     assert served == set(OPERATIONS)
     described = {(method.upper(), path) for path, item in document()["paths"].items() for method in item}
     assert described == served
+
+
+def test_the_create_body_is_described_with_exactly_the_fields_the_form_accepts() -> None:
+    schema = document()["components"]["schemas"]["NewNotebook"]
+    assert set(schema["properties"]) == FIELDS and schema["required"] == ["name"]
+    assert schema["additionalProperties"] is False  # the form refuses any other field
+    assert set(schema["properties"]["imagePullPolicy"]["anyOf"][0]["enum"]) == {*PULL_POLICIES, ""}
+    assert set(schema["properties"]["serverType"]["enum"]) == {*SERVER_TYPES, ""}
 
 
 def test_the_checker_catches_an_answer_the_document_does_not_describe() -> None:

@@ -76,6 +76,11 @@ class NotebookMetadata(Model):
     labels: dict[str, str]
 
 
+class GpuSummary(Model):
+    count: int = Field(description="GPUs of the configured vendors the server asks for.")
+    message: str = Field(description='Which, e.g. "1 NVIDIA, 2 AMD"; empty for none.')
+
+
 class Notebook(Model):
     """One notebook server, as Kubeflow's Jupyter web app lists it, with a few facts of the gateway's."""
 
@@ -90,13 +95,18 @@ class Notebook(Model):
     memory: str
     cpuLimit: str | None
     memoryLimit: str | None
-    gpus: dict[str, Any]
+    gpus: GpuSummary
     volumes: list[str]
     status: NotebookStatus
     stopped: bool
     url: str = Field(description="Where the server opens, relative to the gateway.")
     notes: list[str]
     metadata: NotebookMetadata
+    cull_at: str = Field(
+        "",
+        description="When idle culling will stop the server (RFC 3339), or empty when it will not. "
+        "In lists and single reads; absent from the answers of create, stop and start.",
+    )
 
 
 class Envelope(Model):
@@ -125,18 +135,164 @@ class NotebookDeleted(Envelope):
 
 
 class FormDefaults(Envelope):
-    config: dict[str, Any] = Field(description="The NEW SERVER form's defaults, as spawner_ui_config.yaml's.")
+    config: SpawnerFormDefaults
 
 
-class NewNotebook(BaseModel):
+class Setting(Model):
+    """One field's default; `readOnly` when the administrator fixed it (a create may then leave it out only)."""
+
+    readOnly: Literal[True] | None = None
+
+
+class StringSetting(Setting):
+    value: str
+
+
+class ImageSetting(Setting):
+    value: str
+    options: list[str]
+
+
+class ImageGroup(Model):
+    value: str
+    options: list[str]
+
+
+class ResourceSetting(Setting):
+    value: str = Field(description="The request, a Kubernetes quantity.")
+    limitFactor: str = Field(description="limit = request x this; `none`: no limit.")
+
+
+class WorkspaceSetting(Setting):
+    value: VolumeSource
+
+
+class DataVolumesSetting(Setting):
+    value: list[VolumeSource]
+
+
+class GpuVendor(Model):
+    limitsKey: str
+    uiName: str
+
+
+class GpuDefault(Model):
+    vendor: str
+    vendors: list[GpuVendor]
+    num: str = Field(description='The default count, or `"none"`.')
+
+
+class GpuSetting(Setting):
+    value: GpuDefault
+    counts: list[int] = Field(description="The counts the form offers.")
+
+
+class AffinityOption(Model):
+    configKey: str
+    displayName: str
+    affinity: dict[str, Any] = Field(description="A Kubernetes Affinity.")
+
+
+class AffinitySetting(Setting):
+    value: str = Field(description="The default `configKey`; empty for none.")
+    options: list[AffinityOption]
+
+
+class TolerationOption(Model):
+    groupKey: str
+    displayName: str
+    tolerations: list[dict[str, Any]] = Field(description="Kubernetes Tolerations.")
+
+
+class TolerationSetting(Setting):
+    value: str = Field(description="The default `groupKey`; empty for none.")
+    options: list[TolerationOption]
+
+
+class BoolSetting(Setting):
+    value: bool
+
+
+class ConfigurationsSetting(Setting):
+    value: list[str]
+
+
+class EnvironmentSetting(Model):
+    value: dict[str, str]
+
+
+class SpawnerFormDefaults(Model):
+    """The NEW SERVER form's defaults, in the shape of spawner_ui_config.yaml's `spawnerFormDefaults`.
+    Options the gateway does not offer are present and empty."""
+
+    image: ImageSetting
+    imageGroupOne: ImageGroup = Field(description="VS Code (`serverType` group-one) images.")
+    imageGroupTwo: ImageGroup = Field(description="RStudio (`serverType` group-two) images.")
+    allowCustomImage: bool
+    hideRegistry: bool
+    hideTag: bool
+    imagePullPolicy: StringSetting
+    cpu: ResourceSetting
+    memory: ResourceSetting
+    workspaceVolume: WorkspaceSetting
+    dataVolumes: DataVolumesSetting
+    gpus: GpuSetting
+    affinityConfig: AffinitySetting
+    tolerationGroup: TolerationSetting
+    shm: BoolSetting
+    configurations: ConfigurationsSetting
+    environment: EnvironmentSetting
+
+
+class NewPvc(Model):
+    metadata: dict[str, str] = Field(description="`name`: a DNS-1123 subdomain; `{notebook-name}` is replaced.")
+    spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="`resources.requests.storage` (a quantity), `accessModes` (one mode), `storageClassName`.",
+    )
+
+
+class VolumeSource(Model):
+    """A volume to mount: a new claim, or an existing one (`{"persistentVolumeClaim": {"claimName"}}`)."""
+
+    mount: str = Field(description="An absolute path without `.` or `..` segments.")
+    newPvc: NewPvc | None = None
+    existingSource: dict[str, dict[str, str | bool]] | None = None
+
+
+class GpuRequest(Model):
+    num: str | int = Field("none", description='`"none"` or a count the configuration offers.')
+    vendor: str = Field("", description="A vendor's `limitsKey`, e.g. `nvidia.com/gpu`.")
+
+
+class NewNotebook(Model):
     """The NEW SERVER form's fields (Kubeflow's Jupyter web app form); all but `name` default to the
-    gateway's spawner configuration. Checked by gateway/notebook_form.py, which says which field is wrong."""
+    gateway's spawner configuration, and any other field is refused. Checked by gateway/notebook_form.py,
+    which says which field is wrong."""
 
-    model_config = ConfigDict(extra="allow")
     name: str = Field(description="A DNS-1123 label.")
+    namespace: str | None = Field(None, description="The URL's namespace, if given.")
+    serverType: Literal["jupyter", "group-one", "group-two", ""] = Field(
+        "jupyter", description="JupyterLab, VS Code or RStudio (one the configuration has images for); empty: jupyter."
+    )
     image: str | None = None
+    customImage: str | None = None
+    customImageCheck: bool | None = None
+    allowCustomImage: bool | None = Field(None, description="Echoed by the web app; the configuration decides.")
+    imagePullPolicy: Literal["Always", "IfNotPresent", "Never", ""] | None = None
     cpu: str | float | None = None
+    cpuLimit: str | float | None = Field(None, description="At least `cpu`; default: `cpu` x the limit factor.")
     memory: str | float | None = None
+    memoryLimit: str | float | None = Field(None, description="At least `memory`.")
+    gpus: GpuRequest | None = None
+    affinityConfig: str | None = Field(None, description="An affinity option's `configKey`, or `none`.")
+    tolerationGroup: str | None = Field(None, description="A toleration group's `groupKey`, or `none`.")
+    shm: bool | None = Field(None, description="Mount a memory-backed /dev/shm.")
+    configurations: list[str] | None = Field(None, description="PodDefault labels to apply.")
+    environment: str | dict[str, Any] | None = Field(None, description="Not supported yet: must be empty.")
+    noWorkspace: bool | None = None
+    workspace: VolumeSource | None = Field(None, description="null: no workspace volume.")
+    datavols: list[VolumeSource] | None = None
 
 
 class NotebookPatch(Model):
@@ -322,3 +478,56 @@ class AuditPage(Model):
     scanned: int
     source: str
     filters: dict[str, Any]
+
+
+class HourOfActivity(Model):
+    hour: str = Field(description="The hour's start, e.g. `2024-05-01T12:00:00Z`.")
+    allowed: int
+    denied: int
+    failed: int
+    actions: dict[str, dict[str, int]] = Field(description="Events by action, then by outcome.")
+
+
+class AuditActivity(Model):
+    """Events per hour by action and outcome (gateway/audit/activity.py), oldest hour first, every hour present."""
+
+    since: str
+    until: str
+    hours: list[HourOfActivity]
+    events: int = Field(description="Events counted.")
+    complete: bool = Field(description="False when counting stopped at its ceiling (the newest were counted).")
+    clamped: bool = Field(description="True when the window was cut to the longest the chart shows.")
+
+
+# -- a notebook server's details (/api/namespaces/{namespace}/notebooks/{name}/...) -------------------------
+
+
+class PodMetadata(Model):
+    name: str
+    namespace: str
+
+
+class PodSummary(Model):
+    """What the Notebook's status says of its pod (the gateway never reads pods)."""
+
+    metadata: PodMetadata
+    status: dict[str, Any] = Field(
+        description="`containerState`, `conditions`, `phase`, `startedAt`, as far as the Notebook's status has them."
+    )
+
+
+class NotebookPod(Envelope):
+    pod: PodSummary
+
+
+class NotebookLogs(Envelope):
+    logs: list[str] = Field(description="The newest lines of the server's log, oldest first (bounded by `tail`).")
+    note: str = Field(description="Why there is no log (e.g. the server is stopped); empty otherwise.")
+
+
+class NotebookEvents(Envelope):
+    events: list[dict[str, Any]] = Field(description="The server's Kubernetes Events (core/v1 Event objects).")
+
+
+class NotebookResource(Envelope):
+    resource: dict[str, Any] = Field(description="The Notebook object (kubeflow.org/v1), as the backend has it.")

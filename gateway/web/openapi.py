@@ -29,24 +29,31 @@ VALIDATION: Literal["validation"] = "validation"
 @dataclass(frozen=True)
 class Operation:
     summary: str
-    answer: type[BaseModel] | None  # None: not JSON (the document itself)
+    answer: type[BaseModel] | None  # None: no model (the document itself, files, streams)
     body: type[BaseModel] | None = None
+    media: dict[str, dict[str, Any]] = field(default_factory=dict)  # other answers' types -> their schema
     status: int = 200
     query: dict[str, str] = field(default_factory=dict)  # name -> description
     tag: str = "notebooks"
 
 
 NS = "/api/namespaces/{namespace}"
+NOTEBOOK = f"{NS}/notebooks/{{name}}"
+AUDIT_FILTERS = {
+    **{name: f"filter by {name}" for name in ("user", "namespace", "notebook", "action", "outcome", "text")},
+    "since": "RFC 3339 time",
+    "until": "RFC 3339 time",
+    "q": "a query in the audit page's syntax",
+}
+TEXT = {"type": "string"}
 OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", PATH): Operation("This document", None, tag="meta"),
     ("GET", "/api/config"): Operation("The NEW SERVER form's defaults", m.FormDefaults),
     ("GET", f"{NS}/notebooks"): Operation("List the notebook servers of a namespace", m.NotebookList),
     ("POST", f"{NS}/notebooks"): Operation("Create a notebook server", m.NotebookAnswer, m.NewNotebook),
-    ("GET", f"{NS}/notebooks/{{name}}"): Operation("One notebook server", m.NotebookAnswer),
-    ("PATCH", f"{NS}/notebooks/{{name}}"): Operation(
-        "Stop or start a notebook server", m.NotebookAnswer, m.NotebookPatch
-    ),
-    ("DELETE", f"{NS}/notebooks/{{name}}"): Operation(
+    ("GET", NOTEBOOK): Operation("One notebook server", m.NotebookAnswer),
+    ("PATCH", NOTEBOOK): Operation("Stop or start a notebook server", m.NotebookAnswer, m.NotebookPatch),
+    ("DELETE", NOTEBOOK): Operation(
         "Delete a notebook server",
         m.NotebookDeleted,
         query={"volumes": "`true`: also delete the volumes made with it (never attached ones)"},
@@ -84,17 +91,43 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/api/audit"): Operation(
         "Search the audit log",
         m.AuditPage,
+        media={"text/csv": TEXT},
         query={
-            **{name: f"filter by {name}" for name in ("user", "namespace", "notebook", "action", "outcome", "text")},
-            "since": "RFC 3339 time",
-            "until": "RFC 3339 time",
-            "q": "a query in the audit page's syntax",
+            **AUDIT_FILTERS,
             "limit": "events per page",
             "cursor": "the X-Next-Cursor of the previous page",
-            "format": "`json` (default) or `csv`",
+            "format": "`json` (default) or `csv` (also chosen by `Accept: text/csv`)",
         },
         tag="audit",
     ),
+    ("GET", "/api/audit/export"): Operation(
+        "Export every matching event, streamed (a download; cut short when the store fails midway)",
+        None,
+        # JSON lines: one audit event (or, for `ecs`, one Elastic Common Schema document) a line.
+        media={"text/csv": TEXT, "application/x-ndjson": TEXT},
+        query={**AUDIT_FILTERS, "format": "`csv` (default), `jsonl` (JSON lines) or `ecs` (ECS JSON lines)"},
+        tag="audit",
+    ),
+    ("GET", "/api/audit/activity"): Operation(
+        "Matching events per hour by action and outcome (the last 24 hours without `since`)",
+        m.AuditActivity,
+        query=AUDIT_FILTERS,
+        tag="audit",
+    ),
+    ("GET", "/api/audit/schema"): Operation(
+        "The audit event's JSON Schema",
+        None,
+        media={"application/schema+json": {"type": "object"}},
+        tag="audit",
+    ),
+    ("GET", f"{NOTEBOOK}/pod"): Operation("What a notebook server's status says of its pod", m.NotebookPod),
+    ("GET", f"{NOTEBOOK}/pod/{{pod}}/logs"): Operation(
+        "The newest lines of a notebook server's log",
+        m.NotebookLogs,
+        query={"tail": "how many lines, 1 to the gateway's maximum (the default)"},
+    ),
+    ("GET", f"{NOTEBOOK}/events"): Operation("A notebook server's Kubernetes Events", m.NotebookEvents),
+    ("GET", f"{NOTEBOOK}/resource"): Operation("A notebook server's Notebook object", m.NotebookResource),
 }
 
 routes = web.RouteTableDef()
@@ -149,10 +182,9 @@ def _operation(method: str, path: str, op: Operation) -> dict[str, Any]:
     ]
     error = {"description": "A refusal or failure", "content": _json(m.Error)}
     answer: dict[str, Any] = {"description": op.summary}
-    if op.answer is not None:
-        answer["content"] = _json(op.answer)
-    else:
-        answer["content"] = {"application/json": {"schema": {"type": "object"}}}
+    content = _json(op.answer) if op.answer is not None else {}
+    content.update({media: {"schema": schema} for media, schema in op.media.items()})
+    answer["content"] = content or {"application/json": {"schema": {"type": "object"}}}
     operation: dict[str, Any] = {
         "operationId": name,
         "summary": op.summary,
