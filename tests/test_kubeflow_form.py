@@ -346,6 +346,42 @@ async def test_the_gpu_quota_set_on_a_profile_is_the_one_a_new_server_meets(
     ]
 
 
+async def test_a_profile_takes_a_quota_for_each_configured_gpu_vendor_and_an_amd_quota_holds(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, spawner_file: Path, kube_api: FakeKubeAPI
+) -> None:
+    root = "root@example.com"
+    gateway: Client = await gateway_factory(
+        user=root, backend="kubernetes", kubeconfig=kubeconfig, bootstrap_admins=(root,), spawner_config=spawner_file
+    )
+    page = await (await gateway.get("/profiles")).text()
+    for vendor, label in (("nvidia.com/gpu", "NVIDIA"), ("amd.com/gpu", "AMD"), ("habana.ai/gaudi", "Intel Gaudi")):
+        assert f'data-quota="{vendor}"' in page
+        assert f"GPUs ({label})" in page
+    unknown = {"name": "team-b", "owner": root, "quota": {"intel.com/gpu": "1"}}
+    resp = await gateway.post("/api/profiles", json=unknown)
+    answer = await resp.json()
+    assert (resp.status, answer["field"]) == (400, "quota.intel.com/gpu")
+    assert "amd.com/gpu" in answer["message"]
+    assert kube_api.get("namespaces", "", "team-b") is None
+    profile = {"name": "team-a", "owner": root, "quota": {"amd.com/gpu": "2"}}
+    resp = await gateway.post("/api/profiles", json=profile)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["quota"] == {"amd.com/gpu": "2"}
+    quota = kube_api.get("resourcequotas", "team-a", "notebook-quota")
+    assert quota is not None and quota["spec"]["hard"] == {"requests.amd.com/gpu": "2"}
+    listed = (await (await gateway.get("/api/profiles")).json())["profiles"]
+    assert [p["quota"] for p in listed if p["name"] == "team-a"] == [{"amd.com/gpu": "2"}]
+    amd = {"namespace": "team-a", "gpus": {"vendor": "amd.com/gpu", "num": "2"}}
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("first", **amd))
+    assert resp.status == 200, await resp.text()
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("second", **amd))
+    assert resp.status == 403
+    assert "allows 2 amd.com/gpu and 2 are in use" in (await resp.json())["message"]
+    nvidia = {"namespace": "team-a", "gpus": {"vendor": "nvidia.com/gpu", "num": "1"}}  # not under the quota
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("third", **nvidia))
+    assert resp.status == 200, await resp.text()
+
+
 def test_gpus_in_use_by_other_pods_count_and_an_unreadable_quota_value_is_skipped() -> None:
     quota = {
         "metadata": {"name": "q"},
