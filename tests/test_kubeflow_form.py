@@ -392,3 +392,28 @@ def test_gpus_in_use_by_other_pods_count_and_an_unreadable_quota_value_is_skippe
     assert problem is not None and "allows 2 nvidia.com/gpu and 2 are in use" in problem
     assert gpu_quota_problem([quota], [], (("amd.com/gpu", 8),)) is None  # no readable bound on AMD
     assert gpu_quota_problem([], [], (("nvidia.com/gpu", 8),)) is None  # no quota, no bound
+
+
+async def test_a_json_client_that_leaves_out_volumes_and_configurations_gets_the_configs_defaults(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, tmp_path: Path, kube_api: FakeKubeAPI
+) -> None:
+    form = kubeflow_form()
+    volume = {"mount": "/home/jovyan/data", "newPvc": {"metadata": {"name": "{notebook-name}-data"}, "spec": {}}}
+    volume["newPvc"]["spec"] = {"resources": {"requests": {"storage": "2Gi"}}, "accessModes": ["ReadWriteOnce"]}
+    form["dataVolumes"] = {"value": [volume], "readOnly": True}
+    form["configurations"] = {"value": ["add-gcp-secret"], "readOnly": False}
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump({"spawnerFormDefaults": form}))
+    gateway = await kubeflow_gateway(gateway_factory, kubeconfig, path)
+    gcp = {"selector": {"matchLabels": {"add-gcp-secret": "true"}}, "desc": "Add GCP credentials"}
+    kube_api.create("poddefaults", {"metadata": {"name": "add-gcp-secret"}, "spec": gcp}, "alice")
+    body = {key: value for key, value in jwa_body("lab").items() if key not in ("datavols", "configurations")}
+    resp = await gateway.post("/api/namespaces/alice/notebooks", json=body)
+    assert resp.status == 200, await resp.text()
+    notebook = kube_api.get("notebooks", "alice", "lab")
+    assert notebook is not None
+    assert notebook["metadata"]["labels"]["add-gcp-secret"] == "true"
+    assert kube_api.get("persistentvolumeclaims", "alice", "lab-data") is not None
+    # dataVolumes is read-only: a body that changes it is refused, naming the field.
+    resp = await gateway.post("/api/namespaces/alice/notebooks", json=jwa_body("other", datavols=[]))
+    assert (resp.status, (await resp.json())["field"]) == (400, "datavols")
