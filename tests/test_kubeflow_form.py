@@ -398,8 +398,8 @@ async def test_a_json_client_that_leaves_out_volumes_and_configurations_gets_the
     gateway_factory: Callable[..., Any], kubeconfig: Path, tmp_path: Path, kube_api: FakeKubeAPI
 ) -> None:
     form = kubeflow_form()
-    volume = {"mount": "/home/jovyan/data", "newPvc": {"metadata": {"name": "{notebook-name}-data"}, "spec": {}}}
-    volume["newPvc"]["spec"] = {"resources": {"requests": {"storage": "2Gi"}}, "accessModes": ["ReadWriteOnce"]}
+    pvc_spec = {"resources": {"requests": {"storage": "2Gi"}}, "accessModes": ["ReadWriteOnce"]}
+    volume = {"mount": "/home/jovyan/data", "newPvc": {"metadata": {"name": "{notebook-name}-data"}, "spec": pvc_spec}}
     form["dataVolumes"] = {"value": [volume], "readOnly": True}
     form["configurations"] = {"value": ["add-gcp-secret"], "readOnly": False}
     path = tmp_path / "defaults.yaml"
