@@ -50,6 +50,7 @@ from .logs import REQUEST_ID
 from .metrics import Metrics
 from .middlewares import authenticate, canonical_path, error_pages, measure, request_context
 from .notebook_credentials import MemoryCredentialStore, RedisCredentialStore
+from .notebook_form import check_defaults
 from .onboarding import Onboarding
 from .origins import NotebookOrigins
 from .profile_access import ProfileAccess
@@ -142,7 +143,7 @@ def create_app(settings: Settings) -> web.Application:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    app[keys.SPAWNER] = SpawnerConfig.load(settings.spawner_config)
+    app[keys.SPAWNER] = check_defaults(SpawnerConfig.load(settings.spawner_config))
     app[keys.REFUSALS] = RefusalSampler(settings.audit_refusal_clients)
     app.cleanup_ctx.extend(
         [

@@ -95,7 +95,9 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
     workspace = _workspace(form, name, defaults)
     data_volumes = [
         (field, _volume(raw, field, name, defaults.workspace_access_mode))
-        for field, raw in ((f"datavols[{index}]", raw) for index, raw in enumerate(_list(form, "datavols")))
+        for field, raw in (
+            (f"datavols[{index}]", raw) for index, raw in enumerate(_list(form, "datavols", defaults.data_volumes))
+        )
     ]
     _check_unique([("workspace", workspace)] if workspace else [], data_volumes)
     _check_unsupported(form)
@@ -112,7 +114,7 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         data_volumes=tuple(volume for _, volume in data_volumes),
         server_type=server_type,
         image_pull_policy=_choice(form, "imagePullPolicy", PULL_POLICIES, defaults.image_pull_policy),
-        configurations=_configurations(form),
+        configurations=_configurations(form, defaults.configurations),
         gpus=_gpus(form, defaults),
         affinity_config=affinity.key if affinity else "",
         affinity=affinity.value if affinity else None,
@@ -126,6 +128,16 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         _check_read_only(form, spec, fixed, defaults.read_only)
     _check_maximums(spec, defaults.maximums)
     return spec
+
+
+def check_defaults(defaults: SpawnerConfig) -> SpawnerConfig:
+    """The config's defaults checked as a request's body is (e.g. `dataVolumes.value`, given as the
+    web app's body writes volumes), so a bad default fails at start, not on every create. Raises ValueError."""
+    try:
+        parse_notebook_form({"name": "example"}, namespace="example", defaults=defaults)
+    except InvalidNotebookSpec as exc:
+        raise ValueError(f"the spawner config's defaults are refused ({exc.field}): {exc.message}") from None
+    return defaults
 
 
 def check_one_notebook_grant(spec: NotebookSpec, defaults: SpawnerConfig) -> None:
@@ -241,8 +253,8 @@ def _bool(form: Mapping[str, object], field: str, default: bool) -> bool:
     return value
 
 
-def _list(form: Mapping[str, object], field: str) -> list[object]:
-    value = form.get(field, [])
+def _list(form: Mapping[str, object], field: str, default: tuple[object, ...] = ()) -> list[object]:
+    value = form.get(field, list(default))
     if not isinstance(value, list):
         raise InvalidNotebookSpec(f"{field} must be a list.", field=field)
     return value
@@ -438,9 +450,10 @@ def _check_unique(*groups: list[tuple[str, Volume]]) -> None:
         names[volume.name] = volume.existing
 
 
-def _configurations(form: Mapping[str, object]) -> tuple[str, ...]:
-    """PodDefault selector labels (label keys, as the web app sends them), each once, in order."""
-    labels = _list(form, "configurations")
+def _configurations(form: Mapping[str, object], default: tuple[str, ...]) -> tuple[str, ...]:
+    """PodDefault selector labels (label keys, as the web app sends them), each once, in order; the
+    config's `configurations.value` when the body leaves them out."""
+    labels = _list(form, "configurations", default)
     for index, label in enumerate(labels):
         if not isinstance(label, str) or len(label) > MAX_LABEL_KEY_CHARS or LABEL_KEY.fullmatch(label) is None:
             raise InvalidNotebookSpec(

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
@@ -52,17 +52,18 @@ NETWORK_POLICY_NAME = "notebook-ingress"
 NOTEBOOK_PORT = 8888  # what Kubeflow's notebook images listen on
 # ServiceAccount -> the ClusterRole (deploy/base/notebook-roles.yaml) its RoleBinding grants.
 ACCOUNTS = {EDITOR_ACCOUNT: "notebook-editor", VIEWER_ACCOUNT: "notebook-viewer"}
-# The quota keys a profile takes -> the ResourceQuota's `spec.hard` key; an extended resource such
-# as a GPU can only be limited as a request (its limit always equals its request).
+# The quota keys a profile takes -> the ResourceQuota's `spec.hard` key. GPUs are added per configured
+# vendor by `quota_keys`: an extended resource such as a GPU can only be limited as a request (its limit
+# always equals its request), so `amd.com/gpu` becomes `requests.amd.com/gpu`.
 QUOTA_KEYS = {
     "cpu": "cpu",
     "memory": "memory",
     "limits.cpu": "limits.cpu",
     "limits.memory": "limits.memory",
-    "nvidia.com/gpu": "requests.nvidia.com/gpu",
     "persistentvolumeclaims": "persistentvolumeclaims",
     "requests.storage": "requests.storage",
 }
+DEFAULT_GPU_VENDORS = ("nvidia.com/gpu",)
 # A quota on requests alone lets one notebook ask for a 512-CPU limit: each bounded request also bounds
 # the limits, at the same amount unless the profile says otherwise.
 LIMIT_OF_REQUEST = {"cpu": "limits.cpu", "memory": "limits.memory"}
@@ -87,8 +88,16 @@ class Profile:
         return self.owner.removeprefix("user:")
 
 
-def parse_profile(body: object) -> Profile:
-    """`{"name", "owner", "quota"?, "mountServiceAccountToken"?}` -> a `Profile`, or `BadRequest` naming the field."""
+def quota_keys(gpu_vendors: Iterable[str] = DEFAULT_GPU_VENDORS) -> dict[str, str]:
+    """The quota keys a profile takes -> their `spec.hard` keys: the fixed ones, and one per GPU vendor
+    of the spawner config (its `limitsKey`), so a quota exists for every GPU the form offers."""
+    return {**QUOTA_KEYS, **{vendor: f"requests.{vendor}" for vendor in gpu_vendors}}
+
+
+def parse_profile(body: object, *, gpu_vendors: Iterable[str] = DEFAULT_GPU_VENDORS) -> Profile:
+    """`{"name", "owner", "quota"?, "mountServiceAccountToken"?}` -> a `Profile`, or `BadRequest` naming the
+    field. `gpu_vendors`: the GPU resources (limitsKey) a quota may name, those the spawner config offers."""
+    keys = quota_keys(gpu_vendors)
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object with name, owner and (optional) quota.")
     name, owner, quota = body.get("name"), body.get("owner"), body.get("quota") or {}
@@ -107,11 +116,11 @@ def parse_profile(body: object) -> Profile:
     if mount_token is not None and not isinstance(mount_token, bool):
         raise BadRequest("mountServiceAccountToken must be true or false.", field="mountServiceAccountToken")
     if not isinstance(quota, dict):
-        raise BadRequest(f"quota must be an object with keys among {', '.join(QUOTA_KEYS)}.", field="quota")
+        raise BadRequest(f"quota must be an object with keys among {', '.join(keys)}.", field="quota")
     hard: dict[str, str] = {}
     for key, value in quota.items():
-        if key not in QUOTA_KEYS:
-            raise BadRequest(f"quota.{key} is not a quota key: use {', '.join(QUOTA_KEYS)}.", field=f"quota.{key}")
+        if key not in keys:
+            raise BadRequest(f"quota.{key} is not a quota key: use {', '.join(keys)}.", field=f"quota.{key}")
         text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
         try:
             number = parse_quantity(text)
@@ -119,7 +128,7 @@ def parse_profile(body: object) -> Profile:
             number = Decimal(-1)
         if number < 0:
             raise BadRequest(f"quota.{key} must be a quantity such as 4, 500m or 10Gi.", field=f"quota.{key}")
-        hard[QUOTA_KEYS[key]] = text
+        hard[keys[key]] = text
     for request, limit in LIMIT_OF_REQUEST.items():
         if request in hard:
             hard.setdefault(limit, hard[request])
@@ -583,8 +592,17 @@ def _hard(spec: object) -> dict[str, str]:
     hard = spec.get("hard") if isinstance(spec, dict) else None
     if not isinstance(hard, dict):
         return {}
-    names = {hard_key: key for key, hard_key in QUOTA_KEYS.items()}
-    return {names.get(str(key), str(key)): str(value) for key, value in hard.items()}
+    return {_quota_name(str(key)): str(value) for key, value in hard.items()}
+
+
+def _quota_name(hard_key: str) -> str:
+    """A `spec.hard` key as a profile's quota names it: `requests.amd.com/gpu` -> `amd.com/gpu` (any
+    extended resource, so a GPU quota set by hand for a vendor no longer configured still shows)."""
+    names = {hard: key for key, hard in QUOTA_KEYS.items()}
+    if hard_key in names:
+        return names[hard_key]
+    resource = hard_key.removeprefix("requests.")
+    return resource if resource != hard_key and "/" in resource else hard_key
 
 
 def _from_namespace(namespace: JsonObject, quotas: Mapping[str, dict[str, str]]) -> Profile:
@@ -607,6 +625,6 @@ def describe(profile: Profile) -> dict[str, object]:
     return {
         "name": profile.name,
         "owner": profile.owner,
-        "quota": dict(profile.quota),
+        "quota": {_quota_name(key): value for key, value in profile.quota.items()},  # as the POST names them
         "mountServiceAccountToken": bool(profile.mount_token),
     }

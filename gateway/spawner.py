@@ -89,6 +89,10 @@ class SpawnerConfig:
     toleration_default: str = ""  # a groupKey, or "" for none
     toleration_options: tuple[PodChoice, ...] = ()
     shm: bool = False  # mount a memory-backed /dev/shm (the web app's "Enable Shared Memory")
+    # `dataVolumes.value`: the data volumes a new server starts with, as the web app's body writes them
+    # ({mount, newPvc | existingSource}; `{notebook-name}` in a new claim's name becomes the server's name).
+    data_volumes: tuple[dict[str, Any], ...] = ()
+    configurations: tuple[str, ...] = ()  # `configurations.value`: the PodDefault labels chosen by default
     hide_registry: bool = False  # show images without their registry...
     hide_tag: bool = False  # ...or without their tag (display only)
 
@@ -158,6 +162,8 @@ class SpawnerConfig:
             ),
             toleration_options=tolerations,
             shm=bool((form.get("shm") or {}).get("value", False)),
+            data_volumes=tuple(_default_list(form.get("dataVolumes"), dict, "dataVolumes")),
+            configurations=tuple(_default_list(form.get("configurations"), str, "configurations")),
             hide_registry=bool(form.get("hideRegistry", False)),
             hide_tag=bool(form.get("hideTag", False)),
         )
@@ -198,6 +204,17 @@ def _gpus(section: object) -> dict[str, Any]:
     if default_vendor and default_vendor not in {v.limits_key for v in vendors}:
         raise ValueError(f"the default gpus vendor {default_vendor!r} is not among the vendors")
     return {"gpu_vendors": vendors, "gpu_vendor": default_vendor, "gpu_num": default_num, "gpu_counts": counts}
+
+
+def _default_list(section: object, kind: type, name: str) -> list[Any]:
+    """A section's `value` that is a list (data volumes, configurations), each item of `kind`. What is
+    in them is checked as a request's body is, when the app starts (`notebook_form.check_defaults`)."""
+    value = section.get("value") if isinstance(section, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, kind) for item in value):
+        raise ValueError(f"{name}.value must be a list of {kind.__name__}")
+    return value
 
 
 def _choice_default(section: object, options: tuple[PodChoice, ...]) -> str:

@@ -348,6 +348,42 @@ async def test_the_gpu_quota_set_on_a_profile_is_the_one_a_new_server_meets(
     ]
 
 
+async def test_a_profile_takes_a_quota_for_each_configured_gpu_vendor_and_an_amd_quota_holds(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, spawner_file: Path, kube_api: FakeKubeAPI
+) -> None:
+    root = "root@example.com"
+    gateway: Client = await gateway_factory(
+        user=root, backend="kubernetes", kubeconfig=kubeconfig, bootstrap_admins=(root,), spawner_config=spawner_file
+    )
+    page = await (await gateway.get("/profiles")).text()
+    for vendor, label in (("nvidia.com/gpu", "NVIDIA"), ("amd.com/gpu", "AMD"), ("habana.ai/gaudi", "Intel Gaudi")):
+        assert f'data-quota="{vendor}"' in page
+        assert f"GPUs ({label})" in page
+    unknown = {"name": "team-b", "owner": root, "quota": {"intel.com/gpu": "1"}}
+    resp = await gateway.post("/api/profiles", json=unknown)
+    answer = await resp.json()
+    assert (resp.status, answer["field"]) == (400, "quota.intel.com/gpu")
+    assert "amd.com/gpu" in answer["message"]
+    assert kube_api.get("namespaces", "", "team-b") is None
+    profile = {"name": "team-a", "owner": root, "quota": {"amd.com/gpu": "2"}}
+    resp = await gateway.post("/api/profiles", json=profile)
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["quota"] == {"amd.com/gpu": "2"}
+    quota = kube_api.get("resourcequotas", "team-a", "notebook-quota")
+    assert quota is not None and quota["spec"]["hard"] == {"requests.amd.com/gpu": "2"}
+    listed = (await (await gateway.get("/api/profiles")).json())["profiles"]
+    assert [p["quota"] for p in listed if p["name"] == "team-a"] == [{"amd.com/gpu": "2"}]
+    amd = {"namespace": "team-a", "gpus": {"vendor": "amd.com/gpu", "num": "2"}}
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("first", **amd))
+    assert resp.status == 200, await resp.text()
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("second", **amd))
+    assert resp.status == 403
+    assert "allows 2 amd.com/gpu and 2 are in use" in (await resp.json())["message"]
+    nvidia = {"namespace": "team-a", "gpus": {"vendor": "nvidia.com/gpu", "num": "1"}}  # not under the quota
+    resp = await gateway.post("/api/namespaces/team-a/notebooks", json=jwa_body("third", **nvidia))
+    assert resp.status == 200, await resp.text()
+
+
 def test_gpus_in_use_by_other_pods_count_and_an_unreadable_quota_value_is_skipped() -> None:
     quota = {
         "metadata": {"name": "q"},
@@ -358,3 +394,28 @@ def test_gpus_in_use_by_other_pods_count_and_an_unreadable_quota_value_is_skippe
     assert problem is not None and "allows 2 nvidia.com/gpu and 2 are in use" in problem
     assert gpu_quota_problem([quota], [], (("amd.com/gpu", 8),)) is None  # no readable bound on AMD
     assert gpu_quota_problem([], [], (("nvidia.com/gpu", 8),)) is None  # no quota, no bound
+
+
+async def test_a_json_client_that_leaves_out_volumes_and_configurations_gets_the_configs_defaults(
+    gateway_factory: Callable[..., Any], kubeconfig: Path, tmp_path: Path, kube_api: FakeKubeAPI
+) -> None:
+    form = kubeflow_form()
+    pvc_spec = {"resources": {"requests": {"storage": "2Gi"}}, "accessModes": ["ReadWriteOnce"]}
+    volume = {"mount": "/home/jovyan/data", "newPvc": {"metadata": {"name": "{notebook-name}-data"}, "spec": pvc_spec}}
+    form["dataVolumes"] = {"value": [volume], "readOnly": True}
+    form["configurations"] = {"value": ["add-gcp-secret"], "readOnly": False}
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump({"spawnerFormDefaults": form}))
+    gateway = await kubeflow_gateway(gateway_factory, kubeconfig, path)
+    gcp = {"selector": {"matchLabels": {"add-gcp-secret": "true"}}, "desc": "Add GCP credentials"}
+    kube_api.create("poddefaults", {"metadata": {"name": "add-gcp-secret"}, "spec": gcp}, "alice")
+    body = {key: value for key, value in jwa_body("lab").items() if key not in ("datavols", "configurations")}
+    resp = await gateway.post("/api/namespaces/alice/notebooks", json=body)
+    assert resp.status == 200, await resp.text()
+    notebook = kube_api.get("notebooks", "alice", "lab")
+    assert notebook is not None
+    assert notebook["metadata"]["labels"]["add-gcp-secret"] == "true"
+    assert kube_api.get("persistentvolumeclaims", "alice", "lab-data") is not None
+    # dataVolumes is read-only: a body that changes it is refused, naming the field.
+    resp = await gateway.post("/api/namespaces/alice/notebooks", json=jwa_body("other", datavols=[]))
+    assert (resp.status, (await resp.json())["field"]) == (400, "datavols")

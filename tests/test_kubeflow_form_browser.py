@@ -133,3 +133,53 @@ async def test_what_the_config_does_not_offer_is_not_shown(page: Page, kube_api:
         for hidden in ("VS Code", "RStudio", "Number of GPUs", "Affinity"):
             await expect(page.get_by_label(hidden)).to_have_count(0)
         await expect(page.get_by_label("Tolerations")).to_be_visible()  # it has its options still
+
+
+async def test_the_configs_data_volumes_and_configurations_start_in_the_form(
+    page: Page, kube_api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    pvc_spec = {"resources": {"requests": {"storage": "20Gi"}}, "accessModes": ["ReadWriteMany"]}
+    volumes = [
+        {
+            "mount": "/home/jovyan/datavol-1",
+            "newPvc": {"metadata": {"name": "{notebook-name}-datavol-1"}, "spec": pvc_spec},
+        },
+        {"mount": "/home/jovyan/shared", "existingSource": {"persistentVolumeClaim": {"claimName": "team-data"}}},
+    ]
+    spawner = spawner_file(tmp_path, dataVolumes={"value": volumes}, configurations={"value": ["add-gcp-secret"]})
+    with kubernetes_gateway(kube_api, tmp_path, spawner) as gateway:
+        await page.goto(gateway.url(f"/notebooks/new?ns={ALICE_NS}"))
+        await sign_in(page, "alice@example.com")
+        await form_ready(page)
+        gcp = {"selector": {"matchLabels": {"add-gcp-secret": "true"}}, "desc": "Add GCP credentials"}
+        kube_api.create("poddefaults", {"metadata": {"name": "add-gcp-secret"}, "spec": gcp}, ALICE_NS)
+        await page.reload()
+        await form_ready(page)
+        first, second = (
+            page.locator("#data-volume-list > fieldset").nth(0),
+            page.locator("#data-volume-list > fieldset").nth(1),
+        )
+        await expect(page.locator("#data-volume-list > fieldset")).to_have_count(2)
+        await expect(first.get_by_label("Volume")).to_have_value("{notebook-name}-datavol-1")
+        await expect(first.get_by_label("Size")).to_have_value("20Gi")
+        await expect(first.get_by_label("Mount path")).to_have_value("/home/jovyan/datavol-1")
+        await expect(second.get_by_label("Source")).to_have_value("existing")
+        await expect(second.get_by_label("Volume")).to_have_value("team-data")
+        await expect(second.get_by_label("Size")).to_be_hidden()
+        await expect(page.get_by_label("Add GCP credentials")).to_be_checked()
+        await page.get_by_label("Name", exact=True).fill("stats")
+        await expect(first.get_by_label("Volume")).to_have_value("stats-datavol-1")  # follows the server's name
+        await page.get_by_role("button", name="LAUNCH").click()
+        await expect_path(page, "/notebooks")
+    notebook = kube_api.get("notebooks", ALICE_NS, "stats")
+    assert notebook is not None
+    assert notebook["metadata"]["labels"]["add-gcp-secret"] == "true"
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in notebook["spec"]["template"]["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert sorted(claims) == ["stats-datavol-1", "stats-workspace", "team-data"]
+    pvc = kube_api.get("persistentvolumeclaims", ALICE_NS, "stats-datavol-1")
+    assert pvc is not None and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "20Gi"

@@ -11,7 +11,7 @@ import yaml
 
 from gateway.backends import NotebookSpec, Volume
 from gateway.errors import InvalidNotebookSpec
-from gateway.notebook_form import parse_notebook_form
+from gateway.notebook_form import check_defaults, parse_notebook_form
 from gateway.spawner import SpawnerConfig
 
 DEFAULTS = SpawnerConfig.load()
@@ -379,3 +379,67 @@ def test_a_malformed_pod_section_is_a_malformed_config(tmp_path: Path, section: 
     (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
     with pytest.raises(ValueError, match="malformed"):
         SpawnerConfig.load(tmp_path / "spawner.yaml")
+
+
+# -- the config's default data volumes and configurations (`dataVolumes.value`, `configurations.value`)
+
+DEFAULT_VOLUMES = [
+    new_volume("{notebook-name}-datavol-1", "/home/jovyan/datavol-1", "5Gi"),
+    existing_volume("team-data", "/home/jovyan/shared"),
+]
+DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {
+    "dataVolumes": {"value": DEFAULT_VOLUMES, "readOnly": False},
+    "configurations": {"value": ["add-gcp-secret"], "readOnly": False},
+}
+
+
+def test_a_body_without_volumes_or_configurations_gets_the_configs_defaults() -> None:
+    defaults = dataclasses.replace(kubeflow_config(**DEFAULT_SECTIONS), read_only=frozenset())
+    spec = parse({"name": "nb1"}, defaults)
+    assert spec.data_volumes == (
+        Volume(name="nb1-datavol-1", mount_path="/home/jovyan/datavol-1", size="5Gi"),  # {notebook-name} filled in
+        Volume(name="team-data", mount_path="/home/jovyan/shared", existing=True),
+    )
+    assert spec.configurations == ("add-gcp-secret",)
+    # The user removed them in the form: what the body says is what they get.
+    spec = parse({"name": "nb1", "datavols": [], "configurations": []}, defaults)
+    assert (spec.data_volumes, spec.configurations) == ((), ())
+
+
+def test_read_only_default_volumes_and_configurations_are_kept_and_cannot_be_changed() -> None:
+    defaults = kubeflow_config(
+        **{section: {**values, "readOnly": True} for section, values in DEFAULT_SECTIONS.items()},
+        image={"readOnly": False},
+    )
+    spec = parse({"name": "nb2"}, defaults)
+    assert [volume.name for volume in spec.data_volumes] == ["nb2-datavol-1", "team-data"]
+    assert spec.configurations == ("add-gcp-secret",)
+    assert parse({"name": "nb2", "datavols": DEFAULT_VOLUMES, "configurations": ["add-gcp-secret"]}, defaults) == spec
+    changes: list[tuple[dict[str, Any], str]] = [
+        ({"datavols": []}, "datavols"),
+        ({"configurations": []}, "configurations"),
+    ]
+    for change, field in changes:
+        with pytest.raises(InvalidNotebookSpec, match="read-only") as caught:
+            parse({"name": "nb2", **change}, defaults)
+        assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ({"dataVolumes": {"value": [{"mount": "relative/path", "newPvc": {}}]}}, "mount path"),
+        ({"dataVolumes": {"value": [new_volume("Not A Name", "/data")]}}, "DNS-1123"),
+        ({"configurations": {"value": ["bad label!"]}}, "PodDefault labels"),
+        ({"dataVolumes": {"value": "a volume"}}, "must be a list of dict"),
+        ({"configurations": {"value": [{"label": "x"}]}}, "must be a list of str"),
+    ],
+)
+def test_a_bad_default_stops_the_gateway_at_start(section: dict[str, Any], words: str, tmp_path: Path) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())["spawnerFormDefaults"]
+    for name, extra in section.items():
+        form[name] = {**form[name], **extra}
+    path = tmp_path / "spawner_ui_config.yaml"
+    path.write_text(yaml.safe_dump({"spawnerFormDefaults": form}))
+    with pytest.raises(ValueError, match=words):
+        check_defaults(SpawnerConfig.load(path))

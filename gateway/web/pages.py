@@ -20,6 +20,7 @@ from ..backends.poddefaults import configuration_item
 from ..errors import BadRequest, Forbidden, NotFound
 from ..names import is_dns_label
 from ..profiles import describe
+from ..spawner import SpawnerConfig
 from .api import notebook_items
 from .spawner_form import spawner_form
 
@@ -63,14 +64,21 @@ CLUSTER_ROLES = ("cluster-admin", "auditor")
 CHECK_ACTIONS = ("view", "connect", "create", "stop", "start", "delete", "manage", "audit")
 AUDIT_FILTERS = ("user", "namespace", "notebook", "action", "outcome", "since", "until", "text")
 AUDIT_OUTCOMES = ("allowed", "denied", "failed")
-# The Profiles form's quota inputs: (the API's quota key, label, placeholder).
+# The Profiles form's quota inputs: (the API's quota key, label, placeholder); the GPU vendors of the
+# spawner config come between memory and the PVC count (`profile_quota_fields`).
 PROFILE_QUOTA_FIELDS = (
     ("cpu", "CPU", "8"),
     ("memory", "Memory", "32Gi"),
-    ("nvidia.com/gpu", "GPUs", "2"),
     ("persistentvolumeclaims", "PVC count", "10"),
     ("requests.storage", "Storage", "500Gi"),
 )
+
+
+def profile_quota_fields(spawner: SpawnerConfig) -> tuple[tuple[str, str, str], ...]:
+    """The quota inputs, with one per GPU vendor the form offers (e.g. "GPUs (AMD)" for amd.com/gpu)."""
+    gpus = tuple((vendor.limits_key, f"GPUs ({vendor.ui_name})", "2") for vendor in spawner.gpu_vendors)
+    return PROFILE_QUOTA_FIELDS[:2] + gpus + PROFILE_QUOTA_FIELDS[2:]
+
 
 routes = web.RouteTableDef()
 
@@ -200,7 +208,7 @@ async def profiles(request: web.Request) -> web.Response:
         kubernetes=provisioner is not None,
         mode=provisioner.mode if provisioner is not None else "",
         profiles=[describe(profile) for profile in found],
-        quota_fields=PROFILE_QUOTA_FIELDS,
+        quota_fields=profile_quota_fields(request.app[keys.SPAWNER]),
     )
 
 

@@ -37,7 +37,8 @@ async def list_profiles(request: web.Request) -> web.Response:
 @routes.post("/api/profiles", name="api_profiles_create")
 async def create(request: web.Request) -> web.Response:
     _require_cluster_admin(request)
-    profile = parse_profile(await read_json(request, PROFILE_BODY_MAX_BYTES))
+    vendors = [vendor.limits_key for vendor in request.app[keys.SPAWNER].gpu_vendors]
+    profile = parse_profile(await read_json(request, PROFILE_BODY_MAX_BYTES), gpu_vendors=vendors)
     provisioner = _provisioner(request)
     request.app[keys.AUDIT].require_writable()  # 503 before anything is made, never after
     await provisioner.create(profile)

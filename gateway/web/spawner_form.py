@@ -6,6 +6,7 @@ and marked where the config makes it read-only. The API checks all of it again (
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from ..notebook_form import PULL_POLICIES
 from ..quantities import scale_quantity
@@ -54,6 +55,31 @@ def spawner_form(spawner: SpawnerConfig, *, pods: bool) -> dict[str, object]:
         },
         "gpu_vendors": spawner.gpu_vendors if pods else (),
         "scheduling": [choice for choice in scheduling if choice["options"]] if pods else [],
+        "default_volumes": [default_volume(volume) for volume in spawner.data_volumes],
+        "default_configurations": spawner.configurations,
+    }
+
+
+def default_volume(volume: dict[str, Any]) -> dict[str, str]:
+    """A data volume of the config's `dataVolumes.value` as the page's script fills it in: `kind` (new
+    or existing), `name` (a new claim's name may hold `{notebook-name}`), `size`, `mount`, `accessMode`.
+    Already checked as a request's body when the app started (`notebook_form.check_defaults`)."""
+    existing = volume.get("existingSource")
+    if isinstance(existing, dict):
+        claim = existing.get("persistentVolumeClaim") or {}
+        name = claim.get("claimName", "") if isinstance(claim, dict) else ""
+        return {"kind": "existing", "name": str(name), "size": "", "mount": str(volume["mount"]), "accessMode": ""}
+    pvc = volume.get("newPvc")
+    pvc = pvc if isinstance(pvc, dict) else {}
+    metadata, spec = pvc.get("metadata") or {}, pvc.get("spec") or {}
+    resources = spec.get("resources") or {}
+    modes = spec.get("accessModes") or [""]
+    return {
+        "kind": "new",
+        "name": str(metadata.get("name", "")),
+        "size": str((resources.get("requests") or {}).get("storage", "")),
+        "mount": str(volume["mount"]),
+        "accessMode": str(modes[0]),
     }
 
 

@@ -168,7 +168,8 @@
     document.getElementById("data-volumes-empty").hidden = volumeList.children.length > 0;
   }
 
-  function addVolume() {
+  // preset: a data volume of the spawner config's `dataVolumes.value` ({kind, name, size, mount, accessMode}).
+  function addVolume(preset) {
     volumeCount += 1;
     const n = volumeCount;
     const fieldset = document.getElementById("data-volume-template").content.firstElementChild.cloneNode(true);
@@ -187,8 +188,17 @@
       }
     }
     const mountBase = document.getElementById("workspace-mount").value.replace(/\/+$/, "") || "/home/jovyan";
-    fieldset.querySelector('[data-part="mount"]').value = `${mountBase}/datavol-${n}`;
-    setUpVolume(fieldset, `${PLACEHOLDER}-datavol-${n}`);
+    const part = (name) => fieldset.querySelector(`[data-part="${name}"]`);
+    part("mount").value = preset ? preset.mount : `${mountBase}/datavol-${n}`;
+    if (preset) {
+      part("kind").value = preset.kind;
+      if (preset.size) part("size").value = preset.size;
+      if (preset.accessMode) fieldset.dataset.accessMode = preset.accessMode;
+      if (preset.kind === "existing") part("name").value = preset.name;
+    }
+    // A new volume's name follows the server's name; an existing claim's is fixed.
+    const pattern = preset ? (preset.kind === "new" ? preset.name : "") : `${PLACEHOLDER}-datavol-${n}`;
+    setUpVolume(fieldset, pattern);
     fieldset.querySelector('[data-part="remove"]').addEventListener("click", () => {
       fieldset.remove();
       renumber();
@@ -218,7 +228,7 @@
       mount: value("mount"),
       newPvc: {
         metadata: { name: value("name") },
-        spec: { resources: { requests: { storage: value("size") } }, accessModes: [accessMode] },
+        spec: { resources: { requests: { storage: value("size") } }, accessModes: [fieldset.dataset.accessMode || accessMode] },
       },
     };
   }
@@ -271,6 +281,8 @@
         parts[input.dataset.part] = input.value;
       }
       parts.edited = fieldset.querySelector('[data-part="name"]').dataset.edited === "true";
+      parts.pattern = fieldset.querySelector('[data-part="name"]').dataset.pattern || "";
+      parts.accessMode = fieldset.dataset.accessMode || "";
       return parts;
     };
     const value = (id) => (document.getElementById(id) ? document.getElementById(id).value : "");
@@ -302,7 +314,10 @@
       const input = fieldset.querySelector(`[data-part="${part}"]`);
       if (input && "value" in input) input.value = value;
     }
-    fieldset.querySelector('[data-part="name"]').dataset.edited = String(saved.edited);
+    const name = fieldset.querySelector('[data-part="name"]');
+    name.dataset.edited = String(saved.edited);
+    if (saved.pattern !== undefined) name.dataset.pattern = saved.pattern;
+    if (saved.accessMode) fieldset.dataset.accessMode = saved.accessMode;
     syncKind(fieldset);
   }
 
@@ -348,6 +363,8 @@
     const chosen = new Set(saved.configurations || []);
     for (const box of form.querySelectorAll('input[name="configurations"]')) box.checked = chosen.has(box.value);
     restoreVolume(workspace, saved.workspace);
+    volumeList.replaceChildren(); // the saved volumes replace the config's defaults added at load
+    volumeCount = 0;
     for (const volume of saved.datavols || []) restoreVolume(addVolume(), volume);
     checkName({ quietWhenEmpty: true });
     Gateway.banner("You were signed in again and your form was kept. Check it and press LAUNCH.", "info");
@@ -385,6 +402,8 @@
     launch.removeAttribute("aria-busy");
   });
 
+  // The spawner config's default data volumes (`dataVolumes.value`), as the web app's form starts.
+  for (const preset of JSON.parse(document.getElementById("data-volumes").dataset.defaults || "[]")) addVolume(preset);
   syncServerType();
   syncGpus();
   restore();
