@@ -773,7 +773,13 @@ DASHBOARD_PATHS = [
     "/api/metrics/node",
     "/pipeline/",
 ]
-SAMPLE_PARAMETERS = {"namespace": "kubeflow-user-example-com", "name": "nb1", "path": "check", "tail": ""}
+SAMPLE_PARAMETERS = {
+    "namespace": "kubeflow-user-example-com",
+    "name": "nb1",
+    "path": "check",
+    "tail": "",
+    "pod": "nb1-0",
+}
 
 
 def sample_path(canonical: str, route_name: str | None) -> str:
