@@ -73,7 +73,9 @@ class NotebookWatcher:
         self.routes: dict[tuple[str, str], URL] = {}
         # Told how long each notebook created after this watcher started took to be ready (for /metrics).
         self.on_first_ready: Callable[[float], None] | None = None
-        self._started_at = time.time()
+        # Whole seconds: creationTimestamp has no fraction, so a notebook created in the second this watcher
+        # started would otherwise look older than it.
+        self._started_at = float(int(time.time()))
         self._starting: dict[tuple[str, str], float] = {}  # created since then, not yet ready: creation time
         # Only the routed notebooks whose annotations ask for more than the prefix kept (VS Code, RStudio).
         self.behaviours: dict[tuple[str, str], ProxyBehaviour] = {}
