@@ -49,9 +49,9 @@ from proxy_bench import (
     wait_for_port,
     wait_proxying,
 )
-from soak import NAVIGATE, POLICY
+from soak import POLICY, signed_in
 
-from tests.fakes.node_idp import ALICE, BOB, PASSWORD, NodeIdP, sign_in
+from tests.fakes.node_idp import ALICE, BOB, NodeIdP
 
 FAULTS = ("redis", "provider", "upstream", "audit-full", "gateway-kill")
 AUDIT_FS_BYTES = 64 * 2**20
@@ -191,18 +191,6 @@ class Traffic:
         self.grants = 0
         self.fault = "baseline"
 
-    async def signed_in(self, user: str) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        try:
-            callback = await sign_in(session, f"{self.base}/oauth2/start", user, PASSWORD)
-            async with session.get(callback, allow_redirects=False, headers=NAVIGATE) as resp:
-                if resp.status != 302:
-                    raise RuntimeError(f"callback answered {resp.status}")
-        except BaseException:
-            await session.close()
-            raise
-        return session
-
     async def every(self, seconds: float, action: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Start `action` every `seconds` without waiting for it (a stuck request must not slow the others)."""
         pending: set[asyncio.Task[None]] = set()
@@ -227,7 +215,7 @@ class Traffic:
 
     async def sign_in_once(self) -> None:
         try:
-            session = await asyncio.wait_for(self.signed_in(BOB), 15)
+            session = await asyncio.wait_for(signed_in(self.base, BOB), 15)
             await session.close()
             self.seen.add("sign-in ok")
         except Exception as exc:
@@ -266,7 +254,7 @@ def recovered_at(seen: Seen, after: float, limit_s: float) -> float | None:
 
 async def run_faults(setup: Setup, args: argparse.Namespace) -> list[dict[str, object]]:
     traffic = Traffic(setup.base)
-    alice = await traffic.signed_in(ALICE)
+    alice = await signed_in(traffic.base, ALICE)
     tasks = [
         asyncio.create_task(traffic.every(1 / args.rate, lambda: traffic.get(alice))),
         asyncio.create_task(traffic.every(2.0, traffic.sign_in_once)),

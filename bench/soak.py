@@ -65,6 +65,20 @@ def load_users(count: int) -> dict[str, NodeUser]:
     return users
 
 
+async def signed_in(base: str, user: str) -> aiohttp.ClientSession:
+    """A browser-like client session, signed in as `user` through the provider's pages (soak and faults)."""
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    try:
+        callback = await sign_in(session, f"{base}/oauth2/start", user, PASSWORD)
+        async with session.get(callback, allow_redirects=False, headers=NAVIGATE) as resp:
+            if resp.status != 302:
+                raise RuntimeError(f"callback answered {resp.status}: {await resp.text()}")
+    except BaseException:
+        await session.close()
+        raise
+    return session
+
+
 @dataclass
 class Interval:
     """What happened in one reporting interval."""
@@ -97,19 +111,6 @@ class Soak:
         self.origin = {"Origin": base}
 
     # --- traffic ---------------------------------------------------------------------------------------------
-
-    async def signed_in(self, user: str) -> aiohttp.ClientSession:
-        """A browser-like client session, signed in as `user` through the provider's pages."""
-        session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
-        try:
-            callback = await sign_in(session, f"{self.base}/oauth2/start", user, PASSWORD)
-            async with session.get(callback, allow_redirects=False, headers=NAVIGATE) as resp:
-                if resp.status != 302:
-                    raise RuntimeError(f"callback answered {resp.status}: {await resp.text()}")
-        except BaseException:
-            await session.close()
-            raise
-        return session
 
     async def http_peak(self, sessions: list[aiohttp.ClientSession], seconds: float) -> float:
         """Closed-loop 1 KiB GETs from 32 workers (spread over the users) for `seconds`: requests per second."""
@@ -197,7 +198,7 @@ class Soak:
         """bob signs in through the provider every few seconds, then uses the session once."""
         while not self.stopping.is_set():
             try:
-                session = await self.signed_in(BOB)
+                session = await signed_in(self.base, BOB)
                 async with session:
                     async with session.get(f"{self.base}{PREFIX}") as resp:
                         await resp.read()
@@ -241,8 +242,8 @@ class Soak:
 
     async def run(self, gateway_pid: int, redis_url: str) -> tuple[float, float, list[Sample]]:
         """(peak req/s, the rate held, samples)."""
-        alice = await self.signed_in(ALICE)
-        users = [await self.signed_in(f"load{i}@example.com") for i in range(self.args.users)]
+        alice = await signed_in(self.base, ALICE)
+        users = [await signed_in(self.base, f"load{i}@example.com") for i in range(self.args.users)]
         redis = aioredis.Redis.from_url(redis_url)
         samples: list[Sample] = []
         try:
