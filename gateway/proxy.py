@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -61,7 +62,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     behaviour = backend.proxy_behaviour(target.namespace, target.name)  # VS Code, RStudio: from annotations
     url = routing.upstream_url(base, target) if behaviour is DEFAULT else behaviour.upstream_url(base, target)
     app[keys.ACTIVITY].touch_request(target.namespace, target.name, request.method, target.rest)
-    token = backend.upstream_token(target.namespace, target.name) if isinstance(backend, UpstreamTokens) else None
+    token = backend.upstream_token(target.namespace, target.name) if _holds_tokens(type(backend)) else None
     # Per-user caps (429 beyond them), so that one user cannot take every connection to notebooks.
     user = identity.subject
     if proxy_ws.is_upgrade(request):
@@ -72,6 +73,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
     with app[keys.UPSTREAM_SLOTS].hold(user):
         await limits.send_continue(request)  # authenticated and authorised: now the body may come
         return await _forward_http(request, url, target, token, behaviour)
+
+
+@functools.cache
+def _holds_tokens(backend_type: type) -> bool:
+    """Asked once per backend class: a check against a runtime Protocol inspects its attributes every time."""
+    return issubclass(backend_type, UpstreamTokens)
 
 
 def _audit_access(request: web.Request, target: NotebookPath) -> None:
