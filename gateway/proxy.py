@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import TypeGuard
 
 import aiohttp
 from aiohttp import web
@@ -62,7 +62,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     behaviour = backend.proxy_behaviour(target.namespace, target.name)  # VS Code, RStudio: from annotations
     url = routing.upstream_url(base, target) if behaviour is DEFAULT else behaviour.upstream_url(base, target)
     app[keys.ACTIVITY].touch_request(target.namespace, target.name, request.method, target.rest)
-    token = backend.upstream_token(target.namespace, target.name) if _holds_tokens(type(backend)) else None
+    token = backend.upstream_token(target.namespace, target.name) if _holds_tokens(backend) else None
     # Per-user caps (429 beyond them), so that one user cannot take every connection to notebooks.
     user = identity.subject
     if proxy_ws.is_upgrade(request):
@@ -75,10 +75,16 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await _forward_http(request, url, target, token, behaviour)
 
 
-@functools.cache
-def _holds_tokens(backend_type: type) -> bool:
-    """Asked once per backend class: a check against a runtime Protocol inspects its attributes every time."""
-    return issubclass(backend_type, UpstreamTokens)
+# Asked once per backend class: a check against a runtime Protocol inspects the class's attributes every time.
+_TOKEN_CLASSES: dict[type, bool] = {}
+
+
+def _holds_tokens(backend: object) -> TypeGuard[UpstreamTokens]:
+    kind = type(backend)
+    known = _TOKEN_CLASSES.get(kind)
+    if known is None:
+        known = _TOKEN_CLASSES[kind] = issubclass(kind, UpstreamTokens)
+    return known
 
 
 def _audit_access(request: web.Request, target: NotebookPath) -> None:
