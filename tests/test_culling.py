@@ -187,11 +187,18 @@ async def test_the_api_says_when_an_idle_server_will_be_stopped(
         backend="kubernetes", kubeconfig=kubeconfig, cull_idle_after="10m", configure=configure
     )
     clock.now += 60  # a minute after the API server's creationTimestamp (its own wall clock)
-    assert (await gateway.post("/api/namespaces/alice/notebooks", json={"name": "nb1"})).status == 200
+    created = await gateway.post("/api/namespaces/alice/notebooks", json={"name": "nb1"})
+    assert created.status == 200
+    answered = (await created.json())["notebook"]  # the answer to the create says it already
+    assert (answered["last_activity"], answered["cull_at"]) == (rfc3339(clock.now), rfc3339(clock.now + IDLE_S))
     resp = await gateway.get("/api/namespaces/alice/notebooks/nb1")
     item = (await resp.json())["notebook"]
     assert item["last_activity"] == rfc3339(clock.now)  # creating it is use
     assert item["cull_at"] == rfc3339(clock.now + IDLE_S)
+    clock.now += 120
+    started = await gateway.patch("/api/namespaces/alice/notebooks/nb1", json={"stopped": False})
+    assert started.status == 200
+    assert (await started.json())["notebook"]["cull_at"] == rfc3339(clock.now + IDLE_S)  # a start is use too
     page = await (await gateway.get("/notebooks?ns=alice", headers={"Accept": "text/html"})).text()
     assert 'data-cull-warning-s="3600"' in page
 

@@ -42,28 +42,28 @@ MAX_BODY_BYTES = 64 * 1024
 @routes.get("/api/config", name="api_config")
 async def get_config(request: web.Request) -> web.Response:
     # Not namespaced, so no authorization decision: these are the form's defaults, the same for everyone.
-    return _success(request, config=spawner_form_defaults(request.app[keys.SPAWNER]))
+    return success(request, config=spawner_form_defaults(request.app[keys.SPAWNER]))
 
 
 @routes.get("/api/namespaces/{namespace}/notebooks", name="api_notebooks")
 async def list_notebooks(request: web.Request) -> web.Response:
-    namespace = _namespace(request)
+    namespace = namespace_of(request)
     _authorize(request, namespace, "view")
     notebooks = await request.app[keys.BACKEND].list(namespace)
-    return _success(request, notebooks=await notebook_items(request, notebooks))
+    return success(request, notebooks=await notebook_items(request, notebooks))
 
 
 @routes.get("/api/namespaces/{namespace}/notebooks/{name}", name="api_notebook")
 async def get_notebook(request: web.Request) -> web.Response:
-    namespace, name = _namespace(request), _name(request)
+    namespace, name = namespace_of(request), name_of(request)
     _authorize(request, namespace, "view", name)
     notebook = await request.app[keys.BACKEND].get(namespace, name)
-    return _success(request, notebook=(await notebook_items(request, [notebook]))[0])
+    return success(request, notebook=(await notebook_items(request, [notebook]))[0])
 
 
 @routes.post("/api/namespaces/{namespace}/notebooks", name="api_create_notebook")
 async def create_notebook(request: web.Request) -> web.Response:
-    namespace = _namespace(request)
+    namespace = namespace_of(request)
     with _audited(request, "notebook.create", namespace) as audit:
         body = await read_json(request, MAX_BODY_BYTES)
         spec = parse_notebook_form(body, namespace=namespace, defaults=request.app[keys.SPAWNER])
@@ -81,14 +81,14 @@ async def create_notebook(request: web.Request) -> web.Response:
         request.app[keys.ACTIVITY].touch(namespace, spec.name)  # idle time counts from here
     log.info("notebook %s/%s created by %s", namespace, spec.name, request[keys.IDENTITY].subject)
     # The web app answers 200 (not 201) with a message; existing clients check for exactly that.
-    return _success(
-        request, message="Notebook created successfully.", notebook=notebook_item(notebook, request.app[keys.SPAWNER])
+    return success(
+        request, message="Notebook created successfully.", notebook=(await notebook_items(request, [notebook]))[0]
     )
 
 
 @routes.patch("/api/namespaces/{namespace}/notebooks/{name}", name="api_patch_notebook")
 async def patch_notebook(request: web.Request) -> web.Response:
-    namespace, name = _namespace(request), _name(request)
+    namespace, name = namespace_of(request), name_of(request)
     stopped = _stopped(await read_json(request, MAX_BODY_BYTES))
     action: Action = "stop" if stopped else "start"
     with _audited(request, f"notebook.{action}", namespace, name) as audit:
@@ -100,17 +100,17 @@ async def patch_notebook(request: web.Request) -> web.Response:
         if not stopped and notebook.spec.configurations:  # re-applied by the gateway (no PodDefault webhook)
             audit.details.update(configurations=list(notebook.spec.configurations))
     verb = "stopped" if stopped else "started"
-    return _success(
+    return success(
         request,
         message=f"Notebook {name} {verb} successfully.",
-        notebook=notebook_item(notebook, request.app[keys.SPAWNER]),
+        notebook=(await notebook_items(request, [notebook]))[0],  # with its activity and cull time, as the list
     )
 
 
 @routes.delete("/api/namespaces/{namespace}/notebooks/{name}", name="api_delete_notebook")
 async def delete_notebook(request: web.Request) -> web.Response:
     """`?volumes=true` also deletes the volumes the gateway made with the notebook (never attached ones)."""
-    namespace, name = _namespace(request), _name(request)
+    namespace, name = namespace_of(request), name_of(request)
     with _audited(request, "notebook.delete", namespace, name) as audit:
         volumes = _flag(request, "volumes")
         audit.details.update(delete_volumes=volumes)
@@ -122,11 +122,11 @@ async def delete_notebook(request: web.Request) -> web.Response:
             audit.details.update(volumes_deleted=list(deletion.volumes), volumes_kept=kept)
     message = f"Notebook {name} successfully deleted."
     if not volumes:
-        return _success(request, message=message)
+        return success(request, message=message)
     if deletion.volumes:
         message += f" Volumes deleted: {', '.join(deletion.volumes)}."
     message += "".join(f" Volume {volume} kept: {why}." for volume, why in deletion.kept)
-    return _success(request, message=message, volumes_deleted=list(deletion.volumes), volumes_kept=kept)
+    return success(request, message=message, volumes_deleted=list(deletion.volumes), volumes_kept=kept)
 
 
 # -- response shapes ---------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def spawner_form_defaults(config: SpawnerConfig) -> dict[str, object]:
     }
 
 
-def _success(request: web.Request, **payload: object) -> web.Response:
+def success(request: web.Request, **payload: object) -> web.Response:
     """The web app's envelope: `success`, `status` and `user`."""
     return web.json_response({"success": True, "status": 200, "user": request[keys.IDENTITY].subject, **payload})
 
@@ -264,14 +264,14 @@ def _success(request: web.Request, **payload: object) -> web.Response:
 # -- request parts ---------------------------------------------------------------------------
 
 
-def _namespace(request: web.Request) -> str:
+def namespace_of(request: web.Request) -> str:
     namespace = request.match_info["namespace"]
     if not is_dns_label(namespace):
         raise InvalidPath(f"Namespace {namespace[:100]!r} is not a valid DNS-1123 label.", field="namespace")
     return namespace
 
 
-def _name(request: web.Request) -> str:
+def name_of(request: web.Request) -> str:
     name = request.match_info["name"]
     if not is_dns_label(name):
         raise InvalidPath(f"Notebook name {name[:100]!r} is not a valid DNS-1123 label.", field="name")

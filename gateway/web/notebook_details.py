@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import keys
 from ..backends import LOG_TAIL_LINES, JsonObject, ServerDetails
 from ..errors import BadRequest, MethodNotSupported, NotFound
-from .api import _name, _namespace, _success, notebook_items
+from .api import name_of, namespace_of, notebook_items, success
 from .pages import render
 
 routes = web.RouteTableDef()
@@ -27,7 +27,7 @@ BASE = "/api/namespaces/{namespace}/notebooks/{name}"
 async def get_pod(request: web.Request) -> web.Response:
     namespace, name, details = _allowed(request)
     obj = await details.resource(namespace, name)
-    return _success(request, pod=_pod_summary(details.pod_name(namespace, name), namespace, obj))
+    return success(request, pod=_pod_summary(details.pod_name(namespace, name), namespace, obj))
 
 
 @routes.get(BASE + "/pod/{pod}/logs", name="api_notebook_logs")
@@ -36,19 +36,19 @@ async def get_logs(request: web.Request) -> web.Response:
     if request.match_info["pod"] != details.pod_name(namespace, name):  # only this server's pod, never another
         raise NotFound(f"Notebook server {namespace}/{name} runs in no pod of that name.")
     log = await details.logs(namespace, name, tail_lines=_tail(request))
-    return _success(request, logs=list(log.lines), note=log.note)
+    return success(request, logs=list(log.lines), note=log.note)
 
 
 @routes.get(BASE + "/events", name="api_notebook_events")
 async def get_events(request: web.Request) -> web.Response:
     namespace, name, details = _allowed(request)
-    return _success(request, events=await details.events(namespace, name))
+    return success(request, events=await details.events(namespace, name))
 
 
 @routes.get(BASE + "/resource", name="api_notebook_resource")
 async def get_resource(request: web.Request) -> web.Response:
     namespace, name, details = _allowed(request)
-    return _success(request, resource=await details.resource(namespace, name))
+    return success(request, resource=await details.resource(namespace, name))
 
 
 @routes.get("/notebooks/{namespace}/{name}", name="notebook_page")
@@ -75,7 +75,7 @@ async def detail_page(request: web.Request) -> web.Response:
 
 def _allowed(request: web.Request) -> tuple[str, str, ServerDetails]:
     """The path's server, once the user may view it (403 otherwise, before anything is looked up)."""
-    namespace, name = _namespace(request), _name(request)
+    namespace, name = namespace_of(request), name_of(request)
     request.app[keys.AUTHZ].require(request[keys.IDENTITY], namespace, "view", name)
     backend = request.app[keys.BACKEND]
     if not isinstance(backend, ServerDetails):
