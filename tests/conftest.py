@@ -27,7 +27,12 @@ from gateway.authz.stores import FilePolicyStore, MemoryPolicyStore
 from gateway.backends.local import jupyter_command
 from gateway.config import Settings
 from gateway.cookies import SESSION_COOKIE
-from tests.fakes.kube_api import kube_api  # noqa: F401  (a fixture for every module)
+from tests.fakes.kube_api import (  # noqa: F401  (fixtures for every module)
+    fake_kube_backend,
+    fake_kube_client,
+    fake_kubeconfig,
+    kube_api,
+)
 from tests.fakes.node_idp import (
     node_idp,  # noqa: F401  (a fixture for every module)
     sign_in,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from gateway.config import ConfigError
 from gateway.errors import Conflict, InvalidNotebookSpec, NotebookExists, NotebookNotFound, NotFound, ServiceUnavailable
 from gateway.kube.client import KubeClient
 from gateway.kube.reflector import MAX_BACKOFF_S
-from tests.fakes.kube_api import FakeKubeAPI, kube_client
+from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.kube_controller import KubeController
 
 from .conftest import Client, JupyterServer, make_settings, wait_until
@@ -53,27 +53,6 @@ def notebook_body(name: str, **annotations: str) -> dict[str, Any]:
     container = {"name": name, "image": IMAGE}
     spec = {"template": {"spec": {"containers": [container]}}}
     return {"metadata": {"name": name, "annotations": annotations}, "spec": spec}
-
-
-@pytest.fixture
-def kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
-    return kube_api.write_kubeconfig(tmp_path / "kubeconfig")
-
-
-@pytest.fixture
-async def client(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    async with kube_client(kube_api, tmp_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def backend(client: KubeClient) -> AsyncIterator[KubernetesBackend]:
-    backend = KubernetesBackend(client)
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 @pytest.fixture

@@ -20,9 +20,8 @@ from gateway.backends.kubernetes import KubernetesBackend
 from gateway.backends.notebook_resource import CULL_EXEMPT_ANNOTATION
 from gateway.config import ConfigError, Settings
 from gateway.culling import ACTION, LEASE_KEY, Culler, CullPolicy
-from gateway.kube.client import KubeClient
 from gateway.kube.kubeflow_names import STOP_ANNOTATION
-from tests.fakes.kube_api import FakeKubeAPI, kube_client
+from tests.fakes.kube_api import FakeKubeAPI
 from tests.fakes.kube_controller import KubeController
 
 from .conftest import Client, RedisServer, make_settings, wait_until
@@ -46,22 +45,6 @@ class RecordingAudit(AuditLog):
 
     def emit(self, event: AuditEvent) -> None:
         self.events.append(event)
-
-
-@pytest.fixture
-async def client(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    async with kube_client(kube_api, tmp_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def backend(client: KubeClient) -> AsyncIterator[KubernetesBackend]:
-    backend = KubernetesBackend(client)
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
 
 
 @pytest.fixture
@@ -201,11 +184,6 @@ async def test_the_api_says_when_an_idle_server_will_be_stopped(
     assert (await started.json())["notebook"]["cull_at"] == rfc3339(clock.now + IDLE_S)  # a start is use too
     page = await (await gateway.get("/notebooks?ns=alice", headers={"Accept": "text/html"})).text()
     assert 'data-cull-warning-s="3600"' in page
-
-
-@pytest.fixture
-def kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
-    return kube_api.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 def test_culling_is_off_by_default_and_takes_a_duration() -> None:

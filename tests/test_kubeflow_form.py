@@ -6,7 +6,7 @@ local backend's refusals of what it cannot run."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,9 @@ import yaml
 from gateway import keys
 from gateway.backends.gpu_quota import gpu_quota_problem
 from gateway.backends.kubernetes import KubernetesBackend
-from gateway.kube.client import KubeClient
 from gateway.notebook_form import parse_notebook_form
 from gateway.spawner import SpawnerConfig
-from tests.fakes.kube_api import FakeKubeAPI, kube_client
+from tests.fakes.kube_api import FakeKubeAPI
 
 from .conftest import Client, wait_until
 
@@ -96,22 +95,6 @@ def jwa_body(name: str, **changes: Any) -> dict[str, Any]:
 # -- the Notebook objects, checked by the CRD -----------------------------------------------------
 
 
-@pytest.fixture
-async def client(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[KubeClient]:
-    async with kube_client(kube_api, tmp_path) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def backend(client: KubeClient) -> AsyncIterator[KubernetesBackend]:
-    backend = KubernetesBackend(client)
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
-
-
 async def create(backend: KubernetesBackend, kube_api: FakeKubeAPI, body: dict[str, Any]) -> dict[str, Any]:
     spec = parse_notebook_form(body, namespace="alice", defaults=SpawnerConfig.from_mapping(kubeflow_form()))
     await backend.create("alice", spec, creator="alice@example.com")
@@ -178,11 +161,6 @@ async def test_the_server_type_sets_its_image_and_the_annotations_the_web_app_se
 
 
 # -- through the gateway's API, on the web app's route -----------------------------------------------
-
-
-@pytest.fixture
-def kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
-    return kube_api.write_kubeconfig(tmp_path / "kubeconfig")
 
 
 async def kubeflow_gateway(gateway_factory: Callable[..., Any], kubeconfig: Path, spawner_file: Path) -> Client:

@@ -31,11 +31,6 @@ HOSTILE = '<script>alert("log")</script><img src=x onerror=alert(1)>'
 PODS = Kind("", "v1", "pods", "pod")
 
 
-@pytest.fixture
-def kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
-    return kube_api.write_kubeconfig(tmp_path / "kubeconfig")
-
-
 def add_pod(kube_api: FakeKubeAPI, log: str) -> None:
     """The pod the notebook controller's StatefulSet makes, with istio's sidecar beside the notebook."""
     containers = [{"name": "nb1", "image": "jupyter"}, {"name": "istio-proxy", "image": "proxyv2"}]

@@ -34,6 +34,7 @@ import pytest
 import yaml
 from aiohttp import web
 
+from gateway.backends.kubernetes import KubernetesBackend
 from gateway.kube.client import KubeClient
 
 from .admission import AdmissionRequest, review
@@ -1497,3 +1498,31 @@ async def kube_client(api: FakeKubeAPI, directory: Path, *, token: str | None = 
         yield client
     finally:
         await client.close()
+
+
+# For the modules that test a component against the fake API (tests/conftest.py offers them to every module; a
+# module's own fixture of the same name takes precedence, as pytest resolves names).
+
+
+@pytest.fixture(name="kubeconfig")
+def fake_kubeconfig(kube_api: FakeKubeAPI, tmp_path: Path) -> Path:
+    """A kubeconfig for the gateway's own client (the admin's token)."""
+    return kube_api.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+@pytest.fixture(name="client")
+async def fake_kube_client(kube_api: FakeKubeAPI, tmp_path: Path) -> AsyncIterator[KubeClient]:
+    """The gateway's `KubeClient` on the fake API, as the admin."""
+    async with kube_client(kube_api, tmp_path) as opened:
+        yield opened
+
+
+@pytest.fixture(name="backend")
+async def fake_kube_backend(client: KubeClient) -> AsyncIterator[KubernetesBackend]:
+    """The Kubernetes backend on `client`, opened (its first list done) and closed after the test."""
+    backend = KubernetesBackend(client)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
