@@ -11,14 +11,13 @@ The loop owns only the two objects' `spec`; their labels and annotations are lef
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
 
-from .backoff import Backoff
 from .errors import KubernetesError, KubernetesNotFound
 from .kube.client import JsonObject, Kind, KubeClient, WatchEvent
+from .kube.reconcile_loop import RECONCILE_INTERVAL_S, NotYet, reconcile_forever
 from .kube.reflector import Reflector
 from .profiles import (
     GATEWAY,
@@ -26,8 +25,6 @@ from .profiles import (
     MANAGED_BY,
     NETWORK_POLICIES,
     NETWORK_POLICY_NAME,
-    RECONCILE_INTERVAL_S,
-    RETRY_MIN_S,
     _created,
     _metadata,
     _owned_patch,
@@ -141,34 +138,15 @@ class ProfileAccess:
         """Pass at once when a Profile appears or changes, or one of the objects is deleted or its
         spec edited; relist every `interval_s` anyway, and sooner (a jittered backoff) after a failed
         pass or while a Profile's namespace is still being made. Until cancelled."""
-        watches: asyncio.Future[list[None]] | None = None
-        backoff = Backoff(min(RETRY_MIN_S, interval_s), interval_s)
-        try:
-            while True:
-                self._wake.clear()
-                try:
-                    await self.reconcile_once()
-                    wait_s = interval_s
-                    backoff.reset()
-                except NamespacePending as exc:
-                    wait_s = backoff.next()
-                    log.info("waiting for the namespace of profile(s) %s; again in %.1fs", exc, wait_s)
-                except KubernetesError as exc:
-                    wait_s = backoff.next()
-                    log.warning(
-                        "reconciling profile namespaces failed (%s); retrying in %.1fs", exc.description, wait_s
-                    )
-                if watches is None and self.istio is not None:  # watch only what the API serves
-                    running = self.watches if self.istio else self.watches[:2]
-                    watches = asyncio.gather(*(watch.run() for watch in running))
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_s):
-                        await self._wake.wait()
-        finally:
-            if watches is not None:
-                watches.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watches
+        await reconcile_forever(
+            "reconciling profile namespaces", self.reconcile_once, self._wake, self._watched, interval_s
+        )
+
+    def _watched(self) -> list[Reflector] | None:
+        """Watch only what the API serves: known after the first pass."""
+        if self.istio is None:
+            return None
+        return self.watches if self.istio else self.watches[:2]
 
     def _profile_changed(self, event: WatchEvent | None) -> None:
         if event is None or event.type != "DELETED":  # a (re)list, a new Profile, or its controller's progress
@@ -193,12 +171,12 @@ class ProfileAccess:
             self._owned[key] = spec
 
 
-class NamespacePending(Exception):
+class NamespacePending(NotYet):
     """Profiles whose namespace does not exist yet (Kubeflow's profile controller makes it), or
     refused a write this pass."""
 
     def __init__(self, namespaces: list[str]) -> None:
-        super().__init__(", ".join(namespaces))
+        super().__init__(f"the namespace of profile(s) {', '.join(namespaces)}")
 
 
 def _deleting(profile: JsonObject) -> bool:

@@ -10,7 +10,6 @@ annotations that others add, and every other field, are left as they are.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -20,10 +19,10 @@ from decimal import Decimal
 from typing import Literal
 
 from .authz.rules import PolicyError, make_rule, normalise_subject
-from .backoff import Backoff
-from .errors import BadRequest, Conflict, KubernetesConflict, KubernetesError, KubernetesNotFound, NotFound
+from .errors import BadRequest, Conflict, KubernetesConflict, KubernetesNotFound, NotFound
 from .kube.client import JsonObject, Kind, KubeClient, WatchEvent
 from .kube.kubeflow_names import EDITOR_ACCOUNT, NOTEBOOK_NAME_LABEL, PROFILE_OWNER_FIELD, VIEWER_ACCOUNT
+from .kube.reconcile_loop import RECONCILE_INTERVAL_S, reconcile_forever
 from .kube.reflector import Reflector
 from .names import is_dns_label
 from .pod_security import LIMIT_RANGE_NAME, PodSecurityLevel, limit_range_spec, namespace_labels
@@ -67,8 +66,6 @@ DEFAULT_GPU_VENDORS = ("nvidia.com/gpu",)
 # A quota on requests alone lets one notebook ask for a 512-CPU limit: each bounded request also bounds
 # the limits, at the same amount unless the profile says otherwise.
 LIMIT_OF_REQUEST = {"cpu": "limits.cpu", "memory": "limits.memory"}
-RECONCILE_INTERVAL_S = 30.0
-RETRY_MIN_S = 1.0  # after a failed pass, retry this soon (jittered), then ever later, up to the interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,27 +336,9 @@ class Provisioner:
         """Repair at once when a watch sees a profile object deleted or one of its owned fields edited,
         and relist every `interval_s` anyway (a watch can miss a change while it reconnects); after a
         failed pass, sooner (a jittered backoff up to `interval_s`). Until cancelled."""
-        watches = asyncio.gather(*(watch.run() for watch in self.watches))
-        backoff = Backoff(min(RETRY_MIN_S, interval_s), interval_s)
-        try:
-            while True:
-                self._wake.clear()
-                try:
-                    await self.reconcile_once()
-                    wait_s = interval_s
-                    backoff.reset()
-                except KubernetesError as exc:
-                    wait_s = backoff.next()
-                    log.warning("reconciling profiles failed (%s); retrying in %.1fs", exc.description, wait_s)
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that lands as
-                # the wait ends (a watch woke us), and this loop would then outlive its shutdown.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_s):
-                        await self._wake.wait()
-        finally:
-            watches.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watches
+        await reconcile_forever(
+            "reconciling profiles", self.reconcile_once, self._wake, lambda: self.watches, interval_s
+        )
 
     def _changed(self, watch: Reflector, event: WatchEvent | None) -> None:
         """Wake the loop for a deletion, or for an edit of what it owns (not for a quota's status)."""
