@@ -116,7 +116,7 @@ async def test_delete_removes_a_configuration_and_a_missing_one_is_not_found(
     [
         ({"name": "Not A Label"}, "name"),
         ({"env": [{"name": "1BAD", "value": "x"}]}, "env[0].name"),
-        ({"env": [{"name": "A"}]}, "env[0]"),
+        ({"env": [{"name": "A"}]}, "env[0].value"),  # the missing value, named
         ({"secretMounts": [{"secret": "creds", "mountPath": "relative"}]}, "secretMounts[0].mountPath"),
         ({"secretMounts": [{"secret": "Bad Secret", "mountPath": "/a"}]}, "secretMounts[0].secret"),
         ({"envFromSecrets": ["x/y"]}, "envFromSecrets[0]"),
