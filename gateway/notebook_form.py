@@ -153,7 +153,9 @@ class StorageResources(Model):
 
 class PvcSpec(Model):
     resources: StorageResources
-    accessModes: list[AccessMode] | None = Field(None, min_length=1, max_length=1, description="One mode.")
+    accessModes: list[AccessMode] = Field(
+        default_factory=list, min_length=1, max_length=1, description="One mode; default: the workspace's."
+    )
     # Accepted for the web app's sake; `Volume` has no place for it yet.
     storageClassName: str = ""
 
@@ -307,7 +309,7 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         workspace=workspace,
         data_volumes=tuple(volume for _, volume in data_volumes),
         server_type=server_type,
-        image_pull_policy=form.imagePullPolicy or defaults.image_pull_policy,
+        image_pull_policy=_pull_policy(form, defaults.image_pull_policy),
         configurations=_configurations(form, defaults.configurations),
         gpus=_gpus(form, defaults),
         affinity_config=affinity.key if affinity else "",
@@ -442,6 +444,15 @@ def _image(form: NewNotebook, defaults: SpawnerConfig, server_type: str) -> str:
             field=field,
         )
     return image
+
+
+def _pull_policy(form: NewNotebook, default: str) -> str:
+    policy = form.imagePullPolicy or default  # the model checked the body's; this is for the config's
+    if policy not in PULL_POLICIES:
+        raise InvalidNotebookSpec(
+            f"imagePullPolicy must be one of {', '.join(PULL_POLICIES)}.", field="imagePullPolicy"
+        )
+    return policy
 
 
 def _default_quantity(value: str, field: str) -> str:

@@ -180,6 +180,83 @@ def test_unknown_nested_fields_are_named_with_their_path() -> None:
     assert caught.value.field == "datavols[0].newPvc.spec.selector"
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"cpu": None}, "cpu", "cpu: must be a Kubernetes quantity"),  # null is not "left out"
+        ({"image": None}, "image", "image: must be a string."),
+        ({"customImageCheck": "true"}, "customImageCheck", "customImageCheck: must be true or false."),
+        ({"datavols": [{"mount": "/d"}]}, "datavols[0]", "exactly one of"),
+        ({"datavols": [{**new_volume("d", "/d"), **existing_volume("c", "/d")}]}, "datavols[0]", "exactly one of"),
+        (
+            {"datavols": [{"mount": "/d", "newPvc": {"metadata": {"name": "d"}}}]},
+            "datavols[0].newPvc.spec",
+            "is required",
+        ),
+        (
+            {"workspace": {"mount": "/w", "newPvc": {"spec": {"resources": {"requests": {}}}}}},
+            "workspace.newPvc.spec.resources.requests.storage",
+            "is required",
+        ),
+        (
+            {"datavols": [new_volume("d", "/d") | {"size": "1Gi"}]},
+            "datavols[0].size",
+            "Unknown field(s): datavols[0].size.",
+        ),
+        (
+            {
+                "datavols": [
+                    {
+                        "mount": "/d",
+                        "newPvc": {"spec": {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": []}},
+                    }
+                ]
+            },
+            "datavols[0].newPvc.spec.accessModes",
+            "at least 1 item",
+        ),
+        (
+            {
+                "datavols": [
+                    {
+                        "mount": "/d",
+                        "newPvc": {
+                            "spec": {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": ["ReadWriteSome"]}
+                        },
+                    }
+                ]
+            },
+            "datavols[0].newPvc.spec.accessModes[0]",
+            "must be one of",
+        ),
+        (
+            {
+                "datavols": [
+                    {"mount": "/d", "existingSource": {"persistentVolumeClaim": {"claimName": "c", "readOnly": True}}}
+                ]
+            },
+            "datavols[0].existingSource.persistentVolumeClaim.readOnly",
+            "not supported yet",
+        ),
+        ({"gpus": {"num": [1]}}, "gpus.num", "whole number"),
+        ({"configurations": "add-gcp-secret"}, "configurations", "must be a list"),
+        ({"environment": ["A=1"]}, "environment", "JSON object"),
+    ],
+)
+def test_the_model_refuses_a_body_of_the_wrong_shape_naming_the_field(
+    change: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(InvalidNotebookSpec) as caught:
+        parse({"name": "nb1", **change})
+    assert (caught.value.field, caught.value.code) == (field, "invalid_notebook")
+    assert words in caught.value.message
+
+
+def test_a_bad_image_pull_policy_in_the_config_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="imagePullPolicy"):
+        check_defaults(dataclasses.replace(DEFAULTS, image_pull_policy="Sometimes"))
+
+
 @pytest.mark.parametrize("body", [[], "nb1", None, 3])
 def test_a_body_that_is_not_an_object_is_refused(body: object) -> None:
     with pytest.raises(InvalidNotebookSpec, match="must be a JSON object"):

@@ -89,3 +89,57 @@ async def test_a_model_checked_body_is_refused_with_the_field_at_fault(
     answer = await resp.json()
     assert answer.get("field") == field and answer["error"] == "bad_request"
     assert openapi_checked.checked == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "code"),
+    [
+        ("notebooks", {"name": "nb1", "shm": "yes"}, "shm", "invalid_notebook"),
+        ("notebooks", {"name": "nb1", "datavols": [{"mount": "/d", "nfs": {}}]}, "datavols[0].nfs", "invalid_notebook"),
+        (
+            "poddefaults",
+            {"name": "store", "secretMounts": [{"secret": "s", "mountPath": 3}]},
+            "secretMounts[0].mountPath",
+            "bad_request",
+        ),
+        (
+            "poddefaults",
+            {"name": "store", "env": [{"name": "A", "value": "1", "secret": "s"}]},
+            "env[0].secret",
+            "bad_request",
+        ),
+    ],
+)
+async def test_a_create_body_of_the_wrong_shape_is_refused_by_its_model_naming_the_field(
+    gateway_factory: Factory,
+    tmp_path: Path,
+    openapi_checked: ResponseChecker,
+    path: str,
+    body: object,
+    field: str,
+    code: str,
+) -> None:
+    client: Client = await gateway_factory(backend="local", local_dir=tmp_path)
+    resp = await client.post(f"/api/namespaces/alice/{path}", json=body)
+    answer = await resp.json()
+    assert (resp.status, answer.get("field"), answer["error"]) == (400, field, code)
+    assert field in answer["message"]
+    assert openapi_checked.checked == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "fields", "required"),
+    [
+        ("NewConfiguration", {"name", "desc", "env", "secretMounts", "envFromSecrets"}, ["name"]),
+        ("NewProfile", {"name", "owner", "quota", "mountServiceAccountToken"}, ["name", "owner"]),
+        ("NewSecretMount", {"secret", "mountPath"}, ["secret", "mountPath"]),
+        ("EnvVariable", {"name", "value"}, ["name", "value"]),
+        ("VolumeSource", {"mount", "newPvc", "existingSource"}, ["mount"]),
+    ],
+)
+def test_the_create_bodies_are_described_by_the_models_that_check_them(
+    model: str, fields: set[str], required: list[str]
+) -> None:
+    schema = document()["components"]["schemas"][model]
+    assert set(schema["properties"]) == fields and schema.get("required", []) == required
+    assert schema["additionalProperties"] is False  # what the check refuses, the document does not offer
