@@ -458,6 +458,42 @@ def test_a_malformed_pod_section_is_a_malformed_config(tmp_path: Path, section: 
         SpawnerConfig.load(tmp_path / "spawner.yaml")
 
 
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ({"cpu": {"limitFactor": "1.2"}}, r"cpu\.value: Field required"),
+        (
+            {"gpus": {"value": {"vendors": [{"uiName": "NVIDIA"}]}}},
+            r"gpus\.value\.vendors\[0\]\.limitsKey: Field required",
+        ),
+        (
+            {"affinityConfig": {"options": [{"configKey": "big", "affinity": []}]}},
+            r"affinityConfig\.options\[0\]\.affinity",
+        ),
+        ({"shm": {"value": "sometimes"}}, r"shm\.value: Input should be a valid boolean"),
+        (
+            {"workspaceVolume": {"value": {"mount": ["/home"]}}},
+            r"workspaceVolume\.value\.mount: Input should be a valid string",
+        ),
+    ],
+)
+def test_a_malformed_config_names_the_key_at_fault(tmp_path: Path, section: dict[str, Any], words: str) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
+    form["spawnerFormDefaults"] |= section
+    (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
+    with pytest.raises(ValueError, match=words):
+        SpawnerConfig.load(tmp_path / "spawner.yaml")
+
+
+def test_numbers_in_the_config_are_read_as_text_and_unknown_keys_are_left_alone(tmp_path: Path) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
+    form["spawnerFormDefaults"]["cpu"] |= {"value": 0.5, "limitFactor": 2, "max": 8}
+    form["spawnerFormDefaults"]["somethingNew"] = {"value": "a later web app's"}
+    (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
+    config = SpawnerConfig.load(tmp_path / "spawner.yaml")
+    assert (config.cpu, config.cpu_limit_factor, config.maximums["cpu"]) == ("0.5", "2", "8")
+
+
 # -- the config's default data volumes and configurations (`dataVolumes.value`, `configurations.value`)
 
 DEFAULT_VOLUMES = [
@@ -508,8 +544,12 @@ def test_read_only_default_volumes_and_configurations_are_kept_and_cannot_be_cha
         ({"dataVolumes": {"value": [{"mount": "relative/path", "newPvc": {}}]}}, "mount path"),
         ({"dataVolumes": {"value": [new_volume("Not A Name", "/data")]}}, "DNS-1123"),
         ({"configurations": {"value": ["bad label!"]}}, "PodDefault labels"),
-        ({"dataVolumes": {"value": "a volume"}}, "must be a list of dict"),
-        ({"configurations": {"value": [{"label": "x"}]}}, "must be a list of str"),
+        ({"dataVolumes": {"value": "a volume"}}, r"dataVolumes\.value: Input should be a valid list"),
+        ({"dataVolumes": {"value": ["a volume"]}}, r"dataVolumes\.value\[0\]: Input should be a valid dictionary"),
+        (
+            {"configurations": {"value": [{"label": "x"}]}},
+            r"configurations\.value\[0\]: Input should be a valid string",
+        ),
     ],
 )
 def test_a_bad_default_stops_the_gateway_at_start(section: dict[str, Any], words: str, tmp_path: Path) -> None:
