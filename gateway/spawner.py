@@ -163,7 +163,7 @@ class SpawnerConfig:
             read_only=frozenset(
                 key
                 for section, keys in READ_ONLY_FIELDS.items()
-                if isinstance(getattr(file, section), Section) and getattr(file, section).readOnly is True
+                if (part := getattr(file, section)) is not None and part.readOnly
                 for key in keys
             ),
             maximums=_maximums(file),
@@ -183,8 +183,9 @@ class SpawnerConfig:
 
 # -- the file's shape ------------------------------------------------------------------------------
 # `spawnerFormDefaults` as models. An admin's YAML: numbers where text is meant are taken as text, and keys
-# the gateway does not read are ignored (Kubeflow's own file has some). What spans sections (a default
-# among its options, a vendor's resource name, the maximums as quantities) is checked by the code above.
+# the gateway does not read are ignored (Kubeflow's own file has some). What a type cannot say (a default
+# among its options, a vendor's resource name, the maximums as quantities) is checked by the functions below;
+# the default volumes and configurations are checked as a body's are (`notebook_form.check_defaults`).
 
 
 class Part(BaseModel):
@@ -198,6 +199,10 @@ class Section(Part):
 class Images(Section):
     value: str
     options: list[str] | None = None
+
+
+class ImageGroup(Images):
+    value: str = ""  # default: the first option
 
 
 class Resource(Section):
@@ -251,11 +256,11 @@ class DataVolumes(Section):
 
 class Vendor(Part):
     limitsKey: str
-    uiName: str = ""
+    uiName: str | None = None  # default: the limitsKey
 
 
 class Gpus(Part):
-    vendor: str = ""
+    vendor: str | None = None  # the default vendor's limitsKey; none: no default
     vendors: list[Vendor] | None = None
     num: str = "none"
     counts: list[int] | None = None  # the gateway's: the counts the form offers
@@ -267,13 +272,13 @@ class GpuSection(Section):
 
 class AffinityChoice(Part):
     configKey: str
-    displayName: str = ""
+    displayName: str | None = None
     affinity: dict[str, Any]  # a Kubernetes Affinity, as the admin wrote it
 
 
 class TolerationChoice(Part):
     groupKey: str
-    displayName: str = ""
+    displayName: str | None = None
     tolerations: list[Any]  # Kubernetes Tolerations, as the admin wrote them
 
 
@@ -288,7 +293,7 @@ class Tolerations(Section):
 
 
 class Switch(Section):
-    value: bool = False
+    value: bool | None = None
 
 
 class Labels(Section):
@@ -299,8 +304,8 @@ class SpawnerFile(Part):
     """Kubeflow's `spawner_ui_config.yaml` `spawnerFormDefaults`, the sections the gateway reads."""
 
     image: Images
-    imageGroupOne: Images | None = None
-    imageGroupTwo: Images | None = None
+    imageGroupOne: ImageGroup | None = None
+    imageGroupTwo: ImageGroup | None = None
     allowCustomImage: bool = True
     imagePullPolicy: TextSetting | None = None
     cpu: Resource
@@ -343,7 +348,7 @@ def _gpus(value: Gpus | None) -> dict[str, Any]:
     default_num = 0 if value.num in ("none", "", "0") else int(value.num)
     if value.vendor and value.vendor not in {v.limits_key for v in vendors}:
         raise ValueError(f"the default gpus vendor {value.vendor!r} is not among the vendors")
-    return {"gpu_vendors": vendors, "gpu_vendor": value.vendor, "gpu_num": default_num, "gpu_counts": counts}
+    return {"gpu_vendors": vendors, "gpu_vendor": value.vendor or "", "gpu_num": default_num, "gpu_counts": counts}
 
 
 def _choice_default(value: str | None, options: tuple[PodChoice, ...]) -> str:
