@@ -1,7 +1,8 @@
 """The new-notebook form (the Jupyter web app's JSON body) checked and turned into a `NotebookSpec`.
 
-Pure: no I/O and no aiohttp, so the JSON API and the HTML form share it. Every problem is an
-`InvalidNotebookSpec` naming the field at fault; a request is either fully valid or refused.
+Pure: no I/O and no aiohttp, so the JSON API and the HTML form share it. The body's shape is the model
+`NewNotebook` (also what /api/openapi.json describes); what depends on the spawner config is code. Every
+problem is an `InvalidNotebookSpec` naming the field at fault; a request is either fully valid or refused.
 """
 
 from __future__ import annotations
@@ -12,41 +13,26 @@ import posixpath
 import re
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from .backends import NotebookSpec, Volume
+from .body_models import Model, parse_body
 from .errors import Forbidden, InvalidNotebookSpec
 from .names import is_dns_label, is_dns_subdomain
 from .quantities import parse_quantity, scale_quantity
 from .spawner import SERVER_TYPES as SPAWNER_SERVER_TYPES
 from .spawner import PodChoice, SpawnerConfig
 
-# What the Jupyter web app's form sends (kubeflow/notebooks, NotebookFormObject, after its
-# getSubmitNotebook() clean-up). Anything else is refused, so a typo never passes silently.
-FIELDS = frozenset(
-    {
-        "name",
-        "namespace",
-        "image",
-        "customImage",
-        "customImageCheck",
-        "imagePullPolicy",
-        "allowCustomImage",
-        "serverType",
-        "cpu",
-        "cpuLimit",
-        "memory",
-        "memoryLimit",
-        "gpus",
-        "affinityConfig",
-        "tolerationGroup",
-        "shm",
-        "configurations",
-        "environment",
-        "noWorkspace",
-        "workspace",
-        "datavols",
-    }
-)
 SERVER_TYPES = tuple(SPAWNER_SERVER_TYPES)  # jupyter (JupyterLab), group-one (VS Code), group-two (RStudio)
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 ACCESS_MODES = ("ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod")
@@ -69,38 +55,248 @@ LABEL_KEY = re.compile(r"(?:[a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 MAX_LABEL_KEY_CHARS = 317
 
 
+# -- the body's shape ------------------------------------------------------------------------------
+# What the Jupyter web app's form sends (kubeflow/notebooks, NotebookFormObject, after its getSubmitNotebook()
+# clean-up), as models: the types, the nested volumes and GPUs, anything else refused. A field left out takes
+# the spawner config's default, so "given or not" is `model_fields_set`, and what needs the config (defaults,
+# readOnly, maximums, the offered images, GPUs and pod options) is checked by the code below the models.
+
+
+def _positive_quantity(value: object) -> str:
+    """A quantity the web app may send as a string or, for CPU, as a number."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("must be a Kubernetes quantity such as 500m or 1.5Gi")
+    text = value if isinstance(value, str) else str(value)
+    if parse_quantity(text) <= 0:  # its ValueError says why the text is not a quantity
+        raise ValueError(f"must be greater than zero; got {text!r}")
+    return text
+
+
+def _limit_quantity(value: object) -> object:
+    return value if value == "" else _positive_quantity(value)  # "": request x the limit factor
+
+
+def _notebook_name(value: str) -> str:
+    if len(value) > 63:
+        raise ValueError("must be at most 63 characters long")
+    if not is_dns_label(value):
+        raise ValueError(
+            f"{value!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _mount_path(value: str) -> str:
+    """An absolute path without `.`/`..` segments or control characters, with `//` collapsed."""
+    if not value.startswith("/"):
+        raise ValueError("the mount path must be an absolute path such as /home/jovyan/data")
+    if len(value) > MAX_MOUNT_PATH_CHARS or any(ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in value):
+        raise ValueError("the mount path contains characters that are not allowed")
+    segments = [segment for segment in value.split("/") if segment]
+    if "." in segments or ".." in segments:
+        raise ValueError("the mount path must not contain '.' or '..' segments")
+    if not segments:
+        raise ValueError("a volume cannot be mounted at '/'")
+    return posixpath.join("/", *segments)
+
+
+def _label_key(value: object) -> object:
+    if not isinstance(value, str) or len(value) > MAX_LABEL_KEY_CHARS or LABEL_KEY.fullmatch(value) is None:
+        raise ValueError("must name a configuration: PodDefault labels look like add-gcp-secret")
+    return value
+
+
+def _gpu_count(value: object) -> object:
+    """`"none"`, `""`, or a whole number (the web app sends it as text) of at most three digits."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if text in ("none", "") or isinstance(text, str) and text.isascii() and text.isdigit() and len(text) < 4:
+        return text
+    raise ValueError("must be 'none' or a whole number")
+
+
+def _environment(value: object) -> object:
+    """The web app sends the environment as a JSON object in a string; plain objects are fine too."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError:
+            value = None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object of NAME: value")
+    return value
+
+
+# Numbers are taken as their text (the web app sends CPU as a number); the models hold the text.
+NUMBER_OR_TEXT = {"type": ["string", "number"]}
+Quantity = Annotated[
+    str,
+    BeforeValidator(_positive_quantity),
+    WithJsonSchema({**NUMBER_OR_TEXT, "description": "A Kubernetes quantity, e.g. 500m, 1.5Gi or 2."}),
+]
+LimitQuantity = Annotated[str, BeforeValidator(_limit_quantity), WithJsonSchema(NUMBER_OR_TEXT)]
+MountPath = Annotated[str, AfterValidator(_mount_path)]
+AccessMode = Literal[ACCESS_MODES]  # type: ignore[valid-type]
+
+
+class PvcName(Model):
+    name: str = Field("", description="A DNS-1123 subdomain; `{notebook-name}` is replaced.")
+
+
+class StorageRequest(Model):
+    storage: Quantity
+
+
+class StorageResources(Model):
+    requests: StorageRequest
+
+
+class PvcSpec(Model):
+    resources: StorageResources
+    accessModes: list[AccessMode] = Field(
+        default_factory=list, min_length=1, max_length=1, description="One mode; default: the workspace's."
+    )
+    # Accepted for the web app's sake; `Volume` has no place for it yet.
+    storageClassName: str = ""
+
+
+class NewPvc(Model):
+    metadata: PvcName = PvcName()
+    spec: PvcSpec
+
+
+class ClaimSource(Model):
+    claimName: str = Field(description="An existing PersistentVolumeClaim of the namespace.")
+    readOnly: bool = False
+
+    @field_validator("readOnly")
+    @classmethod
+    def _writable(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("read-only volume mounts are not supported yet")
+        return value
+
+
+class ExistingSource(Model):
+    persistentVolumeClaim: ClaimSource
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_claim(cls, data: object) -> object:
+        if not isinstance(data, dict) or set(data) != {"persistentVolumeClaim"}:
+            raise ValueError("must be a persistentVolumeClaim source")
+        return data
+
+
+class VolumeSource(Model):
+    """A volume to mount: a new claim, or an existing one (`{"persistentVolumeClaim": {"claimName"}}`)."""
+
+    mount: MountPath = Field(description="An absolute path without `.` or `..` segments.")
+    newPvc: NewPvc | None = None
+    existingSource: ExistingSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> VolumeSource:
+        if (self.newPvc is None) == (self.existingSource is None):
+            raise ValueError("needs exactly one of 'newPvc' or 'existingSource'")
+        return self
+
+
+class GpuRequest(Model):
+    num: Annotated[str, BeforeValidator(_gpu_count), WithJsonSchema({"type": ["string", "integer"]})] = Field(
+        "none", description='`"none"` or a count the configuration offers (a number or its text).'
+    )
+    vendor: str = Field("", description="A vendor's `limitsKey`, e.g. `nvidia.com/gpu`; default: the config's.")
+
+
+def _no_defaults(schema: dict[str, Any]) -> None:
+    """The defaults are the spawner configuration's (GET /api/config), not the model's placeholders."""
+    properties = schema.get("properties")
+    for field in properties.values() if isinstance(properties, dict) else ():
+        field.pop("default", None)
+
+
+class NewNotebook(Model):
+    """The NEW SERVER form's fields (Kubeflow's Jupyter web app form); any other field is refused. All but
+    `name` default to the gateway's spawner configuration (GET /api/config); a field the configuration
+    makes `readOnly` may only be left out or sent as its default."""
+
+    model_config = ConfigDict(json_schema_extra=_no_defaults)
+
+    name: Annotated[str, AfterValidator(_notebook_name)] = Field(description="A DNS-1123 label.")
+    namespace: str = Field("", description="The URL's namespace, if given.")
+    serverType: Literal[(*SERVER_TYPES, "")] = Field(  # type: ignore[valid-type]
+        "", description="JupyterLab, VS Code or RStudio (one the configuration has images for); empty: jupyter."
+    )
+    image: str = ""
+    customImage: str = ""
+    customImageCheck: bool = Field(True, description="Use `customImage` (when the configuration allows it).")
+    allowCustomImage: bool = Field(False, description="Echoed by the web app; the configuration decides.")
+    imagePullPolicy: Literal[(*PULL_POLICIES, "")] = ""  # type: ignore[valid-type]
+    cpu: Quantity = Field("", description="The CPU request, a quantity or a number.")
+    cpuLimit: LimitQuantity | None = Field(None, description="At least `cpu`; empty or null: `cpu` x the limit factor.")
+    memory: Quantity = ""
+    memoryLimit: LimitQuantity | None = Field(
+        None, description="At least `memory`; empty or null: `memory` x the limit factor."
+    )
+    gpus: GpuRequest = GpuRequest()
+    affinityConfig: str = Field("", description="An affinity option's `configKey`, or `none`.")
+    tolerationGroup: str = Field("", description="A toleration group's `groupKey`, or `none`.")
+    shm: bool = Field(False, description="Mount a memory-backed /dev/shm.")
+    configurations: list[Annotated[str, BeforeValidator(_label_key)]] = Field(
+        default_factory=list, description="PodDefault labels to apply."
+    )
+    environment: Annotated[
+        dict[str, Any],
+        BeforeValidator(_environment),
+        WithJsonSchema({"type": ["string", "object"], "description": "Not supported yet: must be empty."}),
+    ] = {}
+    noWorkspace: bool = False
+    workspace: VolumeSource | None = Field(None, description="null: no workspace volume.")
+    datavols: list[VolumeSource] = Field(default_factory=list)
+
+
+# -- checks that need the spawner config -----------------------------------------------------------
+
+
 def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig) -> NotebookSpec:
     """Check a create request for `namespace` and fill in what it left out from `defaults`.
 
     Raises `InvalidNotebookSpec` (with `field` set) for the first problem found.
     """
-    form = _object(body, "", "The request body must be a JSON object.")
-    _keys(form, "", FIELDS)
-    name = _name(form)
-    given_namespace = form.get("namespace", namespace)
-    if given_namespace != namespace:
+    form = parse_body(NewNotebook, body, error=InvalidNotebookSpec)
+    given = form.model_fields_set
+    name = form.name
+    if "namespace" in given and form.namespace != namespace:
         raise InvalidNotebookSpec(
-            f"The body's namespace {str(given_namespace)[:100]!r} differs from the URL's {namespace!r}.",
-            field="namespace",
+            f"The body's namespace {form.namespace[:100]!r} differs from the URL's {namespace!r}.", field="namespace"
         )
-    server_type = _choice(form, "serverType", SERVER_TYPES, "jupyter")
+    server_type = form.serverType or "jupyter"  # the web app sends "" for "not chosen"
     if server_type not in defaults.server_types:
         raise InvalidNotebookSpec(
             f"The server type {server_type} is not offered here: it has no images in the spawner config.",
             field="serverType",
         )
     image = _image(form, defaults, server_type)
-    cpu = _quantity(form, "cpu", defaults.cpu, "CPU")
-    memory = _quantity(form, "memory", defaults.memory, "Memory")
-    workspace = _workspace(form, name, defaults)
+    cpu = form.cpu if "cpu" in given else _default_quantity(defaults.cpu, "cpu")
+    memory = form.memory if "memory" in given else _default_quantity(defaults.memory, "memory")
+    workspace = _workspace(form, defaults)
+    datavols = (
+        form.datavols
+        if "datavols" in given
+        else [
+            parse_body(VolumeSource, raw, error=InvalidNotebookSpec, at=f"datavols[{index}]")
+            for index, raw in enumerate(defaults.data_volumes)
+        ]
+    )
     data_volumes = [
-        (field, _volume(raw, field, name, defaults.workspace_access_mode))
-        for field, raw in (
-            (f"datavols[{index}]", raw) for index, raw in enumerate(_list(form, "datavols", defaults.data_volumes))
-        )
+        (f"datavols[{index}]", _volume(source, f"datavols[{index}]", name, defaults.workspace_access_mode))
+        for index, source in enumerate(datavols)
     ]
     _check_unique([("workspace", workspace)] if workspace else [], data_volumes)
-    _check_unsupported(form)
+    if form.environment:
+        # A `NotebookSpec` cannot carry variables yet: refuse rather than create a server without them.
+        raise InvalidNotebookSpec("Environment variables cannot be set yet.", field="environment")
     affinity = _pod_choice(form, "affinityConfig", defaults.affinity_default, defaults.affinity_options)
     toleration = _pod_choice(form, "tolerationGroup", defaults.toleration_default, defaults.toleration_options)
     spec = NotebookSpec(
@@ -108,24 +304,24 @@ def parse_notebook_form(body: object, *, namespace: str, defaults: SpawnerConfig
         image=image,
         cpu=cpu,
         memory=memory,
-        cpu_limit=_limit(form, "cpuLimit", cpu, defaults.cpu_limit_factor, "CPU"),
-        memory_limit=_limit(form, "memoryLimit", memory, defaults.memory_limit_factor, "Memory"),
+        cpu_limit=_limit(form.cpuLimit, "cpuLimit", cpu, defaults.cpu_limit_factor, "CPU"),
+        memory_limit=_limit(form.memoryLimit, "memoryLimit", memory, defaults.memory_limit_factor, "Memory"),
         workspace=workspace,
         data_volumes=tuple(volume for _, volume in data_volumes),
         server_type=server_type,
-        image_pull_policy=_choice(form, "imagePullPolicy", PULL_POLICIES, defaults.image_pull_policy),
+        image_pull_policy=_pull_policy(form, defaults.image_pull_policy),
         configurations=_configurations(form, defaults.configurations),
         gpus=_gpus(form, defaults),
         affinity_config=affinity.key if affinity else "",
         affinity=affinity.value if affinity else None,
         toleration_group=toleration.key if toleration else "",
         tolerations=tuple(toleration.value) if toleration else (),
-        shm=_bool(form, "shm", defaults.shm),
+        shm=form.shm if "shm" in given else defaults.shm,
     )
     if defaults.read_only:
         bare = {"name": name, "serverType": server_type}  # the type picks which default image applies
         fixed = parse_notebook_form(bare, namespace=namespace, defaults=_free(defaults))
-        _check_read_only(form, spec, fixed, defaults.read_only)
+        _check_read_only(given, spec, fixed, defaults.read_only)
     _check_maximums(spec, defaults.maximums)
     return spec
 
@@ -170,9 +366,7 @@ def _free(defaults: SpawnerConfig) -> SpawnerConfig:
     return dataclasses.replace(defaults, read_only=frozenset(), maximums={})
 
 
-def _check_read_only(
-    form: Mapping[str, object], spec: NotebookSpec, fixed: NotebookSpec, read_only: frozenset[str]
-) -> None:
+def _check_read_only(given: set[str], spec: NotebookSpec, fixed: NotebookSpec, read_only: frozenset[str]) -> None:
     """A field the admin made `readOnly` must come out as it would with nothing sent (left out, or the
     same value again, as the web app sends it); anything else is refused, naming the field."""
     differs = {
@@ -193,7 +387,7 @@ def _check_read_only(
         "shm": spec.shm != fixed.shm,
     }
     # Name a field the body sent before one it did not (a limit that followed a changed request).
-    for field in sorted(read_only, key=lambda key: (key not in form, key)):
+    for field in sorted(read_only, key=lambda key: (key not in given, key)):
         if differs.get(field):
             raise InvalidNotebookSpec(
                 f"{field} is set by the administrator (read-only); leave it out to get the default.", field=field
@@ -226,75 +420,17 @@ def _check_maximums(spec: NotebookSpec, maximums: Mapping[str, str]) -> None:
             raise InvalidNotebookSpec(f"{field} may be at most {ceiling} here; got {value}.", field=field)
 
 
-def _object(value: object, field: str, message: str) -> dict[str, object]:
-    if not isinstance(value, dict):
-        raise InvalidNotebookSpec(message, field=field or None)
-    return value
-
-
-def _keys(value: Mapping[str, object], field: str, allowed: frozenset[str] | set[str]) -> None:
-    """Refuse keys outside `allowed`, naming every one of them (`field` is their parent's path)."""
-    unknown = [f"{field}.{key}" if field else key for key in sorted(set(value) - allowed)]
-    if unknown:
-        raise InvalidNotebookSpec(f"Unknown field(s): {', '.join(unknown)}.", field=unknown[0])
-
-
-def _str(form: Mapping[str, object], field: str, default: str, *, path: str | None = None) -> str:
-    value = form.get(field, default)
-    if not isinstance(value, str):
-        raise InvalidNotebookSpec(f"{path or field} must be a string.", field=path or field)
-    return value
-
-
-def _bool(form: Mapping[str, object], field: str, default: bool) -> bool:
-    value = form.get(field, default)
-    if not isinstance(value, bool):
-        raise InvalidNotebookSpec(f"{field} must be true or false.", field=field)
-    return value
-
-
-def _list(form: Mapping[str, object], field: str, default: tuple[object, ...] = ()) -> list[object]:
-    value = form.get(field, list(default))
-    if not isinstance(value, list):
-        raise InvalidNotebookSpec(f"{field} must be a list.", field=field)
-    return value
-
-
-def _choice(form: Mapping[str, object], field: str, choices: tuple[str, ...], default: str) -> str:
-    value = _str(form, field, default) or default  # the web app sends "" for "not chosen"
-    if value not in choices:
-        raise InvalidNotebookSpec(f"{field} must be one of {', '.join(choices)}; got {value[:100]!r}.", field=field)
-    return value
-
-
-def _name(form: Mapping[str, object]) -> str:
-    if "name" not in form:
-        raise InvalidNotebookSpec("Give the notebook server a name.", field="name")
-    name = _str(form, "name", "")
-    if len(name) > 63:
-        raise InvalidNotebookSpec("The name must be at most 63 characters long.", field="name")
-    if not is_dns_label(name):
-        raise InvalidNotebookSpec(
-            f"The name {name!r} is not a DNS-1123 label: use lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit.",
-            field="name",
-        )
-    return name
-
-
-def _image(form: Mapping[str, object], defaults: SpawnerConfig, server_type: str) -> str:
+def _image(form: NewNotebook, defaults: SpawnerConfig, server_type: str) -> str:
     """The image to run: a standard one of the server type, or a custom one if the configuration
     allows them (the web app takes a custom image for any server type)."""
     default, standard = defaults.images_for(server_type)
-    _bool(form, "allowCustomImage", defaults.allow_custom_image)  # the client echoes the config; ours decides
-    use_custom = _bool(form, "customImageCheck", True)
-    custom = _str(form, "customImage", "").strip()
-    if use_custom and custom:
+    custom = form.customImage.strip()
+    if form.customImageCheck and custom:
         image, field = custom, "customImage"
-    elif "customImageCheck" in form and use_custom:
+    elif "customImageCheck" in form.model_fields_set and form.customImageCheck:
         raise InvalidNotebookSpec("Enter the custom image to use.", field="customImage")
     else:
-        image, field = _str(form, "image", default).strip() or default, "image"
+        image, field = form.image.strip() or default, "image"
     if image in (default, *standard):
         return image
     if not defaults.allow_custom_image:
@@ -310,106 +446,59 @@ def _image(form: Mapping[str, object], defaults: SpawnerConfig, server_type: str
     return image
 
 
-def _quantity_text(value: object, field: str, what: str) -> str:
-    """A quantity the web app may send as a string or, for CPU, as a number."""
-    if isinstance(value, bool) or not isinstance(value, str | int | Decimal | float):
-        raise InvalidNotebookSpec(f"{what} must be a Kubernetes quantity such as 500m or 1.5Gi.", field=field)
-    text = value if isinstance(value, str) else str(value)
-    try:
-        amount = parse_quantity(text)
-    except ValueError as exc:
-        raise InvalidNotebookSpec(f"{what}: {exc}.", field=field) from None
-    if amount <= 0:
-        raise InvalidNotebookSpec(f"{what} must be greater than zero; got {text!r}.", field=field)
-    return text
-
-
-def _quantity(form: Mapping[str, object], field: str, default: str, what: str) -> str:
-    return _quantity_text(form.get(field, default), field, what)
-
-
-def _limit(form: Mapping[str, object], field: str, request: str, factor: str | None, what: str) -> str | None:
-    """The explicit limit, or request x the configured factor (as the web app does), or None."""
-    value = form.get(field)
-    if value is None or value == "":
-        return None if factor is None else scale_quantity(request, Decimal(factor))
-    limit = _quantity_text(value, field, f"{what} limit")
-    if parse_quantity(limit) < parse_quantity(request):
+def _pull_policy(form: NewNotebook, default: str) -> str:
+    policy = form.imagePullPolicy or default  # the model checked the body's; this is for the config's
+    if policy not in PULL_POLICIES:
         raise InvalidNotebookSpec(
-            f"The {what} limit ({limit}) must be at least the {what} request ({request}).", field=field
+            f"imagePullPolicy must be one of {', '.join(PULL_POLICIES)}.", field="imagePullPolicy"
         )
-    return limit
+    return policy
 
 
-def _workspace(form: Mapping[str, object], name: str, defaults: SpawnerConfig) -> Volume | None:
+def _default_quantity(value: str, field: str) -> str:
+    """A request the config gives (checked as a body's is, so `check_defaults` refuses a bad one)."""
+    try:
+        return _positive_quantity(value)
+    except ValueError as exc:
+        raise InvalidNotebookSpec(f"{field}: {exc}.", field=field) from None
+
+
+def _limit(value: str | None, field: str, request: str, factor: str | None, what: str) -> str | None:
+    """The explicit limit, or request x the configured factor (as the web app does), or None."""
+    if not value:
+        return None if factor is None else scale_quantity(request, Decimal(factor))
+    if parse_quantity(value) < parse_quantity(request):
+        raise InvalidNotebookSpec(
+            f"The {what} limit ({value}) must be at least the {what} request ({request}).", field=field
+        )
+    return value
+
+
+def _workspace(form: NewNotebook, defaults: SpawnerConfig) -> Volume | None:
     """The workspace volume: the configured default when absent, none when null or `noWorkspace`."""
-    if _bool(form, "noWorkspace", False) or ("workspace" in form and form["workspace"] is None):
+    if form.noWorkspace or ("workspace" in form.model_fields_set and form.workspace is None):
         return None
-    if "workspace" not in form:
+    if form.workspace is None:
         return Volume(
-            name=_volume_name(defaults.workspace_name_template, name, "workspace"),
+            name=_volume_name(defaults.workspace_name_template, form.name, "workspace"),
             mount_path=defaults.workspace_mount,
             size=defaults.workspace_size,
             access_mode=defaults.workspace_access_mode,
         )
-    return _volume(form["workspace"], "workspace", name, defaults.workspace_access_mode)
+    return _volume(form.workspace, "workspace", form.name, defaults.workspace_access_mode)
 
 
-def _volume(raw: object, field: str, notebook: str, default_mode: str) -> Volume:
-    """`{mount, newPvc: {metadata: {name}, spec: {...}}}` or `{mount, existingSource: {persistentVolumeClaim}}`."""
-    volume = _object(raw, field, f"{field} must be an object with 'mount' and 'newPvc' or 'existingSource'.")
-    _keys(volume, field, {"mount", "newPvc", "existingSource"})
-    mount = _mount_path(volume.get("mount"), f"{field}.mount")
-    if ("newPvc" in volume) == ("existingSource" in volume):
-        raise InvalidNotebookSpec(f"{field} needs exactly one of 'newPvc' or 'existingSource'.", field=field)
-    if "existingSource" in volume:
-        return Volume(
-            name=_existing_claim(volume["existingSource"], f"{field}.existingSource"), mount_path=mount, existing=True
-        )
-    pvc = _object(volume["newPvc"], f"{field}.newPvc", f"{field}.newPvc must be an object.")
-    _keys(pvc, f"{field}.newPvc", {"metadata", "spec"})
-    metadata = _object(pvc.get("metadata", {}), f"{field}.newPvc.metadata", "metadata must be an object.")
-    _keys(metadata, f"{field}.newPvc.metadata", {"name"})
-    name_field = f"{field}.newPvc.metadata.name"
-    name = _volume_name(_str(metadata, "name", "", path=name_field), notebook, name_field)
-    spec_field = f"{field}.newPvc.spec"
-    spec = _object(pvc.get("spec", {}), spec_field, f"{spec_field} must be an object.")
-    # storageClassName is accepted for the web app's sake; `Volume` has no place for it yet.
-    _keys(spec, spec_field, {"resources", "accessModes", "storageClassName"})
-    _str(spec, "storageClassName", "", path=f"{spec_field}.storageClassName")
-    resources = _object(spec.get("resources", {}), f"{spec_field}.resources", "resources must be an object.")
-    _keys(resources, f"{spec_field}.resources", {"requests"})
-    requests = _object(
-        resources.get("requests"),
-        f"{spec_field}.resources.requests",
-        f"{spec_field}.resources.requests must be an object with 'storage'.",
-    )
-    _keys(requests, f"{spec_field}.resources.requests", {"storage"})
-    size_field = f"{spec_field}.resources.requests.storage"
-    size = _quantity_text(requests.get("storage"), size_field, "The volume size")
-    return Volume(name=name, mount_path=mount, size=size, access_mode=_access_mode(spec, spec_field, default_mode))
-
-
-def _access_mode(spec: Mapping[str, object], field: str, default: str) -> str:
-    modes = spec.get("accessModes", [default])
-    if not isinstance(modes, list) or len(modes) != 1 or modes[0] not in ACCESS_MODES:
-        raise InvalidNotebookSpec(
-            f"{field}.accessModes must be a list of one of {', '.join(ACCESS_MODES)}.", field=f"{field}.accessModes"
-        )
-    return str(modes[0])
-
-
-def _existing_claim(raw: object, field: str) -> str:
-    source = _object(raw, field, f"{field} must be an object.")
-    if set(source) != {"persistentVolumeClaim"}:
-        raise InvalidNotebookSpec(f"{field} must be a persistentVolumeClaim source.", field=field)
-    claim_field = f"{field}.persistentVolumeClaim"
-    claim = _object(source["persistentVolumeClaim"], claim_field, f"{claim_field} must be an object.")
-    _keys(claim, claim_field, {"claimName", "readOnly"})
-    if claim.get("readOnly", False) is not False:
-        raise InvalidNotebookSpec("Read-only volume mounts are not supported yet.", field=f"{claim_field}.readOnly")
-    name_field = f"{claim_field}.claimName"
-    return _volume_name(_str(claim, "claimName", "", path=name_field), None, name_field)
+def _volume(source: VolumeSource, field: str, notebook: str, default_mode: str) -> Volume:
+    """A new claim, named from its template, or an existing one."""
+    if source.existingSource is not None:
+        claim = source.existingSource.persistentVolumeClaim.claimName
+        name = _volume_name(claim, None, f"{field}.existingSource.persistentVolumeClaim.claimName")
+        return Volume(name=name, mount_path=source.mount, existing=True)
+    assert source.newPvc is not None  # VolumeSource has exactly one of the two
+    pvc = source.newPvc
+    name = _volume_name(pvc.metadata.name, notebook, f"{field}.newPvc.metadata.name")
+    modes = pvc.spec.accessModes or [default_mode]
+    return Volume(name=name, mount_path=source.mount, size=pvc.spec.resources.requests.storage, access_mode=modes[0])
 
 
 def _volume_name(template: str, notebook: str | None, field: str) -> str:
@@ -421,20 +510,6 @@ def _volume_name(template: str, notebook: str | None, field: str) -> str:
             field=field,
         )
     return name
-
-
-def _mount_path(value: object, field: str) -> str:
-    """An absolute path without `.`/`..` segments or control characters, with `//` collapsed."""
-    if not isinstance(value, str) or not value.startswith("/"):
-        raise InvalidNotebookSpec("The mount path must be an absolute path such as /home/jovyan/data.", field=field)
-    if len(value) > MAX_MOUNT_PATH_CHARS or any(ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in value):
-        raise InvalidNotebookSpec("The mount path contains characters that are not allowed.", field=field)
-    segments = [segment for segment in value.split("/") if segment]
-    if "." in segments or ".." in segments:
-        raise InvalidNotebookSpec("The mount path must not contain '.' or '..' segments.", field=field)
-    if not segments:
-        raise InvalidNotebookSpec("A volume cannot be mounted at '/'.", field=field)
-    return posixpath.join("/", *segments)
 
 
 def _check_unique(*groups: list[tuple[str, Volume]]) -> None:
@@ -450,40 +525,26 @@ def _check_unique(*groups: list[tuple[str, Volume]]) -> None:
         names[volume.name] = volume.existing
 
 
-def _configurations(form: Mapping[str, object], default: tuple[str, ...]) -> tuple[str, ...]:
+def _configurations(form: NewNotebook, default: tuple[str, ...]) -> tuple[str, ...]:
     """PodDefault selector labels (label keys, as the web app sends them), each once, in order; the
-    config's `configurations.value` when the body leaves them out."""
-    labels = _list(form, "configurations", default)
-    for index, label in enumerate(labels):
-        if not isinstance(label, str) or len(label) > MAX_LABEL_KEY_CHARS or LABEL_KEY.fullmatch(label) is None:
-            raise InvalidNotebookSpec(
-                "configurations must be a list of PodDefault labels such as add-gcp-secret.",
-                field=f"configurations[{index}]",
-            )
-    return tuple(dict.fromkeys(str(label) for label in labels))
+    config's `configurations.value` when the body leaves them out (checked as a body's are)."""
+    if "configurations" in form.model_fields_set:
+        return tuple(dict.fromkeys(form.configurations))
+    for index, label in enumerate(default):
+        try:
+            _label_key(label)
+        except ValueError as exc:
+            raise InvalidNotebookSpec(f"configurations[{index}]: {exc}.", field=f"configurations[{index}]") from None
+    return tuple(dict.fromkeys(default))
 
 
-def _check_unsupported(form: Mapping[str, object]) -> None:
-    """Check the fields a `NotebookSpec` cannot carry yet; refuse a request that needs one of them,
-    rather than create a notebook server without what was asked for."""
-    if _environment(form.get("environment", "")):
-        raise InvalidNotebookSpec("Environment variables cannot be set yet.", field="environment")
-
-
-def _gpus(form: Mapping[str, object], defaults: SpawnerConfig) -> tuple[tuple[str, int], ...]:
-    """`{"num": "none" | "<n>", "vendor": "<limitsKey>"}`: a vendor of the config and a count it offers."""
-    default = {"num": str(defaults.gpu_num or "none"), "vendor": defaults.gpu_vendor}
-    gpus = _object(form.get("gpus", default), "gpus", 'gpus must be an object like {"num": "none"}.')
-    _keys(gpus, "gpus", {"num", "vendor"})
-    vendor = _str(gpus, "vendor", defaults.gpu_vendor, path="gpus.vendor")
-    num = gpus.get("num", "none")
-    if num in ("none", "", 0, "0"):
+def _gpus(form: NewNotebook, defaults: SpawnerConfig) -> tuple[tuple[str, int], ...]:
+    """A vendor of the config and a count it offers; none when the body (or the config) says "none"."""
+    asked = form.gpus.model_fields_set if "gpus" in form.model_fields_set else set()
+    num = form.gpus.num if "num" in asked else "none" if "gpus" in form.model_fields_set else str(defaults.gpu_num)
+    vendor = form.gpus.vendor if "vendor" in asked else defaults.gpu_vendor
+    if num in ("none", "", "0"):
         return ()
-    whole = (isinstance(num, int) and num > 0) or (
-        isinstance(num, str) and num.isascii() and num.isdigit() and len(num) < 4
-    )
-    if isinstance(num, bool) or not whole:
-        raise InvalidNotebookSpec("gpus.num must be 'none' or a whole number.", field="gpus.num")
     if not defaults.gpu_vendors:
         raise InvalidNotebookSpec("GPUs cannot be requested: no GPU vendors are configured.", field="gpus")
     if not vendor:
@@ -493,7 +554,7 @@ def _gpus(form: Mapping[str, object], defaults: SpawnerConfig) -> tuple[tuple[st
         raise InvalidNotebookSpec(
             f"{vendor[:100]!r} is not a GPU vendor offered here; use one of {offered}.", field="gpus.vendor"
         )
-    count = num if isinstance(num, int) else int(str(num))
+    count = int(num)
     if count not in defaults.gpu_counts:
         offered = ", ".join(str(n) for n in defaults.gpu_counts)
         raise InvalidNotebookSpec(f"{count} GPUs are not offered here; choose one of {offered}.", field="gpus.num")
@@ -501,10 +562,10 @@ def _gpus(form: Mapping[str, object], defaults: SpawnerConfig) -> tuple[tuple[st
 
 
 def _pod_choice(
-    form: Mapping[str, object], field: str, default: str, options: tuple[PodChoice, ...]
+    form: NewNotebook, field: Literal["affinityConfig", "tolerationGroup"], default: str, options: tuple[PodChoice, ...]
 ) -> PodChoice | None:
     """An affinity config or toleration group of the config, by key; None for "none" (or "")."""
-    key = _str(form, field, default)
+    key = getattr(form, field) if field in form.model_fields_set else default
     if key in ("", "none"):
         return None
     chosen = next((option for option in options if option.key == key), None)
@@ -514,15 +575,3 @@ def _pod_choice(
         offered = ", ".join(option.key for option in options)
         raise InvalidNotebookSpec(f"{key[:100]!r} is not one of the {field} options: {offered}.", field=field)
     return chosen
-
-
-def _environment(value: object) -> dict[str, object]:
-    """The web app sends the environment as a JSON object in a string; plain objects are fine too."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else {}
-        except json.JSONDecodeError:
-            value = None
-    if not isinstance(value, dict):
-        raise InvalidNotebookSpec("environment must be a JSON object of NAME: value.", field="environment")
-    return value

@@ -16,9 +16,12 @@ import logging
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from .authz.rules import PolicyError, make_rule, normalise_subject
+from .body_models import Model, parse_body
 from .errors import BadRequest, Conflict, KubernetesConflict, KubernetesNotFound, NotFound
 from .kube.client import JsonObject, Kind, KubeClient, WatchEvent
 from .kube.kubeflow_names import EDITOR_ACCOUNT, NOTEBOOK_NAME_LABEL, PROFILE_OWNER_FIELD, VIEWER_ACCOUNT
@@ -91,45 +94,71 @@ def quota_keys(gpu_vendors: Iterable[str] = DEFAULT_GPU_VENDORS) -> dict[str, st
     return {**QUOTA_KEYS, **{vendor: f"requests.{vendor}" for vendor in gpu_vendors}}
 
 
+def _profile_name(value: str) -> str:
+    if not is_dns_label(value):
+        raise ValueError("must be a DNS-1123 label (lower-case letters, digits and '-', at most 63)")
+    return value
+
+
+def _owner(value: str) -> str:
+    if not (value.startswith("user:") and len(value) > 5 or "@" in value):
+        raise ValueError("must be a user: user:<name> or an email address")
+    return value
+
+
+def _number_as_text(value: object) -> object:
+    """A quota may be a number (`4`) as well as a quantity's text (`"4"`, `"500m"`)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _non_negative_quantity(value: str) -> str:
+    try:
+        number = parse_quantity(value)
+    except ValueError:
+        number = Decimal(-1)
+    if number < 0:
+        raise ValueError("must be a quantity such as 4, 500m or 10Gi")
+    return value
+
+
+QuotaAmount = Annotated[str, BeforeValidator(_number_as_text), AfterValidator(_non_negative_quantity)]
+
+
+class NewProfile(Model):
+    """A profile to create: a namespace, its owner (made its admin) and its quota."""
+
+    name: Annotated[str, AfterValidator(_profile_name)] = Field(description="The namespace: a DNS-1123 label.")
+    owner: Annotated[str, AfterValidator(_owner)] = Field(description="`user:<name>` or an email address.")
+    quota: dict[str, QuotaAmount] | None = Field(
+        None,
+        description="ResourceQuota hard limits by key: cpu, memory, limits.cpu, limits.memory, "
+        "persistentvolumeclaims, requests.storage and each configured GPU vendor's `limitsKey`.",
+    )
+    mountServiceAccountToken: bool | None = Field(
+        None, description="Mount the profile's service account tokens into pods (default: no)."
+    )
+
+
 def parse_profile(body: object, *, gpu_vendors: Iterable[str] = DEFAULT_GPU_VENDORS) -> Profile:
-    """`{"name", "owner", "quota"?, "mountServiceAccountToken"?}` -> a `Profile`, or `BadRequest` naming the
-    field. `gpu_vendors`: the GPU resources (limitsKey) a quota may name, those the spawner config offers."""
+    """A `NewProfile` body -> a `Profile`, or `BadRequest` naming the field. `gpu_vendors`: the GPU
+    resources (limitsKey) a quota may name, those the spawner config offers."""
     keys = quota_keys(gpu_vendors)
-    if not isinstance(body, dict):
-        raise BadRequest("The body must be a JSON object with name, owner and (optional) quota.")
-    name, owner, quota = body.get("name"), body.get("owner"), body.get("quota") or {}
-    if not isinstance(name, str) or not is_dns_label(name):
-        raise BadRequest(
-            "name must be a DNS-1123 label (lower-case letters, digits and '-', at most 63).", field="name"
-        )
-    if not isinstance(owner, str) or not (owner.startswith("user:") and len(owner) > 5 or "@" in owner):
-        raise BadRequest("owner must be a user: user:<name> or an email address.", field="owner")
+    asked = parse_body(NewProfile, body)
+    owner = asked.owner
     subject = normalise_subject(owner if owner.startswith("user:") else f"user:{owner}")
     try:
-        make_rule(subject, name, "admin")  # the owner's rule must be one the policy store takes
+        make_rule(subject, asked.name, "admin")  # the owner's rule must be one the policy store takes
     except PolicyError as exc:
         raise BadRequest(f"owner: {exc.message}.", field="owner") from None
-    mount_token = body.get("mountServiceAccountToken")
-    if mount_token is not None and not isinstance(mount_token, bool):
-        raise BadRequest("mountServiceAccountToken must be true or false.", field="mountServiceAccountToken")
-    if not isinstance(quota, dict):
-        raise BadRequest(f"quota must be an object with keys among {', '.join(keys)}.", field="quota")
     hard: dict[str, str] = {}
-    for key, value in quota.items():
+    for key, value in (asked.quota or {}).items():
         if key not in keys:
             raise BadRequest(f"quota.{key} is not a quota key: use {', '.join(keys)}.", field=f"quota.{key}")
-        text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
-        try:
-            number = parse_quantity(text)
-        except ValueError:
-            number = Decimal(-1)
-        if number < 0:
-            raise BadRequest(f"quota.{key} must be a quantity such as 4, 500m or 10Gi.", field=f"quota.{key}")
-        hard[keys[key]] = text
+        hard[keys[key]] = value
     for request, limit in LIMIT_OF_REQUEST.items():
         if request in hard:
             hard.setdefault(limit, hard[request])
-    return Profile(name, subject, hard, mount_token)
+    return Profile(asked.name, subject, hard, asked.mountServiceAccountToken)
 
 
 class Provisioner:

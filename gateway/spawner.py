@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .quantities import parse_quantity
 
@@ -127,130 +128,250 @@ class SpawnerConfig:
 
     @classmethod
     def from_mapping(cls, form: dict[str, Any]) -> SpawnerConfig:
-        workspace = form.get("workspaceVolume", {}).get("value", {}) or {}
-        new_pvc = workspace.get("newPvc", {})
+        """`spawnerFormDefaults` read through `SpawnerFile`; raises ValueError naming the key at fault."""
+        try:
+            file = SpawnerFile.model_validate(form)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+            raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+        workspace = file.workspaceVolume.value if file.workspaceVolume else None
+        workspace = workspace or Workspace()
+        new_pvc = workspace.newPvc
+        affinity, tolerations = file.affinityConfig or Affinities(), file.tolerationGroup or Tolerations()
+        affinities = tuple(
+            PodChoice(option.configKey, option.displayName or option.configKey, option.affinity)
+            for option in affinity.options or ()
+        )
+        toleration_groups = tuple(
+            PodChoice(option.groupKey, option.displayName or option.groupKey, option.tolerations)
+            for option in tolerations.options or ()
+        )
         return cls(
-            image=str(form["image"]["value"]),
-            images=tuple(str(i) for i in form["image"].get("options", [])),
-            allow_custom_image=bool(form.get("allowCustomImage", True)),
-            cpu=str(form["cpu"]["value"]),
-            memory=str(form["memory"]["value"]),
-            cpu_limit_factor=_opt_str(form["cpu"].get("limitFactor")),
-            memory_limit_factor=_opt_str(form["memory"].get("limitFactor")),
-            image_pull_policy=str(form.get("imagePullPolicy", {}).get("value", "IfNotPresent")),
-            workspace_mount=str(workspace.get("mount", "/home/jovyan")),
-            workspace_name_template=str(new_pvc.get("metadata", {}).get("name", "{notebook-name}-workspace")),
-            workspace_size=str(new_pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage", "5Gi")),
-            workspace_access_mode=str((new_pvc.get("spec", {}).get("accessModes") or ["ReadWriteOnce"])[0]),
+            image=file.image.value,
+            images=tuple(file.image.options or ()),
+            allow_custom_image=file.allowCustomImage,
+            cpu=file.cpu.value,
+            memory=file.memory.value,
+            cpu_limit_factor=_opt_str(file.cpu.limitFactor),
+            memory_limit_factor=_opt_str(file.memory.limitFactor),
+            image_pull_policy=file.imagePullPolicy.value if file.imagePullPolicy else "IfNotPresent",
+            workspace_mount=workspace.mount,
+            workspace_name_template=new_pvc.metadata.name,
+            workspace_size=new_pvc.spec.resources.requests.storage,
+            workspace_access_mode=(new_pvc.spec.accessModes or ["ReadWriteOnce"])[0],
             read_only=frozenset(
                 key
                 for section, keys in READ_ONLY_FIELDS.items()
-                if isinstance(form.get(section), dict) and form[section].get("readOnly") is True
+                if (part := getattr(file, section)) is not None and part.readOnly
                 for key in keys
             ),
-            maximums=_maximums(form),
-            group_images=_group_images(form),
-            **_gpus(form.get("gpus")),
-            affinity_default=_choice_default(
-                form.get("affinityConfig"),
-                affinities := _choices(form.get("affinityConfig"), "configKey", "affinity", dict),
-            ),
+            maximums=_maximums(file),
+            group_images=_group_images(file),
+            **_gpus(file.gpus.value if file.gpus else None),
+            affinity_default=_choice_default(affinity.value, affinities),
             affinity_options=affinities,
-            toleration_default=_choice_default(
-                form.get("tolerationGroup"),
-                tolerations := _choices(form.get("tolerationGroup"), "groupKey", "tolerations", list),
-            ),
-            toleration_options=tolerations,
-            shm=bool((form.get("shm") or {}).get("value", False)),
-            data_volumes=tuple(_default_list(form.get("dataVolumes"), dict, "dataVolumes")),
-            configurations=tuple(_default_list(form.get("configurations"), str, "configurations")),
-            hide_registry=bool(form.get("hideRegistry", False)),
-            hide_tag=bool(form.get("hideTag", False)),
+            toleration_default=_choice_default(tolerations.value, toleration_groups),
+            toleration_options=toleration_groups,
+            shm=bool(file.shm and file.shm.value),
+            data_volumes=tuple(file.dataVolumes.value or ()) if file.dataVolumes else (),
+            configurations=tuple(file.configurations.value or ()) if file.configurations else (),
+            hide_registry=file.hideRegistry,
+            hide_tag=file.hideTag,
         )
 
 
-def _group_images(form: dict[str, Any]) -> dict[str, tuple[str, tuple[str, ...]]]:
+# -- the file's shape ------------------------------------------------------------------------------
+# `spawnerFormDefaults` as models. An admin's YAML: numbers where text is meant are taken as text, and keys
+# the gateway does not read are ignored (Kubeflow's own file has some). What a type cannot say (a default
+# among its options, a vendor's resource name, the maximums as quantities) is checked by the functions below;
+# the default volumes and configurations are checked as a body's are (`notebook_form.check_defaults`).
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
+class Section(Part):
+    readOnly: bool = False  # the user must leave the field at its default
+
+
+class Images(Section):
+    value: str
+    options: list[str] | None = None
+
+
+class ImageGroup(Images):
+    value: str = ""  # default: the first option
+
+
+class Resource(Section):
+    value: str
+    limitFactor: str | None = None
+    max: str | None = None
+    limitMax: str | None = None
+
+
+class TextSetting(Section):
+    value: str = "IfNotPresent"
+
+
+class Storage(Part):
+    storage: str = "5Gi"
+
+
+class StorageResources(Part):
+    requests: Storage = Storage()
+
+
+class PvcSpec(Part):
+    resources: StorageResources = StorageResources()
+    accessModes: list[str] | None = None
+
+
+class PvcName(Part):
+    name: str = "{notebook-name}-workspace"
+
+
+class NewPvc(Part):
+    metadata: PvcName = PvcName()
+    spec: PvcSpec = PvcSpec()
+
+
+class Workspace(Part):
+    mount: str = "/home/jovyan"
+    newPvc: NewPvc = NewPvc()
+
+
+class WorkspaceSection(Section):
+    value: Workspace | None = None
+    maxSize: str | None = None
+
+
+class DataVolumes(Section):
+    # As the web app's body writes volumes; checked as a body's are when the app starts (`check_defaults`).
+    value: list[dict[str, Any]] | None = None
+    maxSize: str | None = None
+
+
+class Vendor(Part):
+    limitsKey: str
+    uiName: str | None = None  # default: the limitsKey
+
+
+class Gpus(Part):
+    vendor: str | None = None  # the default vendor's limitsKey; none: no default
+    vendors: list[Vendor] | None = None
+    num: str = "none"
+    counts: list[int] | None = None  # the gateway's: the counts the form offers
+
+
+class GpuSection(Section):
+    value: Gpus | None = None
+
+
+class AffinityChoice(Part):
+    configKey: str
+    displayName: str | None = None
+    affinity: dict[str, Any]  # a Kubernetes Affinity, as the admin wrote it
+
+
+class TolerationChoice(Part):
+    groupKey: str
+    displayName: str | None = None
+    tolerations: list[Any]  # Kubernetes Tolerations, as the admin wrote them
+
+
+class Affinities(Section):
+    value: str | None = None
+    options: list[AffinityChoice] | None = None
+
+
+class Tolerations(Section):
+    value: str | None = None
+    options: list[TolerationChoice] | None = None
+
+
+class Switch(Section):
+    value: bool | None = None
+
+
+class Labels(Section):
+    value: list[str] | None = None
+
+
+class SpawnerFile(Part):
+    """Kubeflow's `spawner_ui_config.yaml` `spawnerFormDefaults`, the sections the gateway reads."""
+
+    image: Images
+    imageGroupOne: ImageGroup | None = None
+    imageGroupTwo: ImageGroup | None = None
+    allowCustomImage: bool = True
+    imagePullPolicy: TextSetting | None = None
+    cpu: Resource
+    memory: Resource
+    workspaceVolume: WorkspaceSection | None = None
+    dataVolumes: DataVolumes | None = None
+    gpus: GpuSection | None = None
+    affinityConfig: Affinities | None = None
+    tolerationGroup: Tolerations | None = None
+    shm: Switch | None = None
+    configurations: Labels | None = None
+    hideRegistry: bool = False
+    hideTag: bool = False
+
+
+def _group_images(file: SpawnerFile) -> dict[str, tuple[str, tuple[str, ...]]]:
     """VS Code's and RStudio's images (`imageGroupOne`, `imageGroupTwo`), for the groups that have any."""
     found = {}
-    for server_type, section in SERVER_TYPES.items():
-        group = form.get(section)
-        if server_type == "jupyter" or not isinstance(group, dict):
+    for server_type, group in (("group-one", file.imageGroupOne), ("group-two", file.imageGroupTwo)):
+        if group is None:
             continue
-        options = tuple(str(image) for image in group.get("options") or [])
-        default = str(group.get("value") or (options[0] if options else ""))
+        options = tuple(group.options or ())
+        default = group.value or (options[0] if options else "")
         if default:
             found[server_type] = (default, options or (default,))
     return found
 
 
-def _gpus(section: object) -> dict[str, Any]:
+def _gpus(value: Gpus | None) -> dict[str, Any]:
     """`gpus.value`: `vendors` ({limitsKey, uiName}), the default `vendor` and `num`, and our `counts`."""
-    value = section.get("value") if isinstance(section, dict) else None
-    if not isinstance(value, dict):
+    if value is None:
         return {}
-    vendors = tuple(
-        GpuVendor(limits_key=str(vendor["limitsKey"]), ui_name=str(vendor.get("uiName") or vendor["limitsKey"]))
-        for vendor in value.get("vendors") or []
-    )
+    vendors = tuple(GpuVendor(vendor.limitsKey, vendor.uiName or vendor.limitsKey) for vendor in value.vendors or ())
     for vendor in vendors:  # it becomes a key of the container's resource limits
         if not _RESOURCE_NAME.fullmatch(vendor.limits_key):
             raise ValueError(f"gpus vendor {vendor.limits_key!r} is not a resource name such as nvidia.com/gpu")
-    counts = tuple(int(count) for count in value.get("counts") or GPU_COUNTS)
-    if not counts or any(count < 1 or count > MAX_GPU_COUNT for count in counts):
+    counts = tuple(value.counts or GPU_COUNTS)
+    if any(count < 1 or count > MAX_GPU_COUNT for count in counts):
         raise ValueError(f"gpus counts must be whole numbers from 1 to {MAX_GPU_COUNT}")
-    num = str(value.get("num", "none"))
-    default_num = 0 if num in ("none", "", "0") else int(num)
-    default_vendor = str(value.get("vendor") or "")
-    if default_vendor and default_vendor not in {v.limits_key for v in vendors}:
-        raise ValueError(f"the default gpus vendor {default_vendor!r} is not among the vendors")
-    return {"gpu_vendors": vendors, "gpu_vendor": default_vendor, "gpu_num": default_num, "gpu_counts": counts}
+    default_num = 0 if value.num in ("none", "", "0") else int(value.num)
+    if value.vendor and value.vendor not in {v.limits_key for v in vendors}:
+        raise ValueError(f"the default gpus vendor {value.vendor!r} is not among the vendors")
+    return {"gpu_vendors": vendors, "gpu_vendor": value.vendor or "", "gpu_num": default_num, "gpu_counts": counts}
 
 
-def _default_list(section: object, kind: type, name: str) -> list[Any]:
-    """A section's `value` that is a list (data volumes, configurations), each item of `kind`. What is
-    in them is checked as a request's body is, when the app starts (`notebook_form.check_defaults`)."""
-    value = section.get("value") if isinstance(section, dict) else None
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, kind) for item in value):
-        raise ValueError(f"{name}.value must be a list of {kind.__name__}")
-    return value
-
-
-def _choice_default(section: object, options: tuple[PodChoice, ...]) -> str:
-    value = section.get("value") if isinstance(section, dict) else None
+def _choice_default(value: str | None, options: tuple[PodChoice, ...]) -> str:
     default = "" if value in (None, "", "none") else str(value)
     if default and default not in {option.key for option in options}:
         raise ValueError(f"the default {default!r} is not among the options")
     return default
 
 
-def _choices(section: object, key: str, content: str, kind: type) -> tuple[PodChoice, ...]:
-    """An affinity config's or toleration group's `options`, each with its key, name and content."""
-    options = section.get("options") if isinstance(section, dict) else None
-    choices = []
-    for option in options or []:
-        if not isinstance(option.get(content), kind):
-            raise ValueError(f"option {option.get(key)!r} needs {content!r} ({kind.__name__})")
-        name = str(option[key])
-        choices.append(PodChoice(key=name, display_name=str(option.get("displayName") or name), value=option[content]))
-    return tuple(choices)
-
-
-def _maximums(form: dict[str, Any]) -> dict[str, str]:
+def _maximums(file: SpawnerFile) -> dict[str, str]:
     """Form key -> the admin's maximum, from `cpu.max`, `cpu.limitMax`, `memory.max`, `memory.limitMax`,
     `workspaceVolume.maxSize` and `dataVolumes.maxSize`. Checked by `parse_quantity` at load time."""
     where = {
-        "cpu": ("cpu", "max"),
-        "cpuLimit": ("cpu", "limitMax"),
-        "memory": ("memory", "max"),
-        "memoryLimit": ("memory", "limitMax"),
-        "workspace": ("workspaceVolume", "maxSize"),
-        "datavols": ("dataVolumes", "maxSize"),
+        "cpu": file.cpu.max,
+        "cpuLimit": file.cpu.limitMax,
+        "memory": file.memory.max,
+        "memoryLimit": file.memory.limitMax,
+        "workspace": file.workspaceVolume.maxSize if file.workspaceVolume else None,
+        "datavols": file.dataVolumes.maxSize if file.dataVolumes else None,
     }
     found = {}
-    for key, (section, name) in where.items():
-        value = _opt_str((form.get(section) or {}).get(name))
+    for key, given in where.items():
+        value = _opt_str(given)
         if value is not None:
             parse_quantity(value)  # a ValueError here is a malformed file
             found[key] = value

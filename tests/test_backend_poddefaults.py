@@ -116,7 +116,7 @@ async def test_delete_removes_a_configuration_and_a_missing_one_is_not_found(
     [
         ({"name": "Not A Label"}, "name"),
         ({"env": [{"name": "1BAD", "value": "x"}]}, "env[0].name"),
-        ({"env": [{"name": "A"}]}, "env[0]"),
+        ({"env": [{"name": "A"}]}, "env[0].value"),  # the missing value, named
         ({"secretMounts": [{"secret": "creds", "mountPath": "relative"}]}, "secretMounts[0].mountPath"),
         ({"secretMounts": [{"secret": "Bad Secret", "mountPath": "/a"}]}, "secretMounts[0].secret"),
         ({"envFromSecrets": ["x/y"]}, "envFromSecrets[0]"),
@@ -127,6 +127,45 @@ def test_the_form_refuses_each_bad_field_by_name(change: dict[str, Any], field: 
     with pytest.raises(BadRequest) as caught:
         poddefault_object("alice", {**STORE_FORM, **change})
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"env": "STORE_URL=x"}, "env", "env: must be a list."),
+        ({"env": [{"name": "A", "value": 1}]}, "env[0].value", "must be a string"),
+        (
+            {"secretMounts": [{"secret": "creds"}]},
+            "secretMounts[0].mountPath",
+            "secretMounts[0].mountPath: is required",
+        ),
+        (
+            {"secretMounts": [{"secret": "creds", "mountPath": "/a", "readOnly": False}]},
+            "secretMounts[0].readOnly",
+            "Unknown",
+        ),
+        (
+            {"secretMounts": [{"secret": "a", "mountPath": "/s"}, {"secret": "b", "mountPath": "//s/"}]},
+            "secretMounts",
+            "same path",
+        ),
+        ({"secretMounts": [{"secret": "creds", "mountPath": "/a/../b"}]}, "secretMounts[0].mountPath", "'..'"),
+        ({"envFromSecrets": [{"name": "creds"}]}, "envFromSecrets[0]", "must be a string"),
+        ({"env": [{"name": f"V{i}", "value": ""} for i in range(51)]}, "env", "at most 50"),
+        ({"desc": "x" * 1025}, "desc", "at most 1024"),
+        ({"colour": "blue", "size": 3}, "colour", "Unknown field(s): colour, size."),
+    ],
+)
+def test_the_model_names_the_field_and_says_what_is_wrong(change: dict[str, Any], field: str, words: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        poddefault_object("alice", {**STORE_FORM, **change})
+    assert (caught.value.field, caught.value.status) == (field, 400)
+    assert words in caught.value.message
+
+
+def test_mount_paths_are_kept_canonical() -> None:
+    form = {**STORE_FORM, "secretMounts": [{"secret": "creds", "mountPath": "//etc//store/"}]}
+    assert poddefault_object("alice", form)["spec"]["volumeMounts"][0]["mountPath"] == "/etc/store"  # type: ignore[index]
 
 
 # -- start: configurations re-applied as they are now (gateway mode) --------------------------------

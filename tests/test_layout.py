@@ -26,7 +26,7 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "components (foundations)",
         ("routing", "forwarded", "sessions", "notebook_credentials", "ratelimit", "userslots", "redis_connection")
-        + ("kube", "audit", "activity"),
+        + ("kube", "audit", "activity", "body_models"),
     ),
     ("components", ("authz", "auth", "backends", "metrics")),
     ("components (features)", ("profiles", "notebook_form", "culling")),

@@ -180,6 +180,83 @@ def test_unknown_nested_fields_are_named_with_their_path() -> None:
     assert caught.value.field == "datavols[0].newPvc.spec.selector"
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"cpu": None}, "cpu", "cpu: must be a Kubernetes quantity"),  # null is not "left out"
+        ({"image": None}, "image", "image: must be a string."),
+        ({"customImageCheck": "true"}, "customImageCheck", "customImageCheck: must be true or false."),
+        ({"datavols": [{"mount": "/d"}]}, "datavols[0]", "exactly one of"),
+        ({"datavols": [{**new_volume("d", "/d"), **existing_volume("c", "/d")}]}, "datavols[0]", "exactly one of"),
+        (
+            {"datavols": [{"mount": "/d", "newPvc": {"metadata": {"name": "d"}}}]},
+            "datavols[0].newPvc.spec",
+            "is required",
+        ),
+        (
+            {"workspace": {"mount": "/w", "newPvc": {"spec": {"resources": {"requests": {}}}}}},
+            "workspace.newPvc.spec.resources.requests.storage",
+            "is required",
+        ),
+        (
+            {"datavols": [new_volume("d", "/d") | {"size": "1Gi"}]},
+            "datavols[0].size",
+            "Unknown field(s): datavols[0].size.",
+        ),
+        (
+            {
+                "datavols": [
+                    {
+                        "mount": "/d",
+                        "newPvc": {"spec": {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": []}},
+                    }
+                ]
+            },
+            "datavols[0].newPvc.spec.accessModes",
+            "at least 1 item",
+        ),
+        (
+            {
+                "datavols": [
+                    {
+                        "mount": "/d",
+                        "newPvc": {
+                            "spec": {"resources": {"requests": {"storage": "1Gi"}}, "accessModes": ["ReadWriteSome"]}
+                        },
+                    }
+                ]
+            },
+            "datavols[0].newPvc.spec.accessModes[0]",
+            "must be one of",
+        ),
+        (
+            {
+                "datavols": [
+                    {"mount": "/d", "existingSource": {"persistentVolumeClaim": {"claimName": "c", "readOnly": True}}}
+                ]
+            },
+            "datavols[0].existingSource.persistentVolumeClaim.readOnly",
+            "not supported yet",
+        ),
+        ({"gpus": {"num": [1]}}, "gpus.num", "whole number"),
+        ({"configurations": "add-gcp-secret"}, "configurations", "must be a list"),
+        ({"environment": ["A=1"]}, "environment", "JSON object"),
+    ],
+)
+def test_the_model_refuses_a_body_of_the_wrong_shape_naming_the_field(
+    change: dict[str, Any], field: str, words: str
+) -> None:
+    with pytest.raises(InvalidNotebookSpec) as caught:
+        parse({"name": "nb1", **change})
+    assert (caught.value.field, caught.value.code) == (field, "invalid_notebook")
+    assert words in caught.value.message
+
+
+def test_a_bad_image_pull_policy_in_the_config_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="imagePullPolicy"):
+        check_defaults(dataclasses.replace(DEFAULTS, image_pull_policy="Sometimes"))
+
+
 @pytest.mark.parametrize("body", [[], "nb1", None, 3])
 def test_a_body_that_is_not_an_object_is_refused(body: object) -> None:
     with pytest.raises(InvalidNotebookSpec, match="must be a JSON object"):
@@ -381,6 +458,42 @@ def test_a_malformed_pod_section_is_a_malformed_config(tmp_path: Path, section: 
         SpawnerConfig.load(tmp_path / "spawner.yaml")
 
 
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ({"cpu": {"limitFactor": "1.2"}}, r"cpu\.value: Field required"),
+        (
+            {"gpus": {"value": {"vendors": [{"uiName": "NVIDIA"}]}}},
+            r"gpus\.value\.vendors\[0\]\.limitsKey: Field required",
+        ),
+        (
+            {"affinityConfig": {"options": [{"configKey": "big", "affinity": []}]}},
+            r"affinityConfig\.options\[0\]\.affinity",
+        ),
+        ({"shm": {"value": "sometimes"}}, r"shm\.value: Input should be a valid boolean"),
+        (
+            {"workspaceVolume": {"value": {"mount": ["/home"]}}},
+            r"workspaceVolume\.value\.mount: Input should be a valid string",
+        ),
+    ],
+)
+def test_a_malformed_config_names_the_key_at_fault(tmp_path: Path, section: dict[str, Any], words: str) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
+    form["spawnerFormDefaults"] |= section
+    (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
+    with pytest.raises(ValueError, match=words):
+        SpawnerConfig.load(tmp_path / "spawner.yaml")
+
+
+def test_numbers_in_the_config_are_read_as_text_and_unknown_keys_are_left_alone(tmp_path: Path) -> None:
+    form = yaml.safe_load(KUBEFLOW_CONFIG.read_text())
+    form["spawnerFormDefaults"]["cpu"] |= {"value": 0.5, "limitFactor": 2, "max": 8}
+    form["spawnerFormDefaults"]["somethingNew"] = {"value": "a later web app's"}
+    (tmp_path / "spawner.yaml").write_text(yaml.safe_dump(form))
+    config = SpawnerConfig.load(tmp_path / "spawner.yaml")
+    assert (config.cpu, config.cpu_limit_factor, config.maximums["cpu"]) == ("0.5", "2", "8")
+
+
 # -- the config's default data volumes and configurations (`dataVolumes.value`, `configurations.value`)
 
 DEFAULT_VOLUMES = [
@@ -431,8 +544,12 @@ def test_read_only_default_volumes_and_configurations_are_kept_and_cannot_be_cha
         ({"dataVolumes": {"value": [{"mount": "relative/path", "newPvc": {}}]}}, "mount path"),
         ({"dataVolumes": {"value": [new_volume("Not A Name", "/data")]}}, "DNS-1123"),
         ({"configurations": {"value": ["bad label!"]}}, "PodDefault labels"),
-        ({"dataVolumes": {"value": "a volume"}}, "must be a list of dict"),
-        ({"configurations": {"value": [{"label": "x"}]}}, "must be a list of str"),
+        ({"dataVolumes": {"value": "a volume"}}, r"dataVolumes\.value: Input should be a valid list"),
+        ({"dataVolumes": {"value": ["a volume"]}}, r"dataVolumes\.value\[0\]: Input should be a valid dictionary"),
+        (
+            {"configurations": {"value": [{"label": "x"}]}},
+            r"configurations\.value\[0\]: Input should be a valid string",
+        ),
     ],
 )
 def test_a_bad_default_stops_the_gateway_at_start(section: dict[str, Any], words: str, tmp_path: Path) -> None:

@@ -337,6 +337,41 @@ def test_bad_profiles_are_refused_with_the_field_at_fault(body: dict[str, object
     assert refused.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"name": "team-a"}, "owner", "owner: is required."),
+        (
+            {"name": "team-a", "owner": "a@example.com", "mountServiceAccountToken": "yes"},
+            "mountServiceAccountToken",
+            "true or false",
+        ),
+        ({"name": "team-a", "owner": "a@example.com", "quota": 4}, "quota", "must be an object"),
+        ({"name": "team-a", "owner": "a@example.com", "quota": {"cpu": True}}, "quota.cpu", "must be a string"),
+        (
+            {"name": "team-a", "owner": "a@example.com", "quota": {"nvidia.com/gpu": "x"}},
+            "quota.nvidia.com/gpu",
+            "quantity",
+        ),
+        (
+            {"name": "team-a", "owner": "a@example.com", "admins": ["b@example.com"]},
+            "admins",
+            "Unknown field(s): admins.",
+        ),
+        (["team-a"], "name", "must be a JSON object"),
+    ],
+)
+def test_the_profile_model_names_the_field_and_says_what_is_wrong(body: object, field: str, words: str) -> None:
+    with pytest.raises(BadRequest) as refused:
+        parse_profile(body)
+    assert refused.value.field == field and words in refused.value.message
+
+
+def test_a_quota_may_be_numbers_and_its_requests_bound_the_limits() -> None:
+    profile = parse_profile({"name": "team-a", "owner": "a@example.com", "quota": {"cpu": 4, "memory": "8Gi"}})
+    assert dict(profile.quota) == {"cpu": "4", "limits.cpu": "4", "memory": "8Gi", "limits.memory": "8Gi"}
+
+
 def pod(name: str, **spec: object) -> dict[str, object]:
     container = {"name": "main", "image": "busybox"}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {"containers": [container], **spec}}

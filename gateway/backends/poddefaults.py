@@ -13,15 +13,17 @@ import posixpath
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Annotated
 
-from ..errors import BadRequest
+from pydantic import AfterValidator, Field, field_validator
+
+from ..body_models import Model, parse_body
 from ..names import is_dns_label, is_dns_subdomain
 
 JsonObject = dict[str, object]
 
 API_VERSION = "kubeflow.org/v1alpha1"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a C identifier, as Kubernetes wants for env names
-FORM_FIELDS = frozenset({"name", "desc", "env", "secretMounts", "envFromSecrets"})
 MAX_ITEMS = 50
 MAX_TEXT = 1024
 
@@ -73,38 +75,87 @@ def audit_details(obj: JsonObject) -> JsonObject:
 # -- building --------------------------------------------------------------------------------------
 
 
+def _dns_label(value: str) -> str:
+    if not is_dns_label(value):
+        raise ValueError("must be a DNS-1123 label (lowercase letters, digits and '-')")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if ENV_NAME.fullmatch(value) is None:
+        raise ValueError("must be a variable name like MY_VAR")
+    return value
+
+
+def _secret_name(value: str) -> str:
+    if not is_dns_subdomain(value):
+        raise ValueError("must be the name of a Secret in this namespace")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    """An absolute path without `.`/`..` segments or control characters, with `//` collapsed."""
+    segments = [segment for segment in value.split("/") if segment]
+    if not value.startswith("/") or not segments:
+        raise ValueError("must be an absolute path such as /etc/secrets/store")
+    if "." in segments or ".." in segments or any(ord(ch) < 0x20 for ch in value):
+        raise ValueError("must be an absolute path without '.' or '..' segments")
+    return posixpath.join("/", *segments)
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(str.strip)]
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+
+
+class EnvVariable(Model):
+    name: Annotated[str, AfterValidator(_env_name)]
+    value: Text
+
+
+class NewSecretMount(Model):
+    secret: SecretName
+    mountPath: Annotated[str, Field(max_length=MAX_TEXT), AfterValidator(_absolute_path)]
+
+
+class NewConfiguration(Model):
+    """A configuration (PodDefault) to create, from the Configurations page: variables, Secrets to mount and
+    Secrets to read variables from, named, never a Secret's value. Its selector label is its name."""
+
+    name: Annotated[str, AfterValidator(_dns_label)] = Field(description="A DNS-1123 label; also its label.")
+    desc: Text = Field("", description="What it is for; default: the name.")
+    env: list[EnvVariable] = Field(default_factory=list, max_length=MAX_ITEMS)
+    secretMounts: list[NewSecretMount] = Field(default_factory=list, max_length=MAX_ITEMS)
+    envFromSecrets: list[SecretName] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Secrets whose every key becomes a variable."
+    )
+
+    @field_validator("secretMounts")
+    @classmethod
+    def _one_secret_a_path(cls, mounts: list[NewSecretMount]) -> list[NewSecretMount]:
+        if len({mount.mountPath for mount in mounts}) < len(mounts):
+            raise ValueError("two Secrets are mounted at the same path")
+        return mounts
+
+
 def poddefault_object(namespace: str, form: object) -> JsonObject:
-    """A PodDefault from the Configurations page's body: `{"name", "desc", "env": [{"name", "value"}],
-    "secretMounts": [{"secret", "mountPath"}], "envFromSecrets": [secret]}`. Its selector label is its
-    name. Raises `BadRequest` naming the field at fault; the API server checks the rest against the CRD."""
-    if not isinstance(form, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    unknown = sorted(set(form) - FORM_FIELDS)
-    if unknown:
-        raise BadRequest(f"Unknown field(s): {', '.join(unknown)}.", field=unknown[0])
-    name = form.get("name")
-    if not isinstance(name, str) or not is_dns_label(name):
-        raise BadRequest("The name must be a DNS-1123 label (lowercase letters, digits and '-').", field="name")
-    desc = _text(form.get("desc", ""), "desc") or name
-    env = [_env(item, f"env[{i}]") for i, item in enumerate(_items(form, "env"))]
-    env_from = [
-        {"secretRef": {"name": _secret(item, f"envFromSecrets[{i}]")}}
-        for i, item in enumerate(_items(form, "envFromSecrets"))
-    ]
+    """A PodDefault from the Configurations page's body (`NewConfiguration`). Raises `BadRequest` naming
+    the field at fault; the API server checks the rest against the CRD."""
+    config = parse_body(NewConfiguration, form)
+    name = config.name
     volumes: list[JsonObject] = []
     mounts: list[JsonObject] = []
-    for i, item in enumerate(_items(form, "secretMounts")):
-        field = f"secretMounts[{i}]"
-        if not isinstance(item, dict) or set(item) != {"secret", "mountPath"}:
-            raise BadRequest(f'{field} must be {{"secret": <Secret name>, "mountPath": <path>}}.', field=field)
-        secret, path = _secret(item["secret"], f"{field}.secret"), _path(item["mountPath"], f"{field}.mountPath")
+    for i, mount in enumerate(config.secretMounts):
         volume = f"{name}-{i}"[:63]
-        volumes.append({"name": volume, "secret": {"secretName": secret}})
-        mounts.append({"name": volume, "mountPath": path, "readOnly": True})
-    if len({m["mountPath"] for m in mounts}) < len(mounts):
-        raise BadRequest("Two Secrets are mounted at the same path.", field="secretMounts")
-    spec: JsonObject = {"desc": desc, "selector": {"matchLabels": {name: "true"}}}
-    for key, value in (("env", env), ("envFrom", env_from), ("volumes", volumes), ("volumeMounts", mounts)):
+        volumes.append({"name": volume, "secret": {"secretName": mount.secret}})
+        mounts.append({"name": volume, "mountPath": mount.mountPath, "readOnly": True})
+    spec: JsonObject = {"desc": config.desc or name, "selector": {"matchLabels": {name: "true"}}}
+    parts = (
+        ("env", [{"name": item.name, "value": item.value} for item in config.env]),
+        ("envFrom", [{"secretRef": {"name": secret}} for secret in config.envFromSecrets]),
+        ("volumes", volumes),
+        ("volumeMounts", mounts),
+    )
+    for key, value in parts:
         if value:
             spec[key] = value
     return {
@@ -113,43 +164,6 @@ def poddefault_object(namespace: str, form: object) -> JsonObject:
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
     }
-
-
-def _items(form: Mapping[str, object], field: str) -> list[object]:
-    value = form.get(field, [])
-    if not isinstance(value, list) or len(value) > MAX_ITEMS:
-        raise BadRequest(f"{field} must be a list of at most {MAX_ITEMS} items.", field=field)
-    return value
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
-        raise BadRequest(f"{field} must be a string of at most {MAX_TEXT} characters.", field=field)
-    return value.strip()
-
-
-def _env(item: object, field: str) -> JsonObject:
-    if not isinstance(item, dict) or set(item) != {"name", "value"}:
-        raise BadRequest(f'{field} must be {{"name": <NAME>, "value": <text>}}.', field=field)
-    name = item["name"]
-    if not isinstance(name, str) or ENV_NAME.fullmatch(name) is None:
-        raise BadRequest(f"{field}.name must be a variable name like MY_VAR.", field=f"{field}.name")
-    return {"name": name, "value": _text(item["value"], f"{field}.value")}
-
-
-def _secret(value: object, field: str) -> str:
-    if not isinstance(value, str) or not is_dns_subdomain(value):
-        raise BadRequest(f"{field} must be the name of a Secret in this namespace.", field=field)
-    return value
-
-
-def _path(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.startswith("/") or len(value) > MAX_TEXT:
-        raise BadRequest(f"{field} must be an absolute path such as /etc/secrets/store.", field=field)
-    segments = [segment for segment in value.split("/") if segment]
-    if not segments or "." in segments or ".." in segments or any(ord(ch) < 0x20 for ch in value):
-        raise BadRequest(f"{field} must be an absolute path without '.' or '..' segments.", field=field)
-    return posixpath.join("/", *segments)
 
 
 # -- applying --------------------------------------------------------------------------------------

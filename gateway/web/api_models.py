@@ -1,5 +1,6 @@
 """The JSON API's bodies as pydantic models: what `/api/openapi.json` describes (web/openapi.py), and what the
-handlers check request bodies with where a model says it as clearly as the hand-written checks did.
+handlers check request bodies with (`parse_body`). The bodies a component checks (a notebook, a configuration,
+a profile) are that component's models, imported here, so each body has one definition.
 
 Response models describe what the handlers build (their shapes are tested against live answers in the
 tests); the envelope `success`/`status`/`user` is the Kubeflow Jupyter web app's, which its clients read.
@@ -9,13 +10,17 @@ are described as objects and documented where they are defined.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from ..authz.rules import ACTIONS, EVERY_NAMESPACE, ROLES
-from ..errors import BadRequest
+from ..backends.poddefaults import NewConfiguration as NewConfiguration
+from ..body_models import parse_body as parse_body
 from ..names import is_dns_label
+from ..notebook_form import NewNotebook as NewNotebook
+from ..notebook_form import VolumeSource
+from ..profiles import NewProfile as NewProfile
 
 MAX_NAME_CHARS = 256
 Role = Literal[ROLES]  # type: ignore[valid-type]
@@ -39,24 +44,6 @@ class Error(Model):
     log: str = Field(description="The message again, where Kubeflow's web app clients read it.")
     request_id: str
     field: str | None = Field(None, description="The request field at fault, when one is.")
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def parse_body(model: type[M], body: object) -> M:
-    """`body` (parsed JSON) as `model`, or a 400 naming the first field at fault and what is wrong with it."""
-    if not isinstance(body, dict):
-        fields = ", ".join(f'"{name}"' for name in model.model_fields)
-        required = next((name for name, info in model.model_fields.items() if info.is_required()), None)
-        raise BadRequest(f"The body must be a JSON object: {{{fields}}}.", field=required)
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise BadRequest(f"{where}: {message}." if where else f"{message}.", field=where or None) from None
 
 
 # -- notebooks (/api/namespaces/{namespace}/notebooks) ----------------------------------------------------
@@ -244,57 +231,6 @@ class SpawnerFormDefaults(Model):
     environment: EnvironmentSetting
 
 
-class NewPvc(Model):
-    metadata: dict[str, str] = Field(description="`name`: a DNS-1123 subdomain; `{notebook-name}` is replaced.")
-    spec: dict[str, Any] = Field(
-        default_factory=dict,
-        description="`resources.requests.storage` (a quantity), `accessModes` (one mode), `storageClassName`.",
-    )
-
-
-class VolumeSource(Model):
-    """A volume to mount: a new claim, or an existing one (`{"persistentVolumeClaim": {"claimName"}}`)."""
-
-    mount: str = Field(description="An absolute path without `.` or `..` segments.")
-    newPvc: NewPvc | None = None
-    existingSource: dict[str, dict[str, str | bool]] | None = None
-
-
-class GpuRequest(Model):
-    num: str | int = Field("none", description='`"none"` or a count the configuration offers.')
-    vendor: str = Field("", description="A vendor's `limitsKey`, e.g. `nvidia.com/gpu`.")
-
-
-class NewNotebook(Model):
-    """The NEW SERVER form's fields (Kubeflow's Jupyter web app form); all but `name` default to the
-    gateway's spawner configuration, and any other field is refused. Checked by gateway/notebook_form.py,
-    which says which field is wrong."""
-
-    name: str = Field(description="A DNS-1123 label.")
-    namespace: str | None = Field(None, description="The URL's namespace, if given.")
-    serverType: Literal["jupyter", "group-one", "group-two", ""] = Field(
-        "jupyter", description="JupyterLab, VS Code or RStudio (one the configuration has images for); empty: jupyter."
-    )
-    image: str | None = None
-    customImage: str | None = None
-    customImageCheck: bool | None = None
-    allowCustomImage: bool | None = Field(None, description="Echoed by the web app; the configuration decides.")
-    imagePullPolicy: Literal["Always", "IfNotPresent", "Never", ""] | None = None
-    cpu: str | float | None = None
-    cpuLimit: str | float | None = Field(None, description="At least `cpu`; default: `cpu` x the limit factor.")
-    memory: str | float | None = None
-    memoryLimit: str | float | None = Field(None, description="At least `memory`.")
-    gpus: GpuRequest | None = None
-    affinityConfig: str | None = Field(None, description="An affinity option's `configKey`, or `none`.")
-    tolerationGroup: str | None = Field(None, description="A toleration group's `groupKey`, or `none`.")
-    shm: bool | None = Field(None, description="Mount a memory-backed /dev/shm.")
-    configurations: list[str] | None = Field(None, description="PodDefault labels to apply.")
-    environment: str | dict[str, Any] | None = Field(None, description="Not supported yet: must be empty.")
-    noWorkspace: bool | None = None
-    workspace: VolumeSource | None = Field(None, description="null: no workspace volume.")
-    datavols: list[VolumeSource] | None = None
-
-
 class NotebookPatch(Model):
     """Stop or start a server."""
 
@@ -327,12 +263,6 @@ class ConfigurationList(Envelope):
 class ConfigurationCreated(Envelope):
     message: str
     poddefault: Configuration
-
-
-class NewConfiguration(BaseModel):
-    """A PodDefault to create (checked by gateway/backends/poddefaults.py: env, Secret mounts, a label)."""
-
-    model_config = ConfigDict(extra="allow")
 
 
 # -- policies ----------------------------------------------------------------------------------------------
@@ -452,14 +382,6 @@ class ProfileList(Model):
 
 class ProfileCreated(Profile):
     mode: Literal["gateway", "kubeflow"]
-
-
-class NewProfile(BaseModel):
-    """A profile to create (checked by gateway/profiles.py: name, owner, quota)."""
-
-    model_config = ConfigDict(extra="allow")
-    name: str
-    owner: str
 
 
 class ProfileDeleted(Model):
