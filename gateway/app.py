@@ -30,7 +30,6 @@ from .audit.redis_sink import RedisSink
 from .audit.sampling import RefusalSampler
 from .auth.attempts import SignInLimits
 from .auth.authenticator import Authenticator, BearerIssuer, ClaimRules
-from .auth.devprovider import DevClient, create_dev_provider
 from .auth.oidc import OIDCClient, TokenVerifier
 from .authz.configmap import ConfigMapPolicyStore, own_namespace
 from .authz.kubeflow import KubeflowPolicies
@@ -183,6 +182,9 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_static("/static/", pages.STATIC_DIR, name="static", expect_handler=limits.defer_continue)
     if settings.dev_provider:
+        # Imported only in dev mode: it signs tokens, which loads pyjwt and cryptography (10 MiB a replica).
+        from .auth.devprovider import DevClient, create_dev_provider
+
         assert settings.oidc_client_secret is not None
         client = DevClient(
             settings.oidc_client_id,

@@ -25,14 +25,19 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 import aiohttp
-import jwt
 from yarl import URL
 
 from ..errors import IdPUnavailable, InvalidToken, RefreshRejected, TokenRequestRefused
+
+if TYPE_CHECKING:
+    import jwt
+
+# pyjwt (and with it cryptography, about 10 MiB) is imported by the functions that read a token, at the first
+# sign-in or bearer request: a replica serving signed-in sessions never needs it (tests/test_lazy_imports.py).
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +49,21 @@ BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 LEEWAY_S = 60  # clock skew we tolerate between us and the provider
 DISCOVERY_TTL_S = 3600.0
 JWKS_REFETCH_MIN_S = 5.0  # after a refetch that did not find a kid, wait this long before another
-# Refusals pyjwt can only reach once the signature has checked out (its decode verifies the signature
-# first): the token is the issuer's, only its claims are wrong.
-SIGNED_BUT_REFUSED = (
-    jwt.ExpiredSignatureError,
-    jwt.ImmatureSignatureError,
-    jwt.InvalidAudienceError,
-    jwt.InvalidIssuerError,
-    jwt.InvalidIssuedAtError,
-    jwt.MissingRequiredClaimError,
-)
+
+
+def _signed_but_refused() -> tuple[type[Exception], ...]:
+    """Refusals pyjwt can only reach once the signature has checked out (its decode verifies the signature
+    first): the token is the issuer's, only its claims are wrong."""
+    import jwt
+
+    return (
+        jwt.ExpiredSignatureError,
+        jwt.ImmatureSignatureError,
+        jwt.InvalidAudienceError,
+        jwt.InvalidIssuerError,
+        jwt.InvalidIssuedAtError,
+        jwt.MissingRequiredClaimError,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,8 @@ class TokenVerifier:
         `nonce`: the expected nonce of an ID token from a sign-in; None for tokens that carry none
         (refreshed ID tokens, access tokens, logout tokens).
         """
+        import jwt
+
         trust = await self.trust()
         try:
             header = jwt.get_unverified_header(token)
@@ -189,7 +201,7 @@ class TokenVerifier:
                 leeway=LEEWAY_S,
                 options={"require": ["iss", "aud", "exp", "iat"]},
             )
-        except SIGNED_BUT_REFUSED as exc:  # pyjwt checks these only after the signature has checked out
+        except _signed_but_refused() as exc:  # pyjwt checks these only after the signature has checked out
             raise InvalidToken(f"The token was refused: {exc}", signed_claims=unverified_claims(token)) from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"The token was refused: {exc}") from None
@@ -224,6 +236,8 @@ class TokenVerifier:
         return self._keys[kid]
 
     async def _load_keys(self) -> None:
+        import jwt
+
         jwks = await self._get_json((await self.trust()).jwks_uri)
         try:
             key_set = jwt.PyJWKSet.from_dict(jwks)
@@ -441,6 +455,8 @@ def s256_challenge(verifier: str) -> str:
 def unverified_claims(token: str) -> dict[str, Any]:
     """A JWT's payload, read without checking anything: only to choose how to check it, or to name
     the user of a token whose signature has already been checked."""
+    import jwt
+
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
