@@ -63,6 +63,7 @@ KNOWN_KINDS = {
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.istio.io/v1beta1", "VirtualService"),
     ("security.istio.io/v1beta1", "AuthorizationPolicy"),
+    ("security.istio.io/v1beta1", "PeerAuthentication"),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
 }
@@ -683,6 +684,31 @@ def test_the_gateway_admits_the_metrics_port_only_from_monitoring(manifests: dic
     assert monitoring["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
     names = {port["name"] for port in container(manifests)["ports"]}
     assert names == {"http", "metrics"}
+
+
+def test_under_istio_prometheus_can_scrape_the_metrics_port_and_the_user_port_stays_strict(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """The kubeflow overlay's pods have a sidecar in a STRICT mTLS namespace: a Prometheus without a sidecar
+    reaches the metrics port only if that port (the container's, as Istio's portLevelMtls means it) is
+    PERMISSIVE, and nothing else may be."""
+    objects = by_kind(rendered["overlays/kubeflow"])
+    peer, deployment = objects["PeerAuthentication"], objects["Deployment"]
+    assert peer["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    selector = peer["spec"]["selector"]["matchLabels"]  # Istio refuses portLevelMtls without one
+    assert selector and selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    settings = settings_from(gateway_env(objects))
+    ports = {port["name"]: port["containerPort"] for port in container(objects)["ports"]}
+    assert (ports["metrics"], ports["http"]) == (settings.metrics_port, settings.port)
+    assert peer["spec"]["mtls"] == {"mode": "STRICT"}
+    assert peer["spec"]["portLevelMtls"] == {str(settings.metrics_port): {"mode": "PERMISSIVE"}}
+    # The port is not taken out of the mesh instead (which would bypass Istio's policies on it).
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    assert not [name for name in annotations if name.startswith("traffic.sidecar.istio.io/")]
+    # Who may connect is still the NetworkPolicy's: the metrics port only from `monitoring`.
+    _, monitoring = objects["NetworkPolicy"]["spec"]["ingress"]
+    assert monitoring["ports"] == [{"port": "metrics", "protocol": "TCP"}] and monitoring["from"]
+    assert "PeerAuthentication" not in by_kind(rendered["overlays/standalone"])  # no Istio there
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
