@@ -109,3 +109,32 @@ async def test_a_filter_narrows_the_chart_too(page: Page, dev_gateway: DevGatewa
     await expect(chart.locator("rect.allowed").first).to_be_visible()
     await expect(chart.locator("rect.denied")).to_have_count(0)
     await expect(page.locator("#activity-summary")).to_contain_text("0 denied")
+
+
+async def test_nested_details_are_labelled_fields_shown_as_text(page: Page, dev_gateway: DevGateway) -> None:
+    """An `audit.read` event keeps the filters of the read, an object inside `details`; the reader chose
+    them, so a hostile one must come out as text, in a field labelled by its key, not as JSON or markup."""
+    hostile = '<img src=x onerror=alert(1)>"}, {"'
+    scripts_run: list[str] = []
+    page.on("dialog", lambda dialog: scripts_run.append(dialog.message))
+    await page.goto(dev_gateway.url("/notebooks"))
+    await sign_in(page, "alice@example.com")  # cluster-admin in dev: may read the audit log
+    await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    answer = await page.request.get(dev_gateway.url("/api/audit"), params={"text": hostile, "since": "2h"})
+    assert answer.status == 200
+    await page.goto(dev_gateway.url("/audit?action=audit.read"))
+    await page.get_by_label("Hide my own audit reads").uncheck()  # the read is alice's own
+
+    read = page.get_by_role("row").filter(has=page.get_by_role("rowheader", name="audit.read")).filter(has_text=hostile)
+    await expect(read).to_have_count(1)
+    outer = read.locator("td.about > dl.details")
+    filters = outer.locator(":scope > dd").filter(has=page.locator("dl.details"))
+    await expect(filters).to_have_count(1)
+    # The field's label is its key, and the object's own fields are labelled in turn, in a nested list.
+    await expect(outer.locator(":scope > dt").nth(0)).to_have_text("Filters")
+    inner = filters.locator(":scope > dl.details")
+    await expect(inner.locator(":scope > dt")).to_have_text(["Since", "Text"])
+    await expect(inner.locator(":scope > dd").nth(1)).to_have_text(hostile)  # the value, whole, as text
+    await expect(read).not_to_contain_text('{"text"')  # not compact JSON any more
+    await expect(page.locator("#events img")).to_have_count(0)
+    assert scripts_run == []

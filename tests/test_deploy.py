@@ -52,6 +52,7 @@ KNOWN_KINDS = {
     ("v1", "ConfigMap"),
     ("v1", "Service"),
     ("apps/v1", "Deployment"),
+    ("apps/v1", "StatefulSet"),  # deploy/audit-statefulset
     ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole"),
@@ -62,6 +63,7 @@ KNOWN_KINDS = {
     ("networking.k8s.io/v1", "Ingress"),
     ("networking.istio.io/v1beta1", "VirtualService"),
     ("security.istio.io/v1beta1", "AuthorizationPolicy"),
+    ("security.istio.io/v1beta1", "PeerAuthentication"),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
     ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
 }
@@ -684,6 +686,31 @@ def test_the_gateway_admits_the_metrics_port_only_from_monitoring(manifests: dic
     assert names == {"http", "metrics"}
 
 
+def test_under_istio_prometheus_can_scrape_the_metrics_port_and_the_user_port_stays_strict(
+    rendered: dict[str, list[Manifest]],
+) -> None:
+    """The kubeflow overlay's pods have a sidecar in a STRICT mTLS namespace: a Prometheus without a sidecar
+    reaches the metrics port only if that port (the container's, as Istio's portLevelMtls means it) is
+    PERMISSIVE, and nothing else may be."""
+    objects = by_kind(rendered["overlays/kubeflow"])
+    peer, deployment = objects["PeerAuthentication"], objects["Deployment"]
+    assert peer["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    selector = peer["spec"]["selector"]["matchLabels"]  # Istio refuses portLevelMtls without one
+    assert selector and selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    settings = settings_from(gateway_env(objects))
+    ports = {port["name"]: port["containerPort"] for port in container(objects)["ports"]}
+    assert (ports["metrics"], ports["http"]) == (settings.metrics_port, settings.port)
+    assert peer["spec"]["mtls"] == {"mode": "STRICT"}
+    assert peer["spec"]["portLevelMtls"] == {str(settings.metrics_port): {"mode": "PERMISSIVE"}}
+    # The port is not taken out of the mesh instead (which would bypass Istio's policies on it).
+    annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+    assert not [name for name in annotations if name.startswith("traffic.sidecar.istio.io/")]
+    # Who may connect is still the NetworkPolicy's: the metrics port only from `monitoring`.
+    _, monitoring = objects["NetworkPolicy"]["spec"]["ingress"]
+    assert monitoring["ports"] == [{"port": "metrics", "protocol": "TCP"}] and monitoring["from"]
+    assert "PeerAuthentication" not in by_kind(rendered["overlays/standalone"])  # no Istio there
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_monitoring_component_scrapes_the_metrics_port_of_the_overlays_gateway(
     overlay: str, tmp_path: Path
@@ -718,7 +745,7 @@ def test_every_alert_names_metrics_the_gateway_exports(tmp_path: Path) -> None:
         assert metric_names_in((ROOT / "docs" / doc).read_text()) <= exported, doc
 
 
-# -- audit files on a persistent volume (deploy/audit-volume) -----------------------------------------
+# -- audit files on a persistent volume (deploy/audit-volume, deploy/audit-statefulset) ---------------------
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -743,6 +770,46 @@ def test_the_audit_volume_gives_each_pod_its_own_directory_on_a_claim(overlay: s
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]  # the new volume is writable
     settings = settings_from({**gateway_env(objects), "GATEWAY_AUDIT_DIR": values["GATEWAY_AUDIT_DIR"]["value"]})
     assert settings.audit_dir.parent == Path(mount["mountPath"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_audit_statefulset_gives_each_replica_a_claim_of_its_own_at_the_audit_directory(
+    overlay: str, tmp_path: Path
+) -> None:
+    docs = render_with_components(overlay, tmp_path, "audit-statefulset")
+    objects = by_kind(docs)
+    assert "Deployment" not in objects and "PersistentVolumeClaim" not in objects  # claims come from the template
+    statefulset, plain = objects["StatefulSet"], by_kind(render(overlay))
+    spec = statefulset["spec"]
+    # The same pod as the overlay's Deployment, but for the volume, the fsGroup and the Deployment-only keys.
+    pod, before = spec["template"]["spec"], plain["Deployment"]["spec"]["template"]["spec"]
+    assert pod["containers"] == before["containers"] and pod["serviceAccountName"] == before["serviceAccountName"]
+    assert spec["selector"] == plain["Deployment"]["spec"]["selector"] and "strategy" not in spec
+    assert spec["serviceName"] == objects["Service"]["metadata"]["name"]
+    [template] = spec["volumeClaimTemplates"]
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]  # one replica's own disk
+    assert "storage" in template["spec"]["resources"]["requests"]
+    # Scaling down keeps a replica's claim (its chain), and the next replica with that ordinal continues it.
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenScaled": "Retain", "whenDeleted": "Retain"}
+    assert [volume["name"] for volume in pod["volumes"]] == ["tmp"]  # no emptyDir in the claim's place
+    [gateway] = pod["containers"]
+    [mount] = [mount for mount in gateway["volumeMounts"] if mount["name"] == template["metadata"]["name"]]
+    # The audit directory is the claim's mount itself: no $(POD_NAME) directory, the claim is the replica's.
+    assert "GATEWAY_AUDIT_DIR" not in {item["name"] for item in gateway.get("env", [])}
+    env = dict(objects["ConfigMap"]["data"]) | {
+        item["name"]: item.get("value", "secret-stand-in-" + "s" * 32) for item in gateway.get("env", [])
+    }
+    settings = settings_from({name: value for name, value in env.items() if name.startswith(ENV_PREFIX)})
+    assert settings.audit_dir == Path(mount["mountPath"])
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"]  # the new volume is writable
+    # The autoscaler and the disruption budget follow the StatefulSet's pods.
+    target = objects["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("StatefulSet", statefulset["metadata"]["name"])
+    budget = objects["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]
+    assert budget.items() <= spec["template"]["metadata"]["labels"].items()
+    for constraint in pod["topologySpreadConstraints"]:
+        assert "matchLabelKeys" not in constraint  # a StatefulSet's pods have no pod-template-hash
+    assert all(box["securityContext"]["readOnlyRootFilesystem"] for box in pod["containers"])
 
 
 def test_without_the_audit_volume_the_audit_files_live_as_long_as_the_pod(manifests: dict[str, Manifest]) -> None:

@@ -95,6 +95,15 @@ def test_the_overlays_with_every_component_are_valid(overlay: str, tmp_path: Pat
     assert report(docs) == {}
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_overlays_with_the_audit_statefulset_are_valid(overlay: str, tmp_path: Path) -> None:
+    """The other audit storage (a claim per replica): it replaces deploy/audit-volume, so it is built on its own."""
+    docs = render_with_components(overlay, tmp_path, "monitoring", "audit-statefulset")
+    kinds = [doc["kind"] for doc in docs]
+    assert "StatefulSet" in kinds and kinds.count("Deployment") == (overlay == "overlays/standalone")  # Redis's
+    assert report(docs) == {}
+
+
 def test_every_file_in_deploy_is_rendered_by_a_kustomization() -> None:
     """So that the renders above cover every manifest: no file lies beside them unused (and unchecked)."""
     used: set[Path] = set()

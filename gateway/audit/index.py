@@ -30,9 +30,15 @@ CREATE TABLE IF NOT EXISTS events (
     action TEXT, outcome TEXT, segment INTEGER, offset INTEGER, length INTEGER);
 CREATE INDEX IF NOT EXISTS by_actor ON events (actor, seq);
 CREATE INDEX IF NOT EXISTS by_namespace ON events (namespace, notebook, seq);
+CREATE INDEX IF NOT EXISTS by_namespace_seq ON events (namespace, seq);
 CREATE INDEX IF NOT EXISTS by_action ON events (action, seq);
+CREATE INDEX IF NOT EXISTS by_outcome ON events (outcome, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+# Each filter's index ends in seq, so a page is a walk down that index from the cursor, newest first, that
+# stops at `limit`: (namespace, notebook, seq) alone would make a namespace's search read and sort every
+# event of the namespace for each page (an export of a busy namespace: once per page). The statements run
+# at every open, so an index file made before an index existed gets it then (built once from its rows).
 
 
 class FileIndex:
@@ -163,16 +169,13 @@ class FileIndex:
             raise StoreUnavailable(f"the audit files in {self.directory} cannot be searched: {exc}") from exc
 
     def _search(self, filter: Filter, before: int, limit: int) -> Page:
-        where, params = _conditions(filter)
+        sql, params = page_query(filter)
         chunk = limit if not filter.text else max(limit, 1000)
         filling = PageFiller(filter, limit)
         with self._lock, _Files(self.directory) as files:
             db = self._connect()
             while True:
-                rows = db.execute(
-                    f"SELECT seq, segment, offset, length FROM events WHERE seq < ? {where} ORDER BY seq DESC LIMIT ?",
-                    (before, *params, chunk),
-                ).fetchall()
+                rows = db.execute(sql, (before, *params, chunk)).fetchall()
                 for seq, segment, offset, length in rows:
                     before = seq
                     if filling.take(files.read(segment, offset, length)):
@@ -181,6 +184,13 @@ class FileIndex:
                     return filling.page(None)
                 if filling.over_budget:
                     return filling.page(f"f{before}")
+
+
+def page_query(filter: Filter) -> tuple[str, list[object]]:
+    """The statement that reads one chunk of a search (file positions, newest first) and the filter's
+    parameters; it takes `before` (the cursor's seq) first and the chunk's size last."""
+    where, params = _conditions(filter)
+    return f"SELECT seq, segment, offset, length FROM events WHERE seq < ? {where} ORDER BY seq DESC LIMIT ?", params
 
 
 def _conditions(filter: Filter) -> tuple[str, list[object]]:

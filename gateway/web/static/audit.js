@@ -69,24 +69,46 @@
     return tr;
   }
 
-  // Details as a list of labelled fields: `bytes_in` reads "Bytes in"; lists are joined; nested
-  // objects (a filter, a rule) are shown as compact JSON, still as text, never as markup.
+  // Details as a list of labelled fields: `bytes_in` reads "Bytes in"; a list of plain values is joined;
+  // a nested object (the filters of a read, a rule) is a list of labelled fields of its own, inside its
+  // field, and a list of objects a numbered list of them. Past MAX_DEPTH levels what is left is compact
+  // JSON, so a deep value cannot stretch the row without end. Keys and values are text, never markup.
+  const MAX_DEPTH = 4;
+
   function label(key) {
     const words = key.replace(/_/g, " ");
     return words.charAt(0).toUpperCase() + words.slice(1);
   }
 
-  function value(item) {
-    if (item === null || item === undefined) return "—";
-    if (Array.isArray(item)) return item.every((x) => typeof x !== "object" || x === null) ? item.join(", ") || "—" : JSON.stringify(item);
-    if (typeof item === "object") return JSON.stringify(item);
-    return String(item);
+  const plain = (item) => item === null || typeof item !== "object";
+
+  function value(item, depth) {
+    if (item === null || item === undefined) return document.createTextNode("—");
+    if (Array.isArray(item)) {
+      if (item.every(plain)) return document.createTextNode(item.map((x) => (x === null ? "—" : String(x))).join(", ") || "—");
+      if (depth >= MAX_DEPTH) return document.createTextNode(JSON.stringify(item));
+      const list = element("ol", { class: "details" });
+      for (const entry of item) {
+        const li = element("li");
+        li.append(value(entry, depth + 1));
+        list.append(li);
+      }
+      return list;
+    }
+    if (typeof item === "object") {
+      if (!Object.keys(item).length) return document.createTextNode("—");
+      if (depth >= MAX_DEPTH) return document.createTextNode(JSON.stringify(item));
+      return fields(item, depth + 1);
+    }
+    return document.createTextNode(String(item));
   }
 
-  function fields(details) {
+  function fields(details, depth = 0) {
     const list = element("dl", { class: "details" });
     for (const [key, item] of Object.entries(details)) {
-      list.append(element("dt", {}, label(key)), element("dd", {}, value(item)));
+      const field = element("dd");
+      field.append(value(item, depth));
+      list.append(element("dt", {}, label(key)), field);
     }
     return list;
   }
