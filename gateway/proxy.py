@@ -177,19 +177,18 @@ async def _forward_http(
             finally:
                 deadline.active = False
                 request[keys.UPSTREAM_S] = time.perf_counter() - sent
-        try:
-            length = upstream.content_length
-            if length is not None and length <= SMALL_BODY_BYTES and request.method != "HEAD":
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY_BYTES and request.method != "HEAD":
+            try:
                 payload = await upstream.read()
-                return web.Response(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=proxy_headers.downstream_headers(upstream.headers, _worker_scope(request, target)),
-                    body=payload,
-                )
-        except BaseException:
-            upstream.close()
-            raise
+            finally:
+                upstream.release()  # back to the pool when complete; closed when not
+            return web.Response(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=proxy_headers.downstream_headers(upstream.headers, _worker_scope(request, target)),
+                body=payload,
+            )
     try:
         return await _stream_response(request, upstream, target, metrics)
     finally:

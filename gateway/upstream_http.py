@@ -20,7 +20,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Final, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -207,6 +207,16 @@ class UpstreamResponse:
 
     # -- the body, for the proxy ------------------------------------------------------------------
 
+    @property
+    def buffered(self) -> int:
+        """Body bytes read from the upstream and not yet taken by the reader."""
+        return self._buffered
+
+    @property
+    def upstream_paused(self) -> int:
+        """How often this response's connection stopped reading because the reader fell behind."""
+        return self._conn.times_paused
+
     async def readany(self) -> bytes:
         """The next part of the body as it arrives (all that is buffered); b"" at its end."""
         while True:
@@ -288,8 +298,7 @@ class _Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio's classes, but alike
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError, AttributeError):  # small writes go out now, not after 40 ms
@@ -376,12 +385,14 @@ class _HostPool:
         while True:
             if not fresh:
                 idle = self.idle
+                expired = self.pool.loop.time() - self.pool.keepalive_s
                 while idle:
                     conn = idle.pop()
-                    if not conn.closed:
+                    if not conn.closed and conn.idle_since > expired:
                         self.in_use += 1
                         conn.reused = True
                         return conn
+                    conn.close()
             if self.in_use < self.pool.limit_per_host:
                 break
             waiter = self.pool.loop.create_future()
@@ -435,12 +446,12 @@ class _HostPool:
                 waiter.set_result(None)
                 return
 
-    def sweep(self, before: float) -> int:
-        """Close connections idle since before `before`; the number of idle ones left."""
+    def sweep(self, before: float) -> float | None:
+        """Close connections idle since before `before`; when the oldest left became idle."""
         idle = self.idle
         while idle and (idle[0].closed or idle[0].idle_since <= before):
             idle.popleft().close()
-        return len(idle)
+        return idle[0].idle_since if idle else None
 
 
 class UpstreamPool:
@@ -494,15 +505,17 @@ class UpstreamPool:
         conn = await pool.acquire(fresh=True)
         return await _exchange(conn, method, head, None, False)
 
-    def schedule_sweep(self) -> None:
+    def schedule_sweep(self, delay_s: float | None = None) -> None:
+        """One timer for the whole pool, not one per idle connection."""
         if self._sweep is None:
-            self._sweep = self.loop.call_later(self.keepalive_s, self._run_sweep)
+            self._sweep = self.loop.call_later(self.keepalive_s if delay_s is None else delay_s, self._run_sweep)
 
     def _run_sweep(self) -> None:
         self._sweep = None
-        before = self.loop.time() - self.keepalive_s
-        if sum(host.sweep(before) for host in self._hosts.values()):
-            self.schedule_sweep()
+        now = self.loop.time()
+        oldest = [since for host in self._hosts.values() if (since := host.sweep(now - self.keepalive_s)) is not None]
+        if oldest:
+            self.schedule_sweep(min(oldest) + self.keepalive_s - now)
 
     def connections(self) -> int:
         """Open connections, idle or in use (tests, diagnostics)."""
