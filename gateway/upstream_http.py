@@ -573,14 +573,15 @@ async def _send_body(conn: _Connection, response: UpstreamResponse, body: AsyncI
 def _encode_head(method: str, url: URL, headers: CIMultiDict[str], chunked: bool) -> bytes:
     """The request line and headers, in one buffer; CR or LF inside any of them is refused (a header
     value that could start a header of its own, or a request of its own)."""
-    lines = [f"{method} {url.raw_path_qs} HTTP/1.1\r\n"]
-    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
+    if headers:
+        lines.append("\r\n".join(map(": ".join, headers.items())))
     if "Host" not in headers:
-        lines.append(f"Host: {url.raw_authority}\r\n")
+        lines.append(f"Host: {url.raw_authority}")
     if chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    lines.append("\r\n")
-    text = "".join(lines)
-    if text.count("\n") != len(lines) or text.count("\r") != len(lines):
+        lines.append("Transfer-Encoding: chunked")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
+    line_ends = len(lines) + max(len(headers), 1)  # each line's CRLF, and the blank line's
+    if head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
         raise ValueError("a CR or LF inside the request line or a header")
-    return text.encode("utf-8", "surrogateescape")
+    return head
