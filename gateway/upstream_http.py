@@ -345,6 +345,7 @@ class _Connection(asyncio.Protocol):
         if not self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = True
             self.times_paused += 1
+            self.host.pool.times_paused += 1
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
@@ -471,6 +472,7 @@ class UpstreamPool:
         self.limit_per_host = limit_per_host
         self.keepalive_s = keepalive_s
         self.closed = False
+        self.times_paused = 0  # how often a slow reader held an upstream back (tests, diagnostics)
         self._hosts: dict[tuple[str, int, bool], _HostPool] = {}
         self._sweep: asyncio.TimerHandle | None = None
         self._ssl: ssl.SSLContext | None = None

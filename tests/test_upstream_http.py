@@ -16,6 +16,7 @@ import uvloop
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway import keys
 from gateway.upstream_http import (
     BODY_BUFFER_BYTES,
     InvalidResponse,
@@ -325,6 +326,20 @@ async def test_the_pool_caps_connections_per_host() -> None:
         await pool.close()
 
 
+async def test_idle_connections_expire() -> None:
+    pool = UpstreamPool(connect_timeout_s=5, read_timeout_s=5, keepalive_s=0.2)
+    try:
+        async with scripted(lambda _: OK) as upstream:
+            assert await get(pool, upstream.url) == (200, b"ok")
+            assert pool.connections() == 1
+            await asyncio.sleep(0.5)
+            assert pool.connections() == 0  # closed by the pool's sweep, with no request to notice
+            assert await get(pool, upstream.url) == (200, b"ok")
+            assert upstream.connections == 2
+    finally:
+        await pool.close()
+
+
 ON_UVLOOP = [
     test_sequential_requests_share_one_upstream_connection,
     test_a_get_on_a_connection_the_upstream_closed_is_sent_again_on_a_new_one,
@@ -402,15 +417,18 @@ async def test_gateway_passes_close_delimited_and_chunked_bodies(
         assert (until_close.status, await until_close.read()) == (200, b"q" * 100_000)
 
 
-async def test_idle_connections_expire() -> None:
-    pool = UpstreamPool(connect_timeout_s=5, read_timeout_s=5, keepalive_s=0.2)
-    try:
-        async with scripted(lambda _: OK) as upstream:
-            assert await get(pool, upstream.url) == (200, b"ok")
-            assert pool.connections() == 1
-            await asyncio.sleep(0.5)
-            assert pool.connections() == 0  # closed by the pool's sweep, with no request to notice
-            assert await get(pool, upstream.url) == (200, b"ok")
-            assert upstream.connections == 2
-    finally:
-        await pool.close()
+async def test_a_slow_client_holds_the_upstream_back_through_the_gateway(
+    gateway_factory: Callable[..., Any], routes_file: Routes
+) -> None:
+    size = 32 * 1024 * 1024
+    body = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"w" * size
+    async with scripted(lambda _: body) as upstream:
+        gateway = await gateway_to(gateway_factory, routes_file, upstream)
+        resp = await gateway.get(NB + "big")
+        assert resp.status == 200
+        received = len(await resp.content.readany())
+        await asyncio.sleep(0.5)  # the client stops reading: the gateway must stop reading the notebook
+        assert gateway.app[keys.HTTP].times_paused >= 1
+        while chunk := await resp.content.readany():
+            received += len(chunk)
+        assert received == size
