@@ -165,6 +165,16 @@ async def test_a_response_left_unread_closes_its_connection(pool: UpstreamPool) 
         assert upstream.connections == 2
 
 
+async def test_bytes_after_a_response_end_its_connection(pool: UpstreamPool) -> None:
+    # A second response nobody asked for: on a reused connection it would answer the next request.
+    extra = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nXX"
+    async with scripted(lambda _: extra) as upstream:
+        assert await get(pool, upstream.url) == (200, b"ok")
+        await asyncio.sleep(0.05)
+        assert await get(pool, upstream.url) == (200, b"ok")
+        assert upstream.connections == 2
+
+
 # An upstream whose keep-alive timer fired as the next request arrived: it reads it and hangs up.
 def hangs_up_on_reuse(exchange: Exchange) -> bytes | None:
     return OK if exchange.index == 0 else None
