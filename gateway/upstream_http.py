@@ -465,6 +465,7 @@ class UpstreamPool:
         read_timeout_s: float,
         limit_per_host: int = 256,
         keepalive_s: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.connect_timeout_s = connect_timeout_s
@@ -475,7 +476,7 @@ class UpstreamPool:
         self.times_paused = 0  # how often a slow reader held an upstream back (tests, diagnostics)
         self._hosts: dict[tuple[str, int, bool], _HostPool] = {}
         self._sweep: asyncio.TimerHandle | None = None
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context  # https:// upstreams: the system's CAs unless given one
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:

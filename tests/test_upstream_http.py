@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from gateway.upstream_http import (
     UpstreamResetError,
 )
 from tests.conftest import unused_port
+from tests.fakes.tls import local_tls
 
 Routes = Callable[[dict[tuple[str, str], str]], Path]
 NB = "/notebook/alice/nb1/"
@@ -294,6 +296,31 @@ async def test_bad_chunking_breaks_the_body(pool: UpstreamPool) -> None:
 async def test_refused_connection(pool: UpstreamPool) -> None:
     with pytest.raises(UpstreamConnectError):
         await pool.request("GET", URL(f"http://127.0.0.1:{unused_port()}/"), headers())
+
+
+async def test_https_upstreams_are_verified(tmp_path: Path) -> None:
+    tls = local_tls(tmp_path)
+    upstream = ScriptedUpstream(lambda _: OK)
+    server = await asyncio.start_server(upstream.serve, "127.0.0.1", 0, ssl=tls.server_context)
+    url = URL(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/x")
+    untrusting = UpstreamPool(connect_timeout_s=5, read_timeout_s=5)
+    trusting = UpstreamPool(
+        connect_timeout_s=5, read_timeout_s=5, ssl_context=ssl.create_default_context(cafile=tls.ca_file)
+    )
+    try:
+        with pytest.raises(UpstreamConnectError):  # a certificate nobody vouched for: no request sent
+            await untrusting.request("GET", url, headers())
+        assert await get(trusting, url) == (200, b"ok")
+        assert await get(trusting, url) == (200, b"ok")
+        # The refused handshake never reached the server's handler; the two requests shared one connection.
+        assert [(exchange.connection, exchange.index) for exchange in upstream.exchanges] == [(0, 0), (0, 1)]
+    finally:
+        await untrusting.close()
+        await trusting.close()
+        for writer in upstream.writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 async def test_a_header_value_cannot_smuggle_a_header(pool: UpstreamPool) -> None:
