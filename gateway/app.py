@@ -59,6 +59,7 @@ from .redis_connection import close_redis, open_redis
 from .session_cache import SessionCache
 from .sessions import Expiry, MemorySessionStore, RedisSessionStore, Session
 from .spawner import SpawnerConfig
+from .upstream_http import UpstreamPool
 from .userslots import UserSlots
 from .web import (
     api,
@@ -224,33 +225,35 @@ def with_dev_provider(settings: Settings) -> Settings:
 
 
 async def http_client(app: web.Application) -> AsyncIterator[None]:
-    """One pooled client for every upstream notebook server."""
+    """One pooled HTTP client for every upstream notebook server, and an unpooled one for WebSockets."""
     settings = app[keys.SETTINGS]
-    timeout = aiohttp.ClientTimeout(
+    ws_timeout = aiohttp.ClientTimeout(
         total=None,  # streams and WebSockets may last for hours
         sock_connect=settings.upstream_connect_timeout_s,
         sock_read=settings.upstream_idle_timeout_s,
     )
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=30)
-    async with aiohttp.ClientSession(
-        connector=connector,
-        timeout=timeout,
-        auto_decompress=False,  # bodies pass through as the notebook encoded them
-        cookie_jar=aiohttp.DummyCookieJar(),  # the gateway keeps no upstream cookies of its own
-        # Forward exactly what the client sent: add none of aiohttp's default headers.
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-    ) as session:
+    # HTTP has a lean client of its own (gateway/upstream_http.py): it forwards exactly the headers it
+    # is given, keeps no cookies and passes bodies as the notebook encoded them.
+    pool = UpstreamPool(
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        read_timeout_s=settings.upstream_idle_timeout_s,
+        limit_per_host=256,
+        keepalive_s=30,
+    )
+    try:
         # WebSockets last for hours: in a pool shared with HTTP, one user's sockets could take every
         # connection to a notebook. They get an unpooled client; per-user caps bound them instead.
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
-            timeout=timeout,
+            timeout=ws_timeout,
             cookie_jar=aiohttp.DummyCookieJar(),
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         ) as ws_session:
-            app[keys.HTTP] = session
+            app[keys.HTTP] = pool
             app[keys.WS_HTTP] = ws_session
             yield
+    finally:
+        await pool.close()
 
 
 def build_origins(settings: Settings) -> NotebookOrigins:

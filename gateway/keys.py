@@ -30,10 +30,11 @@ from .ratelimit import FailureCounter
 from .routing import NotebookPath
 from .sessions import Session, SessionStore
 from .spawner import SpawnerConfig
+from .upstream_http import UpstreamPool
 from .userslots import UserSlots
 
 SETTINGS = web.AppKey("settings", Settings)
-HTTP = web.AppKey("http", aiohttp.ClientSession)  # one pooled client for every upstream
+HTTP = web.AppKey("http", UpstreamPool)  # one pooled HTTP client for every upstream
 # Upstream WebSockets get a client of their own, so long-lived sockets never take HTTP's pooled connections.
 WS_HTTP = web.AppKey("ws_http", aiohttp.ClientSession)
 UPSTREAM_SLOTS = web.AppKey("upstream_slots", UserSlots)  # per user: notebook requests in flight

@@ -24,6 +24,7 @@ from .backends.proxy_annotations import DEFAULT, ProxyBehaviour
 from .errors import BadRequest, Forbidden, NotebookNotReady, NotFound, UpstreamTimeout, UpstreamUnavailable
 from .metrics import Metrics
 from .routing import NotebookPath
+from .upstream_http import InvalidResponse, UpstreamConnectError, UpstreamError, UpstreamResetError, UpstreamResponse
 from .web import audit_request, limits
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,24 @@ def _audit_access(request: web.Request, target: NotebookPath) -> None:
 
 @contextlib.contextmanager
 def upstream_errors(target: NotebookPath, metrics: Metrics, timeout_s: float) -> Iterator[None]:
-    """The one place where aiohttp's client errors become the gateway's 502 and 504."""
+    """The one place where the upstream clients' errors (ours for HTTP, aiohttp's for WebSockets)
+    become the gateway's 502 and 504."""
     who = f"{target.namespace}/{target.name}"
     try:
         yield
-    except TimeoutError:  # asyncio.timeout, and aiohttp's connect and read timeouts
+    except TimeoutError:  # asyncio.timeout, and the clients' connect and read timeouts
         metrics.upstream_errors.labels("timeout").inc()
         raise UpstreamTimeout(f"Notebook server {who} did not answer within {timeout_s:g}s.") from None
+    except UpstreamConnectError:
+        metrics.upstream_errors.labels("unavailable").inc()
+        raise UpstreamUnavailable(f"Notebook server {who} did not answer: connection refused.") from None
+    except UpstreamResetError:
+        metrics.upstream_errors.labels("reset").inc()
+        raise UpstreamUnavailable(f"Notebook server {who} did not answer: connection reset.") from None
+    except InvalidResponse as exc:
+        metrics.upstream_errors.labels("unavailable").inc()
+        log.info("bad response from notebook server %s: %.200s", who, exc)
+        raise UpstreamUnavailable(f"Notebook server {who} did not answer: invalid response.") from None
     except aiohttp.ClientConnectorError:
         metrics.upstream_errors.labels("unavailable").inc()
         raise UpstreamUnavailable(f"Notebook server {who} did not answer: connection refused.") from None
@@ -144,7 +156,8 @@ class _HeaderDeadline:
 
 
 async def _request_body(content: aiohttp.StreamReader, deadline: _HeaderDeadline) -> AsyncIterator[bytes]:
-    """The client's body as it arrives, never held whole; aiohttp's flow control bounds the buffer."""
+    """The client's body as it arrives, never held whole: aiohttp's flow control bounds the buffer,
+    and the upstream client does not ask for the next chunk until the upstream has room for it."""
     while True:
         deadline.pause()
         chunk = await content.readany()
@@ -172,29 +185,23 @@ async def _forward_http(
             deadline.active = True
             sent = time.perf_counter()
             try:
-                upstream = await app[keys.HTTP].request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,  # a notebook's redirect is for the browser to follow
-                )
+                # A notebook's redirect is for the browser to follow: the client never follows one.
+                upstream = await app[keys.HTTP].request(request.method, url, headers, body)
             finally:
                 deadline.active = False
                 request[keys.UPSTREAM_S] = time.perf_counter() - sent
-        try:
-            length = upstream.content_length
-            if length is not None and length <= SMALL_BODY_BYTES and request.method != "HEAD":
+        length = upstream.content_length
+        if length is not None and length <= SMALL_BODY_BYTES and request.method != "HEAD":
+            try:
                 payload = await upstream.read()
-                return web.Response(
-                    status=upstream.status,
-                    reason=upstream.reason,
-                    headers=proxy_headers.downstream_headers(upstream.headers, _worker_scope(request, target)),
-                    body=payload,
-                )
-        except BaseException:
-            upstream.close()
-            raise
+            finally:
+                upstream.release()  # back to the pool when complete; closed when not
+            return web.Response(
+                status=upstream.status,
+                reason=upstream.reason,
+                headers=proxy_headers.downstream_headers(upstream.headers, _worker_scope(request, target)),
+                body=payload,
+            )
     try:
         return await _stream_response(request, upstream, target, metrics)
     finally:
@@ -207,7 +214,7 @@ def _worker_scope(request: web.Request, target: NotebookPath) -> str | None:
 
 
 async def _stream_response(
-    request: web.Request, upstream: aiohttp.ClientResponse, target: NotebookPath, metrics: Metrics
+    request: web.Request, upstream: UpstreamResponse, target: NotebookPath, metrics: Metrics
 ) -> web.StreamResponse:
     """Send the upstream's response on as it arrives. Once headers are out, an error cannot become
     an error page any more: the client connection is cut so that it sees a truncated response."""
@@ -221,11 +228,10 @@ async def _stream_response(
     except ConnectionError:
         upstream.close()
         return response  # the client left while the notebook was answering
-    content = upstream.content
     while True:
         try:
-            chunk = await content.readany()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            chunk = await upstream.readany()
+        except (UpstreamError, TimeoutError) as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "reset"
             metrics.upstream_errors.labels(kind).inc()
             log.warning(

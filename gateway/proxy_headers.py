@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass
 
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, MultiMapping
 
 from .config import IPNetwork, Settings
 from .cookies import COOKIE_PREFIX, is_gateway_cookie
@@ -257,7 +257,7 @@ def set_upstream_token(headers: CIMultiDict[str], token: str | None) -> None:
         headers["Authorization"] = f"token {token}"
 
 
-def downstream_headers(upstream: CIMultiDictProxy[str], prefix: str | None = None) -> CIMultiDict[str]:
+def downstream_headers(upstream: MultiMapping[str], prefix: str | None = None) -> CIMultiDict[str]:
     """The notebook server's response headers as the client gets them.
 
     Hop-by-hop headers go, and so does anything that would reach beyond the notebook: a

@@ -22,7 +22,7 @@ ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "leaves (plain values)",
         ("names", "cookies", "quantities", "backoff", "origins", "version"),
     ),  # config checks names
-    ("leaves", ("config", "errors", "identity", "logs", "spawner", "pod_security")),
+    ("leaves", ("config", "errors", "identity", "logs", "spawner", "pod_security", "upstream_http")),
     (
         "components (foundations)",
         ("routing", "forwarded", "sessions", "notebook_credentials", "ratelimit", "userslots", "redis_connection")
