@@ -229,7 +229,7 @@ class _Direction:
                 return
             held, self.held = self.held, b""
             pos = header[2] - len(held)
-            if self._begin(header[0], header[1]):
+            if self._begin(header[0], header[1], data, -1, 0):
                 self._write(held)
                 run = 0
         while True:
@@ -254,28 +254,28 @@ class _Direction:
                 self.held = data[pos:]
                 break
             first, length, header_size = header
-            forward = self._begin(first, length, flush=(data, run, pos))
-            if forward:
+            if self._begin(first, length, data, run, pos):
                 if run < 0:
                     run = pos
             else:
-                run = -1
+                run = -1  # what came before was passed on by `_begin`
             pos += header_size
         if run >= 0 and pos > run:
             self._write(data if run == 0 and pos == size else memoryview(data)[run:pos])
 
-    def _begin(self, first: int, length: int, flush: tuple[bytes, int, int] | None = None) -> bool:
-        """A frame starts: is it passed on? A frame that breaks the rules ends the WebSocket on both legs,
-        its header and payload never sent; `flush` is what the scan still owes the sink before that."""
+    def _begin(self, first: int, length: int, data: bytes, run: int, pos: int) -> bool:
+        """A frame starts at `pos`: is it passed on? If not, `data[run:pos]` (what the scan still owes the
+        sink, when `run` >= 0) goes now. A frame that breaks the rules ends the WebSocket on both legs, its
+        header and payload never sent."""
         self.remaining = length
         verdict = self._admit(first, length)
-        self.forward_frame = verdict == _FORWARD
-        if verdict > 0:
-            if flush is not None and flush[1] >= 0:
-                data, run, pos = flush
+        forward = self.forward_frame = verdict == _FORWARD
+        if not forward:
+            if run >= 0:
                 self._write(memoryview(data)[run:pos])
-            self.relay.end(verdict, _REASONS[verdict])
-        return self.forward_frame
+            if verdict > 0:
+                self.relay.end(verdict, _REASONS[verdict])
+        return forward
 
     def _admit(self, first: int, length: int) -> int:
         opcode = first & wsframes.OPCODE
@@ -381,6 +381,10 @@ class Relay:
         # What either side sent right after its handshake is fed at once.
         self.upstream.protocol.set_parser(self.outbound, self.outbound)
         self.client_protocol.set_parser(self.inbound)  # type: ignore[arg-type]  # any object with feed_data/feed_eof
+        # A connection lost before its parser was ours (during the client's handshake) told nobody.
+        for direction, protocol in ((self.outbound, self.upstream.protocol), (self.inbound, self.client_protocol)):
+            if protocol.transport is None or protocol.transport.is_closing():
+                direction.feed_eof()
 
     @property
     def closing(self) -> bool:
