@@ -464,7 +464,7 @@ async def relay(request: web.Request, upstream: Upstream, target: NotebookPath) 
     traffic = Traffic(touch=functools.partial(app[keys.ACTIVITY].touch, target.namespace, target.name))
     try:
         response = await _accept(request, upstream.subprotocol)
-        sockets = Relay(request, upstream, traffic, app[keys.SETTINGS].websocket_max_message_bytes)
+        websocket = Relay(request, upstream, traffic, app[keys.SETTINGS].websocket_max_message_bytes)
     except BaseException:
         upstream.transport.write(wsframes.close_frame(WSCloseCode.GOING_AWAY, b"client went away", masked=True))
         upstream.response.close()
@@ -472,50 +472,56 @@ async def relay(request: web.Request, upstream: Upstream, target: NotebookPath) 
 
     open_sockets = app[keys.WEBSOCKETS]
     metrics = app[keys.METRICS]
-    open_sockets.add(sockets.close)
+    open_sockets.add(websocket.close)
     metrics.websockets_open.inc()
-    # Checked when the policy changes (the only moment the decision can change), not per message.
-    release = app[keys.POLICIES].hold(
-        request[keys.IDENTITY],
-        target.namespace,
-        target.name,
-        lambda: sockets.end(WSCloseCode.POLICY_VIOLATION, b"access revoked"),
-    )
-    session = request.get(keys.SESSION)  # None for a bearer token: nothing to sign out of
-    watcher = _watch_session(app[keys.SESSIONS], session.id, sockets) if session is not None else None
+    release: Callable[[], None] = lambda: None  # noqa: E731
+    watcher: asyncio.Task[None] | None = None
     started = time.monotonic()
     try:
-        sockets.start()
-        await asyncio.shield(sockets.done)
+        # Checked when the policy changes (the only moment the decision can change), not per message.
+        release = app[keys.POLICIES].hold(
+            request[keys.IDENTITY],
+            target.namespace,
+            target.name,
+            lambda: websocket.end(WSCloseCode.POLICY_VIOLATION, b"access revoked"),
+        )
+        session = request.get(keys.SESSION)  # None for a bearer token: nothing to sign out of
+        if session is not None:
+            watcher = _watch_session(app[keys.SESSIONS], session.id, websocket)
+        websocket.start()
+        await asyncio.shield(websocket.done)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client's connection is lost (handler_cancellation), and the
         # gateway's shutdown cancels what is left: the notebook hears it, and its connection is closed.
-        sockets.end(WSCloseCode.GOING_AWAY, b"client went away")
+        websocket.end(WSCloseCode.GOING_AWAY, b"client went away")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(sockets.done), CLOSE_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(websocket.done), CLOSE_TIMEOUT_S)
         raise
+    except Exception:
+        # After the 101 nothing may answer in HTTP on this connection (an error page would be read as frames).
+        log.exception("WebSocket relay for %s failed", target.prefix)
     finally:
-        sockets.abort()  # nothing left to do if both are closed already
+        websocket.abort()  # nothing left to do if both are closed already
         upstream.response.close()
         release()
         if watcher is not None:
             watcher.cancel()
-        open_sockets.discard(sockets.close)
+        open_sockets.discard(websocket.close)
         metrics.websockets_open.dec()
         _audit(request, target, traffic, time.monotonic() - started)
     return response
 
 
-def _watch_session(sessions: SessionStore, session_id: str, sockets: Relay) -> asyncio.Task[None]:
+def _watch_session(sessions: SessionStore, session_id: str, websocket: Relay) -> asyncio.Task[None]:
     """Close the WebSocket (1008 "signed out") once its session is gone from the store. While the store cannot
     answer, the socket stays: nobody can sign out meanwhile, and the next check decides."""
 
     async def watch() -> None:
-        while not sockets.closing:
+        while not websocket.closing:
             await asyncio.sleep(SESSION_RECHECK_S)
             try:
                 if await sessions.load(session_id, touch=False) is None:  # not the user's use: no idle reset
-                    sockets.end(WSCloseCode.POLICY_VIOLATION, b"signed out")
+                    websocket.end(WSCloseCode.POLICY_VIOLATION, b"signed out")
                     return
             except ServiceUnavailable:
                 continue

@@ -289,3 +289,29 @@ async def test_a_close_is_relayed_as_it_is_and_nothing_after_it(open_raw: Open, 
     answer = frame(0x8, struct.pack("!H", 4001) + b"bye now", mask=False)
     notebook.writer.write(answer)
     assert await asyncio.wait_for(reader.read(), 5) == answer  # then the gateway closes the connection
+
+
+async def test_the_gateways_own_close_waits_for_the_end_of_the_frame_in_flight(
+    open_raw: Open, notebook: RawNotebook
+) -> None:
+    reader, _, _ = await open_raw(notebook)
+    client: OriginClient = open_raw.client  # type: ignore[attr-defined]
+    assert notebook.writer is not None
+    payload = os.urandom(100_000)
+    whole = frame(0x2, payload, mask=False)
+    notebook.writer.write(whole[:50_000])  # half a frame
+    assert await asyncio.wait_for(reader.readexactly(50_000), 5) == whole[:50_000]
+    app = client.server.app
+    assert isinstance(app, web.Application)
+    (close,) = app[keys.WEBSOCKETS]
+    closing = asyncio.create_task(close(1001, b"gateway shutting down"))  # as at shutdown
+    # Both sides hear it: the notebook at once, as a masked close ...
+    await wait_until(lambda: len(notebook.received) > 0)
+    assert close_of(bytes(notebook.received)) == (1001, b"gateway shutting down")
+    # ... the client only after the rest of the frame it is in the middle of.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(reader.readexactly(1), 0.3)
+    notebook.writer.write(whole[50_000:])
+    assert await asyncio.wait_for(reader.readexactly(len(whole) - 50_000), 5) == whole[50_000:]
+    assert close_of(await asyncio.wait_for(reader.read(256), 5)) == (1001, b"gateway shutting down")
+    closing.cancel()
