@@ -162,10 +162,15 @@ def stalled(count: Callable[[], int], quiet_s: float = 0.5) -> Callable[[], Awai
     return check
 
 
-def the_relay(client: OriginClient) -> Relay:
-    app = client.server.app
+def open_websockets(client: OriginClient) -> set[Callable[[int, bytes], Awaitable[None]]]:
+    """How the gateway closes each of its open WebSockets (what shutdown calls)."""
+    app = getattr(client.server, "app", None)
     assert isinstance(app, web.Application)
-    (close,) = app[keys.WEBSOCKETS]
+    return app[keys.WEBSOCKETS]
+
+
+def the_relay(client: OriginClient) -> Relay:
+    (close,) = open_websockets(client)
     relay = getattr(close, "__self__")  # noqa: B009 (a bound method's object, which mypy does not know)
     assert isinstance(relay, Relay)
     return relay
@@ -301,10 +306,12 @@ async def test_the_gateways_own_close_waits_for_the_end_of_the_frame_in_flight(
     whole = frame(0x2, payload, mask=False)
     notebook.writer.write(whole[:50_000])  # half a frame
     assert await asyncio.wait_for(reader.readexactly(50_000), 5) == whole[:50_000]
-    app = client.server.app
-    assert isinstance(app, web.Application)
-    (close,) = app[keys.WEBSOCKETS]
-    closing = asyncio.create_task(close(1001, b"gateway shutting down"))  # as at shutdown
+    (close,) = open_websockets(client)
+
+    async def shut_down() -> None:
+        await close(1001, b"gateway shutting down")  # as at shutdown
+
+    closing = asyncio.create_task(shut_down())
     # Both sides hear it: the notebook at once, as a masked close ...
     await wait_until(lambda: len(notebook.received) > 0)
     assert close_of(bytes(notebook.received)) == (1001, b"gateway shutting down")
