@@ -680,6 +680,6 @@ async def close_websockets(app: web.Application) -> None:
         log.info("closing %d WebSocket(s) for shutdown", len(sockets))
     with contextlib.suppress(Exception):
         await asyncio.gather(
-            *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"gateway shutting down") for ws in sockets),
+            *(close(WSCloseCode.GOING_AWAY, b"gateway shutting down") for close in sockets),
             return_exceptions=True,
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import jinja2
@@ -58,8 +58,8 @@ FAILURES = web.AppKey("failures", FailureCounter)  # failed sign-ins per client 
 # The wall clock sessions are timed by (time.time); set before start-up only by tests that walk through timeouts.
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 ONBOARDING = web.AppKey("onboarding", Onboarding)  # what a sign-in sets up: first-user admin, self-service profile
-# Open client WebSockets, closed with 1001 (going away) when the gateway shuts down.
-WEBSOCKETS: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("websockets")
+# How to close each open WebSocket (code, reason): with 1001 (going away) when the gateway shuts down.
+WEBSOCKETS: web.AppKey[set[Callable[[int, bytes], Awaitable[None]]]] = web.AppKey("websockets")
 ORIGINS = web.AppKey("origins", NotebookOrigins)  # which host serves which notebook
 ACTIVITY = web.AppKey("activity", Activity)  # each notebook server's last use, shared by replicas through Redis
 CULLING = web.AppKey("culling", CullPolicy)  # absent unless GATEWAY_CULL_IDLE_AFTER is set

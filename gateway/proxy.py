@@ -268,13 +268,7 @@ async def _forward_websocket(
     with upstream_errors(target, app[keys.METRICS], settings.upstream_timeout_s):
         try:
             async with asyncio.timeout(settings.upstream_timeout_s):
-                upstream = await proxy_ws.connect(
-                    app[keys.WS_HTTP],
-                    url,
-                    headers,
-                    proxy_ws.offered_protocols(request),
-                    max_msg_size=settings.websocket_max_message_bytes,
-                )
+                upstream = await proxy_ws.connect(app[keys.WS_HTTP], url, headers, proxy_ws.offered_protocols(request))
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status < 400:
                 raise  # it answered, but not as a WebSocket: 502 from the boundary

@@ -20,7 +20,7 @@ GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "leaves (plain values)",
-        ("names", "cookies", "quantities", "backoff", "origins", "version"),
+        ("names", "cookies", "quantities", "backoff", "origins", "version", "wsframes"),
     ),  # config checks names
     ("leaves", ("config", "errors", "identity", "logs", "spawner", "pod_security", "upstream_http")),
     (
