@@ -29,7 +29,7 @@ from aiohttp.web_request import BaseRequest
 from . import keys, routing
 from .errors import Forbidden, GatewayError, LoginRequired, NotFound
 from .forwarded import client_address, cross_origin_reason
-from .logs import REQUEST_ID, scrub
+from .logs import REQUEST_ID, AccessRecord, scrub
 from .web import audit_request, notebook_login
 from .web.responses import render_error, wants_html
 from .web.signin import identify
@@ -180,28 +180,20 @@ class AccessLogger(AbstractAccessLogger):
         identity = request.get(keys.IDENTITY)
         upstream_s = request.get(keys.UPSTREAM_S)
         path = scrub(request.path_qs)
-        # The record is made here rather than by `logger.info`, which would first walk the stack to
-        # find its caller (always this method, and no format prints it): one line per request, so it counts.
-        record = logger.makeRecord(
-            logger.name,
-            logging.INFO,
-            __file__,
-            0,
-            "%s %s %s %.1fms",
-            (request.method, path, response.status, time * 1000),
-            None,
-            extra={
-                "request_id": request.get(keys.REQUEST_ID, "-"),
-                "client_request_id": request.get(keys.CLIENT_REQUEST_ID),  # the client's own, for its correlation
-                "user": identity.subject if identity is not None else None,
-                "client": request.get(keys.CLIENT_IP, request.remote),  # behind trusted proxies: the client they name
-                "remote": request.remote,  # the peer itself (a proxy, or the client)
-                "method": request.method,
-                "path": path,
-                "status": response.status,
-                "bytes": response.body_length,
-                "duration_ms": round(time * 1000, 2),
-                "upstream_ms": None if upstream_s is None else round(upstream_s * 1000, 2),
-            },
-        )
-        logger.handle(record)
+        status = response.status
+        fields: dict[str, object] = {
+            "request_id": request.get(keys.REQUEST_ID, "-"),
+            "client_request_id": request.get(keys.CLIENT_REQUEST_ID),  # the client's own, for its correlation
+            "user": identity.subject if identity is not None else None,
+            "client": request.get(keys.CLIENT_IP, request.remote),  # behind trusted proxies: the client they name
+            "remote": request.remote,  # the peer itself (a proxy, or the client)
+            "method": request.method,
+            "path": path,
+            "status": status,
+            "bytes": response.body_length,
+            "duration_ms": round(time * 1000, 2),
+            "upstream_ms": None if upstream_s is None else round(upstream_s * 1000, 2),
+        }
+        # An `AccessRecord` rather than `logger.info`, which would walk the stack for its caller (always this
+        # method) and fill in what no format prints: one record per request, so it counts.
+        logger.handle(AccessRecord(logger.name, f"{request.method} {path} {status} {time * 1000:.1f}ms", fields))
