@@ -50,18 +50,27 @@ def parse_body(model: type[M], body: object, *, error: type[BadRequest] = BadReq
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise refusal(exc.errors(), error=error, at=at) from None
+        raise refusal(exc.errors(), error=error, at=at, model=model) from None
 
 
-def refusal(errors: Sequence[ErrorDetails], *, error: type[BadRequest] = BadRequest, at: str = "") -> BadRequest:
-    """The first of pydantic's `errors` as `error`; every unknown field when there are any."""
+def refusal(
+    errors: Sequence[ErrorDetails],
+    *,
+    error: type[BadRequest] = BadRequest,
+    at: str = "",
+    model: type[BaseModel] | None = None,
+) -> BadRequest:
+    """The first of pydantic's `errors` as `error`; every unknown field when there are any. A field of `model`
+    with a `title` is called by it (the label a form shows beside the field: "Memory", not "memory")."""
     unknown = [field_path(item["loc"], at) for item in errors if item["type"] == "extra_forbidden"]
     if unknown:
         return error(f"Unknown field(s): {', '.join(unknown)}.", field=unknown[0])
     first = errors[0]
     where = field_path(first["loc"], at)
     words = PLAIN_WORDS.get(first["type"]) or _expected(first) or first["msg"].removeprefix("Value error, ")
-    return error(f"{where}: {words}." if where else f"{words}.", field=where or None)
+    field_info = model.model_fields.get(str(first["loc"][0])) if model is not None and len(first["loc"]) == 1 else None
+    subject = field_info.title if field_info is not None and field_info.title else where
+    return error(f"{subject}: {words}." if subject else f"{words}.", field=where or None)
 
 
 def field_path(loc: Sequence[int | str], at: str = "") -> str:

@@ -233,11 +233,14 @@ class NewNotebook(Model):
     customImageCheck: bool = Field(True, description="Use `customImage` (when the configuration allows it).")
     allowCustomImage: bool = Field(False, description="Echoed by the web app; the configuration decides.")
     imagePullPolicy: Literal[(*PULL_POLICIES, "")] = ""  # type: ignore[valid-type]
-    cpu: Quantity = Field("", description="The CPU request, a quantity or a number.")
-    cpuLimit: LimitQuantity | None = Field(None, description="At least `cpu`; empty or null: `cpu` x the limit factor.")
-    memory: Quantity = ""
+    # Titles: what a refusal calls the field, as the form labels it.
+    cpu: Quantity = Field("", title="CPU", description="The CPU request, a quantity or a number.")
+    cpuLimit: LimitQuantity | None = Field(
+        None, title="CPU limit", description="At least `cpu`; empty or null: `cpu` x the limit factor."
+    )
+    memory: Quantity = Field("", title="Memory", description="The memory request, a quantity such as 1Gi.")
     memoryLimit: LimitQuantity | None = Field(
-        None, description="At least `memory`; empty or null: `memory` x the limit factor."
+        None, title="Memory limit", description="At least `memory`; empty or null: `memory` x the limit factor."
     )
     gpus: GpuRequest = GpuRequest()
     affinityConfig: str = Field("", description="An affinity option's `configKey`, or `none`.")

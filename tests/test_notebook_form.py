@@ -183,7 +183,7 @@ def test_unknown_nested_fields_are_named_with_their_path() -> None:
 @pytest.mark.parametrize(
     ("change", "field", "words"),
     [
-        ({"cpu": None}, "cpu", "cpu: must be a Kubernetes quantity"),  # null is not "left out"
+        ({"cpu": None}, "cpu", "CPU: must be a Kubernetes quantity"),  # null is not "left out"; called as labelled
         ({"image": None}, "image", "image: must be a string."),
         ({"customImageCheck": "true"}, "customImageCheck", "customImageCheck: must be true or false."),
         ({"datavols": [{"mount": "/d"}]}, "datavols[0]", "exactly one of"),
