@@ -17,12 +17,14 @@ import asyncio
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -361,6 +363,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def gateway_complaints(log: Path) -> Counter[str]:
+    """The gateway's own account of what went wrong: its lines at WARNING or above and its 5xx refusals
+    (logged at INFO), counted by logger and message with the numbers taken out, so a report can say why."""
+    found: Counter[str] = Counter()
+    for text in log.read_text(errors="replace").splitlines():
+        try:
+            line = json.loads(text)
+        except ValueError:
+            continue
+        message = str(line.get("message", ""))
+        if line.get("level") in ("WARNING", "ERROR", "CRITICAL") or " refused: 5" in message:
+            found[f"{line.get('level')}, {line.get('logger')}: {re.sub(r'[0-9]+', 'N', message)[:200]}"] += 1
+    return found
+
+
 def report(args: argparse.Namespace, peak: float, rate: float, samples: list[Sample], verify: str, ok: bool) -> str:
     total_errors = sum(sum(s.interval.errors.values()) for s in samples)
     after = samples[min(args.warmup_rows, len(samples) - 1)]
@@ -438,7 +455,13 @@ def main(argv: list[str] | None = None) -> int:
             cwd=ROOT,
         )
         verify = " ".join((done.stdout + done.stderr).split())[:200]
+        noted = gateway_complaints(workdir / "gateway.log")
     text = report(args, peak, rate, samples, verify, done.returncode == 0)
+    if noted:
+        text += (
+            "\nWhat the gateway logged at WARNING or above, and its 5xx refusals (count, level, logger: message):\n\n"
+        )
+        text += "".join(f"- {count} x {what}\n" for what, count in noted.most_common(15))
     print(text)
     if args.out:
         args.out.write_text(text)
